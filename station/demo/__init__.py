@@ -1,0 +1,1 @@
+"""The self-contained demo: a local CSMS, the simulator and the daemon on one machine."""

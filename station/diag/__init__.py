@@ -1,0 +1,1 @@
+"""Local technician interface: read-only status, meter checks, transactions."""

@@ -1,0 +1,1 @@
+"""Meter side: the meter interface, one driver per model, the Modbus link, OCMF, and the simulator."""

@@ -1,0 +1,1 @@
+"""Meter simulator: Modbus RTU servers that behave like the supported meters."""

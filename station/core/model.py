@@ -1,0 +1,207 @@
+"""The core's vocabulary: events in, commands out, and the transaction record they talk about.
+
+Every type here is plain data, frozen, version-neutral and free of I/O: no OCPP message names, no Modbus registers,
+no SQL. Adapters translate their world into these events and carry out these commands; they must never reach into
+the core's state any other way.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class Phase(enum.StrEnum):
+    """Where a connector is in its charging cycle. Faults and availability are kept beside it, not in it."""
+
+    AVAILABLE = "available"
+    STARTING = "starting"  # the meter has been asked to start a transaction
+    CHARGING = "charging"  # the meter confirmed the start; energy is metered
+    STOPPING = "stopping"  # the meter has been asked to end and sign; waiting for the signed record
+
+
+class ConnectorStatus(enum.StrEnum):
+    """What the CSMS is told (1.6 ChargePointStatus / 2.0.1 ConnectorStatus are both derived from it)."""
+
+    AVAILABLE = "Available"
+    PREPARING = "Preparing"
+    CHARGING = "Charging"
+    FINISHING = "Finishing"
+    FAULTED = "Faulted"
+    UNAVAILABLE = "Unavailable"
+
+
+class StopReason(enum.StrEnum):
+    """Why a transaction ended, in the 1.6 vocabulary (the 2.0.1 adapter maps it)."""
+
+    REMOTE = "Remote"
+    LOCAL = "Local"
+    POWER_LOSS = "PowerLoss"
+    REBOOT = "Reboot"
+    SOFT_RESET = "SoftReset"
+    HARD_RESET = "HardReset"
+    EMERGENCY_STOP = "EmergencyStop"
+    EV_DISCONNECTED = "EVDisconnected"
+    DE_AUTHORIZED = "DeAuthorized"
+    UNLOCK_COMMAND = "UnlockCommand"
+    OTHER = "Other"
+
+
+class StartSource(enum.StrEnum):
+    REMOTE = "remote"
+    LOCAL = "local"
+
+
+@dataclass(frozen=True)
+class SignedMeterRecord:
+    """What the meter signed, exactly as it produced it, plus our check of it.
+
+    `data` is the meter's record byte for byte (an OCMF string for every meter we support). The record is the legal
+    truth: it is forwarded even when our check fails, with `verified` False and the `problems` found.
+    """
+
+    data: str
+    encoding: str = "OCMF"
+    signing_method: str = ""
+    context: str = "Transaction.End"  # Transaction.Begin for a meter that signs begin and end separately
+    verified: bool = False
+    problems: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Transaction:
+    """One charging transaction as the core knows it. `ref` is ours (a UUID), stable before the CSMS knows it."""
+
+    ref: str
+    connector_id: int
+    id_tag: str
+    source: StartSource
+    requested_at: datetime
+    remote_start_id: int | None = None
+    started_at: datetime | None = None
+    meter_start_wh: int | None = None
+    stopped_at: datetime | None = None
+    meter_stop_wh: int | None = None
+    stop_reason: StopReason | None = None
+    signed_records: tuple[SignedMeterRecord, ...] = ()
+
+
+# ---------------------------------------------------------------- events (adapters -> core)
+
+
+@dataclass(frozen=True)
+class StartRequested:
+    connector_id: int
+    id_tag: str
+    at: datetime
+    tx_ref: str
+    source: StartSource = StartSource.REMOTE
+    remote_start_id: int | None = None
+
+
+@dataclass(frozen=True)
+class MeterStarted:
+    tx_ref: str
+    meter_start_wh: int
+    at: datetime
+
+
+@dataclass(frozen=True)
+class MeterStartFailed:
+    tx_ref: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class StopRequested:
+    tx_ref: str
+    reason: StopReason
+    at: datetime
+
+
+@dataclass(frozen=True)
+class MeterStopped:
+    tx_ref: str
+    meter_stop_wh: int
+    at: datetime
+    signed_records: tuple[SignedMeterRecord, ...]
+
+
+@dataclass(frozen=True)
+class MeterLinkChanged:
+    up: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class StationAccepted:
+    """The CSMS accepted our boot: charging may be offered (1.6 §4.2.1: never before the first Accepted)."""
+
+
+Event = StartRequested | MeterStarted | MeterStartFailed | StopRequested | MeterStopped | MeterLinkChanged | StationAccepted
+
+
+# ---------------------------------------------------------------- commands (core -> adapters)
+
+
+@dataclass(frozen=True)
+class StartMeterTransaction:
+    connector_id: int
+    transaction: Transaction
+
+
+@dataclass(frozen=True)
+class StopMeterTransaction:
+    connector_id: int
+    transaction: Transaction
+
+
+@dataclass(frozen=True)
+class RecordTransactionStarted:
+    """Persist the transaction and queue StartTransaction / TransactionEvent(Started) for the CSMS."""
+
+    transaction: Transaction
+
+
+@dataclass(frozen=True)
+class RecordTransactionEnded:
+    """Persist the signed end and queue StopTransaction / TransactionEvent(Ended) for the CSMS."""
+
+    transaction: Transaction
+
+
+@dataclass(frozen=True)
+class RecordTransactionAborted:
+    """The meter never started: nothing was metered, nothing is owed; the CSMS hears nothing about it."""
+
+    transaction: Transaction
+    reason: str
+
+
+@dataclass(frozen=True)
+class ReportStatus:
+    connector_id: int
+    status: ConnectorStatus
+    error_code: str = "NoError"
+    info: str = ""
+
+
+Command = (
+    StartMeterTransaction
+    | StopMeterTransaction
+    | RecordTransactionStarted
+    | RecordTransactionEnded
+    | RecordTransactionAborted
+    | ReportStatus
+)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The core's answer to one event: what it decided and what the edges must now do, in order."""
+
+    accepted: bool
+    commands: tuple[Command, ...] = ()
+    reason: str = ""
+    transaction: Transaction | None = field(default=None)

@@ -1,0 +1,241 @@
+"""The charging station's state machine: its connectors, their transactions, and every allowed transition.
+
+This module owns the live state of each connector (phase, fault, running transaction). It is a plain object: no I/O,
+no asyncio, no clock reads (every event carries its time). The phase transitions are one table, `TRANSITIONS`, that
+can be printed as a diagram; an event that is impossible in the current phase raises `InvalidTransition` instead of
+being ignored. Adapters feed events in with `handle()` and carry out the commands of the `Outcome` in order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from station.core.model import (
+    Command,
+    ConnectorStatus,
+    Event,
+    MeterLinkChanged,
+    MeterStarted,
+    MeterStartFailed,
+    MeterStopped,
+    Outcome,
+    Phase,
+    RecordTransactionAborted,
+    RecordTransactionEnded,
+    RecordTransactionStarted,
+    ReportStatus,
+    StartMeterTransaction,
+    StartRequested,
+    StationAccepted,
+    StopMeterTransaction,
+    StopRequested,
+    Transaction,
+)
+
+# (phase, event type) -> next phase. Anything not listed is impossible and raises InvalidTransition.
+TRANSITIONS: dict[tuple[Phase, type], Phase] = {
+    (Phase.AVAILABLE, StartRequested): Phase.STARTING,
+    (Phase.STARTING, MeterStarted): Phase.CHARGING,
+    (Phase.STARTING, MeterStartFailed): Phase.AVAILABLE,
+    (Phase.CHARGING, StopRequested): Phase.STOPPING,
+    (Phase.STOPPING, MeterStopped): Phase.AVAILABLE,
+}
+
+PHASE_STATUS: dict[Phase, ConnectorStatus] = {
+    Phase.AVAILABLE: ConnectorStatus.AVAILABLE,
+    Phase.STARTING: ConnectorStatus.PREPARING,
+    Phase.CHARGING: ConnectorStatus.CHARGING,
+    Phase.STOPPING: ConnectorStatus.FINISHING,
+}
+
+
+class InvalidTransition(Exception):
+    """An event arrived that the connector's current phase does not allow."""
+
+    def __init__(self, connector_id: int, phase: Phase, event: object, detail: str = "") -> None:
+        self.connector_id = connector_id
+        self.phase = phase
+        self.event = event
+        name = type(event).__name__
+        super().__init__(
+            f"connector {connector_id}: {name} is not possible while {phase.value}" + (f" ({detail})" if detail else "")
+        )
+
+
+@dataclass
+class Connector:
+    id: int
+    phase: Phase = Phase.AVAILABLE
+    transaction: Transaction | None = None
+    reported: ConnectorStatus | None = None
+
+
+class ChargingStation:
+    """All connectors of one station and the rules that move them."""
+
+    def __init__(self, connector_ids: tuple[int, ...] = (1,)) -> None:
+        if not connector_ids or any(c < 1 for c in connector_ids):
+            raise ValueError("connector ids start at 1")
+        self.connectors: dict[int, Connector] = {c: Connector(c) for c in connector_ids}
+        self.meter_link_up = True
+        self.meter_link_reason = ""
+        self.accepted_by_csms = False
+
+    # ------------------------------------------------------------------ queries
+
+    def status_of(self, connector_id: int) -> ConnectorStatus:
+        connector = self.connectors[connector_id]
+        if not self.meter_link_up:
+            return ConnectorStatus.FAULTED
+        return PHASE_STATUS[connector.phase]
+
+    def find(self, tx_ref: str) -> Connector | None:
+        for connector in self.connectors.values():
+            if connector.transaction is not None and connector.transaction.ref == tx_ref:
+                return connector
+        return None
+
+    def running_transactions(self) -> list[Transaction]:
+        return [c.transaction for c in self.connectors.values() if c.transaction is not None]
+
+    # ------------------------------------------------------------------ restore
+
+    def restore(self, transaction: Transaction) -> list[Command]:
+        """Put back a transaction the store had open when the daemon stopped.
+
+        A transaction that never reached the meter is forgotten by the caller; one the meter started (or may have
+        started) is brought to STOPPING and ended on the meter, so its signed record is collected and delivered.
+        """
+        connector = self.connectors.get(transaction.connector_id)
+        if connector is None:
+            raise ValueError(f"stored transaction {transaction.ref} names unknown connector {transaction.connector_id}")
+        if connector.transaction is not None:
+            raise ValueError(f"connector {connector.id} already holds transaction {connector.transaction.ref}")
+        connector.transaction = transaction
+        if transaction.stopped_at is not None and transaction.signed_records:
+            # Already ended and signed; only delivery is left, which the outbox owns.
+            connector.transaction = None
+            return []
+        connector.phase = Phase.STOPPING
+        return [StopMeterTransaction(connector.id, transaction), *self._status_change(connector)]
+
+    # ------------------------------------------------------------------ events
+
+    def handle(self, event: Event) -> Outcome:
+        """Apply one event. Returns the decision and the commands to carry out; raises InvalidTransition."""
+        match event:
+            case StationAccepted():
+                self.accepted_by_csms = True
+                return Outcome(True, tuple(self._all_status_changes()))
+            case MeterLinkChanged(up=up, reason=reason):
+                self.meter_link_up = up
+                self.meter_link_reason = reason
+                return Outcome(True, tuple(self._all_status_changes()))
+            case StartRequested():
+                return self._start(event)
+            case MeterStarted():
+                connector = self._connector_for(event.tx_ref, event)
+                self._advance(connector, event)
+                assert connector.transaction is not None
+                tx = replace(connector.transaction, started_at=event.at, meter_start_wh=event.meter_start_wh)
+                connector.transaction = tx
+                return Outcome(True, (RecordTransactionStarted(tx), *self._status_change(connector)), transaction=tx)
+            case MeterStartFailed():
+                connector = self._connector_for(event.tx_ref, event)
+                self._advance(connector, event)
+                assert connector.transaction is not None
+                tx = connector.transaction
+                connector.transaction = None
+                return Outcome(
+                    True,
+                    (RecordTransactionAborted(tx, event.reason), *self._status_change(connector)),
+                    reason=event.reason,
+                    transaction=tx,
+                )
+            case StopRequested():
+                connector = self._connector_for(event.tx_ref, event)
+                if connector.phase is Phase.STOPPING:
+                    # Asking twice is harmless: the meter is already ending it.
+                    return Outcome(True, (), reason="already stopping", transaction=connector.transaction)
+                self._advance(connector, event)
+                assert connector.transaction is not None
+                tx = replace(connector.transaction, stop_reason=event.reason)
+                connector.transaction = tx
+                return Outcome(
+                    True, (StopMeterTransaction(connector.id, tx), *self._status_change(connector)), transaction=tx
+                )
+            case MeterStopped():
+                connector = self._connector_for(event.tx_ref, event)
+                self._advance(connector, event)
+                assert connector.transaction is not None
+                tx = replace(
+                    connector.transaction,
+                    stopped_at=event.at,
+                    meter_stop_wh=event.meter_stop_wh,
+                    signed_records=event.signed_records,
+                )
+                connector.transaction = None
+                return Outcome(True, (RecordTransactionEnded(tx), *self._status_change(connector)), transaction=tx)
+        raise TypeError(f"not a core event: {event!r}")  # pragma: no cover - the match above is exhaustive
+
+    # ------------------------------------------------------------------ internals
+
+    def _start(self, event: StartRequested) -> Outcome:
+        connector = self.connectors.get(event.connector_id)
+        if connector is None:
+            return Outcome(False, reason=f"unknown connector {event.connector_id}")
+        if not self.accepted_by_csms:
+            return Outcome(False, reason="the CSMS has not accepted this station yet")
+        if not self.meter_link_up:
+            return Outcome(False, reason=f"meter unavailable: {self.meter_link_reason or 'link down'}")
+        if connector.phase is not Phase.AVAILABLE:
+            return Outcome(False, reason=f"connector {connector.id} is {connector.phase.value}")
+        self._advance(connector, event)
+        tx = Transaction(
+            ref=event.tx_ref,
+            connector_id=connector.id,
+            id_tag=event.id_tag,
+            source=event.source,
+            requested_at=event.at,
+            remote_start_id=event.remote_start_id,
+        )
+        connector.transaction = tx
+        return Outcome(True, (StartMeterTransaction(connector.id, tx), *self._status_change(connector)), transaction=tx)
+
+    def _connector_for(self, tx_ref: str, event: object) -> Connector:
+        connector = self.find(tx_ref)
+        if connector is None:
+            raise InvalidTransition(0, Phase.AVAILABLE, event, f"no running transaction {tx_ref}")
+        return connector
+
+    def _advance(self, connector: Connector, event: object) -> None:
+        nxt = TRANSITIONS.get((connector.phase, type(event)))
+        if nxt is None:
+            raise InvalidTransition(connector.id, connector.phase, event)
+        connector.phase = nxt
+
+    def _status_change(self, connector: Connector) -> list[ReportStatus]:
+        status = self.status_of(connector.id)
+        if status is connector.reported:
+            return []
+        connector.reported = status
+        if status is ConnectorStatus.FAULTED:
+            return [ReportStatus(connector.id, status, "PowerMeterFailure", self.meter_link_reason)]
+        return [ReportStatus(connector.id, status)]
+
+    def _all_status_changes(self) -> list[ReportStatus]:
+        return [r for c in self.connectors.values() for r in self._status_change(c)]
+
+    def report_all(self) -> list[ReportStatus]:
+        """Every connector's current status, e.g. after a (re)connect where the CSMS must hear it again."""
+        for connector in self.connectors.values():
+            connector.reported = None
+        return self._all_status_changes()
+
+
+def transition_diagram() -> str:
+    """The transition table as Mermaid text (docs/ prints it)."""
+    lines = ["stateDiagram-v2"]
+    for (phase, event), nxt in TRANSITIONS.items():
+        lines.append(f"    {phase.value} --> {nxt.value}: {event.__name__}")
+    return "\n".join(lines)

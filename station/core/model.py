@@ -139,7 +139,9 @@ class StationAccepted:
     """The CSMS accepted our boot: charging may be offered (1.6 §4.2.1: never before the first Accepted)."""
 
 
-Event = StartRequested | MeterStarted | MeterStartFailed | StopRequested | MeterStopped | MeterLinkChanged | StationAccepted
+Event = (
+    StartRequested | MeterStarted | MeterStartFailed | StopRequested | MeterStopped | MeterLinkChanged | StationAccepted
+)
 
 
 # ---------------------------------------------------------------- commands (core -> adapters)

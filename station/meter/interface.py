@@ -8,6 +8,7 @@ interface and nothing about registers. A driver must never invent, repair or re-
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -108,6 +109,9 @@ class Meter(abc.ABC):
     @abc.abstractmethod
     async def stop_transaction(self, tx_ref: str) -> MeterTransactionEnded:
         """End the transaction, wait until the meter has signed it, read the record(s) back."""
+
+    def set_link_listener(self, listener: Callable[[bool, str], None]) -> None:
+        """Have `listener(up, reason)` called whenever the link to the meter goes up or down."""
 
     async def release_record(self, tx_ref: str) -> None:
         """The daemon has stored the record durably; a meter that keeps it until acknowledged may now free it."""

@@ -94,7 +94,7 @@ class ModbusLink:
         on_link_change: Callable[[bool, str], None] | None = None,
     ) -> None:
         self.settings = settings
-        self._on_link_change = on_link_change
+        self.on_link_change = on_link_change
         self._lock = asyncio.Lock()
         self._client: AsyncModbusSerialClient | AsyncModbusTcpClient | None = None
         self.up: bool | None = None
@@ -165,8 +165,8 @@ class ModbusLink:
             return
         self.up = up
         log.info("meter link up" if up else "meter link down", reason=reason, port=self.settings.port)
-        if self._on_link_change is not None:
-            self._on_link_change(up, reason)
+        if self.on_link_change is not None:
+            self.on_link_change(up, reason)
 
     # ------------------------------------------------------------------ requests
 

@@ -34,7 +34,9 @@ def examine_record(
     except ocmf.OcmfError as exc:
         problems.append(f"cannot verify: {exc}")
     if expected_pagination is not None and record.pagination != expected_pagination:
-        problems.append(f"record is {record.pagination}, expected {expected_pagination} (another transaction's record?)")
+        problems.append(
+            f"record is {record.pagination}, expected {expected_pagination} (another transaction's record?)"
+        )
     if context == "Transaction.End" and record.begin is not None and record.end is not None:
         problems.extend(ocmf.check_transaction([record]))
     return SignedMeterRecord(

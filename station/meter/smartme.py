@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -62,7 +63,9 @@ class SmartMeRegisters:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(overrides) - known)
         if unknown:
-            raise ValueError(f"unknown smart-me register name(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            raise ValueError(
+                f"unknown smart-me register name(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
         return cls(**{**{f.name: getattr(cls(), f.name) for f in fields(cls)}, **overrides})
 
 
@@ -120,6 +123,9 @@ class SmartMeMeter(Meter):
         self.poll_interval = poll_interval
         self._public_key: str | None = None
         self._pagination: dict[str, str] = {}
+
+    def set_link_listener(self, listener: Callable[[bool, str], None]) -> None:
+        self.link.on_link_change = listener
 
     async def open(self) -> None:
         await self.link.open()

@@ -286,7 +286,9 @@ class SmartMeSimulator:
             SimData(r.status_block, count=5, values=0, datatype=DataType.REGISTERS, readonly=True),
             SimData(r.metadata_length, count=3, values=0, datatype=DataType.REGISTERS),
             SimData(r.metadata, count=r.metadata_regs, values=0, datatype=DataType.REGISTERS),
-            SimData(r.public_key_length, count=1 + r.public_key_regs, values=0, datatype=DataType.REGISTERS, readonly=True),
+            SimData(
+                r.public_key_length, count=1 + r.public_key_regs, values=0, datatype=DataType.REGISTERS, readonly=True
+            ),
             SimData(r.record, count=r.record_regs, values=0, datatype=DataType.REGISTERS, readonly=True),
         ]
         return SimDevice(id=self.device_id, simdata=blocks, action=self.action)
@@ -365,5 +367,7 @@ class SmartMeSimulator:
 
     def _capture_metadata(self, registers: list[int], start: int) -> None:
         r = self.regs
-        raw = b"".join(v.to_bytes(2, "big") for v in registers[r.metadata - start : r.metadata - start + r.metadata_regs])
+        raw = b"".join(
+            v.to_bytes(2, "big") for v in registers[r.metadata - start : r.metadata - start + r.metadata_regs]
+        )
         self.mem.extra["metadata"] = raw.split(b"\x00", 1)[0].decode("ascii", errors="replace")

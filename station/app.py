@@ -1,0 +1,144 @@
+"""Wiring: builds the station's parts from a Config and runs them until told to stop.
+
+Owns start-up order (store, meter, recovery, then the CSMS connection, so that the station is useful before the
+CSMS is reachable) and shutdown order (stop taking work, let a meter stop in flight store its record, close the
+WebSocket, close the store). It decides nothing about charging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from station.config import Config
+from station.core.station import ChargingStation
+from station.meter.interface import Meter
+from station.meter.link import ModbusLink, SerialSettings
+from station.meter.nullmodem import VirtualNullModem
+from station.meter.sim.server import build_simulator, serve
+from station.meter.sim.smartme import SmartMeSimulator
+from station.meter.smartme import SmartMeMeter, SmartMeRegisters
+from station.ocpp.config16 import Configuration16
+from station.ocpp.connection import CsmsConnection
+from station.runtime import StationRuntime
+from station.store import Store
+
+log = structlog.get_logger("station.app")
+
+
+@dataclass
+class SimulatedLine:
+    """The in-process simulator of `transport = "simulated"` and the virtual cable it sits on."""
+
+    cable: VirtualNullModem
+    simulator: SmartMeSimulator
+    server: object
+
+    async def close(self) -> None:
+        await self.server.shutdown()  # type: ignore[attr-defined]
+        await self.cable.stop()
+
+
+@dataclass
+class Station:
+    config: Config
+    store: Store
+    meter: Meter
+    runtime: StationRuntime
+    connection: CsmsConnection
+    configuration: Configuration16
+    simulated: SimulatedLine | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+def serial_settings(config: Config, port: str | None = None) -> SerialSettings:
+    m = config.meter
+    return SerialSettings(
+        port=port or m.port,
+        baudrate=m.baudrate,
+        parity=m.parity,  # type: ignore[arg-type]
+        stopbits=m.stopbits,
+        device_id=m.device_id,
+        transport="tcp" if m.transport == "tcp" else "rtu",
+        meter_latency=m.latency,
+    )
+
+
+def build_meter(config: Config, port: str | None = None) -> Meter:
+    link = ModbusLink(serial_settings(config, port))
+    return SmartMeMeter(
+        link, SmartMeRegisters.with_overrides(config.meter.registers), poll_interval=config.meter.poll_interval
+    )
+
+
+async def start_simulated_line(config: Config) -> SimulatedLine:
+    m = config.meter
+    state_dir = Path(config.storage.path).parent
+    cable = await VirtualNullModem(baudrate=m.baudrate, parity=m.parity, stopbits=m.stopbits).start()
+    sim = build_simulator(
+        m.model,
+        state=Path(m.sim_state) if m.sim_state else state_dir / "meter-sim.json",
+        ledger=Path(m.sim_ledger) if m.sim_ledger else None,
+        device_id=m.device_id,
+        power_w=m.sim_power_w,
+        signing_time=m.sim_signing_time,
+        registers=m.registers,
+    )
+    server = await serve(sim, cable.path_b, baudrate=m.baudrate)
+    log.info("simulated meter on a virtual serial line", daemon_end=cable.path_a, meter_end=cable.path_b)
+    return SimulatedLine(cable, sim, server)
+
+
+@contextlib.asynccontextmanager
+async def running_station(config: Config) -> AsyncIterator[Station]:
+    """Start every part; on exit shut them down in the safe order."""
+    store = Store(config.storage.path)
+    simulated: SimulatedLine | None = None
+    try:
+        port = None
+        if config.meter.transport == "simulated":
+            simulated = await start_simulated_line(config)
+            port = simulated.cable.path_a
+        meter = build_meter(config, port)
+        connector_ids = tuple(range(1, config.station.connectors + 1))
+        core = ChargingStation(connector_ids)
+        runtime = StationRuntime(core, store, meter, station_id=config.station.id)
+        await runtime.start()
+        configuration = Configuration16(store, connector_ids, lambda: runtime.meter_state.public_key_hex)
+        connection = CsmsConnection(config, runtime, store, configuration)
+        station = Station(config, store, meter, runtime, connection, configuration, simulated)
+        station.tasks.append(asyncio.create_task(connection.run(), name="csms connection"))
+        try:
+            yield station
+        finally:
+            await runtime.close()
+            await connection.close()
+            for task in station.tasks:
+                task.cancel()
+            for task in station.tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+    finally:
+        if simulated is not None:
+            await simulated.close()
+        store.close()
+
+
+async def run_daemon(config: Config) -> int:
+    """`station run`: until SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with running_station(config):
+        log.info("station running", station_id=config.station.id, csms=config.csms.url)
+        await stop.wait()
+        log.info("stopping")
+    log.info("stopped")
+    return 0

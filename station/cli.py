@@ -1,0 +1,180 @@
+"""The `station` command: run the daemon, the demo, the meter simulator, and the offline tools.
+
+Owns argument parsing and exit codes only; every command's work lives in its own module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import structlog
+
+from station.config import ConfigError, load_config
+
+
+def _setup_logging(level: str = "info") -> None:
+    numeric = getattr(logging, level.upper(), logging.INFO)
+    logging.basicConfig(
+        level=max(numeric, logging.WARNING), stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()),
+        ],
+    )
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from station.app import run_daemon
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    _setup_logging(args.log_level)
+    return asyncio.run(run_daemon(config))
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from station.demo.session import print_result, run_demo
+
+    _setup_logging("debug" if args.verbose else "error")
+
+    def say(text: str) -> None:
+        if not args.json:
+            print(text, flush=True)
+
+    try:
+        result = asyncio.run(run_demo(seconds=args.seconds, ocpp_version=args.ocpp, say=say))
+    except (TimeoutError, ValueError) as exc:
+        print(f"demo failed: {exc!r}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result.as_json()))
+    else:
+        print_result(result)
+    return 0 if result.verified else 1
+
+
+def _cmd_meter_sim(args: argparse.Namespace) -> int:
+    from station.meter.sim.server import run_meter_sim
+
+    _setup_logging(args.log_level)
+    return asyncio.run(
+        run_meter_sim(
+            args.model,
+            args.port,
+            state=Path(args.state) if args.state else None,
+            ledger=Path(args.ledger) if args.ledger else None,
+            baudrate=args.baudrate,
+            device_id=args.device_id,
+            power_w=args.power_w,
+            signing_time=args.signing_time,
+        )
+    )
+
+
+def _cmd_nullmodem(args: argparse.Namespace) -> int:
+    from station.meter.nullmodem import VirtualNullModem
+
+    async def run() -> int:
+        cable = await VirtualNullModem(baudrate=args.baudrate or None).start()
+        print(json.dumps({"a": cable.path_a, "b": cable.path_b}), flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await cable.stop()
+        return 0
+
+    try:
+        return asyncio.run(run())
+    except KeyboardInterrupt:
+        return 0
+
+
+def _cmd_config_check(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.file)
+    except ConfigError as exc:
+        print(f"{exc.source}: {len(exc.problems)} problem(s):")
+        for problem in exc.problems:
+            print(f"  - {problem}")
+        return 1
+    print(
+        f"{args.file}: OK (station {config.station.id}, OCPP {config.csms.ocpp_version}, meter {config.meter.model} "
+        f"over {config.meter.transport})"
+    )
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from station.verify_command import run_verify
+
+    return run_verify(args.inputs, args.public_key, args.json, sys.stdout)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="station", description="EV charging station controller")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run the daemon")
+    p.add_argument("--config", required=True, help="the TOML config file")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("demo", help="one whole signed charging session on the built-in simulators")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the story")
+    p.add_argument("--ocpp", default="1.6", choices=["1.6"], help="OCPP version to use")
+    p.add_argument("--seconds", type=float, default=4.0, help="how long to charge")
+    p.add_argument("--verbose", action="store_true", help="show the daemon's log lines")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("meter-sim", help="serve a simulated meter on a serial device")
+    p.add_argument("--model", default="smartme", choices=["smartme"])
+    p.add_argument("--port", required=True, help="serial device path, e.g. one end of `station nullmodem`")
+    p.add_argument("--state", help="file of the meter's non-volatile memory (created if missing)")
+    p.add_argument("--ledger", help="JSON-lines file: every record the meter signs is appended")
+    p.add_argument("--baudrate", type=int, default=9600)
+    p.add_argument("--device-id", type=int, default=1)
+    p.add_argument("--power-w", type=float, default=11000.0, help="simulated charging power")
+    p.add_argument("--signing-time", type=float, default=0.5, help="seconds the meter takes to sign")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=_cmd_meter_sim)
+
+    p = sub.add_parser("nullmodem", help="make a virtual serial cable (two ptys back to back) and print its ends")
+    p.add_argument("--baudrate", type=int, default=0, help="pace bytes at this baud rate (0: no pacing)")
+    p.set_defaults(func=_cmd_nullmodem)
+
+    p = sub.add_parser("config", help="configuration tools")
+    csub = p.add_subparsers(dest="config_command", required=True)
+    c = csub.add_parser("check", help="validate a config file and print every problem")
+    c.add_argument("file")
+    c.set_defaults(func=_cmd_config_check)
+
+    p = sub.add_parser("verify", help="verify OCMF signed records")
+    p.add_argument("inputs", nargs="+", help="an OCMF string, a file of them, or a Transparenzsoftware XML file")
+    p.add_argument("--public-key", help="the meter's public key (hex/base64 DER, raw point)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_verify)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""The station's configuration: one TOML file, checked completely before anything starts.
+
+This module owns the config schema (every key, its type, default and allowed values) and the checking of a file
+against it. It reports every problem at once, each with the key, what is wrong and how to fix it, and it never
+lets the daemon start on a file with a problem. It does no other I/O than reading the file it is given.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+OCPP_VERSIONS = ("1.6", "2.0.1", "auto")
+METER_MODELS = ("smartme",)
+METER_TRANSPORTS = ("rtu", "tcp", "simulated")
+PARITIES = ("N", "E", "O")
+BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
+SIGNED_VALUE_FORMATS = ("oca", "raw")
+
+
+class ConfigError(Exception):
+    def __init__(self, problems: list[str], source: str = "") -> None:
+        self.problems = problems
+        self.source = source
+        head = f"{source}: " if source else ""
+        super().__init__(head + f"{len(problems)} problem(s) in the configuration:\n  - " + "\n  - ".join(problems))
+
+
+@dataclass(frozen=True)
+class StationConfig:
+    id: str
+    connectors: int = 1
+    vendor: str = "station"
+    model: str = "station-controller"
+
+
+@dataclass(frozen=True)
+class CsmsConfig:
+    url: str
+    ocpp_version: str = "1.6"
+    heartbeat_interval: int = 300
+    response_timeout: float = 30.0
+    signed_value_format: str = "oca"
+    reconnect_min: float = 1.0
+    reconnect_max: float = 60.0
+
+    @property
+    def endpoint(self) -> str:
+        return self.url.rstrip("/")
+
+
+@dataclass(frozen=True)
+class MeterConfig:
+    model: str = "smartme"
+    transport: str = "rtu"
+    port: str = "/dev/ttyUSB0"
+    baudrate: int = 9600
+    parity: str = "N"
+    stopbits: int = 1
+    device_id: int = 1
+    latency: float = 0.3
+    poll_interval: float = 0.1
+    registers: dict[str, int] = field(default_factory=dict)
+    sim_power_w: float = 11000.0
+    sim_signing_time: float = 0.5
+    sim_state: str = ""
+    sim_ledger: str = ""
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    path: str
+
+
+@dataclass(frozen=True)
+class DiagnosticsConfig:
+    socket: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    station: StationConfig
+    csms: CsmsConfig
+    meter: MeterConfig
+    storage: StorageConfig
+    diagnostics: DiagnosticsConfig
+    source: str = ""
+
+
+# --------------------------------------------------------------------------- the schema
+
+Check = Callable[[Any], str | None]  # returns a problem text, or None when fine
+
+
+def _one_of(options: tuple[Any, ...]) -> Check:
+    return lambda v: None if v in options else f"must be one of {', '.join(repr(o) for o in options)}"
+
+
+def _between(lo: float, hi: float) -> Check:
+    return lambda v: None if lo <= v <= hi else f"must be between {lo} and {hi}"
+
+
+def _nonempty(v: Any) -> str | None:
+    return None if str(v).strip() else "must not be empty"
+
+
+def _station_id(v: str) -> str | None:
+    if not v.strip():
+        return "must not be empty"
+    if len(v) > 48:  # OCPP identity: CiString48 / chargeBoxIdentity length
+        return "must be at most 48 characters (OCPP identity limit)"
+    if any(c in v for c in "/?#% ") or not v.isprintable():
+        return "must not contain '/', '?', '#', '%', spaces or control characters (it becomes part of the URL)"
+    return None
+
+
+def _ws_url(v: str) -> str | None:
+    parsed = urlparse(v)
+    if parsed.scheme not in ("ws", "wss"):
+        return "must start with ws:// or wss://"
+    if not parsed.hostname:
+        return "must name a host, e.g. ws://csms.example.com/ocpp"
+    return None
+
+
+@dataclass(frozen=True)
+class Key:
+    type: type | tuple[type, ...]
+    default: Any = ...  # ... = required
+    check: Check | None = None
+    help: str = ""
+
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "station": {
+        "id": Key(str, ..., _station_id, 'the charge point identity the CSMS knows, e.g. "CP-0001"'),
+        "connectors": Key(int, 1, _between(1, 1), "connectors with a fiscal meter (this release: 1)"),
+        "vendor": Key(str, "station", _nonempty, "chargePointVendor in BootNotification"),
+        "model": Key(str, "station-controller", _nonempty, "chargePointModel in BootNotification"),
+    },
+    "csms": {
+        "url": Key(str, ..., _ws_url, 'the CSMS endpoint without the station id, e.g. "ws://csms.local:9000/ocpp"'),
+        "ocpp_version": Key(str, "1.6", _one_of(OCPP_VERSIONS), '"1.6", "2.0.1" or "auto"'),
+        "heartbeat_interval": Key(int, 300, _between(1, 86400), "seconds, until the CSMS sets its own"),
+        "response_timeout": Key((int, float), 30.0, _between(1, 600), "seconds to wait for a CALLRESULT"),
+        "signed_value_format": Key(
+            str, "oca", _one_of(SIGNED_VALUE_FORMATS), '"oca" (OCA app note JSON envelope) or "raw" (OCMF text)'
+        ),
+        "reconnect_min": Key((int, float), 1.0, _between(0.1, 3600), "seconds before the first reconnect"),
+        "reconnect_max": Key((int, float), 60.0, _between(1, 3600), "longest wait between reconnects"),
+    },
+    "meter": {
+        "model": Key(str, "smartme", _one_of(METER_MODELS), "the meter driver"),
+        "transport": Key(str, "rtu", _one_of(METER_TRANSPORTS), '"rtu", "tcp" (RTU over TCP) or "simulated"'),
+        "port": Key(str, "/dev/ttyUSB0", _nonempty, "serial device (rtu) or host:port (tcp)"),
+        "baudrate": Key(int, 9600, _one_of(BAUDRATES), "the meter's baud rate"),
+        "parity": Key(str, "N", _one_of(PARITIES), '"N", "E" or "O" (8 data bits)'),
+        "stopbits": Key(int, 1, _one_of((1, 2)), "1 or 2"),
+        "device_id": Key(int, 1, _between(1, 247), "the meter's Modbus address"),
+        "latency": Key((int, float), 0.3, _between(0.0, 10.0), "seconds the meter may take to answer"),
+        "poll_interval": Key((int, float), 0.1, _between(0.01, 5.0), "seconds between status polls"),
+        "registers": Key(dict, {}, None, "register address overrides, e.g. command = 0x0200"),
+        "simulator": Key(dict, {}, None, 'settings of the built-in simulator (transport = "simulated")'),
+    },
+    "storage": {
+        "path": Key(str, ..., _nonempty, 'the SQLite file, e.g. "/var/lib/station/station.db"'),
+    },
+    "diagnostics": {
+        "socket": Key(str, "", None, "Unix socket of the technician interface"),
+    },
+}
+
+SIMULATOR_KEYS: dict[str, Key] = {
+    "power_w": Key((int, float), 11000.0, _between(0, 350000), "simulated charging power in W"),
+    "signing_time": Key((int, float), 0.5, _between(0, 60), "seconds the simulated meter takes to sign"),
+    "state": Key(str, "", None, "file of the simulated meter's memory (empty: next to the store)"),
+    "ledger": Key(str, "", None, "JSON-lines file of every record the simulator signs"),
+}
+
+
+def _type_name(t: type | tuple[type, ...]) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", dict: "a table", bool: "true/false"}
+    if isinstance(t, tuple):
+        return "a number" if set(t) == {int, float} else " or ".join(names.get(x, x.__name__) for x in t)
+    return names.get(t, t.__name__)
+
+
+def _check_table(section: str, table: Any, schema: dict[str, Key], problems: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if not isinstance(table, dict):
+        problems.append(f"[{section}] must be a table, got {type(table).__name__}; write it as [{section}]")
+        table = {}
+    for key in table:
+        if key not in schema:
+            problems.append(
+                f"{section}.{key}: unknown key; known keys in [{section}]: {', '.join(schema)} (remove it or fix typo)"
+            )
+    for key, spec in schema.items():
+        name = f"{section}.{key}"
+        if key not in table:
+            if spec.default is ...:
+                problems.append(f"{name}: missing; set it to {spec.help}")
+            else:
+                out[key] = spec.default
+            continue
+        value = table[key]
+        if isinstance(value, bool) or not isinstance(value, spec.type):
+            problems.append(f"{name}: must be {_type_name(spec.type)}, got {value!r}; {spec.help}")
+            continue
+        if spec.check is not None and (problem := spec.check(value)) is not None:
+            problems.append(f"{name}: {value!r} {problem}; {spec.help}")
+            continue
+        out[key] = value
+    return out
+
+
+def parse_config(data: dict[str, Any], source: str = "") -> Config:
+    problems: list[str] = []
+    for section in data:
+        if section not in SCHEMA:
+            problems.append(f"[{section}]: unknown section; known: {', '.join(SCHEMA)}")
+    sections = {name: _check_table(name, data.get(name, {}), keys, problems) for name, keys in SCHEMA.items()}
+    meter = sections["meter"]
+    registers: dict[str, int] = {}
+    for key, value in (meter.get("registers") or {}).items():
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0xFFFF:
+            problems.append(f"meter.registers.{key}: must be a register address 0..65535 (e.g. 0x0200), got {value!r}")
+        else:
+            registers[key] = value
+    if registers and meter.get("model") == "smartme":
+        from station.meter.smartme import SmartMeRegisters
+
+        try:
+            SmartMeRegisters.with_overrides(registers)
+        except ValueError as exc:
+            problems.append(f"meter.registers: {exc}")
+    sim = _check_table("meter.simulator", meter.get("simulator", {}), SIMULATOR_KEYS, problems)
+    csms = sections["csms"]
+    if "reconnect_min" in csms and "reconnect_max" in csms and csms["reconnect_min"] > csms["reconnect_max"]:
+        problems.append("csms.reconnect_min: must not exceed csms.reconnect_max")
+    if problems:
+        raise ConfigError(problems, source)
+    return Config(
+        station=StationConfig(**sections["station"]),
+        csms=CsmsConfig(
+            **{
+                k: float(v) if k in ("response_timeout", "reconnect_min", "reconnect_max") else v
+                for k, v in csms.items()
+            }
+        ),
+        meter=MeterConfig(
+            model=meter["model"],
+            transport=meter["transport"],
+            port=meter["port"],
+            baudrate=meter["baudrate"],
+            parity=meter["parity"],
+            stopbits=meter["stopbits"],
+            device_id=meter["device_id"],
+            latency=float(meter["latency"]),
+            poll_interval=float(meter["poll_interval"]),
+            registers=registers,
+            sim_power_w=float(sim["power_w"]),
+            sim_signing_time=float(sim["signing_time"]),
+            sim_state=sim["state"],
+            sim_ledger=sim["ledger"],
+        ),
+        storage=StorageConfig(**sections["storage"]),
+        diagnostics=DiagnosticsConfig(**sections["diagnostics"]),
+        source=source,
+    )
+
+
+def load_config(path: str | Path) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"cannot read the file: {exc.strerror or exc}"], str(p)) from None
+    except UnicodeDecodeError:
+        raise ConfigError(["the file is not UTF-8 text"], str(p)) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"not valid TOML: {exc}"], str(p)) from None
+    return parse_config(data, str(p))

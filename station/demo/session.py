@@ -1,0 +1,149 @@
+"""`station demo`: one whole signed charging session on this machine, with nothing to set up.
+
+Starts a local CSMS on loopback, the daemon with its meter simulator on a virtual serial line, then plays the CSMS:
+remote start, a few seconds of charging, remote stop. It reads the signed value out of the StopTransaction the CSMS
+received, fetches the meter's key the way a CSMS would (GetConfiguration MeterPublicKey1), and verifies the record
+with it. Everything it reports comes from what crossed the wire, not from the daemon's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from station.app import running_station
+from station.config import parse_config
+from station.demo.csms import LocalCsms
+from station.meter import ocmf
+from station.ocpp.signed_value import parse_oca_public_key
+
+STATION_ID = "DEMO-CP-1"
+
+
+@dataclass
+class DemoResult:
+    ocpp_version: str
+    transaction_id: int
+    energy_wh: float | None
+    ocmf: str
+    public_key: str
+    verified: bool
+    reason: str
+    meter_start_wh: int
+    meter_stop_wh: int
+    pagination: str
+
+    def as_json(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def demo_config(workdir: Path, csms_url: str, *, ocpp_version: str = "1.6") -> dict[str, Any]:
+    return {
+        "station": {"id": STATION_ID, "vendor": "station", "model": "demo"},
+        "csms": {"url": csms_url, "ocpp_version": ocpp_version, "reconnect_min": 0.2, "reconnect_max": 2},
+        "meter": {
+            "model": "smartme",
+            "transport": "simulated",
+            "baudrate": 9600,
+            "simulator": {
+                "power_w": 22000,
+                "signing_time": 1.0,
+                "state": str(workdir / "meter-sim.json"),
+                "ledger": str(workdir / "meter-ledger.jsonl"),
+            },
+        },
+        "storage": {"path": str(workdir / "station.db")},
+    }
+
+
+def extract_signed_record(stop_payload: dict[str, Any]) -> tuple[str, str | None]:
+    """(OCMF text, public key from the envelope or None) from a StopTransaction as it arrived at the CSMS."""
+    for meter_value in stop_payload.get("transactionData") or []:
+        for sampled in meter_value.get("sampledValue", []):
+            if sampled.get("format") != "SignedData":
+                continue
+            value = sampled["value"]
+            if value.startswith("OCMF|"):
+                return value, None
+            envelope = json.loads(value)
+            data = base64.b64decode(envelope["signedMeterData"]).decode("utf-8")
+            key = parse_oca_public_key(envelope["publicKey"]) if envelope.get("publicKey") else None
+            return data, key
+    raise ValueError("StopTransaction carries no signed meter value")
+
+
+async def run_demo(
+    *, seconds: float = 4.0, ocpp_version: str = "1.6", say: Callable[[str], None] = print
+) -> DemoResult:
+    with tempfile.TemporaryDirectory(prefix="station-demo-") as tmp:
+        workdir = Path(tmp)
+        csms = await LocalCsms().start()
+        say(f"local CSMS listening on {csms.url}")
+        config = parse_config(demo_config(workdir, csms.url, ocpp_version=ocpp_version), "demo")
+        try:
+            async with running_station(config) as station:
+                say(f"meter simulator on a virtual serial line at {config.meter.baudrate} baud, RTU framing")
+                await csms.wait_connected(STATION_ID)
+                await csms.wait_for("StatusNotification", lambda p: p["status"] == "Available")
+                say(f"station {STATION_ID} connected (OCPP {ocpp_version}), booted, connector 1 Available")
+
+                status = await csms.remote_start(STATION_ID, "DEMO-TOKEN-01")
+                say(f"CSMS -> RemoteStartTransaction: {status}")
+                start = await csms.wait_for("StartTransaction")
+                await csms.wait_until(lambda: csms.assigned_transaction_ids)
+                transaction_id = csms.assigned_transaction_ids[-1]
+                say(
+                    f"meter started its transaction; StartTransaction meterStart={start.payload['meterStart']} Wh, "
+                    f"transactionId={transaction_id}"
+                )
+                await csms.wait_for("StatusNotification", lambda p: p["status"] == "Charging")
+                loop = asyncio.get_running_loop()
+                end = loop.time() + seconds
+                while loop.time() < end:
+                    await asyncio.sleep(1.0)
+                    live = await station.meter.live_values()
+                    say(f"  charging: {live.power_w / 1000:.1f} kW, meter register {live.energy_import_wh} Wh")
+
+                status = await csms.remote_stop(STATION_ID, transaction_id)
+                say(f"CSMS -> RemoteStopTransaction: {status}; the meter ends and signs the transaction")
+                stop = await csms.wait_for("StopTransaction", timeout=60)
+                keys = await csms.get_configuration(STATION_ID, ["MeterPublicKey1"])
+                await station.runtime.idle()
+        finally:
+            await csms.stop()
+
+    record_text, envelope_key = extract_signed_record(stop.payload)
+    key_hex = parse_oca_public_key(keys["MeterPublicKey1"])
+    if envelope_key is not None and envelope_key.upper() != key_hex.upper():
+        raise ValueError("the key in the signed value differs from MeterPublicKey1")
+    record = ocmf.parse(record_text)
+    verdict = ocmf.verify(record, key_hex)
+    energy = record.energy_wh()
+    return DemoResult(
+        ocpp_version=ocpp_version,
+        transaction_id=transaction_id,
+        energy_wh=float(energy) if energy is not None else None,
+        ocmf=record_text,
+        public_key=key_hex,
+        verified=verdict.valid,
+        reason=verdict.reason,
+        meter_start_wh=int(start.payload["meterStart"]),
+        meter_stop_wh=int(stop.payload["meterStop"]),
+        pagination=record.pagination,
+    )
+
+
+def print_result(result: DemoResult, say: Callable[[str], None] = print) -> None:
+    say("")
+    say(f"StopTransaction received: meterStop={result.meter_stop_wh} Wh, signed record {result.pagination}")
+    say(f"energy (from the signed begin and end readings): {result.energy_wh:g} Wh")
+    say("signed record (OCMF, exactly as the meter produced it):")
+    say(f"  {result.ocmf}")
+    say(f"meter public key (GetConfiguration MeterPublicKey1): {result.public_key}")
+    say(f"signature: {'VALID' if result.verified else 'INVALID'} ({result.reason})")

@@ -1,0 +1,251 @@
+"""The WebSocket connection to the CSMS: connect, negotiate the OCPP version, boot, and keep delivering.
+
+Owns the connection's life: it dials `<url>/<station id>` with the subprotocols of the configured version, refuses a
+CSMS that picks none, reconnects with a growing randomised back-off, sends BootNotification once per process run (not on
+every reconnect), heartbeats at the CSMS's interval, forwards connector status changes, and drains the store's outbox in
+order, one message at a time, deleting an entry only when the CSMS has answered it. A CALLERROR counts as one failed
+attempt (TransactionMessageAttempts / RetryInterval); a message the CSMS repeatedly fails to process is moved aside,
+never deleted. A timeout drops the connection: after it nothing on the socket can be trusted to be in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from ocpp.exceptions import OCPPError
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from station.config import Config
+from station.core.model import ReportStatus
+from station.ocpp.config16 import Configuration16
+from station.ocpp.v16 import SUBPROTOCOL as V16_SUBPROTOCOL
+from station.ocpp.v16 import BootRefused, V16Adapter
+from station.runtime import StationRuntime
+from station.store import Store
+from station.tasks import until_first_exits
+
+log = structlog.get_logger("station.ocpp")
+
+SUBPROTOCOLS = {"1.6": [V16_SUBPROTOCOL], "auto": [V16_SUBPROTOCOL]}
+
+
+@dataclass
+class ConnectionState:
+    """What the diagnostics show about the CSMS link. Written only by CsmsConnection."""
+
+    url: str
+    connected: bool = False
+    version: str | None = None
+    booted: bool = False
+    last_connected: datetime | None = None
+    last_error: str = ""
+    messages_sent: int = 0
+
+
+class NoSubprotocol(Exception):
+    pass
+
+
+class _LoggedConnection:
+    """Wraps the socket so that every frame in and out is logged (the technician's OCPP trace) and counted."""
+
+    def __init__(self, ws: ClientConnection, state: ConnectionState) -> None:
+        self.ws = ws
+        self.state = state
+
+    async def recv(self) -> str | bytes:
+        frame = await self.ws.recv()
+        log.debug("ocpp frame in", frame=frame if isinstance(frame, str) else repr(frame))
+        return frame
+
+    async def send(self, frame: str) -> None:
+        log.debug("ocpp frame out", frame=frame)
+        self.state.messages_sent += 1
+        await self.ws.send(frame)
+
+
+class CsmsConnection:
+    def __init__(self, config: Config, runtime: StationRuntime, store: Store, configuration: Configuration16) -> None:
+        self.config = config
+        self.runtime = runtime
+        self.store = store
+        self.configuration = configuration
+        self.url = f"{config.csms.endpoint}/{config.station.id}"
+        self.state = ConnectionState(self.url)
+        self._wakeup = asyncio.Event()
+        self._statuses: asyncio.Queue[ReportStatus] = asyncio.Queue()
+        runtime.outbox_listeners.append(self._wakeup.set)
+        runtime.status_listeners.append(self._statuses.put_nowait)
+        runtime.csms_online = lambda: self.state.connected
+        self._ws: ClientConnection | None = None
+        self._stopping = False
+
+    async def run(self) -> None:
+        delay = self.config.csms.reconnect_min
+        while True:
+            try:
+                await self._connect_once()
+                delay = self.config.csms.reconnect_min  # a session that got going resets the back-off
+            except NoSubprotocol as exc:
+                self.state.last_error = str(exc)
+                log.error("CSMS refused every OCPP version we offered", error=str(exc), url=self.url)
+            except InvalidURI as exc:
+                self.state.last_error = str(exc)
+                log.error("CSMS url is invalid", error=str(exc))
+            except (OSError, InvalidHandshake, TimeoutError, ConnectionClosed) as exc:
+                self.state.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("CSMS connection failed", error=self.state.last_error, url=self.url)
+            finally:
+                self.state.connected = False
+                self._ws = None
+            if self._stopping:
+                return
+            wait = delay * (0.5 + random.random())
+            log.info("reconnecting", in_s=round(wait, 2))
+            await asyncio.sleep(wait)
+            delay = min(delay * 2, self.config.csms.reconnect_max)
+
+    async def close(self) -> None:
+        """Close the WebSocket properly (close frame, handshake) and stop reconnecting."""
+        self._stopping = True
+        if self._ws is not None:
+            await self._ws.close()
+
+    async def _connect_once(self) -> None:
+        ping = self.configuration.int_value("WebSocketPingInterval")
+        offered = SUBPROTOCOLS[self.config.csms.ocpp_version]
+        async with connect(
+            self.url,
+            subprotocols=offered,  # type: ignore[arg-type]
+            open_timeout=10,
+            ping_interval=ping or None,
+            ping_timeout=ping or None,
+            close_timeout=5,
+            proxy=None,
+            max_size=2**20,
+        ) as ws:
+            if ws.subprotocol not in offered:
+                await ws.close(code=1002, reason="no OCPP subprotocol agreed")
+                raise NoSubprotocol(f"offered {', '.join(offered)}, CSMS chose {ws.subprotocol or 'none'}")
+            self._ws = ws
+            self.state.connected = True
+            self.state.version = "1.6"
+            self.state.last_connected = datetime.now(UTC)
+            self.state.last_error = ""
+            log.info("connected to CSMS", url=self.url, subprotocol=ws.subprotocol)
+            adapter = self._adapter(ws)
+            try:
+                await until_first_exits(adapter.start(), self._drive(adapter))
+            except TimeoutError as exc:
+                log.warning("CSMS did not answer in time; dropping the connection", error=str(exc))
+                raise
+
+    def _adapter(self, ws: ClientConnection) -> V16Adapter:
+        return V16Adapter(
+            self.config.station.id,
+            _LoggedConnection(ws, self.state),
+            runtime=self.runtime,
+            store=self.store,
+            configuration=self.configuration,
+            vendor=self.config.station.vendor,
+            model=self.config.station.model,
+            response_timeout=self.config.csms.response_timeout,
+            signed_value_format=self.config.csms.signed_value_format,
+        )
+
+    async def _drive(self, adapter: V16Adapter) -> None:
+        if not self.state.booted:
+            while True:
+                try:
+                    interval = await adapter.boot()
+                    break
+                except BootRefused as refused:
+                    log.warning("CSMS did not accept the boot", status=refused.status, retry_in=refused.interval)
+                    await asyncio.sleep(refused.interval if refused.interval > 0 else 30)
+                except OCPPError as exc:
+                    log.warning("BootNotification got a CALLERROR", error=str(exc))
+                    await asyncio.sleep(30)
+            self.store.set_setting("ocpp16.HeartbeatInterval", str(interval))
+            self.state.booted = True
+            log.info("boot accepted", heartbeat_interval=interval)
+        self.runtime.csms_accepted()
+        while not self._statuses.empty():
+            self._statuses.get_nowait()
+        for report in self.runtime.core.report_all():
+            self._statuses.put_nowait(report)
+        await until_first_exits(
+            self._heartbeats(adapter), self._forward_statuses(adapter), self._deliver_outbox(adapter)
+        )
+
+    async def _heartbeats(self, adapter: V16Adapter) -> None:
+        while True:
+            await asyncio.sleep(self.configuration.int_value("HeartbeatInterval"))
+            await adapter.heartbeat()
+
+    async def _forward_statuses(self, adapter: V16Adapter) -> None:
+        while True:
+            report = await self._statuses.get()
+            try:
+                await adapter.status(report)
+            except OCPPError as exc:
+                log.warning("StatusNotification refused by the CSMS", error=str(exc))
+
+    async def _deliver_outbox(self, adapter: V16Adapter) -> None:
+        while True:
+            message = self.store.next_message()
+            if message is None:
+                self._wakeup.clear()
+                if self.store.next_message() is None:
+                    await self._wakeup.wait()
+                continue
+            try:
+                await adapter.deliver(message)
+            except OCPPError as exc:
+                attempts = self.store.attempt_failed(message.id, f"{type(exc).__name__}: {exc}")
+                limit = self.configuration.int_value("TransactionMessageAttempts")
+                if attempts >= limit:
+                    log.error(
+                        "CSMS failed to process a transaction message; set aside",
+                        kind=message.kind,
+                        tx_ref=message.tx_ref,
+                        attempts=attempts,
+                        error=str(exc),
+                    )
+                    self.store.give_up(message.id, str(exc))
+                else:
+                    wait = self.configuration.int_value("TransactionMessageRetryInterval") * attempts
+                    log.warning(
+                        "CSMS answered CALLERROR; will retry",
+                        kind=message.kind,
+                        attempts=attempts,
+                        retry_in=wait,
+                        error=str(exc),
+                    )
+                    await asyncio.sleep(wait)
+                continue
+            except (ValueError, TypeError, KeyError) as exc:
+                log.error(
+                    "outbox entry cannot be sent; set aside", kind=message.kind, tx_ref=message.tx_ref, error=str(exc)
+                )
+                self.store.give_up(message.id, f"cannot build message: {exc}")
+                continue
+            self.store.delivered(message.id)
+
+
+def describe(state: ConnectionState, depth: int) -> dict[str, Any]:
+    return {
+        "url": state.url,
+        "connected": state.connected,
+        "version": state.version,
+        "booted": state.booted,
+        "last_connected": state.last_connected.isoformat() if state.last_connected else None,
+        "last_error": state.last_error,
+        "queue_depth": depth,
+        "messages_sent": state.messages_sent,
+    }

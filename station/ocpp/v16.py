@@ -1,0 +1,221 @@
+"""The OCPP 1.6J adapter: translates 1.6 messages to runtime requests and outbox entries to 1.6 messages.
+
+Handlers are thin: they translate, ask the runtime (which decides synchronously), and answer. They never await the
+meter or another CALL (the `ocpp` library reads no frames while a handler awaits). Outgoing transaction messages are
+built from the store at send time, so a transaction started offline gets its real transactionId in its
+StopTransaction. This module knows nothing about Modbus.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from ocpp.routing import on
+from ocpp.v16 import ChargePoint, call, call_result
+from ocpp.v16.enums import (
+    Action,
+    AvailabilityStatus,
+    ChargePointErrorCode,
+    ChargePointStatus,
+    ConfigurationStatus,
+    DataTransferStatus,
+    RegistrationStatus,
+    RemoteStartStopStatus,
+)
+
+from station.core.model import ReportStatus, StopReason
+from station.ocpp.config16 import Configuration16
+from station.ocpp.signed_value import PUBLIC_KEY_NEVER, oca_public_key, v16_signed_sampled_value
+from station.runtime import StationRuntime
+from station.store import OutboxMessage, Store
+
+log = structlog.get_logger("station.ocpp.v16")
+
+SUBPROTOCOL = "ocpp1.6"
+
+
+def _iso(at: datetime | None) -> str:
+    return (at or datetime.now(UTC)).astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+class BootRefused(Exception):
+    def __init__(self, status: str, interval: int) -> None:
+        self.status = status
+        self.interval = interval
+        super().__init__(f"BootNotification {status}, retry in {interval} s")
+
+
+class V16Adapter(ChargePoint):  # type: ignore[misc]
+    version = "1.6"
+
+    def __init__(
+        self,
+        station_id: str,
+        connection: Any,
+        *,
+        runtime: StationRuntime,
+        store: Store,
+        configuration: Configuration16,
+        vendor: str,
+        model: str,
+        response_timeout: float,
+        signed_value_format: str,
+    ) -> None:
+        super().__init__(station_id, connection, response_timeout=response_timeout)
+        self.runtime = runtime
+        self.store = store
+        self.configuration = configuration
+        self.vendor = vendor
+        self.model = model
+        self.raw_signed_values = signed_value_format == "raw"
+
+    # ------------------------------------------------------------------ outgoing
+
+    async def boot(self) -> int:
+        """BootNotification; returns the heartbeat interval when Accepted, raises BootRefused otherwise."""
+        identity = self.runtime.meter_state.identity
+        result = await self.call(
+            call.BootNotification(
+                charge_point_model=self.model,
+                charge_point_vendor=self.vendor,
+                meter_type=identity.model[:25] if identity else None,
+                meter_serial_number=identity.serial_number[:25] if identity else None,
+            ),
+            suppress=False,
+        )
+        interval = int(result.interval)
+        if result.status != RegistrationStatus.accepted:
+            raise BootRefused(str(result.status), interval)
+        return interval
+
+    async def heartbeat(self) -> None:
+        await self.call(call.Heartbeat(), suppress=False)
+
+    async def status(self, report: ReportStatus) -> None:
+        await self.call(
+            call.StatusNotification(
+                connector_id=report.connector_id,
+                error_code=ChargePointErrorCode(report.error_code),
+                status=ChargePointStatus(report.status.value),
+                info=report.info[:50] or None,
+                timestamp=_iso(None),
+            ),
+            suppress=False,
+        )
+
+    async def deliver(self, message: OutboxMessage) -> None:
+        """Send one outbox entry; returns when the CSMS answered with a CALLRESULT (raises on CALLERROR/timeout)."""
+        if message.kind == "transaction_started":
+            await self._start_transaction(message)
+        elif message.kind == "transaction_ended":
+            await self._stop_transaction(message)
+        else:
+            raise ValueError(f"1.6 adapter cannot send outbox entry of kind {message.kind!r}")
+
+    async def _start_transaction(self, message: OutboxMessage) -> None:
+        assert message.tx_ref is not None
+        stored = self.store.transaction(message.tx_ref)
+        if stored is None:
+            raise ValueError(f"outbox entry {message.id} names unknown transaction {message.tx_ref}")
+        tx = stored.transaction
+        result = await self.call(
+            call.StartTransaction(
+                connector_id=tx.connector_id,
+                id_tag=tx.id_tag,
+                meter_start=int(tx.meter_start_wh or 0),
+                timestamp=_iso(tx.started_at),
+            ),
+            suppress=False,
+        )
+        self.store.set_csms_transaction_id(tx.ref, str(result.transaction_id))
+        status = (result.id_tag_info or {}).get("status")
+        log.info(
+            "StartTransaction confirmed", tx_ref=tx.ref, transaction_id=result.transaction_id, id_tag_status=status
+        )
+
+    async def _stop_transaction(self, message: OutboxMessage) -> None:
+        assert message.tx_ref is not None
+        stored = self.store.transaction(message.tx_ref)
+        if stored is None:
+            raise ValueError(f"outbox entry {message.id} names unknown transaction {message.tx_ref}")
+        if stored.csms_transaction_id is None:
+            # FIFO delivery sends StartTransaction first; reaching here means it was given up on (CALLERROR).
+            raise ValueError(
+                f"transaction {stored.transaction.ref} has no CSMS transactionId (StartTransaction failed)"
+            )
+        tx = stored.transaction
+        with_key = self.configuration.get("PublicKeyWithSignedMeterValue") != PUBLIC_KEY_NEVER
+        key = self.runtime.meter_state.public_key_hex
+        sampled = [
+            v16_signed_sampled_value(r, key, with_key=with_key, raw=self.raw_signed_values) for r in tx.signed_records
+        ]
+        transaction_data = [{"timestamp": _iso(tx.stopped_at), "sampled_value": sampled}] if sampled else None
+        await self.call(
+            call.StopTransaction(
+                meter_stop=int(tx.meter_stop_wh or 0),
+                timestamp=_iso(tx.stopped_at),
+                transaction_id=int(stored.csms_transaction_id),
+                reason=(tx.stop_reason or StopReason.OTHER).value,
+                id_tag=tx.id_tag,
+                transaction_data=transaction_data,
+            ),
+            suppress=False,
+        )
+        self.store.mark_delivered(tx.ref)
+        log.info("StopTransaction confirmed", tx_ref=tx.ref, transaction_id=stored.csms_transaction_id)
+
+    # ------------------------------------------------------------------ incoming
+
+    @on(Action.remote_start_transaction)
+    def on_remote_start(
+        self, id_tag: str, connector_id: int | None = None, **_: Any
+    ) -> call_result.RemoteStartTransaction:
+        # Without a connector id, connector 1 is the one we have (this release supports one metered connector).
+        outcome = self.runtime.remote_start(connector_id or 1, id_tag)
+        log.info(
+            "RemoteStartTransaction",
+            id_tag=id_tag,
+            connector_id=connector_id,
+            accepted=outcome.accepted,
+            reason=outcome.reason,
+        )
+        return call_result.RemoteStartTransaction(
+            status=RemoteStartStopStatus.accepted if outcome.accepted else RemoteStartStopStatus.rejected
+        )
+
+    @on(Action.remote_stop_transaction)
+    def on_remote_stop(self, transaction_id: int, **_: Any) -> call_result.RemoteStopTransaction:
+        ref = self.runtime.transaction_for_csms_id(str(transaction_id))
+        accepted = False
+        if ref is not None:
+            accepted = self.runtime.remote_stop(ref, StopReason.REMOTE).accepted
+        log.info("RemoteStopTransaction", transaction_id=transaction_id, accepted=accepted)
+        return call_result.RemoteStopTransaction(
+            status=RemoteStartStopStatus.accepted if accepted else RemoteStartStopStatus.rejected
+        )
+
+    @on(Action.get_configuration)
+    def on_get_configuration(self, key: list[str] | None = None, **_: Any) -> call_result.GetConfiguration:
+        known, unknown = self.configuration.read(key)
+        return call_result.GetConfiguration(configuration_key=known or None, unknown_key=unknown or None)
+
+    @on(Action.change_configuration)
+    def on_change_configuration(self, key: str, value: str, **_: Any) -> call_result.ChangeConfiguration:
+        status = self.configuration.change(key, value)
+        log.info("ChangeConfiguration", key=key, status=status)
+        return call_result.ChangeConfiguration(status=ConfigurationStatus(status))
+
+    @on(Action.data_transfer)
+    def on_data_transfer(self, vendor_id: str, **_: Any) -> call_result.DataTransfer:
+        return call_result.DataTransfer(status=DataTransferStatus.unknown_vendor_id)
+
+    @on(Action.change_availability)
+    def on_change_availability(self, connector_id: int, type: str, **_: Any) -> call_result.ChangeAvailability:
+        # Availability management arrives with the full Core profile; until then the request is refused honestly.
+        return call_result.ChangeAvailability(status=AvailabilityStatus.rejected)
+
+
+def meter_public_key_value(der_hex: str) -> str:
+    return oca_public_key(der_hex)

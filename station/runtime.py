@@ -1,0 +1,254 @@
+"""Carries out the core's decisions: feeds it events, runs its meter commands, writes its records to the store.
+
+The runtime is the only caller of `ChargingStation.handle()`, so the core's state changes in one place, always on the
+event loop thread. OCPP handlers call `remote_start` / `remote_stop`, which decide synchronously and never await the
+meter: the meter work runs in tasks that feed their result back as events. A stop is retried until the meter has
+produced its signed record (a lost record is lost money); the record is stored before the meter may forget it.
+Status changes go to whoever listens (the OCPP connection); transaction messages go to the store's outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import structlog
+
+from station.core.model import (
+    Command,
+    Event,
+    MeterLinkChanged,
+    MeterStarted,
+    MeterStartFailed,
+    MeterStopped,
+    Outcome,
+    RecordTransactionAborted,
+    RecordTransactionEnded,
+    RecordTransactionStarted,
+    ReportStatus,
+    StartMeterTransaction,
+    StartRequested,
+    StationAccepted,
+    StopMeterTransaction,
+    StopReason,
+    StopRequested,
+    Transaction,
+)
+from station.core.station import ChargingStation, InvalidTransition
+from station.meter.interface import Meter, MeterError, MeterLinkError, MeterState, MeterTransactionRequest
+from station.store import Store
+
+log = structlog.get_logger("station.runtime")
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class StationRuntime:
+    def __init__(
+        self,
+        core: ChargingStation,
+        store: Store,
+        meter: Meter,
+        *,
+        station_id: str,
+        clock: Clock = utc_now,
+        stop_retry_delay: float = 1.0,
+        monitor_interval: float = 5.0,
+    ) -> None:
+        self.core = core
+        self.store = store
+        self.meter = meter
+        self.station_id = station_id
+        self.clock = clock
+        self.stop_retry_delay = stop_retry_delay
+        self.monitor_interval = monitor_interval
+        self.meter_state = MeterState()
+        self.status_listeners: list[Callable[[ReportStatus], None]] = []
+        self.outbox_listeners: list[Callable[[], None]] = []
+        self.csms_online: Callable[[], bool] = lambda: False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+
+    # ------------------------------------------------------------------ the OCPP side asks
+
+    def remote_start(self, connector_id: int, id_tag: str, remote_start_id: int | None = None) -> Outcome:
+        """Decide at once whether a remote start is accepted; the meter work follows in a task."""
+        if self._closing:
+            return Outcome(False, reason="the station is shutting down")
+        event = StartRequested(connector_id, id_tag, self.clock(), uuid.uuid4().hex, remote_start_id=remote_start_id)
+        return self._apply(event)
+
+    def remote_stop(self, tx_ref: str, reason: StopReason = StopReason.REMOTE) -> Outcome:
+        try:
+            return self._apply(StopRequested(tx_ref, reason, self.clock()))
+        except InvalidTransition as exc:
+            return Outcome(False, reason=str(exc))
+
+    def csms_accepted(self) -> None:
+        self.store.set_setting("accepted_once", "1")
+        self._apply(StationAccepted())
+
+    def transaction_for_csms_id(self, csms_id: str) -> str | None:
+        for tx in self.core.running_transactions():
+            stored = self.store.transaction(tx.ref)
+            if stored is not None and stored.csms_transaction_id == csms_id:
+                return tx.ref
+        return None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Open the meter, learn who it is, and pick up whatever a previous run left open."""
+        self.meter.set_link_listener(self._on_link_change)
+        await self.meter.open()
+        await self.refresh_meter_info()
+        if self.store.setting("accepted_once") == "1":
+            # Accepted in an earlier run: the station may charge while the CSMS is unreachable (offline start).
+            self.core.accepted_by_csms = True
+        for stored in self.store.open_transactions():
+            tx = stored.transaction
+            reason = tx.stop_reason or StopReason.POWER_LOSS
+            if tx.stop_reason is None:
+                self.store.set_stop_reason(tx.ref, reason)
+            log.warning("ending transaction left open by the previous run", tx_ref=tx.ref, stop_reason=reason.value)
+            for command in self.core.restore(replace(tx, stop_reason=reason)):
+                self._execute(command)
+        self._spawn(self._monitor_meter(), "meter monitor")
+
+    async def refresh_meter_info(self) -> None:
+        try:
+            self.meter_state.identity = await self.meter.identity()
+            self.meter_state.public_key_hex = await self.meter.public_key()
+            self.meter_state.live = await self.meter.live_values()
+            self.meter_state.link_up = True
+            self.meter_state.last_error = ""
+        except MeterError as exc:
+            self.meter_state.last_error = str(exc)
+            log.warning("meter not readable", error=str(exc))
+
+    async def close(self) -> None:
+        """Stop taking work; let a meter stop in flight finish so its record is stored, then close the meter."""
+        self._closing = True
+        pending = [t for t in self._tasks if t.get_name().startswith("meter stop")]
+        if pending:
+            _, still = await asyncio.wait(pending, timeout=10)
+            if still:
+                log.warning("meter stop still running at shutdown; it is resumed at the next start")
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        await self.meter.close()
+
+    async def idle(self) -> None:
+        """Wait until no meter work is in flight (tests and the demo use it)."""
+        while any(not t.get_name().startswith("meter monitor") for t in self._tasks):
+            await asyncio.sleep(0.02)
+
+    # ------------------------------------------------------------------ core plumbing
+
+    def _apply(self, event: Event) -> Outcome:
+        outcome = self.core.handle(event)
+        if not outcome.accepted:
+            log.info("request refused", event=type(event).__name__, reason=outcome.reason)
+        for command in outcome.commands:
+            self._execute(command)
+        return outcome
+
+    def _execute(self, command: Command) -> None:
+        match command:
+            case StartMeterTransaction(transaction=tx):
+                self._spawn(self._start_on_meter(tx), f"meter start {tx.ref}")
+            case StopMeterTransaction(transaction=tx):
+                self._spawn(self._stop_on_meter(tx), f"meter stop {tx.ref}")
+            case RecordTransactionStarted(transaction=tx):
+                self.store.transaction_started(tx, offline=not self.csms_online())
+                log.info("transaction started", tx_ref=tx.ref, meter_start_wh=tx.meter_start_wh)
+                self._outbox_changed()
+            case RecordTransactionEnded(transaction=tx):
+                self.store.transaction_ended(tx, offline=not self.csms_online())
+                log.info(
+                    "transaction ended",
+                    tx_ref=tx.ref,
+                    meter_stop_wh=tx.meter_stop_wh,
+                    verified=all(r.verified for r in tx.signed_records),
+                )
+                self._outbox_changed()
+                self._spawn(self._release(tx.ref), f"meter release {tx.ref}")
+            case RecordTransactionAborted(transaction=tx, reason=reason):
+                log.warning("transaction not started on the meter", tx_ref=tx.ref, reason=reason)
+            case ReportStatus():
+                for listener in self.status_listeners:
+                    listener(command)
+
+    def _outbox_changed(self) -> None:
+        for listener in self.outbox_listeners:
+            listener()
+
+    def _spawn(self, coro: object, name: str) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", task=task.get_name(), error=repr(task.exception()))
+
+    # ------------------------------------------------------------------ meter work
+
+    async def _start_on_meter(self, tx: Transaction) -> None:
+        request = MeterTransactionRequest(tx.ref, tx.connector_id, tx.id_tag, self.station_id, tx.requested_at)
+        try:
+            started = await self.meter.start_transaction(request)
+        except MeterError as exc:
+            log.error("meter refused to start", tx_ref=tx.ref, error=str(exc))
+            self._apply(MeterStartFailed(tx.ref, str(exc)))
+            return
+        self._apply(MeterStarted(tx.ref, started.meter_start_wh, self.clock()))
+
+    async def _stop_on_meter(self, tx: Transaction) -> None:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                ended = await self.meter.stop_transaction(tx.ref)
+                break
+            except MeterError as exc:
+                delay = min(self.stop_retry_delay * attempt, 30.0)
+                level = log.warning if isinstance(exc, MeterLinkError) else log.error
+                level("meter stop failed; retrying", tx_ref=tx.ref, attempt=attempt, error=str(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+        self._apply(MeterStopped(tx.ref, ended.meter_stop_wh, self.clock(), ended.records))
+
+    async def _release(self, tx_ref: str) -> None:
+        try:
+            await self.meter.release_record(tx_ref)
+        except MeterError as exc:
+            log.warning("meter record not released; it stays in the meter", tx_ref=tx_ref, error=str(exc))
+
+    async def _monitor_meter(self) -> None:
+        while True:
+            await asyncio.sleep(self.monitor_interval)
+            try:
+                self.meter_state.live = await self.meter.live_values()
+            except MeterError as exc:
+                self.meter_state.last_error = str(exc)
+
+    def _on_link_change(self, up: bool, reason: str) -> None:
+        self.meter_state.link_up = up
+        if not up:
+            self.meter_state.last_error = reason
+        if self.core.meter_link_up != up:
+            self._apply(MeterLinkChanged(up, reason))

@@ -1,0 +1,345 @@
+"""The station's durable memory: transactions, the outbox of messages owed to the CSMS, and settings, in SQLite.
+
+This module owns every byte the daemon must not lose: a transaction and the message announcing it are written in one
+SQLite transaction, before anything is sent; a signed record is on disk before the meter is told it may forget it;
+an outbox message is deleted only when the CSMS has answered it. WAL journal with synchronous=FULL, so a write that
+returned survives SIGKILL and power loss. It knows no OCPP version and no Modbus: the outbox holds version-neutral
+entries ("transaction_started", "transaction_ended", ...) that the OCPP adapter of the moment turns into messages.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from station.core.model import SignedMeterRecord, StartSource, StopReason, Transaction
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS transactions (
+    ref TEXT PRIMARY KEY,
+    connector_id INTEGER NOT NULL,
+    id_tag TEXT NOT NULL,
+    source TEXT NOT NULL,
+    remote_start_id INTEGER,
+    requested_at TEXT NOT NULL,
+    started_at TEXT,
+    meter_start_wh INTEGER,
+    stopped_at TEXT,
+    meter_stop_wh INTEGER,
+    stop_reason TEXT,
+    state TEXT NOT NULL CHECK (state IN ('started', 'ended')),
+    csms_transaction_id TEXT,
+    records TEXT NOT NULL DEFAULT '[]',
+    verified INTEGER,
+    delivered_at TEXT
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    tx_ref TEXT,
+    body TEXT NOT NULL DEFAULT '{}',
+    created_at TEXT NOT NULL,
+    offline INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
+);
+CREATE TABLE IF NOT EXISTS outbox_failed (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    tx_ref TEXT,
+    body TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    last_error TEXT,
+    failed_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS settings (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+
+class StoreError(Exception):
+    """The store cannot be used (corrupt, full, unwritable). The station must stop offering charging."""
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    id: int
+    kind: str
+    tx_ref: str | None
+    body: dict[str, Any]
+    created_at: datetime
+    offline: bool
+    attempts: int
+
+
+@dataclass(frozen=True)
+class StoredTransaction:
+    transaction: Transaction
+    state: str
+    csms_transaction_id: str | None
+    verified: bool | None
+    delivered_at: str | None
+
+
+def _ts(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat() if value is not None else None
+
+
+def _dt(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _records_json(records: tuple[SignedMeterRecord, ...]) -> str:
+    return json.dumps(
+        [
+            {
+                "data": r.data,
+                "encoding": r.encoding,
+                "signing_method": r.signing_method,
+                "context": r.context,
+                "verified": r.verified,
+                "problems": list(r.problems),
+            }
+            for r in records
+        ]
+    )
+
+
+def _records_from(text: str) -> tuple[SignedMeterRecord, ...]:
+    return tuple(
+        SignedMeterRecord(
+            data=r["data"],
+            encoding=r["encoding"],
+            signing_method=r["signing_method"],
+            context=r["context"],
+            verified=bool(r["verified"]),
+            problems=tuple(r["problems"]),
+        )
+        for r in json.loads(text)
+    )
+
+
+class Store:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            check = self._db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise StoreError(f"store {self.path} is corrupt ({check}); move it aside and restore from backup")
+            self._db.executescript(SCHEMA)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open store {self.path}: {exc}") from None
+        except OSError as exc:
+            raise StoreError(f"cannot create store directory for {self.path}: {exc}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.DatabaseError:
+                pass
+            self._db.close()
+
+    def _write(self, statements: list[tuple[str, tuple[Any, ...]]]) -> list[int]:
+        """Run statements in one transaction; returns lastrowids. Durable when this returns."""
+        ids: list[int] = []
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    for sql, params in statements:
+                        ids.append(self._db.execute(sql, params).lastrowid or 0)
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"store {self.path}: write failed: {exc}") from None
+        return ids
+
+    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, params).fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"store {self.path}: read failed: {exc}") from None
+
+    # ------------------------------------------------------------------ transactions
+
+    @staticmethod
+    def _enqueue_sql(kind: str, tx_ref: str | None, body: dict[str, Any], offline: bool) -> tuple[str, tuple[Any, ...]]:
+        return (
+            "INSERT INTO outbox (kind, tx_ref, body, created_at, offline) VALUES (?, ?, ?, ?, ?)",
+            (kind, tx_ref, json.dumps(body), _ts(datetime.now(UTC)), int(offline)),
+        )
+
+    def transaction_started(self, tx: Transaction, *, offline: bool) -> None:
+        """Store a started transaction and queue its announcement, atomically."""
+        self._write(
+            [
+                (
+                    "INSERT INTO transactions (ref, connector_id, id_tag, source, remote_start_id, requested_at,"
+                    " started_at, meter_start_wh, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'started')",
+                    (
+                        tx.ref,
+                        tx.connector_id,
+                        tx.id_tag,
+                        tx.source.value,
+                        tx.remote_start_id,
+                        _ts(tx.requested_at),
+                        _ts(tx.started_at),
+                        tx.meter_start_wh,
+                    ),
+                ),
+                self._enqueue_sql("transaction_started", tx.ref, {}, offline),
+            ]
+        )
+
+    def transaction_ended(self, tx: Transaction, *, offline: bool) -> None:
+        """Store the signed end of a transaction and queue its announcement, atomically."""
+        verified = all(r.verified for r in tx.signed_records) if tx.signed_records else None
+        self._write(
+            [
+                (
+                    "UPDATE transactions SET stopped_at=?, meter_stop_wh=?, stop_reason=?, state='ended', records=?,"
+                    " verified=? WHERE ref=?",
+                    (
+                        _ts(tx.stopped_at),
+                        tx.meter_stop_wh,
+                        tx.stop_reason.value if tx.stop_reason else None,
+                        _records_json(tx.signed_records),
+                        None if verified is None else int(verified),
+                        tx.ref,
+                    ),
+                ),
+                self._enqueue_sql("transaction_ended", tx.ref, {}, offline),
+            ]
+        )
+
+    def set_stop_reason(self, ref: str, reason: StopReason) -> None:
+        self._write([("UPDATE transactions SET stop_reason=? WHERE ref=? AND state='started'", (reason.value, ref))])
+
+    def set_csms_transaction_id(self, ref: str, csms_id: str) -> None:
+        self._write([("UPDATE transactions SET csms_transaction_id=? WHERE ref=?", (csms_id, ref))])
+
+    def mark_delivered(self, ref: str) -> None:
+        self._write([("UPDATE transactions SET delivered_at=? WHERE ref=?", (_ts(datetime.now(UTC)), ref))])
+
+    def _row_to_tx(self, row: sqlite3.Row) -> StoredTransaction:
+        tx = Transaction(
+            ref=row["ref"],
+            connector_id=row["connector_id"],
+            id_tag=row["id_tag"],
+            source=StartSource(row["source"]),
+            requested_at=_dt(row["requested_at"]) or datetime.now(UTC),
+            remote_start_id=row["remote_start_id"],
+            started_at=_dt(row["started_at"]),
+            meter_start_wh=row["meter_start_wh"],
+            stopped_at=_dt(row["stopped_at"]),
+            meter_stop_wh=row["meter_stop_wh"],
+            stop_reason=StopReason(row["stop_reason"]) if row["stop_reason"] else None,
+            signed_records=_records_from(row["records"]),
+        )
+        verified = row["verified"]
+        return StoredTransaction(
+            tx,
+            row["state"],
+            row["csms_transaction_id"],
+            None if verified is None else bool(verified),
+            row["delivered_at"],
+        )
+
+    def transaction(self, ref: str) -> StoredTransaction | None:
+        rows = self._read("SELECT * FROM transactions WHERE ref=?", (ref,))
+        return self._row_to_tx(rows[0]) if rows else None
+
+    def open_transactions(self) -> list[StoredTransaction]:
+        return [self._row_to_tx(r) for r in self._read("SELECT * FROM transactions WHERE state='started'")]
+
+    def recent_transactions(self, limit: int = 20) -> list[StoredTransaction]:
+        rows = self._read("SELECT * FROM transactions ORDER BY requested_at DESC LIMIT ?", (limit,))
+        return [self._row_to_tx(r) for r in rows]
+
+    # ------------------------------------------------------------------ outbox
+
+    def enqueue(
+        self, kind: str, tx_ref: str | None = None, body: dict[str, Any] | None = None, *, offline: bool = False
+    ) -> int:
+        return self._write([self._enqueue_sql(kind, tx_ref, body or {}, offline)])[0]
+
+    def next_message(self) -> OutboxMessage | None:
+        rows = self._read("SELECT * FROM outbox ORDER BY id LIMIT 1")
+        if not rows:
+            return None
+        r = rows[0]
+        return OutboxMessage(
+            r["id"],
+            r["kind"],
+            r["tx_ref"],
+            json.loads(r["body"]),
+            _dt(r["created_at"]) or datetime.now(UTC),
+            bool(r["offline"]),
+            r["attempts"],
+        )
+
+    def delivered(self, message_id: int) -> None:
+        self._write([("DELETE FROM outbox WHERE id=?", (message_id,))])
+
+    def attempt_failed(self, message_id: int, error: str) -> int:
+        self._write([("UPDATE outbox SET attempts=attempts+1, last_error=? WHERE id=?", (error[:500], message_id))])
+        rows = self._read("SELECT attempts FROM outbox WHERE id=?", (message_id,))
+        return int(rows[0]["attempts"]) if rows else 0
+
+    def give_up(self, message_id: int, error: str) -> None:
+        """Move a message the CSMS repeatedly failed to process out of the queue. Kept, never deleted."""
+        self._write(
+            [
+                (
+                    "INSERT INTO outbox_failed (id, kind, tx_ref, body, created_at, attempts, last_error, failed_at)"
+                    " SELECT id, kind, tx_ref, body, created_at, attempts, ?, ? FROM outbox WHERE id=?",
+                    (error[:500], _ts(datetime.now(UTC)), message_id),
+                ),
+                ("DELETE FROM outbox WHERE id=?", (message_id,)),
+            ]
+        )
+
+    def outbox_depth(self) -> int:
+        return int(self._read("SELECT COUNT(*) AS n FROM outbox")[0]["n"])
+
+    def failed_messages(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._read("SELECT * FROM outbox_failed ORDER BY id")]
+
+    # ------------------------------------------------------------------ settings
+
+    def setting(self, key: str) -> str | None:
+        rows = self._read("SELECT value FROM settings WHERE key=?", (key,))
+        return str(rows[0]["value"]) if rows else None
+
+    def set_setting(self, key: str, value: str) -> None:
+        self._write(
+            [
+                (
+                    "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                    (key, value),
+                )
+            ]
+        )

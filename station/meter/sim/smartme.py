@@ -52,6 +52,8 @@ class Faults:
     exception_count: int = 0
     mute: bool = False  # drop every request (a dead meter, a cut RX line)
     latency: float = 0.0  # processing time before each answer
+    late_next: int = 0  # answer the next N requests only after `late_by` seconds
+    late_by: float = 0.0
     refuse_start: bool = False  # the meter reports an error status instead of starting
     output_stuck_off: bool = False  # the digital output does not switch on at start
     corrupt_signature: bool = False  # sign, then flip a bit of the signature
@@ -312,6 +314,9 @@ class SmartMeSimulator:
             self.requests += 1
             if self.faults.latency:
                 await asyncio.sleep(self.faults.latency)
+            if self.faults.late_next:
+                self.faults.late_next -= 1
+                await asyncio.sleep(self.faults.late_by)
             if self.faults.busy_next:
                 self.faults.busy_next -= 1
                 return ExcCodes.DEVICE_BUSY

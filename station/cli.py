@@ -122,7 +122,7 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
 def _cmd_verify(args: argparse.Namespace) -> int:
     from station.verify_command import run_verify
 
-    return run_verify(args.inputs, args.public_key, args.json, sys.stdout)
+    return int(run_verify(args.inputs, args.public_key, args.json, sys.stdout))
 
 
 def build_parser() -> argparse.ArgumentParser:

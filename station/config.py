@@ -247,10 +247,13 @@ def parse_config(data: dict[str, Any], source: str = "") -> Config:
     return Config(
         station=StationConfig(**sections["station"]),
         csms=CsmsConfig(
-            **{
-                k: float(v) if k in ("response_timeout", "reconnect_min", "reconnect_max") else v
-                for k, v in csms.items()
-            }
+            url=csms["url"],
+            ocpp_version=csms["ocpp_version"],
+            heartbeat_interval=csms["heartbeat_interval"],
+            response_timeout=float(csms["response_timeout"]),
+            signed_value_format=csms["signed_value_format"],
+            reconnect_min=float(csms["reconnect_min"]),
+            reconnect_max=float(csms["reconnect_max"]),
         ),
         meter=MeterConfig(
             model=meter["model"],

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 
@@ -152,8 +153,8 @@ class StationRuntime:
 
     async def idle(self) -> None:
         """Wait until no meter work is in flight (tests and the demo use it)."""
-        while any(not t.get_name().startswith("meter monitor") for t in self._tasks):
-            await asyncio.sleep(0.02)
+        while busy := [t for t in self._tasks if not t.get_name().startswith("meter monitor")]:
+            await asyncio.wait(busy)
 
     # ------------------------------------------------------------------ core plumbing
 
@@ -195,9 +196,8 @@ class StationRuntime:
         for listener in self.outbox_listeners:
             listener()
 
-    def _spawn(self, coro: object, name: str) -> None:
-        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
-        task.set_name(name)
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 

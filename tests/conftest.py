@@ -49,13 +49,13 @@ class Process:
 
     def __init__(self, args: list[str], log_path: Path) -> None:
         self.log_path = log_path
-        self._log = open(log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "station", *args],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+        with open(log_path, "ab") as out:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "station", *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -63,15 +63,12 @@ class Process:
     async def terminate(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self.proc.poll() is None and loop.time() < deadline:
-            await asyncio.sleep(0.05)
-        if self.proc.poll() is None:
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(self.proc.wait), timeout)
+        except TimeoutError:
             self.proc.kill()
             self.proc.wait()
-        self._log.close()
-        return int(self.proc.returncode)
+            raise AssertionError(f"process did not exit within {timeout} s after signal {sig}:\n{self.log()}") from None
 
 
 @pytest_asyncio.fixture

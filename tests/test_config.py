@@ -56,8 +56,17 @@ def test_every_problem_is_reported_at_once_with_its_key() -> None:
         parse_config(data, "station.toml")
     text = "\n".join(err.value.problems)
     for key in (
-        "station.id", "csms.url", "csms.ocpp_version", "meter.baudrate", "meter.parity", "meter.transport",
-        "meter.device_id", "meter.bogus", "meter.registers.command", "storage.path", "[extra]",
+        "station.id",
+        "csms.url",
+        "csms.ocpp_version",
+        "meter.baudrate",
+        "meter.parity",
+        "meter.transport",
+        "meter.device_id",
+        "meter.bogus",
+        "meter.registers.command",
+        "storage.path",
+        "[extra]",
     ):
         assert key in text, key
     assert len(err.value.problems) >= 11

@@ -23,8 +23,17 @@ def test_started_and_ended_transactions_queue_messages_in_order(tmp_path: Path) 
     store.transaction_started(tx(), offline=False)
     record = SignedMeterRecord("OCMF|{}|{}", verified=True, signing_method="ECDSA-secp256r1-SHA256")
     ended = Transaction(
-        "tx1", 1, "TAG", StartSource.REMOTE, T0, started_at=T0, meter_start_wh=100, stopped_at=T0,
-        meter_stop_wh=200, stop_reason=StopReason.REMOTE, signed_records=(record,),
+        "tx1",
+        1,
+        "TAG",
+        StartSource.REMOTE,
+        T0,
+        started_at=T0,
+        meter_start_wh=100,
+        stopped_at=T0,
+        meter_stop_wh=200,
+        stop_reason=StopReason.REMOTE,
+        signed_records=(record,),
     )
     store.transaction_ended(ended, offline=True)
     first = store.next_message()
@@ -83,5 +92,5 @@ def test_wal_and_full_sync_are_on(tmp_path: Path) -> None:
 def test_a_corrupt_file_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     path.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(StoreError, match="s.db"):
+    with pytest.raises(StoreError, match=r"s\.db"):
         Store(path)

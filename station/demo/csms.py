@@ -91,7 +91,7 @@ class _CentralSystemSide(ChargePoint):  # type: ignore[misc]
     def on_start_transaction(self, **_: Any) -> call_result.StartTransaction:
         transaction_id = next(self._tx_ids)
         self.csms.assigned_transaction_ids.append(transaction_id)
-        asyncio.ensure_future(self.csms._notify())
+        self.csms.notify_soon()
         return call_result.StartTransaction(
             transaction_id=transaction_id, id_tag_info={"status": AuthorizationStatus.accepted}
         )
@@ -122,6 +122,7 @@ class LocalCsms:
         self.connections = 0
         self._server: Server | None = None
         self._changed = asyncio.Condition()
+        self._pending: set[asyncio.Future[None]] = set()
 
     @property
     def url(self) -> str:
@@ -146,7 +147,12 @@ class LocalCsms:
         self.received.append(item)
         for listener in self.listeners:
             listener(item)
-        asyncio.ensure_future(self._notify())
+        self.notify_soon()
+
+    def notify_soon(self) -> None:
+        task = asyncio.ensure_future(self._notify())
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     async def _notify(self) -> None:
         async with self._changed:

@@ -110,6 +110,7 @@ class Meter(abc.ABC):
     async def stop_transaction(self, tx_ref: str) -> MeterTransactionEnded:
         """End the transaction, wait until the meter has signed it, read the record(s) back."""
 
+    @abc.abstractmethod
     def set_link_listener(self, listener: Callable[[bool, str], None]) -> None:
         """Have `listener(up, reason)` called whenever the link to the meter goes up or down."""
 

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from station.core.model import (
     ConnectorStatus,
+    Event,
     MeterLinkChanged,
     MeterStarted,
     MeterStartFailed,
@@ -62,7 +63,10 @@ def test_a_whole_session_emits_the_commands_in_order() -> None:
     assert isinstance(ended, RecordTransactionEnded)
     tx = ended.transaction
     assert (tx.meter_start_wh, tx.meter_stop_wh, tx.stop_reason, tx.signed_records) == (
-        1234, 5678, StopReason.REMOTE, (RECORD,),
+        1234,
+        5678,
+        StopReason.REMOTE,
+        (RECORD,),
     )
     assert out.commands[1] == ReportStatus(1, ConnectorStatus.AVAILABLE)
     assert station.connectors[1].transaction is None
@@ -142,26 +146,32 @@ def test_the_transition_table_prints_as_a_diagram() -> None:
 EVENT_KINDS = st.sampled_from(["start", "started", "start_failed", "stop", "stopped", "link_down", "link_up"])
 
 
+def make_event(kind: str, ref: str, new_ref: str) -> Event:
+    match kind:
+        case "start":
+            return StartRequested(1, "TAG", T0, new_ref)
+        case "started":
+            return MeterStarted(ref, 1, T0)
+        case "start_failed":
+            return MeterStartFailed(ref, "x")
+        case "stop":
+            return StopRequested(ref, StopReason.REMOTE, T0)
+        case "stopped":
+            return MeterStopped(ref, 2, T0, (RECORD,))
+        case "link_down":
+            return MeterLinkChanged(False, "x")
+    return MeterLinkChanged(True)
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(EVENT_KINDS, max_size=30))
 def test_random_event_sequences_keep_the_invariants(kinds: list[str]) -> None:
     """Whatever arrives, the core either applies it or raises InvalidTransition, and its state stays coherent."""
     station = accepted_station()
-    n = 0
-    for kind in kinds:
+    for n, kind in enumerate(kinds):
         connector = station.connectors[1]
-        ref = connector.transaction.ref if connector.transaction else f"tx{n}"
-        event = {
-            "start": lambda: StartRequested(1, "TAG", T0, f"tx{n + 1}"),
-            "started": lambda: MeterStarted(ref, 1, T0),
-            "start_failed": lambda: MeterStartFailed(ref, "x"),
-            "stop": lambda: StopRequested(ref, StopReason.REMOTE, T0),
-            "stopped": lambda: MeterStopped(ref, 2, T0, (RECORD,)),
-            "link_down": lambda: MeterLinkChanged(False, "x"),
-            "link_up": lambda: MeterLinkChanged(True),
-        }[kind]()
-        if kind == "start":
-            n += 1
+        ref = connector.transaction.ref if connector.transaction else "none"
+        event = make_event(kind, ref, f"tx{n}")
         try:
             station.handle(event)
         except InvalidTransition:

@@ -26,8 +26,19 @@ async def test_remote_start_stop_delivers_the_meters_signed_record(
 ) -> None:
     ledger = tmp_path / "ledger.jsonl"
     meter = Process(
-        ["meter-sim", "--port", cable.path_b, "--state", str(tmp_path / "meter.json"), "--ledger", str(ledger),
-         "--signing-time", "0.5", "--power-w", "36000"],
+        [
+            "meter-sim",
+            "--port",
+            cable.path_b,
+            "--state",
+            str(tmp_path / "meter.json"),
+            "--ledger",
+            str(ledger),
+            "--signing-time",
+            "0.5",
+            "--power-w",
+            "36000",
+        ],
         tmp_path / "meter.log",
     )
     processes.append(meter)

@@ -18,6 +18,7 @@ import structlog
 
 from station.config import Config
 from station.core.station import ChargingStation
+from station.diag.server import DiagnosticsServer
 from station.meter.interface import Meter
 from station.meter.link import ModbusLink, SerialSettings
 from station.meter.nullmodem import VirtualNullModem
@@ -114,9 +115,14 @@ async def running_station(config: Config) -> AsyncIterator[Station]:
         connection = CsmsConnection(config, runtime, store, configuration)
         station = Station(config, store, meter, runtime, connection, configuration, simulated)
         station.tasks.append(asyncio.create_task(connection.run(), name="csms connection"))
+        diagnostics = DiagnosticsServer(station, config.diagnostics.socket) if config.diagnostics.socket else None
+        if diagnostics is not None:
+            await diagnostics.start()
         try:
             yield station
         finally:
+            if diagnostics is not None:
+                await diagnostics.close()
             await runtime.close()
             await connection.close()
             for task in station.tasks:

@@ -125,6 +125,48 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return int(run_verify(args.inputs, args.public_key, args.json, sys.stdout))
 
 
+def _cmd_diag(args: argparse.Namespace) -> int:
+    from station.diag import client
+
+    socket_path = args.socket
+    if not socket_path:
+        try:
+            socket_path = load_config(args.config).diagnostics.socket
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+    if not socket_path:
+        print(f"{args.config}: diagnostics.socket is not set, so the daemon offers no diagnostics", file=sys.stderr)
+        return 2
+    request: dict[str, object] = {"command": args.diag_command}
+    if args.diag_command == "transactions":
+        request["last"] = args.last
+    if args.diag_command == "transaction":
+        request["id"] = args.id
+    try:
+        answer = client.ask(socket_path, request)
+    except client.DiagError as exc:
+        print(f"diag: {exc}", file=sys.stderr)
+        return 1
+    answer.pop("ok", None)
+    if args.json:
+        print(json.dumps(next(iter(answer.values())), indent=2, default=str))
+        return 0
+    if args.diag_command == "status":
+        client.print_status(answer["status"], sys.stdout)
+    elif args.diag_command == "meter":
+        client.print_meter(answer["meter"], sys.stdout)
+    elif args.diag_command == "meter-test":
+        client.print_meter_test(answer["meter_test"], sys.stdout)
+        return 0 if answer["meter_test"]["ok"] else 1
+    elif args.diag_command == "transactions":
+        for tx in answer["transactions"]:
+            client.print_transaction(tx, sys.stdout)
+    else:
+        client.print_transaction(answer["transaction"], sys.stdout)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="station", description="EV charging station controller")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -162,6 +204,20 @@ def build_parser() -> argparse.ArgumentParser:
     c = csub.add_parser("check", help="validate a config file and print every problem")
     c.add_argument("file")
     c.set_defaults(func=_cmd_config_check)
+
+    p = sub.add_parser("diag", help="ask the running daemon (technician diagnostics, read-only)")
+    p.add_argument("--config", default="/etc/station/station.toml", help="the daemon's config file")
+    p.add_argument("--socket", help="the diagnostics socket (default: [diagnostics] socket from the config)")
+    p.add_argument("--json", action="store_true", help="print JSON for machines")
+    dsub = p.add_subparsers(dest="diag_command", required=True)
+    dsub.add_parser("status", help="CSMS connection, meter link, connectors")
+    dsub.add_parser("meter", help="live readings and the MID data")
+    dsub.add_parser("meter-test", help="guided check of the Modbus link")
+    d = dsub.add_parser("transactions", help="recent transactions with their signed records")
+    d.add_argument("--last", type=int, default=10)
+    d = dsub.add_parser("transaction", help="one transaction by reference or CSMS transaction id")
+    d.add_argument("id")
+    p.set_defaults(func=_cmd_diag)
 
     p = sub.add_parser("verify", help="verify OCMF signed records")
     p.add_argument("inputs", nargs="+", help="an OCMF string, a file of them, or a Transparenzsoftware XML file")

@@ -1,0 +1,98 @@
+"""`station diag ...`: asks the running daemon over its diagnostics socket and prints the answer for a person or,
+with --json, for a machine. Finds the socket through the same config file the daemon uses."""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import Any, TextIO
+
+from station.meter import ocmf
+
+
+class DiagError(Exception):
+    pass
+
+
+def ask(path: str, request: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(path)
+            sock.sendall(json.dumps(request).encode() + b"\n")
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+    except FileNotFoundError:
+        raise DiagError(f"no diagnostics socket at {path}: is the daemon running with this config?") from None
+    except PermissionError:
+        raise DiagError(f"no permission for {path}: run as the service user or a member of its group") from None
+    except OSError as exc:
+        raise DiagError(f"cannot talk to the daemon at {path}: {exc}") from None
+    answer: dict[str, Any] = json.loads(data)
+    if not answer.get("ok"):
+        raise DiagError(str(answer.get("error", "the daemon refused the request")))
+    return answer
+
+
+def _yes(value: object) -> str:
+    return "yes" if value else "no"
+
+
+def print_status(status: dict[str, Any], out: TextIO) -> None:
+    o, m = status["ocpp"], status["meter"]
+    print(f"station {status['station_id']}", file=out)
+    print(
+        f"  CSMS    {'connected' if o['connected'] else 'NOT connected'} ({o['url']}, OCPP {o['version'] or '-'})"
+        f"; queue {o['queue_depth']} message(s); last error: {o['last_error'] or 'none'}",
+        file=out,
+    )
+    print(
+        f"  meter   link {m['link']}; {m['model']} serial {m['serial'] or '?'} firmware {m['firmware'] or '?'}"
+        f"; last error: {m['last_error'] or 'none'}",
+        file=out,
+    )
+    print(f"          public key {m['public_key'] or '?'}", file=out)
+    for c in status["connectors"]:
+        tx = c["transaction"]
+        running = f"; transaction {tx['ref']} since {tx['started_at']} ({tx['id_tag']})" if tx else ""
+        print(f"  connector {c['id']}: {c['state']}{running}", file=out)
+    if status.get("failed_messages"):
+        print(f"  WARNING: {status['failed_messages']} message(s) the CSMS refused are kept aside", file=out)
+
+
+def print_transaction(tx: dict[str, Any], out: TextIO) -> None:
+    print(
+        f"transaction {tx['ref']} (CSMS id {tx['csms_transaction_id'] or '-'}): {tx['state']}, "
+        f"{tx['meter_start_wh']} -> {tx['meter_stop_wh']} Wh, stop reason {tx['stop_reason'] or '-'}, "
+        f"signed record verified: {_yes(tx['verified'])}, delivered: {tx['delivered_at'] or 'not yet'}",
+        file=out,
+    )
+    for r in tx["records"]:
+        problems = "; ".join(r["problems"]) or "none"
+        print(f"  {r['context']}: verified {_yes(r['verified'])}, problems: {problems}", file=out)
+        try:
+            record = ocmf.parse(r["data"])
+            print(f"    {record.pagination}, meter {record.meter_serial}, energy {record.energy_wh()} Wh", file=out)
+        except ocmf.OcmfError:
+            pass
+        print(f"    {r['data']}", file=out)
+
+
+def print_meter(meter: dict[str, Any], out: TextIO) -> None:
+    print(f"meter {meter['model']} serial {meter['serial']} firmware {meter['firmware']}", file=out)
+    print("MID data:", file=out)
+    for obis, reading in meter["readings"].items():
+        print(f"  {obis}  {reading['value']} {reading['unit']}  ({reading['name']})", file=out)
+    print(f"  public key {meter['public_key']}", file=out)
+    print(f"live: {meter['power_w']:.0f} W, U {meter['voltage_v']} V, I {meter['current_a']} A", file=out)
+
+
+def print_meter_test(result: dict[str, Any], out: TextIO) -> None:
+    for step in result["steps"]:
+        mark = "ok  " if step["ok"] else "FAIL"
+        print(f"  [{mark}] {step['step']} ({step['ms']} ms){': ' + step['error'] if not step['ok'] else ''}", file=out)
+    print(("PASS: " if result["ok"] else "FAIL: ") + result["verdict"], file=out)

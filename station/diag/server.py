@@ -1,0 +1,227 @@
+"""The technician's local diagnostics socket: read-only reports about the running station, one JSON line each.
+
+A Unix socket (mode 0660, so the service's group can read it) under the runtime directory. A client sends one JSON
+object per line, `{"command": "status"}`, and gets one JSON object per line back. Every command here only reads: the
+station's state, the store, and (for `meter-test`) the meter through the daemon's own link, which serialises requests
+with the daemon's work. Nothing on this socket can start, stop or change charging. Bad requests get an error answer
+and change nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from contextlib import suppress
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from station.meter.interface import MeterError
+from station.ocpp.connection import describe
+
+if TYPE_CHECKING:
+    from station.app import Station
+
+log = structlog.get_logger("station.diag")
+
+MAX_REQUEST = 4096
+
+
+def status_report(station: Station) -> dict[str, Any]:
+    runtime = station.runtime
+    meter = runtime.meter_state
+    identity = meter.identity
+    connectors = []
+    for cid, connector in runtime.core.connectors.items():
+        tx = connector.transaction
+        connectors.append(
+            {
+                "id": cid,
+                "state": runtime.core.status_of(cid).value,
+                "phase": connector.phase.value,
+                "transaction": None
+                if tx is None
+                else {
+                    "ref": tx.ref,
+                    "id_tag": tx.id_tag,
+                    "started_at": tx.started_at.isoformat() if tx.started_at else None,
+                    "meter_start_wh": tx.meter_start_wh,
+                },
+            }
+        )
+    return {
+        "station_id": station.config.station.id,
+        "ocpp": describe(station.connection.state, station.store.outbox_depth()),
+        "meter": {
+            "link": "up" if meter.link_up and runtime.core.meter_link_up else "down",
+            "model": station.config.meter.model,
+            "port": station.config.meter.port if station.config.meter.transport != "simulated" else "simulated",
+            "serial": identity.serial_number if identity else None,
+            "firmware": identity.firmware_version if identity else None,
+            "public_key": meter.public_key_hex or None,
+            "last_error": meter.last_error or None,
+        },
+        "connectors": connectors,
+        "failed_messages": len(station.store.failed_messages()),
+    }
+
+
+def transaction_report(station: Station, ref: str) -> dict[str, Any] | None:
+    stored = station.store.transaction(ref)
+    if stored is None:
+        for candidate in station.store.recent_transactions(1000):
+            if candidate.csms_transaction_id == ref:
+                stored = candidate
+                break
+    if stored is None:
+        return None
+    tx = stored.transaction
+    return {
+        "ref": tx.ref,
+        "csms_transaction_id": stored.csms_transaction_id,
+        "state": stored.state,
+        "connector_id": tx.connector_id,
+        "id_tag": tx.id_tag,
+        "started_at": tx.started_at.isoformat() if tx.started_at else None,
+        "stopped_at": tx.stopped_at.isoformat() if tx.stopped_at else None,
+        "meter_start_wh": tx.meter_start_wh,
+        "meter_stop_wh": tx.meter_stop_wh,
+        "stop_reason": tx.stop_reason.value if tx.stop_reason else None,
+        "verified": stored.verified,
+        "delivered_at": stored.delivered_at,
+        "records": [
+            {"context": r.context, "data": r.data, "verified": r.verified, "problems": list(r.problems)}
+            for r in tx.signed_records
+        ],
+    }
+
+
+async def meter_report(station: Station) -> dict[str, Any]:
+    meter = station.meter
+    live = await meter.live_values()
+    identity = await meter.identity()
+    return {
+        "model": station.config.meter.model,
+        "serial": identity.serial_number,
+        "firmware": identity.firmware_version,
+        "public_key": await meter.public_key(),
+        "readings": {
+            "1-b:1.8.0": {"value": live.energy_import_wh, "unit": "Wh", "name": "active energy import"},
+            "1-b:2.8.0": {"value": live.energy_export_wh, "unit": "Wh", "name": "active energy export"},
+        },
+        "power_w": live.power_w,
+        "voltage_v": list(live.voltage_v),
+        "current_a": list(live.current_a),
+    }
+
+
+async def meter_test(station: Station) -> dict[str, Any]:
+    """What a technician runs when commissioning: each step, its round trip, and a plain-words verdict."""
+    steps: list[dict[str, Any]] = []
+    meter = station.meter
+
+    async def step(name: str, action: Any) -> Any:
+        started = time.monotonic()
+        try:
+            result = await action()
+        except MeterError as exc:
+            steps.append(
+                {"step": name, "ok": False, "error": str(exc), "ms": round((time.monotonic() - started) * 1000)}
+            )
+            return None
+        steps.append({"step": name, "ok": True, "ms": round((time.monotonic() - started) * 1000)})
+        return result
+
+    identity = await step("read identity (serial number, firmware)", meter.identity)
+    key = await step("read the public key", meter.public_key)
+    live = await step("read energy and live values", meter.live_values)
+    ok = all(s["ok"] for s in steps)
+    if ok:
+        verdict = "the meter answers correctly on this line"
+    elif not any(s["ok"] for s in steps):
+        verdict = (
+            "the meter does not answer: check wiring (A/B swapped?), the serial settings in the config "
+            "(baud rate, parity) and the meter's Modbus address"
+        )
+    else:
+        verdict = "the meter answers but some registers fail: check the meter model and register map in the config"
+    return {
+        "ok": ok,
+        "verdict": verdict,
+        "steps": steps,
+        "serial": identity.serial_number if identity else None,
+        "public_key": key,
+        "energy_import_wh": live.energy_import_wh if live else None,
+    }
+
+
+class DiagnosticsServer:
+    def __init__(self, station: Station, path: str) -> None:
+        self.station = station
+        self.path = Path(path)
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with suppress(FileNotFoundError):
+            self.path.unlink()
+        self._server = await asyncio.start_unix_server(self._serve, path=str(self.path), limit=MAX_REQUEST)
+        os.chmod(self.path, 0o660)
+        log.info("diagnostics socket listening", path=str(self.path))
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        with suppress(FileNotFoundError):
+            self.path.unlink()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while line := await reader.readline():
+                answer = await self.answer(line)
+                writer.write(json.dumps(answer, default=str).encode() + b"\n")
+                await writer.drain()
+        except (ValueError, ConnectionError):  # over-long line or a client that went away
+            pass
+        finally:
+            writer.close()
+
+    async def answer(self, line: bytes) -> dict[str, Any]:
+        try:
+            request = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return {"ok": False, "error": 'request is not JSON; send {"command": "status"}'}
+        if not isinstance(request, dict) or not isinstance(request.get("command"), str):
+            return {"ok": False, "error": 'request must be an object with a "command" string'}
+        command = request["command"]
+        try:
+            if command == "status":
+                return {"ok": True, "status": status_report(self.station)}
+            if command == "transactions":
+                last = request.get("last", 10)
+                if not isinstance(last, int) or not 1 <= last <= 1000:
+                    return {"ok": False, "error": '"last" must be an integer 1..1000'}
+                refs = [s.transaction.ref for s in self.station.store.recent_transactions(last)]
+                return {"ok": True, "transactions": [transaction_report(self.station, r) for r in refs]}
+            if command == "transaction":
+                ref = request.get("id")
+                if not isinstance(ref, str) or not ref:
+                    return {"ok": False, "error": '"id" must be a transaction reference or CSMS transaction id'}
+                report = transaction_report(self.station, ref)
+                if report is None:
+                    return {"ok": False, "error": f"no transaction {ref}"}
+                return {"ok": True, "transaction": report}
+            if command == "meter":
+                return {"ok": True, "meter": await meter_report(self.station)}
+            if command == "meter-test":
+                return {"ok": True, "meter_test": await meter_test(self.station)}
+        except MeterError as exc:
+            return {"ok": False, "error": f"meter: {exc}"}
+        return {
+            "ok": False,
+            "error": f"unknown command {command!r}; known: status, meter, meter-test, transactions, transaction",
+        }

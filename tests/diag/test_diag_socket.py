@@ -1,0 +1,99 @@
+"""The technician's diagnostics socket against a running station (in-process daemon, simulated meter on a real pty
+pair, real CSMS on loopback): status answers the three questions — is the meter OK, is the CSMS reachable, did the
+last session get signed and delivered — and nothing on the socket changes state."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from station.app import running_station
+from station.config import parse_config
+from station.demo.csms import LocalCsms
+from station.diag import client
+
+STATION = "CP-DIAG"
+
+
+def config_for(tmp_path: Path, url: str) -> dict[str, Any]:
+    return {
+        "station": {"id": STATION},
+        "csms": {"url": url, "reconnect_min": 0.2, "reconnect_max": 1},
+        "meter": {"transport": "simulated", "simulator": {"signing_time": 0.2, "state": str(tmp_path / "m.json")}},
+        "storage": {"path": str(tmp_path / "s.db")},
+        "diagnostics": {"socket": str(tmp_path / "run" / "diag.sock")},
+    }
+
+
+async def ask(path: str, request: dict[str, Any]) -> dict[str, Any]:
+    return await asyncio.to_thread(client.ask, path, request)
+
+
+async def test_status_meter_and_transactions_over_the_socket(tmp_path: Path, csms: LocalCsms) -> None:
+    config = parse_config(config_for(tmp_path, csms.url))
+    sock = config.diagnostics.socket
+    async with running_station(config) as station:
+        await csms.wait_for("StatusNotification", lambda p: p["status"] == "Available")
+        assert stat.S_IMODE(os.stat(sock).st_mode) == 0o660
+
+        status = (await ask(sock, {"command": "status"}))["status"]
+        assert status["ocpp"]["connected"] is True and status["ocpp"]["version"] == "1.6"
+        assert status["ocpp"]["queue_depth"] == 0
+        assert status["meter"]["link"] == "up" and status["meter"]["model"] == "smartme"
+        assert status["meter"]["public_key"].startswith("3059")
+        assert status["connectors"] == [{"id": 1, "state": "Available", "phase": "available", "transaction": None}]
+
+        test = (await ask(sock, {"command": "meter-test"}))["meter_test"]
+        assert test["ok"] is True and len(test["steps"]) == 3
+
+        meter = (await ask(sock, {"command": "meter"}))["meter"]
+        assert set(meter["readings"]) == {"1-b:1.8.0", "1-b:2.8.0"}
+
+        assert await csms.remote_start(STATION, "TAG-D") == "Accepted"
+        await csms.wait_for("StatusNotification", lambda p: p["status"] == "Charging")
+        status = (await ask(sock, {"command": "status"}))["status"]
+        assert status["connectors"][0]["state"] == "Charging"
+        assert status["connectors"][0]["transaction"]["id_tag"] == "TAG-D"
+        await csms.wait_until(lambda: csms.assigned_transaction_ids)
+        await csms.remote_stop(STATION, csms.assigned_transaction_ids[-1])
+        await csms.wait_for("StopTransaction")
+        await station.runtime.idle()
+        await csms.wait_until(lambda: station.store.outbox_depth() == 0)
+
+        txs = (await ask(sock, {"command": "transactions", "last": 5}))["transactions"]
+        assert len(txs) == 1 and txs[0]["verified"] is True and txs[0]["delivered_at"]
+        assert txs[0]["records"][0]["data"].startswith("OCMF|")
+        one = await ask(sock, {"command": "transaction", "id": str(csms.assigned_transaction_ids[-1])})
+        assert one["transaction"]["ref"] == txs[0]["ref"]
+
+
+async def test_bad_requests_get_errors_and_change_nothing(tmp_path: Path, csms: LocalCsms) -> None:
+    config = parse_config(config_for(tmp_path, csms.url))
+    sock = config.diagnostics.socket
+    async with running_station(config) as station:
+        before = station.store.outbox_depth()
+        reader, writer = await asyncio.open_unix_connection(sock)
+        for line in (
+            b"not json\n",
+            b"[1,2]\n",
+            b'{"command": 5}\n',
+            b'{"command": "start"}\n',
+            b'{"command": "transactions", "last": "x"}\n',
+            b'{"command": "transaction"}\n',
+        ):
+            writer.write(line)
+            await writer.drain()
+            answer = json.loads(await reader.readline())
+            assert answer["ok"] is False and answer["error"]
+        writer.close()
+        assert station.store.outbox_depth() == before
+        assert station.runtime.core.connectors[1].transaction is None
+        with pytest.raises(client.DiagError, match="no transaction"):
+            await ask(sock, {"command": "transaction", "id": "nope"})
+    assert not Path(sock).exists()

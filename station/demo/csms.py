@@ -8,6 +8,7 @@ and can be told to answer CALLERROR to chosen actions. It listens on 127.0.0.1 o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 from collections.abc import Callable
@@ -204,10 +205,12 @@ class LocalCsms:
                 return found
 
     async def wait_until(self, condition: Callable[[], object], timeout: float = 30) -> None:
+        """Wait for a condition on anything (also the station's side): re-checked on every message and every 50 ms."""
         async with asyncio.timeout(timeout):
             async with self._changed:
                 while not condition():
-                    await self._changed.wait()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._changed.wait(), 0.05)
 
     async def wait_connected(self, station_id: str, timeout: float = 30) -> None:
         async with asyncio.timeout(timeout):

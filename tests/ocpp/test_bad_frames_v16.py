@@ -1,0 +1,98 @@
+"""What a broken or hostile CSMS sends must get the right CALLERROR, leave the connection up and change nothing.
+
+The CSMS here is a bare `websockets` server that speaks raw frames, so that it can send what no OCPP library would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection, serve
+
+from station.app import running_station
+from station.config import parse_config
+
+BOOT_ANSWER = {"currentTime": "2026-11-24T12:00:00Z", "interval": 300, "status": "Accepted"}
+
+
+class RawCsms:
+    def __init__(self) -> None:
+        self.connection: ServerConnection | None = None
+        self.inbox: asyncio.Queue[list[Any]] = asyncio.Queue()
+        self.connected = asyncio.Event()
+
+    async def handler(self, ws: ServerConnection) -> None:
+        self.connection = ws
+        self.connected.set()
+        async for frame in ws:
+            msg = json.loads(frame)
+            if msg[0] == 2:  # answer the station's CALLs like a polite CSMS
+                answer: dict[str, Any] = {}
+                if msg[2] == "BootNotification":
+                    answer = BOOT_ANSWER
+                elif msg[2] == "Heartbeat":
+                    answer = {"currentTime": "2026-11-24T12:00:00Z"}
+                await ws.send(json.dumps([3, msg[1], answer]))
+            else:
+                await self.inbox.put(msg)
+
+    async def send_raw(self, frame: str) -> list[Any]:
+        assert self.connection is not None
+        await self.connection.send(frame)
+        return await asyncio.wait_for(self.inbox.get(), 10)
+
+
+BAD_FRAMES: list[tuple[str, str | None]] = [
+    ('[2, "a1", "RemoteStartTransaction", {}]', "OccurrenceConstraintViolation"),  # idTag missing
+    ('[2, "a2", "RemoteStartTransaction", {"idTag": 5}]', "TypeConstraintViolation"),
+    ('[2, "a3", "RemoteStartTransaction", {"idTag": "' + "x" * 5000 + '"}]', "FormatViolation"),
+    ('[2, "a4", "RemoteStartTransaction", {"idTag": "T", "bogus": 1}]', "FormationViolation"),
+    ('[2, "a5", "NoSuchAction", {}]', "NotSupported"),
+    ('[2, "a5b", "CancelReservation", {"reservationId": 1}]', "NotImplemented"),
+    ('[2, "a6", "RemoteStopTransaction", {"transactionId": "abc"}]', "TypeConstraintViolation"),
+    ('[2, "a7", "ChangeConfiguration", {"key": "HeartbeatInterval", "value": "\\u00e9\\ud83d\\ude00"}]', None),
+]
+
+
+async def test_malformed_frames_get_callerrors_and_change_nothing(tmp_path: Path) -> None:
+    raw = RawCsms()
+    async with serve(raw.handler, "127.0.0.1", 0, subprotocols=["ocpp1.6"]) as server:  # type: ignore[list-item]
+        port = server.sockets[0].getsockname()[1]
+        config = parse_config(
+            {
+                "station": {"id": "CP-BAD"},
+                "csms": {"url": f"ws://127.0.0.1:{port}/ocpp"},
+                "meter": {"transport": "simulated", "simulator": {"state": str(tmp_path / "m.json")}},
+                "storage": {"path": str(tmp_path / "s.db")},
+            }
+        )
+        async with running_station(config) as station:
+            await asyncio.wait_for(raw.connected.wait(), 20)
+            for frame, error in BAD_FRAMES:
+                answer = await raw.send_raw(frame)
+                if error is None:
+                    assert answer[0] == 3 and answer[2] == {"status": "Rejected"}, answer
+                else:
+                    assert answer[0] == 4, (frame[:60], answer)
+                    assert answer[2] in {
+                        error,
+                        "FormatViolation",
+                        "FormationViolation",
+                        "ProtocolError",
+                        "TypeConstraintViolation",
+                        "OccurrenceConstraintViolation",
+                    }, answer
+                    if error == "NotImplemented":
+                        assert answer[2] == "NotImplemented"
+            # Not OCPP at all: ignored or answered with a protocol error, never a crash.
+            assert raw.connection is not None
+            await raw.connection.send("this is not json")
+            await raw.connection.send('{"an": "object"}')
+            # The connection is still up and the station still answers.
+            answer = await raw.send_raw('[2, "ok1", "GetConfiguration", {"key": ["HeartbeatInterval"]}]')
+            assert answer[0] == 3 and answer[2]["configurationKey"][0]["value"] == "300"
+            assert station.runtime.core.connectors[1].transaction is None
+            assert station.store.outbox_depth() == 0

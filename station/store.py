@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +47,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     tx_ref TEXT,
     body TEXT NOT NULL DEFAULT '{}',
     created_at TEXT NOT NULL,
+    message_id TEXT NOT NULL,
     offline INTEGER NOT NULL DEFAULT 0,
     attempts INTEGER NOT NULL DEFAULT 0,
     last_error TEXT
@@ -80,6 +82,12 @@ class OutboxMessage:
     created_at: datetime
     offline: bool
     attempts: int
+    message_id: str  # stable across resends after a reconnect or restart, so the CSMS can recognise a repeat
+
+    @property
+    def call_id(self) -> str:
+        """The OCPP-J message id of this send: the stable id, or a fresh one per retry after a CALLERROR."""
+        return self.message_id if self.attempts == 0 else f"{self.message_id}.{self.attempts}"
 
 
 @dataclass(frozen=True)
@@ -188,8 +196,8 @@ class Store:
     @staticmethod
     def _enqueue_sql(kind: str, tx_ref: str | None, body: dict[str, Any], offline: bool) -> tuple[str, tuple[Any, ...]]:
         return (
-            "INSERT INTO outbox (kind, tx_ref, body, created_at, offline) VALUES (?, ?, ?, ?, ?)",
-            (kind, tx_ref, json.dumps(body), _ts(datetime.now(UTC)), int(offline)),
+            "INSERT INTO outbox (kind, tx_ref, body, created_at, message_id, offline) VALUES (?, ?, ?, ?, ?, ?)",
+            (kind, tx_ref, json.dumps(body), _ts(datetime.now(UTC)), uuid.uuid4().hex, int(offline)),
         )
 
     def transaction_started(self, tx: Transaction, *, offline: bool) -> None:
@@ -299,6 +307,7 @@ class Store:
             _dt(r["created_at"]) or datetime.now(UTC),
             bool(r["offline"]),
             r["attempts"],
+            r["message_id"],
         )
 
     def delivered(self, message_id: int) -> None:

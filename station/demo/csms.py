@@ -89,8 +89,16 @@ class _CentralSystemSide(ChargePoint):  # type: ignore[misc]
         return call_result.Authorize(id_tag_info={"status": AuthorizationStatus.accepted})
 
     @on(Action.start_transaction)
-    def on_start_transaction(self, **_: Any) -> call_result.StartTransaction:
+    def on_start_transaction(self, call_unique_id: str, **_: Any) -> call_result.StartTransaction:
+        # A repeat of a message we already answered (same message id, e.g. resent after the station restarted
+        # before it saw our answer) is the same transaction: answer it the same way.
+        known = self.csms.transaction_by_message_id.get(call_unique_id)
+        if known is not None:
+            return call_result.StartTransaction(
+                transaction_id=known, id_tag_info={"status": AuthorizationStatus.accepted}
+            )
         transaction_id = next(self._tx_ids)
+        self.csms.transaction_by_message_id[call_unique_id] = transaction_id
         self.csms.assigned_transaction_ids.append(transaction_id)
         self.csms.notify_soon()
         return call_result.StartTransaction(
@@ -119,6 +127,7 @@ class LocalCsms:
         self.stations: dict[str, _CentralSystemSide] = {}
         self.transaction_ids = itertools.count(1001)
         self.assigned_transaction_ids: list[int] = []
+        self.transaction_by_message_id: dict[str, int] = {}
         self.listeners: list[Callable[[Received], None]] = []
         self.connections = 0
         self._server: Server | None = None

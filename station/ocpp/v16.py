@@ -8,6 +8,7 @@ StopTransaction. This module knows nothing about Modbus.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -128,6 +129,7 @@ class V16Adapter(ChargePoint):  # type: ignore[misc]
                 timestamp=_iso(tx.started_at),
             ),
             suppress=False,
+            unique_id=message.call_id,
         )
         self.store.set_csms_transaction_id(tx.ref, str(result.transaction_id))
         status = (result.id_tag_info or {}).get("status")
@@ -162,6 +164,7 @@ class V16Adapter(ChargePoint):  # type: ignore[misc]
                 transaction_data=transaction_data,
             ),
             suppress=False,
+            unique_id=message.call_id,
         )
         self.store.mark_delivered(tx.ref)
         log.info("StopTransaction confirmed", tx_ref=tx.ref, transaction_id=stored.csms_transaction_id)
@@ -186,14 +189,27 @@ class V16Adapter(ChargePoint):  # type: ignore[misc]
         )
 
     @on(Action.remote_stop_transaction)
-    def on_remote_stop(self, transaction_id: int, **_: Any) -> call_result.RemoteStopTransaction:
+    async def on_remote_stop(self, transaction_id: int, **_: Any) -> call_result.RemoteStopTransaction:
         ref = self.runtime.transaction_for_csms_id(str(transaction_id))
+        # A CSMS may stop a transaction right after answering its StartTransaction; that answer can still be waiting
+        # to be processed behind this frame. Give it a moment (this never awaits the meter or another CALL).
+        for _attempt in range(50):
+            if ref is not None or not self._start_in_flight():
+                break
+            await asyncio.sleep(0.01)
+            ref = self.runtime.transaction_for_csms_id(str(transaction_id))
         accepted = False
         if ref is not None:
             accepted = self.runtime.remote_stop(ref, StopReason.REMOTE).accepted
         log.info("RemoteStopTransaction", transaction_id=transaction_id, accepted=accepted)
         return call_result.RemoteStopTransaction(
             status=RemoteStartStopStatus.accepted if accepted else RemoteStartStopStatus.rejected
+        )
+
+    def _start_in_flight(self) -> bool:
+        return any(
+            (stored := self.store.transaction(tx.ref)) is not None and stored.csms_transaction_id is None
+            for tx in self.runtime.core.running_transactions()
         )
 
     @on(Action.get_configuration)

@@ -7,6 +7,7 @@ byte for byte what the meter signed (its ledger) and must verify with the key th
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import signal
@@ -58,6 +59,7 @@ async def test_remote_start_stop_delivers_the_meters_signed_record(
     await csms.wait_until(lambda: csms.assigned_transaction_ids)
     transaction_id = csms.assigned_transaction_ids[-1]
 
+    await asyncio.sleep(1.5)  # charge a little: 36 kW for 1.5 s is 15 Wh
     mark = len(csms.received)
     assert await csms.remote_stop(STATION, transaction_id) == "Accepted"
     stop = await csms.wait_for("StopTransaction", timeout=60, after=mark)

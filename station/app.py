@@ -28,6 +28,7 @@ from station.meter.smartme import SmartMeMeter, SmartMeRegisters
 from station.ocpp.config16 import Configuration16
 from station.ocpp.connection import CsmsConnection
 from station.runtime import StationRuntime
+from station.service import Notifier, feed_watchdog
 from station.store import Store
 
 log = structlog.get_logger("station.app")
@@ -136,15 +137,41 @@ async def running_station(config: Config) -> AsyncIterator[Station]:
         store.close()
 
 
-async def run_daemon(config: Config) -> int:
-    """`station run`: until SIGTERM or SIGINT."""
+def status_line(station: Station) -> str:
+    """One line for systemd's STATUS=: what the station is doing right now."""
+    state = station.connection.state
+    if state.connected:
+        csms = f"CSMS connected (OCPP {state.version})"
+    else:
+        csms = "CSMS unreachable" if state.last_error else "CSMS connecting"
+    meter = "meter up" if station.runtime.meter_state.link_up else "meter DOWN"
+    parts = [csms, meter]
+    for connector in station.runtime.core.connectors.values():
+        text = f"connector {connector.id} {connector.phase.value}"
+        if connector.transaction is not None:
+            text += f" ({connector.transaction.ref[:8]})"
+        parts.append(text)
+    queued = station.store.outbox_depth()
+    if queued:
+        parts.append(f"{queued} message(s) queued")
+    return "; ".join(parts)
+
+
+async def run_daemon(config: Config, notifier: Notifier | None = None) -> int:
+    """`station run`: until SIGTERM or SIGINT. Tells systemd when it is ready, what it does, and that it lives."""
+    notifier = notifier or Notifier()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with running_station(config):
+    async with running_station(config) as station:
+        # READY once store and meter are up, whether or not the CSMS is reachable.
+        notifier.ready(status_line(station))
+        watchdog = asyncio.create_task(feed_watchdog(notifier, lambda: status_line(station)), name="watchdog")
         log.info("station running", station_id=config.station.id, csms=config.csms.url)
         await stop.wait()
         log.info("stopping")
+        notifier.stopping("stopping: finishing meter work, flushing the store, closing the CSMS connection")
+        watchdog.cancel()
     log.info("stopped")
     return 0

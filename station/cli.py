@@ -8,31 +8,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import structlog
-
 from station.config import ConfigError, load_config
 
 
-def _setup_logging(level: str = "info") -> None:
-    numeric = getattr(logging, level.upper(), logging.INFO)
-    logging.basicConfig(
-        level=max(numeric, logging.WARNING), stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
-    structlog.configure(
-        wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()),
-        ],
-    )
+def _setup_logging(level: str = "info", fmt: str = "auto") -> None:
+    from station.logs import configure
+
+    configure(level, fmt)  # type: ignore[arg-type]
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -43,7 +29,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    _setup_logging(args.log_level)
+    _setup_logging(args.log_level, args.log_format)
     return asyncio.run(run_daemon(config))
 
 
@@ -174,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the daemon")
     p.add_argument("--config", required=True, help="the TOML config file")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--log-format",
+        default="auto",
+        choices=["auto", "json", "console"],
+        help="auto: console at a terminal, else JSON",
+    )
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("demo", help="one whole signed charging session on the built-in simulators")

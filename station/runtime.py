@@ -32,6 +32,7 @@ from station.core.model import (
     ReportStatus,
     StartMeterTransaction,
     StartRequested,
+    StartSource,
     StationAccepted,
     StopMeterTransaction,
     StopReason,
@@ -40,6 +41,7 @@ from station.core.model import (
 )
 from station.core.station import ChargingStation, InvalidTransition
 from station.meter.interface import Meter, MeterError, MeterLinkError, MeterState, MeterTransactionRequest
+from station.meter.records import record_facts
 from station.store import Store
 
 log = structlog.get_logger("station.runtime")
@@ -76,6 +78,7 @@ class StationRuntime:
         self.csms_online: Callable[[], bool] = lambda: False
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._orphans: set[str] = set()  # refs of transactions known only from the meter (see _adopt_orphan)
 
     # ------------------------------------------------------------------ the OCPP side asks
 
@@ -113,7 +116,10 @@ class StationRuntime:
         if self.store.setting("accepted_once") == "1":
             # Accepted in an earlier run: the station may charge while the CSMS is unreachable (offline start).
             self.core.accepted_by_csms = True
-        for stored in self.store.open_transactions():
+        open_transactions = self.store.open_transactions()
+        if not open_transactions and await self._meter_reports_running():
+            self._adopt_orphan()
+        for stored in open_transactions:
             tx = stored.transaction
             reason = tx.stop_reason or StopReason.POWER_LOSS
             if tx.stop_reason is None:
@@ -122,6 +128,53 @@ class StationRuntime:
             for command in self.core.restore(replace(tx, stop_reason=reason)):
                 self._execute(command)
         self._spawn(self._monitor_meter(), "meter monitor")
+
+    async def _meter_reports_running(self) -> bool:
+        try:
+            return await self.meter.transaction_running()
+        except MeterError as exc:
+            log.warning(
+                "cannot ask the meter whether a transaction is open; asking again at the next start", error=str(exc)
+            )
+            return False
+
+    def _adopt_orphan(self) -> None:
+        """The meter has a transaction the store never heard of: the daemon died after the meter started it and before
+        storing it. End it on the meter (stop reason PowerLoss); its signed record tells who charged and from which
+        reading, and the CSMS gets StartTransaction and StopTransaction for it, in that order."""
+        connector_id = min(self.core.connectors)
+        now = self.clock()
+        tx = Transaction(
+            ref=uuid.uuid4().hex,
+            connector_id=connector_id,
+            id_tag="",
+            source=StartSource.REMOTE,
+            requested_at=now,
+            stop_reason=StopReason.POWER_LOSS,
+        )
+        log.warning("the meter has a transaction the store does not know; ending it", tx_ref=tx.ref)
+        self._orphans.add(tx.ref)
+        for command in self.core.restore(tx):
+            self._execute(command)
+
+    def _orphan_from_record(self, tx: Transaction) -> Transaction:
+        """Fill in what only the signed record knows: the identification, the start time and the begin reading."""
+        id_tag, started_at, meter_start = tx.id_tag, tx.stopped_at, tx.meter_stop_wh
+        for record in tx.signed_records:
+            facts = record_facts(record.data)
+            if facts is None:
+                continue
+            id_tag = facts.id_tag or id_tag
+            if facts.begin_wh is not None:
+                meter_start = facts.begin_wh
+                started_at = facts.begin_at or started_at
+        return replace(
+            tx,
+            id_tag=id_tag[:20] or "UNKNOWN",
+            started_at=started_at,
+            requested_at=started_at or tx.requested_at,
+            meter_start_wh=meter_start,
+        )
 
     async def refresh_meter_info(self) -> None:
         try:
@@ -176,6 +229,13 @@ class StationRuntime:
                 self.store.transaction_started(tx, offline=not self.csms_online())
                 log.info("transaction started", tx_ref=tx.ref, meter_start_wh=tx.meter_start_wh)
                 self._outbox_changed()
+            case RecordTransactionEnded(transaction=tx) if tx.ref in self._orphans:
+                self._orphans.discard(tx.ref)
+                tx = self._orphan_from_record(tx)
+                self.store.transaction_recovered(tx, offline=not self.csms_online())
+                log.info("transaction recovered from the meter", tx_ref=tx.ref, id_tag=tx.id_tag)
+                self._outbox_changed()
+                self._spawn(self._release(tx.ref), f"meter release {tx.ref}")
             case RecordTransactionEnded(transaction=tx):
                 self.store.transaction_ended(tx, offline=not self.csms_online())
                 log.info(

@@ -47,14 +47,14 @@ def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
 class Process:
     """A `python -m station ...` child with its output in a log file, for post-mortems in assertion messages."""
 
-    def __init__(self, args: list[str], log_path: Path) -> None:
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
         self.log_path = log_path
         with open(log_path, "ab") as out:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "station", *args],
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
             )
 
     def log(self) -> str:

@@ -7,6 +7,8 @@ that fails a check is still returned (the meter's record is the legal truth and 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 
 from station.core.model import SignedMeterRecord
@@ -47,6 +49,40 @@ def examine_record(
         verified=not problems,
         problems=tuple(problems),
     )
+
+
+@dataclass(frozen=True)
+class RecordFacts:
+    id_tag: str
+    begin_wh: int | None
+    begin_at: datetime | None
+
+
+def record_facts(text: str) -> RecordFacts | None:
+    """Identification and begin reading of a record (for a transaction known only from the meter)."""
+    try:
+        record = ocmf.parse(text)
+    except ocmf.OcmfError:
+        return None
+    begin = next((r for r in record.readings if r.tx == "B"), None)
+    return RecordFacts(
+        id_tag=record.identification,
+        begin_wh=to_wh(begin.value, begin.unit) if begin else None,
+        begin_at=ocmf_time(begin.time) if begin else None,
+    )
+
+
+def ocmf_time(text: str) -> datetime | None:
+    """OCMF's "2024-05-01T10:15:00,000+0200 S" as an aware datetime (None when it is not that)."""
+    stamp = text.split(" ", 1)[0].replace(",", ".")
+    try:
+        value = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%f%z")
+    except ValueError:
+        try:
+            value = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S%z")
+        except ValueError:
+            return None
+    return value
 
 
 def reading_wh(text: str, tx: str) -> int | None:

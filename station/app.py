@@ -25,8 +25,8 @@ from station.meter.nullmodem import VirtualNullModem
 from station.meter.sim.server import build_simulator, serve
 from station.meter.sim.smartme import SmartMeSimulator
 from station.meter.smartme import SmartMeMeter, SmartMeRegisters
-from station.ocpp.config16 import Configuration16
 from station.ocpp.connection import CsmsConnection
+from station.ocpp.settings import Settings
 from station.runtime import StationRuntime
 from station.service import Notifier, feed_watchdog
 from station.store import Store
@@ -54,7 +54,7 @@ class Station:
     meter: Meter
     runtime: StationRuntime
     connection: CsmsConnection
-    configuration: Configuration16
+    settings: Settings
     simulated: SimulatedLine | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -112,9 +112,9 @@ async def running_station(config: Config) -> AsyncIterator[Station]:
         core = ChargingStation(connector_ids)
         runtime = StationRuntime(core, store, meter, station_id=config.station.id)
         await runtime.start()
-        configuration = Configuration16(store, connector_ids, lambda: runtime.meter_state.public_key_hex)
-        connection = CsmsConnection(config, runtime, store, configuration)
-        station = Station(config, store, meter, runtime, connection, configuration, simulated)
+        settings = Settings(store, connector_ids, lambda: runtime.meter_state.public_key_hex)
+        connection = CsmsConnection(config, runtime, store, settings)
+        station = Station(config, store, meter, runtime, connection, settings, simulated)
         station.tasks.append(asyncio.create_task(connection.run(), name="csms connection"))
         diagnostics = DiagnosticsServer(station, config.diagnostics.socket) if config.diagnostics.socket else None
         if diagnostics is not None:

@@ -23,7 +23,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from station.config import Config
 from station.core.model import ReportStatus
-from station.ocpp.config16 import Configuration16
+from station.ocpp.settings import Settings
 from station.ocpp.v16 import SUBPROTOCOL as V16_SUBPROTOCOL
 from station.ocpp.v16 import BootRefused, V16Adapter
 from station.runtime import StationRuntime
@@ -71,11 +71,11 @@ class _LoggedConnection:
 
 
 class CsmsConnection:
-    def __init__(self, config: Config, runtime: StationRuntime, store: Store, configuration: Configuration16) -> None:
+    def __init__(self, config: Config, runtime: StationRuntime, store: Store, settings: Settings) -> None:
         self.config = config
         self.runtime = runtime
         self.store = store
-        self.configuration = configuration
+        self.settings = settings
         self.url = f"{config.csms.endpoint}/{config.station.id}"
         self.state = ConnectionState(self.url)
         self._wakeup = asyncio.Event()
@@ -118,7 +118,7 @@ class CsmsConnection:
             await self._ws.close()
 
     async def _connect_once(self) -> None:
-        ping = self.configuration.int_value("WebSocketPingInterval")
+        ping = self.settings.int_value("WebSocketPingInterval")
         offered = SUBPROTOCOLS[self.config.csms.ocpp_version]
         async with connect(
             self.url,
@@ -152,7 +152,7 @@ class CsmsConnection:
             _LoggedConnection(ws, self.state),
             runtime=self.runtime,
             store=self.store,
-            configuration=self.configuration,
+            settings=self.settings,
             vendor=self.config.station.vendor,
             model=self.config.station.model,
             response_timeout=self.config.csms.response_timeout,
@@ -185,7 +185,7 @@ class CsmsConnection:
 
     async def _heartbeats(self, adapter: V16Adapter) -> None:
         while True:
-            await asyncio.sleep(self.configuration.int_value("HeartbeatInterval"))
+            await asyncio.sleep(self.settings.int_value("HeartbeatInterval"))
             await adapter.heartbeat()
 
     async def _forward_statuses(self, adapter: V16Adapter) -> None:
@@ -208,7 +208,7 @@ class CsmsConnection:
                 await adapter.deliver(message)
             except OCPPError as exc:
                 attempts = self.store.attempt_failed(message.id, f"{type(exc).__name__}: {exc}")
-                limit = self.configuration.int_value("TransactionMessageAttempts")
+                limit = self.settings.int_value("TransactionMessageAttempts")
                 if attempts >= limit:
                     log.error(
                         "CSMS failed to process a transaction message; set aside",
@@ -219,7 +219,7 @@ class CsmsConnection:
                     )
                     self.store.give_up(message.id, str(exc))
                 else:
-                    wait = self.configuration.int_value("TransactionMessageRetryInterval") * attempts
+                    wait = self.settings.int_value("TransactionMessageRetryInterval") * attempts
                     log.warning(
                         "CSMS answered CALLERROR; will retry",
                         kind=message.kind,

@@ -27,7 +27,7 @@ from ocpp.v16.enums import (
 )
 
 from station.core.model import ReportStatus, StopReason
-from station.ocpp.config16 import Configuration16
+from station.ocpp.settings import Settings
 from station.ocpp.signed_value import PUBLIC_KEY_NEVER, oca_public_key, v16_signed_sampled_value
 from station.runtime import StationRuntime
 from station.store import OutboxMessage, Store
@@ -58,7 +58,7 @@ class V16Adapter(ChargePoint):  # type: ignore[misc]
         *,
         runtime: StationRuntime,
         store: Store,
-        configuration: Configuration16,
+        settings: Settings,
         vendor: str,
         model: str,
         response_timeout: float,
@@ -67,7 +67,7 @@ class V16Adapter(ChargePoint):  # type: ignore[misc]
         super().__init__(station_id, connection, response_timeout=response_timeout)
         self.runtime = runtime
         self.store = store
-        self.configuration = configuration
+        self.settings = settings
         self.vendor = vendor
         self.model = model
         self.raw_signed_values = signed_value_format == "raw"
@@ -148,7 +148,7 @@ class V16Adapter(ChargePoint):  # type: ignore[misc]
                 f"transaction {stored.transaction.ref} has no CSMS transactionId (StartTransaction failed)"
             )
         tx = stored.transaction
-        with_key = self.configuration.get("PublicKeyWithSignedMeterValue") != PUBLIC_KEY_NEVER
+        with_key = self.settings.value("PublicKeyWithSignedMeterValue") != PUBLIC_KEY_NEVER
         key = self.runtime.meter_state.public_key_hex
         sampled = [
             v16_signed_sampled_value(r, key, with_key=with_key, raw=self.raw_signed_values) for r in tx.signed_records
@@ -214,12 +214,12 @@ class V16Adapter(ChargePoint):  # type: ignore[misc]
 
     @on(Action.get_configuration)
     def on_get_configuration(self, key: list[str] | None = None, **_: Any) -> call_result.GetConfiguration:
-        known, unknown = self.configuration.read(key)
+        known, unknown = self.settings.read(key)
         return call_result.GetConfiguration(configuration_key=known or None, unknown_key=unknown or None)
 
     @on(Action.change_configuration)
     def on_change_configuration(self, key: str, value: str, **_: Any) -> call_result.ChangeConfiguration:
-        status = self.configuration.change(key, value)
+        status = self.settings.change(key, value)
         log.info("ChangeConfiguration", key=key, status=status)
         return call_result.ChangeConfiguration(status=ConfigurationStatus(status))
 

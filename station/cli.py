@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="one whole signed charging session on the built-in simulators")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the story")
-    p.add_argument("--ocpp", default="1.6", choices=["1.6"], help="OCPP version to use")
+    p.add_argument("--ocpp", default="1.6", choices=["1.6", "2.0.1"], help="OCPP version to use")
     p.add_argument("--seconds", type=float, default=4.0, help="how long to charge")
     p.add_argument("--verbose", action="store_true", help="show the daemon's log lines")
     p.set_defaults(func=_cmd_demo)

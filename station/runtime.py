@@ -269,6 +269,10 @@ class StationRuntime:
     # ------------------------------------------------------------------ meter work
 
     async def _start_on_meter(self, tx: Transaction) -> None:
+        # The meter accepts a new transaction only once the previous record is acknowledged: let a release finish.
+        releases = [t for t in self._tasks if t.get_name().startswith("meter release")]
+        if releases:
+            await asyncio.wait(releases)
         request = MeterTransactionRequest(tx.ref, tx.connector_id, tx.id_tag, self.station_id, tx.requested_at)
         try:
             started = await self.meter.start_transaction(request)

@@ -341,6 +341,33 @@ class Store:
             r["message_id"],
         )
 
+    def assign_seq_no(self, message_id: int, counter: str) -> int:
+        """The message's sequence number from the named persistent counter (2.0.1: one per EVSE), assigned once, at
+        its first send, and kept in the message so that a resend carries the same number."""
+        key = f"seq_no.{counter}"
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    row = self._db.execute("SELECT body FROM outbox WHERE id=?", (message_id,)).fetchone()
+                    body = json.loads(row["body"]) if row else {}
+                    if "seq_no" not in body:
+                        current = self._db.execute("SELECT value FROM settings WHERE key=?", (key,)).fetchone()
+                        body["seq_no"] = int(current["value"]) if current else 0
+                        self._db.execute("UPDATE outbox SET body=? WHERE id=?", (json.dumps(body), message_id))
+                        self._db.execute(
+                            "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET"
+                            " value=excluded.value",
+                            (key, str(body["seq_no"] + 1)),
+                        )
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"store {self.path}: write failed: {exc}") from None
+        return int(body["seq_no"])
+
     def delivered(self, message_id: int) -> None:
         self._write([("DELETE FROM outbox WHERE id=?", (message_id,))])
 

@@ -1,4 +1,4 @@
-"""A small local CSMS (OCPP 1.6J central system) on loopback, built on the `ocpp` library.
+"""A small local CSMS (OCPP 1.6J and 2.0.1) on loopback, built on the `ocpp` library.
 
 The demo drives a session with it, and the tests use it as the real WebSocket peer: it records every CALL the station
 sends exactly as it arrived on the wire (after the library's schema validation), answers like a well-behaved CSMS,
@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import itertools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -20,7 +20,12 @@ import structlog
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call, call_result
 from ocpp.v16.enums import Action, AuthorizationStatus, RegistrationStatus
+from ocpp.v201 import ChargePoint as ChargePoint201
+from ocpp.v201 import call as call201
+from ocpp.v201 import call_result as result201
+from ocpp.v201.enums import Action as Action201
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.typing import Subprotocol
 
 log = structlog.get_logger("station.demo.csms")
 
@@ -42,8 +47,30 @@ class CsmsBehaviour:
     silent: dict[str, int] = field(default_factory=dict)  # action -> how many of the next ones get no answer
 
 
+async def _intercept(side: Any, csms: LocalCsms, raw_msg: str) -> bool:
+    """Record a CALL as it arrived and apply the injected behaviour; True when the library should still route it."""
+    try:
+        msg = json.loads(raw_msg)
+    except json.JSONDecodeError:
+        msg = None
+    if isinstance(msg, list) and len(msg) == 4 and msg[0] == 2:
+        action = str(msg[2])
+        csms.record(Received(side.id, action, msg[3], str(msg[1]), datetime.now(UTC)))
+        b = csms.behaviour
+        if b.silent.get(action, 0) > 0:
+            b.silent[action] -= 1
+            return False
+        if b.call_errors.get(action, 0) > 0:
+            b.call_errors[action] -= 1
+            await side._send(json.dumps([4, msg[1], "InternalError", "injected failure", {}]))
+            return False
+    return True
+
+
 class _CentralSystemSide(ChargePoint):  # type: ignore[misc]
-    """One connected station, seen from the CSMS."""
+    """One connected 1.6 station, seen from the CSMS."""
+
+    version = "1.6"
 
     def __init__(self, station_id: str, connection: ServerConnection, csms: LocalCsms) -> None:
         super().__init__(station_id, connection, response_timeout=30)
@@ -51,22 +78,8 @@ class _CentralSystemSide(ChargePoint):  # type: ignore[misc]
         self._tx_ids = csms.transaction_ids
 
     async def route_message(self, raw_msg: str) -> None:
-        try:
-            msg = json.loads(raw_msg)
-        except json.JSONDecodeError:
-            msg = None
-        if isinstance(msg, list) and len(msg) == 4 and msg[0] == 2:
-            action = str(msg[2])
-            self.csms.record(Received(self.id, action, msg[3], str(msg[1]), datetime.now(UTC)))
-            b = self.csms.behaviour
-            if b.silent.get(action, 0) > 0:
-                b.silent[action] -= 1
-                return
-            if b.call_errors.get(action, 0) > 0:
-                b.call_errors[action] -= 1
-                await self._send(json.dumps([4, msg[1], "InternalError", "injected failure", {}]))
-                return
-        await super().route_message(raw_msg)
+        if await _intercept(self, self.csms, raw_msg):
+            await super().route_message(raw_msg)
 
     @on(Action.boot_notification)
     def on_boot(self, charge_point_vendor: str, charge_point_model: str, **_: Any) -> call_result.BootNotification:
@@ -118,13 +131,90 @@ class _CentralSystemSide(ChargePoint):  # type: ignore[misc]
         return call_result.DataTransfer(status="UnknownVendorId")
 
 
+class _CentralSystemSide201(ChargePoint201):  # type: ignore[misc]
+    """One connected 2.0.1 station, seen from the CSMS."""
+
+    version = "2.0.1"
+
+    def __init__(self, station_id: str, connection: ServerConnection, csms: LocalCsms) -> None:
+        super().__init__(station_id, connection, response_timeout=30)
+        self.csms = csms
+
+    async def route_message(self, raw_msg: str) -> None:
+        if await _intercept(self, self.csms, raw_msg):
+            await super().route_message(raw_msg)
+
+    @on(Action201.boot_notification)
+    def on_boot(self, **_: Any) -> result201.BootNotification:
+        return result201.BootNotification(
+            current_time=datetime.now(UTC).isoformat(),
+            interval=self.csms.behaviour.heartbeat_interval,
+            status=self.csms.behaviour.boot_status,
+        )
+
+    @on(Action201.heartbeat)
+    def on_heartbeat(self) -> result201.Heartbeat:
+        return result201.Heartbeat(current_time=datetime.now(UTC).isoformat())
+
+    @on(Action201.status_notification)
+    def on_status(self, **_: Any) -> result201.StatusNotification:
+        return result201.StatusNotification()
+
+    @on(Action201.notify_event)
+    def on_notify_event(self, **_: Any) -> result201.NotifyEvent:
+        return result201.NotifyEvent()
+
+    @on(Action201.notify_report)
+    def on_notify_report(self, **_: Any) -> result201.NotifyReport:
+        return result201.NotifyReport()
+
+    @on(Action201.authorize)
+    def on_authorize(self, **_: Any) -> result201.Authorize:
+        return result201.Authorize(id_token_info={"status": "Accepted"})
+
+    @on(Action201.meter_values)
+    def on_meter_values(self, **_: Any) -> result201.MeterValues:
+        return result201.MeterValues()
+
+    @on(Action201.transaction_event)
+    def on_transaction_event(
+        self, event_type: str, transaction_info: dict[str, Any], **_: Any
+    ) -> result201.TransactionEvent:
+        if event_type == "Started" and transaction_info["transaction_id"] not in self.csms.started_transactions:
+            self.csms.started_transactions.append(transaction_info["transaction_id"])
+        return result201.TransactionEvent(id_token_info={"status": "Accepted"})
+
+    @on(Action201.security_event_notification)
+    def on_security_event(self, **_: Any) -> result201.SecurityEventNotification:
+        return result201.SecurityEventNotification()
+
+    @on(Action201.data_transfer)
+    def on_data_transfer(self, **_: Any) -> result201.DataTransfer:
+        return result201.DataTransfer(status="UnknownVendorId")
+
+
+SIDES: dict[str, type[_CentralSystemSide] | type[_CentralSystemSide201]] = {
+    "ocpp1.6": _CentralSystemSide,
+    "ocpp2.0.1": _CentralSystemSide201,
+}
+
+
 class LocalCsms:
-    def __init__(self, behaviour: CsmsBehaviour | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        behaviour: CsmsBehaviour | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        subprotocols: tuple[str, ...] = ("ocpp1.6", "ocpp2.0.1"),
+    ) -> None:
+        """`subprotocols`: what this CSMS speaks, in its order of preference."""
         self.behaviour = behaviour or CsmsBehaviour()
+        self.subprotocols = subprotocols
+        self.started_transactions: list[str] = []  # 2.0.1 transactionIds in the order they were Started
         self.host = host
         self.port = port
         self.received: list[Received] = []
-        self.stations: dict[str, _CentralSystemSide] = {}
+        self.stations: dict[str, Any] = {}
         self.transaction_ids = itertools.count(1001)
         self.assigned_transaction_ids: list[int] = []
         self.transaction_by_message_id: dict[str, int] = {}
@@ -139,9 +229,17 @@ class LocalCsms:
         return f"ws://{self.host}:{self.port}/ocpp"
 
     async def start(self) -> LocalCsms:
-        self._server = await serve(self._handle, self.host, self.port, subprotocols=["ocpp1.6"])  # type: ignore[list-item]
+        self._server = await serve(
+            self._handle, self.host, self.port, select_subprotocol=self._select_subprotocol, max_size=2**22
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         return self
+
+    def _select_subprotocol(self, _: ServerConnection, offered: Sequence[Subprotocol]) -> Subprotocol | None:
+        for mine in self.subprotocols:
+            if mine in offered:
+                return Subprotocol(mine)
+        return None  # the station must close: we speak nothing it offered
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -172,9 +270,9 @@ class LocalCsms:
         path = connection.request.path if connection.request else "/"
         station_id = path.rstrip("/").rsplit("/", 1)[-1]
         if connection.subprotocol is None:
-            await connection.close(code=1002, reason="OCPP 1.6 only")
+            await connection.close(code=1002, reason=f"this CSMS speaks {', '.join(self.subprotocols)}")
             return
-        side = _CentralSystemSide(station_id, connection, self)
+        side = SIDES[connection.subprotocol](station_id, connection, self)
         self.stations[station_id] = side
         self.connections += 1
         await self._notify()
@@ -246,3 +344,82 @@ class LocalCsms:
     async def change_configuration(self, station_id: str, key: str, value: str) -> str:
         result = await self.stations[station_id].call(call.ChangeConfiguration(key=key, value=value), suppress=False)
         return str(result.status)
+
+    # ------------------------------------------------------------------ 2.0.1
+
+    async def request_start(
+        self, station_id: str, id_token: str, evse_id: int | None = 1, remote_start_id: int = 1
+    ) -> str:
+        result = await self.stations[station_id].call(
+            call201.RequestStartTransaction(
+                id_token={"id_token": id_token, "type": "Central"}, remote_start_id=remote_start_id, evse_id=evse_id
+            ),
+            suppress=False,
+        )
+        return str(result.status)
+
+    async def request_stop(self, station_id: str, transaction_id: str) -> str:
+        result = await self.stations[station_id].call(
+            call201.RequestStopTransaction(transaction_id=transaction_id), suppress=False
+        )
+        return str(result.status)
+
+    async def get_variables(self, station_id: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        result = await self.stations[station_id].call(call201.GetVariables(get_variable_data=items), suppress=False)
+        return list(result.get_variable_result)
+
+    async def set_variables(self, station_id: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        result = await self.stations[station_id].call(call201.SetVariables(set_variable_data=items), suppress=False)
+        return list(result.set_variable_result)
+
+    async def get_base_report(self, station_id: str, request_id: int, report_base: str = "FullInventory") -> str:
+        result = await self.stations[station_id].call(
+            call201.GetBaseReport(request_id=request_id, report_base=report_base), suppress=False
+        )
+        return str(result.status)
+
+    # ------------------------------------------------------------------ either version (the demo's vocabulary)
+
+    def version_of(self, station_id: str) -> str:
+        return str(self.stations[station_id].version)
+
+    async def start_session(self, station_id: str, id_tag: str) -> str:
+        if self.version_of(station_id) == "2.0.1":
+            return await self.request_start(station_id, id_tag)
+        return await self.remote_start(station_id, id_tag)
+
+    async def wait_session_started(
+        self, station_id: str, *, after: int = 0, timeout: float = 30
+    ) -> tuple[Received, str]:
+        """The message announcing the start, and the transaction id the CSMS knows it by."""
+        if self.version_of(station_id) == "2.0.1":
+            started = await self.wait_for(
+                "TransactionEvent", lambda p: p["eventType"] == "Started", after=after, timeout=timeout
+            )
+            return started, str(started.payload["transactionInfo"]["transactionId"])
+        start = await self.wait_for("StartTransaction", after=after, timeout=timeout)
+        await self.wait_until(lambda: start.unique_id in self.transaction_by_message_id, timeout=timeout)
+        return start, str(self.transaction_by_message_id[start.unique_id])
+
+    async def stop_session(self, station_id: str, transaction_id: str) -> str:
+        if self.version_of(station_id) == "2.0.1":
+            return await self.request_stop(station_id, transaction_id)
+        return await self.remote_stop(station_id, int(transaction_id))
+
+    async def wait_session_ended(self, station_id: str, *, after: int = 0, timeout: float = 60) -> Received:
+        if self.version_of(station_id) == "2.0.1":
+            return await self.wait_for(
+                "TransactionEvent", lambda p: p["eventType"] == "Ended", after=after, timeout=timeout
+            )
+        return await self.wait_for("StopTransaction", after=after, timeout=timeout)
+
+    async def meter_public_key(self, station_id: str) -> str:
+        """The meter's key the way a CSMS reads it: MeterPublicKey1 (1.6) or FiscalMetering.PublicKey (2.0.1)."""
+        if self.version_of(station_id) == "2.0.1":
+            results = await self.get_variables(
+                station_id,
+                [{"component": {"name": "FiscalMetering", "evse": {"id": 1}}, "variable": {"name": "PublicKey"}}],
+            )
+            return str(results[0].get("attribute_value", ""))
+        keys = await self.get_configuration(station_id, ["MeterPublicKey1"])
+        return keys.get("MeterPublicKey1", "")

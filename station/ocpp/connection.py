@@ -23,16 +23,28 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from station.config import Config
 from station.core.model import ReportStatus
+from station.ocpp.adapter import BootRefused, CsmsAdapter
 from station.ocpp.settings import Settings
 from station.ocpp.v16 import SUBPROTOCOL as V16_SUBPROTOCOL
-from station.ocpp.v16 import BootRefused, V16Adapter
+from station.ocpp.v16 import V16Adapter
+from station.ocpp.v201 import SUBPROTOCOL as V201_SUBPROTOCOL
+from station.ocpp.v201 import V201Adapter
 from station.runtime import StationRuntime
 from station.store import Store
 from station.tasks import until_first_exits
 
 log = structlog.get_logger("station.ocpp")
 
-SUBPROTOCOLS = {"1.6": [V16_SUBPROTOCOL], "auto": [V16_SUBPROTOCOL]}
+# What we offer per configured version, in order of preference; the CSMS picks one (or none, and is refused).
+SUBPROTOCOLS = {
+    "1.6": [V16_SUBPROTOCOL],
+    "2.0.1": [V201_SUBPROTOCOL],
+    "auto": [V201_SUBPROTOCOL, V16_SUBPROTOCOL],
+}
+ADAPTERS: dict[str, type[V16Adapter] | type[V201Adapter]] = {
+    V16_SUBPROTOCOL: V16Adapter,
+    V201_SUBPROTOCOL: V201Adapter,
+}
 
 
 @dataclass
@@ -42,7 +54,7 @@ class ConnectionState:
     url: str
     connected: bool = False
     version: str | None = None
-    booted: bool = False
+    booted: str | None = None  # the OCPP version this process has booted with
     last_connected: datetime | None = None
     last_error: str = ""
     messages_sent: int = 0
@@ -133,21 +145,21 @@ class CsmsConnection:
             if ws.subprotocol not in offered:
                 await ws.close(code=1002, reason="no OCPP subprotocol agreed")
                 raise NoSubprotocol(f"offered {', '.join(offered)}, CSMS chose {ws.subprotocol or 'none'}")
+            adapter = self._adapter(ws, ws.subprotocol)
             self._ws = ws
             self.state.connected = True
-            self.state.version = "1.6"
+            self.state.version = adapter.version
             self.state.last_connected = datetime.now(UTC)
             self.state.last_error = ""
             log.info("connected to CSMS", url=self.url, subprotocol=ws.subprotocol)
-            adapter = self._adapter(ws)
             try:
                 await until_first_exits(adapter.start(), self._drive(adapter))
             except TimeoutError as exc:
                 log.warning("CSMS did not answer in time; dropping the connection", error=str(exc))
                 raise
 
-    def _adapter(self, ws: ClientConnection) -> V16Adapter:
-        return V16Adapter(
+    def _adapter(self, ws: ClientConnection, subprotocol: str) -> CsmsAdapter:
+        return ADAPTERS[subprotocol](
             self.config.station.id,
             _LoggedConnection(ws, self.state),
             runtime=self.runtime,
@@ -159,8 +171,9 @@ class CsmsConnection:
             signed_value_format=self.config.csms.signed_value_format,
         )
 
-    async def _drive(self, adapter: V16Adapter) -> None:
-        if not self.state.booted:
+    async def _drive(self, adapter: CsmsAdapter) -> None:
+        # BootNotification once per process run, not on every reconnect (again only if the version changed).
+        if self.state.booted != adapter.version:
             while True:
                 try:
                     interval = await adapter.boot()
@@ -172,7 +185,7 @@ class CsmsConnection:
                     log.warning("BootNotification got a CALLERROR", error=str(exc))
                     await asyncio.sleep(30)
             self.store.set_setting("ocpp16.HeartbeatInterval", str(interval))
-            self.state.booted = True
+            self.state.booted = adapter.version
             log.info("boot accepted", heartbeat_interval=interval)
         self.runtime.csms_accepted()
         while not self._statuses.empty():
@@ -183,12 +196,12 @@ class CsmsConnection:
             self._heartbeats(adapter), self._forward_statuses(adapter), self._deliver_outbox(adapter)
         )
 
-    async def _heartbeats(self, adapter: V16Adapter) -> None:
+    async def _heartbeats(self, adapter: CsmsAdapter) -> None:
         while True:
             await asyncio.sleep(self.settings.int_value("HeartbeatInterval"))
             await adapter.heartbeat()
 
-    async def _forward_statuses(self, adapter: V16Adapter) -> None:
+    async def _forward_statuses(self, adapter: CsmsAdapter) -> None:
         while True:
             report = await self._statuses.get()
             try:
@@ -196,7 +209,7 @@ class CsmsConnection:
             except OCPPError as exc:
                 log.warning("StatusNotification refused by the CSMS", error=str(exc))
 
-    async def _deliver_outbox(self, adapter: V16Adapter) -> None:
+    async def _deliver_outbox(self, adapter: CsmsAdapter) -> None:
         while True:
             message = self.store.next_message()
             if message is None:

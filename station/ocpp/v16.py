@@ -9,7 +9,6 @@ StopTransaction. This module knows nothing about Modbus.
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -27,6 +26,7 @@ from ocpp.v16.enums import (
 )
 
 from station.core.model import ReportStatus, StopReason
+from station.ocpp.adapter import BootRefused, iso
 from station.ocpp.settings import Settings
 from station.ocpp.signed_value import PUBLIC_KEY_NEVER, oca_public_key, v16_signed_sampled_value
 from station.runtime import StationRuntime
@@ -35,17 +35,6 @@ from station.store import OutboxMessage, Store
 log = structlog.get_logger("station.ocpp.v16")
 
 SUBPROTOCOL = "ocpp1.6"
-
-
-def _iso(at: datetime | None) -> str:
-    return (at or datetime.now(UTC)).astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-class BootRefused(Exception):
-    def __init__(self, status: str, interval: int) -> None:
-        self.status = status
-        self.interval = interval
-        super().__init__(f"BootNotification {status}, retry in {interval} s")
 
 
 class V16Adapter(ChargePoint):  # type: ignore[misc]
@@ -101,7 +90,7 @@ class V16Adapter(ChargePoint):  # type: ignore[misc]
                 error_code=ChargePointErrorCode(report.error_code),
                 status=ChargePointStatus(report.status.value),
                 info=report.info[:50] or None,
-                timestamp=_iso(None),
+                timestamp=iso(None),
             ),
             suppress=False,
         )
@@ -126,7 +115,7 @@ class V16Adapter(ChargePoint):  # type: ignore[misc]
                 connector_id=tx.connector_id,
                 id_tag=tx.id_tag,
                 meter_start=int(tx.meter_start_wh or 0),
-                timestamp=_iso(tx.started_at),
+                timestamp=iso(tx.started_at),
             ),
             suppress=False,
             unique_id=message.call_id,
@@ -153,11 +142,11 @@ class V16Adapter(ChargePoint):  # type: ignore[misc]
         sampled = [
             v16_signed_sampled_value(r, key, with_key=with_key, raw=self.raw_signed_values) for r in tx.signed_records
         ]
-        transaction_data = [{"timestamp": _iso(tx.stopped_at), "sampled_value": sampled}] if sampled else None
+        transaction_data = [{"timestamp": iso(tx.stopped_at), "sampled_value": sampled}] if sampled else None
         await self.call(
             call.StopTransaction(
                 meter_stop=int(tx.meter_stop_wh or 0),
-                timestamp=_iso(tx.stopped_at),
+                timestamp=iso(tx.stopped_at),
                 transaction_id=int(stored.csms_transaction_id),
                 reason=(tx.stop_reason or StopReason.OTHER).value,
                 id_tag=tx.id_tag,

@@ -1,0 +1,388 @@
+"""The OCPP 2.0.1 adapter: translates 2.0.1 messages to runtime requests and outbox entries to TransactionEvents.
+
+Same shape as the 1.6 adapter (boot, heartbeat, status, deliver, thin handlers that never await the meter or another
+CALL); work a request asks for after its answer (a NotifyReport, a triggered message) runs in a task. The station
+generates the transactionId (our transaction ref). Signed records go into TransactionEvent(Ended) as
+`signedMeterValue` beside the numeric value. This module knows nothing about Modbus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import structlog
+from ocpp.routing import on
+from ocpp.v201 import ChargePoint, call, call_result
+from ocpp.v201.enums import Action
+
+from station.core.model import ConnectorStatus, ReportStatus, SignedMeterRecord, StopReason, Transaction
+from station.meter.records import reading_wh
+from station.ocpp.adapter import BootRefused, iso
+from station.ocpp.settings import Settings
+from station.ocpp.signed_value import PUBLIC_KEY_NEVER, signed_meter_value
+from station.runtime import StationRuntime
+from station.store import OutboxMessage, Store
+
+log = structlog.get_logger("station.ocpp.v201")
+
+SUBPROTOCOL = "ocpp2.0.1"
+SIGNED_DATA_LIMIT = 2500  # SignedMeterValueType.signedMeterData maxLength
+
+CONNECTOR_STATUS = {
+    ConnectorStatus.AVAILABLE: "Available",
+    ConnectorStatus.PREPARING: "Occupied",
+    ConnectorStatus.CHARGING: "Occupied",
+    ConnectorStatus.FINISHING: "Occupied",
+    ConnectorStatus.FAULTED: "Faulted",
+    ConnectorStatus.UNAVAILABLE: "Unavailable",
+}
+
+# 1.6 stop reason (the core's vocabulary) -> (2.0.1 stoppedReason, triggerReason of the Ended event)
+STOPPED = {
+    StopReason.REMOTE: ("Remote", "RemoteStop"),
+    StopReason.LOCAL: ("Local", "StopAuthorized"),
+    StopReason.POWER_LOSS: ("PowerLoss", "AbnormalCondition"),
+    StopReason.REBOOT: ("Reboot", "AbnormalCondition"),
+    StopReason.SOFT_RESET: ("ImmediateReset", "ResetCommand"),
+    StopReason.HARD_RESET: ("ImmediateReset", "ResetCommand"),
+    StopReason.EMERGENCY_STOP: ("EmergencyStop", "AbnormalCondition"),
+    StopReason.EV_DISCONNECTED: ("EVDisconnected", "EVCommunicationLost"),
+    StopReason.DE_AUTHORIZED: ("DeAuthorized", "Deauthorized"),
+    StopReason.UNLOCK_COMMAND: ("Other", "UnlockCommand"),
+    StopReason.OTHER: ("Other", "AbnormalCondition"),
+}
+
+ENERGY = "Energy.Active.Import.Register"
+
+
+def _energy_value(value_wh: int | None, context: str) -> dict[str, Any]:
+    return {
+        "value": float(value_wh or 0),
+        "context": context,
+        "measurand": ENERGY,
+        "location": "Outlet",
+        "unit_of_measure": {"unit": "Wh"},
+    }
+
+
+class V201Adapter(ChargePoint):  # type: ignore[misc]
+    version = "2.0.1"
+
+    def __init__(
+        self,
+        station_id: str,
+        connection: Any,
+        *,
+        runtime: StationRuntime,
+        store: Store,
+        settings: Settings,
+        vendor: str,
+        model: str,
+        response_timeout: float,
+        signed_value_format: str = "envelope",
+    ) -> None:
+        super().__init__(station_id, connection, response_timeout=response_timeout)
+        self.runtime = runtime
+        self.store = store
+        self.settings = settings
+        self.vendor = vendor
+        self.model = model
+        self._background: set[asyncio.Task[None]] = set()
+        self._event_ids = 0
+
+    # ------------------------------------------------------------------ outgoing
+
+    async def boot(self) -> int:
+        """BootNotification; returns the heartbeat interval when Accepted, raises BootRefused otherwise."""
+        station = {"model": self.model[:20], "vendor_name": self.vendor[:50]}
+        result = await self.call(call.BootNotification(charging_station=station, reason="PowerUp"), suppress=False)
+        interval = int(result.interval)
+        if result.status != "Accepted":
+            raise BootRefused(str(result.status), interval)
+        return interval
+
+    async def heartbeat(self) -> None:
+        await self.call(call.Heartbeat(), suppress=False)
+
+    async def status(self, report: ReportStatus) -> None:
+        await self.call(
+            call.StatusNotification(
+                timestamp=iso(None),
+                connector_status=CONNECTOR_STATUS[report.status],
+                evse_id=report.connector_id,
+                connector_id=1,
+            ),
+            suppress=False,
+        )
+        if report.status == ConnectorStatus.FAULTED or report.error_code != "NoError":
+            await self._notify_problem(report)
+
+    async def _notify_problem(self, report: ReportStatus) -> None:
+        """A fault is also a NotifyEvent (G05/N07): which component, what the problem is."""
+        self._event_ids += 1
+        component = "FiscalMetering" if report.error_code == "PowerMeterFailure" else "EVSE"
+        await self.call(
+            call.NotifyEvent(
+                generated_at=iso(None),
+                seq_no=0,
+                event_data=[
+                    {
+                        "event_id": self._event_ids,
+                        "timestamp": iso(None),
+                        "trigger": "Delta",
+                        "actual_value": "true",
+                        "tech_code": report.error_code[:50],
+                        "tech_info": report.info[:500] or None,
+                        "event_notification_type": "HardWiredNotification",
+                        "component": {"name": component, "evse": {"id": report.connector_id}},
+                        "variable": {"name": "Problem"},
+                    }
+                ],
+            ),
+            suppress=False,
+        )
+
+    async def deliver(self, message: OutboxMessage) -> None:
+        """Send one outbox entry; returns when the CSMS answered with a CALLRESULT (raises on CALLERROR/timeout)."""
+        if message.kind not in ("transaction_started", "transaction_ended"):
+            raise ValueError(f"2.0.1 adapter cannot send outbox entry of kind {message.kind!r}")
+        assert message.tx_ref is not None
+        stored = self.store.transaction(message.tx_ref)
+        if stored is None:
+            raise ValueError(f"outbox entry {message.id} names unknown transaction {message.tx_ref}")
+        tx = stored.transaction
+        seq_no = self.store.assign_seq_no(message.id, f"evse.{tx.connector_id}")
+        if message.kind == "transaction_started":
+            payload = self._started(tx, seq_no, message.offline)
+        else:
+            payload = self._ended(tx, seq_no, message.offline)
+        result = await self.call(payload, suppress=False, unique_id=message.call_id)
+        if message.kind == "transaction_started":
+            self.store.set_csms_transaction_id(tx.ref, tx.ref)
+            status = (result.id_token_info or {}).get("status")
+            log.info("TransactionEvent Started confirmed", tx_ref=tx.ref, seq_no=seq_no, id_token_status=status)
+        else:
+            self.store.mark_delivered(tx.ref)
+            log.info("TransactionEvent Ended confirmed", tx_ref=tx.ref, seq_no=seq_no)
+
+    def _started(self, tx: Transaction, seq_no: int, offline: bool) -> call.TransactionEvent:
+        info: dict[str, Any] = {"transaction_id": tx.ref, "charging_state": "Charging"}
+        if tx.remote_start_id is not None:
+            info["remote_start_id"] = tx.remote_start_id
+        return call.TransactionEvent(
+            event_type="Started",
+            timestamp=iso(tx.started_at),
+            trigger_reason="RemoteStart" if tx.remote_start_id is not None else "Authorized",
+            seq_no=seq_no,
+            transaction_info=info,
+            offline=offline or None,
+            id_token={"id_token": tx.id_tag, "type": "Central"},
+            meter_value=[
+                {
+                    "timestamp": iso(tx.started_at),
+                    "sampled_value": [_energy_value(tx.meter_start_wh, "Transaction.Begin")],
+                }
+            ],
+            evse={"id": tx.connector_id, "connector_id": 1},
+        )
+
+    def _ended(self, tx: Transaction, seq_no: int, offline: bool) -> call.TransactionEvent:
+        stopped_reason, trigger = STOPPED[tx.stop_reason or StopReason.OTHER]
+        sampled = [self._signed_sample(tx, record) for record in tx.signed_records]
+        if not sampled:
+            sampled = [_energy_value(tx.meter_stop_wh, "Transaction.End")]
+        info: dict[str, Any] = {"transaction_id": tx.ref, "charging_state": "Idle", "stopped_reason": stopped_reason}
+        if tx.remote_start_id is not None:
+            info["remote_start_id"] = tx.remote_start_id
+        return call.TransactionEvent(
+            event_type="Ended",
+            timestamp=iso(tx.stopped_at),
+            trigger_reason=trigger,
+            seq_no=seq_no,
+            transaction_info=info,
+            offline=offline or None,
+            id_token={"id_token": tx.id_tag, "type": "Central"},
+            meter_value=[{"timestamp": iso(tx.stopped_at), "sampled_value": sampled}],
+            evse={"id": tx.connector_id, "connector_id": 1},
+        )
+
+    def _signed_sample(self, tx: Transaction, record: SignedMeterRecord) -> dict[str, Any]:
+        begin = record.context == "Transaction.Begin"
+        value_wh = reading_wh(record.data, "B" if begin else "E")
+        if value_wh is None:
+            value_wh = tx.meter_start_wh if begin else tx.meter_stop_wh
+        sample = _energy_value(value_wh, record.context)
+        with_key = self.settings.value("PublicKeyWithSignedMeterValue") != PUBLIC_KEY_NEVER
+        signed = signed_meter_value(record, self.runtime.meter_state.public_key_hex, with_key)
+        if len(signed["signedMeterData"]) > SIGNED_DATA_LIMIT:
+            # Never truncated: the numeric value goes out, the record stays in the store (station diag transaction,
+            # station export) and the CSMS sees why it is missing.
+            log.error(
+                "signed record longer than 2.0.1 allows; sent without it, kept in the store",
+                tx_ref=tx.ref,
+                length=len(signed["signedMeterData"]),
+                limit=SIGNED_DATA_LIMIT,
+            )
+            sample["custom_data"] = {
+                "vendorId": "station",
+                "signedMeterValueOmitted": f"signedMeterData {len(signed['signedMeterData'])} > {SIGNED_DATA_LIMIT}",
+            }
+            return sample
+        if len(signed["publicKey"]) > SIGNED_DATA_LIMIT:
+            signed["publicKey"] = ""
+        sample["signed_meter_value"] = signed
+        return sample
+
+    # ------------------------------------------------------------------ incoming
+
+    def _later(self, coro: Any, what: str) -> None:
+        """Work a request asks for after its answer has gone out."""
+
+        async def run() -> None:
+            await asyncio.sleep(0)
+            try:
+                await coro
+            except Exception as exc:
+                log.warning("follow-up message failed", what=what, error=repr(exc))
+
+        task = asyncio.create_task(run(), name=what)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    @on(Action.request_start_transaction)
+    def on_request_start(
+        self, id_token: dict[str, Any], remote_start_id: int, evse_id: int | None = None, **_: Any
+    ) -> call_result.RequestStartTransaction:
+        # Without an evseId, EVSE 1 is the one we have (F01.FR.07 allows rejecting; we have one metered EVSE).
+        outcome = self.runtime.remote_start(evse_id or 1, str(id_token.get("id_token", "")), remote_start_id)
+        log.info(
+            "RequestStartTransaction",
+            evse_id=evse_id,
+            remote_start_id=remote_start_id,
+            accepted=outcome.accepted,
+            reason=outcome.reason,
+        )
+        if not outcome.accepted:
+            return call_result.RequestStartTransaction(
+                status="Rejected", status_info={"reason_code": "Occupied", "additional_info": outcome.reason[:512]}
+            )
+        return call_result.RequestStartTransaction(status="Accepted")
+
+    @on(Action.request_stop_transaction)
+    def on_request_stop(self, transaction_id: str, **_: Any) -> call_result.RequestStopTransaction:
+        running = {tx.ref for tx in self.runtime.core.running_transactions()}
+        accepted = transaction_id in running and self.runtime.remote_stop(transaction_id, StopReason.REMOTE).accepted
+        log.info("RequestStopTransaction", transaction_id=transaction_id, accepted=accepted)
+        return call_result.RequestStopTransaction(status="Accepted" if accepted else "Rejected")
+
+    @on(Action.get_variables)
+    def on_get_variables(self, get_variable_data: list[dict[str, Any]], **_: Any) -> call_result.GetVariables:
+        results = []
+        for item in get_variable_data:
+            component, variable = item["component"], item["variable"]
+            attribute = item.get("attribute_type") or "Actual"
+            got = self.settings.get_variable(
+                component["name"],
+                variable["name"],
+                instance=variable.get("instance"),
+                evse=(component.get("evse") or {}).get("id"),
+                attribute=attribute,
+            )
+            result: dict[str, Any] = {
+                "attribute_status": got.status,
+                "attribute_type": attribute,
+                "component": component,
+                "variable": variable,
+            }
+            if got.value is not None:
+                result["attribute_value"] = got.value[:2500]
+            results.append(result)
+        return call_result.GetVariables(get_variable_result=results)
+
+    @on(Action.set_variables)
+    def on_set_variables(self, set_variable_data: list[dict[str, Any]], **_: Any) -> call_result.SetVariables:
+        results = []
+        for item in set_variable_data:
+            component, variable = item["component"], item["variable"]
+            attribute = item.get("attribute_type") or "Actual"
+            status = self.settings.set_variable(
+                component["name"],
+                variable["name"],
+                str(item["attribute_value"]),
+                instance=variable.get("instance"),
+                evse=(component.get("evse") or {}).get("id"),
+                attribute=attribute,
+            )
+            log.info("SetVariables", component=component["name"], variable=variable["name"], status=status)
+            results.append(
+                {"attribute_status": status, "attribute_type": attribute, "component": component, "variable": variable}
+            )
+        return call_result.SetVariables(set_variable_result=results)
+
+    @on(Action.get_base_report)
+    def on_get_base_report(self, request_id: int, report_base: str, **_: Any) -> call_result.GetBaseReport:
+        if report_base not in ("ConfigurationInventory", "FullInventory"):
+            return call_result.GetBaseReport(status="NotSupported")
+        items = self.settings.report(configuration_only=report_base == "ConfigurationInventory")
+        self._later(self._notify_report(request_id, items), f"NotifyReport {request_id}")
+        return call_result.GetBaseReport(status="Accepted")
+
+    async def _notify_report(self, request_id: int, items: list[dict[str, Any]]) -> None:
+        per_message = 20
+        chunks = [items[i : i + per_message] for i in range(0, len(items), per_message)] or [[]]
+        for seq_no, chunk in enumerate(chunks):
+            await self.call(
+                call.NotifyReport(
+                    request_id=request_id,
+                    generated_at=iso(None),
+                    seq_no=seq_no,
+                    report_data=chunk or None,
+                    tbc=seq_no < len(chunks) - 1,
+                ),
+                suppress=False,
+            )
+
+    @on(Action.trigger_message)
+    def on_trigger_message(
+        self, requested_message: str, evse: dict[str, Any] | None = None, **_: Any
+    ) -> call_result.TriggerMessage:
+        if requested_message == "Heartbeat":
+            self._later(self.heartbeat(), "triggered Heartbeat")
+        elif requested_message == "StatusNotification":
+            wanted = (evse or {}).get("id")
+            reports = [r for r in self.runtime.core.report_all() if wanted is None or r.connector_id == wanted]
+            if not reports:
+                return call_result.TriggerMessage(status="Rejected")
+            self._later(self._send_statuses(reports), "triggered StatusNotification")
+        elif requested_message == "BootNotification":
+            self._later(self.boot(), "triggered BootNotification")
+        else:
+            return call_result.TriggerMessage(status="NotImplemented")
+        return call_result.TriggerMessage(status="Accepted")
+
+    async def _send_statuses(self, reports: list[ReportStatus]) -> None:
+        for report in reports:
+            await self.status(report)
+
+    @on(Action.change_availability)
+    def on_change_availability(self, operational_status: str, **_: Any) -> call_result.ChangeAvailability:
+        # Availability management arrives with the full Core profile; until then the request is refused honestly.
+        return call_result.ChangeAvailability(status="Rejected")
+
+    @on(Action.unlock_connector)
+    def on_unlock_connector(self, evse_id: int, connector_id: int, **_: Any) -> call_result.UnlockConnector:
+        if evse_id not in self.runtime.core.connectors or connector_id != 1:
+            return call_result.UnlockConnector(status="UnknownConnector")
+        if any(tx.connector_id == evse_id for tx in self.runtime.core.running_transactions()):
+            return call_result.UnlockConnector(status="OngoingAuthorizedTransaction")
+        # A fixed cable has no lock to open: nothing holds the plug.
+        return call_result.UnlockConnector(status="Unlocked")
+
+    @on(Action.data_transfer)
+    def on_data_transfer(self, vendor_id: str, **_: Any) -> call_result.DataTransfer:
+        return call_result.DataTransfer(status="UnknownVendorId")
+
+    @on(Action.reset)
+    def on_reset(self, type: str, evse_id: int | None = None, **_: Any) -> call_result.Reset:
+        return call_result.Reset(status="Rejected", status_info={"reason_code": "NotImplemented"})

@@ -157,21 +157,43 @@ def status_line(station: Station) -> str:
     return "; ".join(parts)
 
 
+RESET_EXIT_CODE = 75  # systemd/station.service: RestartForceExitStatus= and SuccessExitStatus= name it
+
+
 async def run_daemon(config: Config, notifier: Notifier | None = None) -> int:
-    """`station run`: until SIGTERM or SIGINT. Tells systemd when it is ready, what it does, and that it lives."""
+    """`station run`: until SIGTERM or SIGINT (exit 0) or a Reset from the CSMS (exit 75: systemd starts us again).
+    Tells systemd when it is ready, what it does, and that it lives."""
     notifier = notifier or Notifier()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    code = 0
     async with running_station(config) as station:
         # READY once store and meter are up, whether or not the CSMS is reachable.
         notifier.ready(status_line(station))
         watchdog = asyncio.create_task(feed_watchdog(notifier, lambda: status_line(station)), name="watchdog")
         log.info("station running", station_id=config.station.id, csms=config.csms.url)
-        await stop.wait()
-        log.info("stopping")
-        notifier.stopping("stopping: finishing meter work, flushing the store, closing the CSMS connection")
+        reset = asyncio.create_task(station.runtime.reset_requested.wait(), name="reset")
+        stopped = asyncio.create_task(stop.wait(), name="stop")
+        await asyncio.wait([reset, stopped], return_when=asyncio.FIRST_COMPLETED)
+        if reset.done() and not stopped.done():
+            code = RESET_EXIT_CODE
+            notifier.stopping("reset requested by the CSMS: delivering what is queued, then restarting")
+            await _drain_outbox(station, timeout=10.0)
+        else:
+            notifier.stopping("stopping: finishing meter work, flushing the store, closing the CSMS connection")
+        reset.cancel()
+        stopped.cancel()
+        log.info("stopping", reset=code == RESET_EXIT_CODE)
         watchdog.cancel()
     log.info("stopped")
-    return 0
+    return code
+
+
+async def _drain_outbox(station: Station, timeout: float) -> None:
+    """Give the CSMS a chance to receive what is queued (what is not delivered stays in the store for next time)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while station.store.outbox_depth() and station.connection.state.connected and loop.time() < deadline:  # noqa: ASYNC110 -- polls two owners' state
+        await asyncio.sleep(0.1)

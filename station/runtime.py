@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 
 from station.core.model import (
+    AvailabilityChanged,
     Command,
     Event,
     MeterLinkChanged,
@@ -78,7 +79,9 @@ class StationRuntime:
         self.csms_online: Callable[[], bool] = lambda: False
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
-        self._orphans: set[str] = set()  # refs of transactions known only from the meter (see _adopt_orphan)
+        self._orphans: set[str] = set()
+        self.reset_requested = asyncio.Event()  # app.run_daemon restarts the process once the station is idle
+        self._reset_when_idle = False  # refs of transactions known only from the meter (see _adopt_orphan)
 
     # ------------------------------------------------------------------ the OCPP side asks
 
@@ -94,6 +97,34 @@ class StationRuntime:
             return self._apply(StopRequested(tx_ref, reason, self.clock()))
         except InvalidTransition as exc:
             return Outcome(False, reason=str(exc))
+
+    def change_availability(self, connector_id: int, operative: bool) -> Outcome:
+        """Make connector(s) (0: all) operative or not; kept in the store so it survives a restart."""
+        outcome = self._apply(AvailabilityChanged(connector_id, operative))
+        if outcome.accepted:
+            targets = self.core.connectors if connector_id == 0 else [connector_id]
+            for cid in targets:
+                self.store.set_setting(f"availability.{cid}", "Operative" if operative else "Inoperative")
+        return outcome
+
+    def reset(self, *, immediate: bool, reason: StopReason) -> str:
+        """A Reset from the CSMS: end running transactions properly (immediate) or wait for them (on idle), then
+        restart the process. Returns "Accepted" or "Scheduled" (on idle while a transaction runs)."""
+        running = self.core.running_transactions()
+        if running and not immediate:
+            self._reset_when_idle = True
+            log.info("reset scheduled for when the transactions have ended", transactions=len(running))
+            return "Scheduled"
+        for tx in running:
+            self.remote_stop(tx.ref, reason)
+        self._reset_when_idle = True
+        self._check_reset()
+        return "Accepted"
+
+    def _check_reset(self) -> None:
+        if self._reset_when_idle and not self.core.running_transactions():
+            log.warning("reset: no transaction running; restarting")
+            self.reset_requested.set()
 
     def csms_accepted(self) -> None:
         self.store.set_setting("accepted_once", "1")
@@ -116,6 +147,9 @@ class StationRuntime:
         if self.store.setting("accepted_once") == "1":
             # Accepted in an earlier run: the station may charge while the CSMS is unreachable (offline start).
             self.core.accepted_by_csms = True
+        for cid in self.core.connectors:
+            if self.store.setting(f"availability.{cid}") == "Inoperative":
+                self._apply(AvailabilityChanged(cid, False))
         open_transactions = self.store.open_transactions()
         if not open_transactions and await self._meter_reports_running():
             self._adopt_orphan()
@@ -214,7 +248,7 @@ class StationRuntime:
     def _apply(self, event: Event) -> Outcome:
         outcome = self.core.handle(event)
         if not outcome.accepted:
-            log.info("request refused", event=type(event).__name__, reason=outcome.reason)
+            log.info("request refused", request=type(event).__name__, reason=outcome.reason)
         for command in outcome.commands:
             self._execute(command)
         return outcome
@@ -246,8 +280,10 @@ class StationRuntime:
                 )
                 self._outbox_changed()
                 self._spawn(self._release(tx.ref), f"meter release {tx.ref}")
+                self._check_reset()
             case RecordTransactionAborted(transaction=tx, reason=reason):
                 log.warning("transaction not started on the meter", tx_ref=tx.ref, reason=reason)
+                self._check_reset()
             case ReportStatus():
                 for listener in self.status_listeners:
                     listener(command)

@@ -139,8 +139,24 @@ class StationAccepted:
     """The CSMS accepted our boot: charging may be offered (1.6 §4.2.1: never before the first Accepted)."""
 
 
+@dataclass(frozen=True)
+class AvailabilityChanged:
+    """The CSMS (or the technician) makes a connector (0: all) operative or inoperative. While a transaction runs the
+    change is scheduled and takes effect when it has ended (1.6 ChangeAvailability Scheduled, 2.0.1 G03)."""
+
+    connector_id: int
+    operative: bool
+
+
 Event = (
-    StartRequested | MeterStarted | MeterStartFailed | StopRequested | MeterStopped | MeterLinkChanged | StationAccepted
+    StartRequested
+    | MeterStarted
+    | MeterStartFailed
+    | StopRequested
+    | MeterStopped
+    | MeterLinkChanged
+    | StationAccepted
+    | AvailabilityChanged
 )
 
 

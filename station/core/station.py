@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from station.core.model import (
+    AvailabilityChanged,
     Command,
     ConnectorStatus,
     Event,
@@ -68,6 +69,8 @@ class Connector:
     phase: Phase = Phase.AVAILABLE
     transaction: Transaction | None = None
     reported: ConnectorStatus | None = None
+    operative: bool = True
+    scheduled_operative: bool | None = None  # an availability change waiting for the transaction to end
 
 
 class ChargingStation:
@@ -87,6 +90,8 @@ class ChargingStation:
         connector = self.connectors[connector_id]
         if not self.meter_link_up:
             return ConnectorStatus.FAULTED
+        if connector.phase is Phase.AVAILABLE and not connector.operative:
+            return ConnectorStatus.UNAVAILABLE
         return PHASE_STATUS[connector.phase]
 
     def find(self, tx_ref: str) -> Connector | None:
@@ -131,6 +136,8 @@ class ChargingStation:
                 self.meter_link_up = up
                 self.meter_link_reason = reason
                 return Outcome(True, tuple(self._all_status_changes()))
+            case AvailabilityChanged():
+                return self._availability(event)
             case StartRequested():
                 return self._start(event)
             case MeterStarted():
@@ -146,6 +153,7 @@ class ChargingStation:
                 assert connector.transaction is not None
                 tx = connector.transaction
                 connector.transaction = None
+                self._apply_scheduled(connector)
                 return Outcome(
                     True,
                     (RecordTransactionAborted(tx, event.reason), *self._status_change(connector)),
@@ -175,10 +183,35 @@ class ChargingStation:
                     signed_records=event.signed_records,
                 )
                 connector.transaction = None
+                self._apply_scheduled(connector)
                 return Outcome(True, (RecordTransactionEnded(tx), *self._status_change(connector)), transaction=tx)
         raise TypeError(f"not a core event: {event!r}")  # pragma: no cover - the match above is exhaustive
 
     # ------------------------------------------------------------------ internals
+
+    def _availability(self, event: AvailabilityChanged) -> Outcome:
+        if event.connector_id == 0:
+            targets = list(self.connectors.values())
+        elif event.connector_id in self.connectors:
+            targets = [self.connectors[event.connector_id]]
+        else:
+            return Outcome(False, reason=f"unknown connector {event.connector_id}")
+        scheduled = False
+        for connector in targets:
+            if connector.phase is Phase.AVAILABLE:
+                connector.operative = event.operative
+                connector.scheduled_operative = None
+            else:
+                connector.scheduled_operative = event.operative
+                scheduled = True
+        changes = [r for c in targets for r in self._status_change(c)]
+        return Outcome(True, tuple(changes), reason="scheduled" if scheduled else "")
+
+    @staticmethod
+    def _apply_scheduled(connector: Connector) -> None:
+        if connector.scheduled_operative is not None:
+            connector.operative = connector.scheduled_operative
+            connector.scheduled_operative = None
 
     def _start(self, event: StartRequested) -> Outcome:
         connector = self.connectors.get(event.connector_id)
@@ -190,6 +223,8 @@ class ChargingStation:
             return Outcome(False, reason=f"meter unavailable: {self.meter_link_reason or 'link down'}")
         if connector.phase is not Phase.AVAILABLE:
             return Outcome(False, reason=f"connector {connector.id} is {connector.phase.value}")
+        if not connector.operative:
+            return Outcome(False, reason=f"connector {connector.id} is inoperative (ChangeAvailability)")
         self._advance(connector, event)
         tx = Transaction(
             ref=event.tx_ref,

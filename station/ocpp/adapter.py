@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
+
+import structlog
 
 from station.core.model import ReportStatus
 from station.store import OutboxMessage
+
+log = structlog.get_logger("station.ocpp")
 
 
 class BootRefused(Exception):
@@ -38,3 +44,23 @@ class CsmsAdapter(Protocol):
 def iso(at: datetime | None) -> str:
     """OCPP timestamps: UTC with a Z."""
     return (at or datetime.now(UTC)).astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+class FollowUps:
+    """Work a CSMS request asks for after its answer has gone out (a triggered message, a report): run in tasks,
+    because a handler that awaits a CALL deadlocks the `ocpp` library's receive loop."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def later(self, coro: Coroutine[Any, Any, Any], what: str) -> None:
+        async def run() -> None:
+            await asyncio.sleep(0)  # let the answer go out first
+            try:
+                await coro
+            except Exception as exc:
+                log.warning("follow-up message failed", what=what, error=repr(exc))
+
+        task = asyncio.create_task(run(), name=what)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

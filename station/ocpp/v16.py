@@ -26,7 +26,7 @@ from ocpp.v16.enums import (
 )
 
 from station.core.model import ReportStatus, StopReason
-from station.ocpp.adapter import BootRefused, iso
+from station.ocpp.adapter import BootRefused, FollowUps, iso
 from station.ocpp.settings import Settings
 from station.ocpp.signed_value import PUBLIC_KEY_NEVER, oca_public_key, v16_signed_sampled_value
 from station.runtime import StationRuntime
@@ -60,6 +60,7 @@ class V16Adapter(ChargePoint):  # type: ignore[misc]
         self.vendor = vendor
         self.model = model
         self.raw_signed_values = signed_value_format == "raw"
+        self.follow_ups = FollowUps()
 
     # ------------------------------------------------------------------ outgoing
 
@@ -218,8 +219,80 @@ class V16Adapter(ChargePoint):  # type: ignore[misc]
 
     @on(Action.change_availability)
     def on_change_availability(self, connector_id: int, type: str, **_: Any) -> call_result.ChangeAvailability:
-        # Availability management arrives with the full Core profile; until then the request is refused honestly.
-        return call_result.ChangeAvailability(status=AvailabilityStatus.rejected)
+        outcome = self.runtime.change_availability(connector_id, type == "Operative")
+        log.info("ChangeAvailability", connector_id=connector_id, to=type, accepted=outcome.accepted)
+        if not outcome.accepted:
+            return call_result.ChangeAvailability(status=AvailabilityStatus.rejected)
+        scheduled = outcome.reason == "scheduled"
+        return call_result.ChangeAvailability(
+            status=AvailabilityStatus.scheduled if scheduled else AvailabilityStatus.accepted
+        )
+
+    @on(Action.reset)
+    def on_reset(self, type: str, **_: Any) -> call_result.Reset:
+        reason = StopReason.HARD_RESET if type == "Hard" else StopReason.SOFT_RESET
+        self.runtime.reset(immediate=True, reason=reason)
+        log.warning("Reset", type=type)
+        return call_result.Reset(status="Accepted")
+
+    @on(Action.trigger_message)
+    def on_trigger_message(
+        self, requested_message: str, connector_id: int | None = None, **_: Any
+    ) -> call_result.TriggerMessage:
+        if requested_message == "Heartbeat":
+            self.follow_ups.later(self.heartbeat(), "triggered Heartbeat")
+        elif requested_message == "BootNotification":
+            self.follow_ups.later(self.boot(), "triggered BootNotification")
+        elif requested_message == "StatusNotification":
+            reports = [
+                r for r in self.runtime.core.report_all() if connector_id in (None, 0) or r.connector_id == connector_id
+            ]
+            if not reports:
+                return call_result.TriggerMessage(status="Rejected")
+            self.follow_ups.later(self._send_statuses(reports), "triggered StatusNotification")
+        elif requested_message == "MeterValues":
+            self.follow_ups.later(self._live_meter_values(connector_id or 1), "triggered MeterValues")
+        else:
+            return call_result.TriggerMessage(status="NotImplemented")
+        return call_result.TriggerMessage(status="Accepted")
+
+    async def _send_statuses(self, reports: list[ReportStatus]) -> None:
+        for report in reports:
+            await self.status(report)
+
+    async def _live_meter_values(self, connector_id: int) -> None:
+        live = self.runtime.meter_state.live
+        if live is None:
+            return
+        tx = next((t for t in self.runtime.core.running_transactions() if t.connector_id == connector_id), None)
+        stored = self.store.transaction(tx.ref) if tx else None
+        transaction_id = int(stored.csms_transaction_id) if stored and stored.csms_transaction_id else None
+        await self.call(
+            call.MeterValues(
+                connector_id=connector_id,
+                transaction_id=transaction_id,
+                meter_value=[
+                    {
+                        "timestamp": iso(None),
+                        "sampled_value": [
+                            {
+                                "value": str(live.energy_import_wh),
+                                "context": "Trigger",
+                                "measurand": "Energy.Active.Import.Register",
+                                "unit": "Wh",
+                            },
+                            {
+                                "value": f"{live.power_w:.0f}",
+                                "context": "Trigger",
+                                "measurand": "Power.Active.Import",
+                                "unit": "W",
+                            },
+                        ],
+                    }
+                ],
+            ),
+            suppress=False,
+        )
 
 
 def meter_public_key_value(der_hex: str) -> str:

@@ -8,7 +8,6 @@ generates the transactionId (our transaction ref). Signed records go into Transa
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import structlog
@@ -18,7 +17,7 @@ from ocpp.v201.enums import Action
 
 from station.core.model import ConnectorStatus, ReportStatus, SignedMeterRecord, StopReason, Transaction
 from station.meter.records import reading_wh
-from station.ocpp.adapter import BootRefused, iso
+from station.ocpp.adapter import BootRefused, FollowUps, iso
 from station.ocpp.settings import Settings
 from station.ocpp.signed_value import PUBLIC_KEY_NEVER, signed_meter_value
 from station.runtime import StationRuntime
@@ -88,7 +87,7 @@ class V201Adapter(ChargePoint):  # type: ignore[misc]
         self.settings = settings
         self.vendor = vendor
         self.model = model
-        self._background: set[asyncio.Task[None]] = set()
+        self.follow_ups = FollowUps()
         self._event_ids = 0
 
     # ------------------------------------------------------------------ outgoing
@@ -236,20 +235,6 @@ class V201Adapter(ChargePoint):  # type: ignore[misc]
 
     # ------------------------------------------------------------------ incoming
 
-    def _later(self, coro: Any, what: str) -> None:
-        """Work a request asks for after its answer has gone out."""
-
-        async def run() -> None:
-            await asyncio.sleep(0)
-            try:
-                await coro
-            except Exception as exc:
-                log.warning("follow-up message failed", what=what, error=repr(exc))
-
-        task = asyncio.create_task(run(), name=what)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
     @on(Action.request_start_transaction)
     def on_request_start(
         self, id_token: dict[str, Any], remote_start_id: int, evse_id: int | None = None, **_: Any
@@ -325,7 +310,7 @@ class V201Adapter(ChargePoint):  # type: ignore[misc]
         if report_base not in ("ConfigurationInventory", "FullInventory"):
             return call_result.GetBaseReport(status="NotSupported")
         items = self.settings.report(configuration_only=report_base == "ConfigurationInventory")
-        self._later(self._notify_report(request_id, items), f"NotifyReport {request_id}")
+        self.follow_ups.later(self._notify_report(request_id, items), f"NotifyReport {request_id}")
         return call_result.GetBaseReport(status="Accepted")
 
     async def _notify_report(self, request_id: int, items: list[dict[str, Any]]) -> None:
@@ -348,15 +333,15 @@ class V201Adapter(ChargePoint):  # type: ignore[misc]
         self, requested_message: str, evse: dict[str, Any] | None = None, **_: Any
     ) -> call_result.TriggerMessage:
         if requested_message == "Heartbeat":
-            self._later(self.heartbeat(), "triggered Heartbeat")
+            self.follow_ups.later(self.heartbeat(), "triggered Heartbeat")
         elif requested_message == "StatusNotification":
             wanted = (evse or {}).get("id")
             reports = [r for r in self.runtime.core.report_all() if wanted is None or r.connector_id == wanted]
             if not reports:
                 return call_result.TriggerMessage(status="Rejected")
-            self._later(self._send_statuses(reports), "triggered StatusNotification")
+            self.follow_ups.later(self._send_statuses(reports), "triggered StatusNotification")
         elif requested_message == "BootNotification":
-            self._later(self.boot(), "triggered BootNotification")
+            self.follow_ups.later(self.boot(), "triggered BootNotification")
         else:
             return call_result.TriggerMessage(status="NotImplemented")
         return call_result.TriggerMessage(status="Accepted")
@@ -366,9 +351,17 @@ class V201Adapter(ChargePoint):  # type: ignore[misc]
             await self.status(report)
 
     @on(Action.change_availability)
-    def on_change_availability(self, operational_status: str, **_: Any) -> call_result.ChangeAvailability:
-        # Availability management arrives with the full Core profile; until then the request is refused honestly.
-        return call_result.ChangeAvailability(status="Rejected")
+    def on_change_availability(
+        self, operational_status: str, evse: dict[str, Any] | None = None, **_: Any
+    ) -> call_result.ChangeAvailability:
+        evse_id = int((evse or {}).get("id", 0))
+        if (evse or {}).get("connector_id", 1) != 1:
+            return call_result.ChangeAvailability(status="Rejected", status_info={"reason_code": "UnknownConnector"})
+        outcome = self.runtime.change_availability(evse_id, operational_status == "Operative")
+        log.info("ChangeAvailability", evse_id=evse_id, to=operational_status, accepted=outcome.accepted)
+        if not outcome.accepted:
+            return call_result.ChangeAvailability(status="Rejected")
+        return call_result.ChangeAvailability(status="Scheduled" if outcome.reason == "scheduled" else "Accepted")
 
     @on(Action.unlock_connector)
     def on_unlock_connector(self, evse_id: int, connector_id: int, **_: Any) -> call_result.UnlockConnector:
@@ -385,4 +378,9 @@ class V201Adapter(ChargePoint):  # type: ignore[misc]
 
     @on(Action.reset)
     def on_reset(self, type: str, evse_id: int | None = None, **_: Any) -> call_result.Reset:
-        return call_result.Reset(status="Rejected", status_info={"reason_code": "NotImplemented"})
+        if evse_id is not None:
+            # Resetting one EVSE alone is not something this station can do (its meter and daemon are shared).
+            return call_result.Reset(status="Rejected", status_info={"reason_code": "UnsupportedRequest"})
+        status = self.runtime.reset(immediate=type == "Immediate", reason=StopReason.HARD_RESET)
+        log.warning("Reset", type=type, status=status)
+        return call_result.Reset(status=status)

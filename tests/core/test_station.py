@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from station.core.model import (
+    AvailabilityChanged,
     ConnectorStatus,
     Event,
     MeterLinkChanged,
@@ -181,3 +182,31 @@ def test_random_event_sequences_keep_the_invariants(kinds: list[str]) -> None:
         expected = ConnectorStatus.FAULTED if not station.meter_link_up else None
         if expected is not None:
             assert station.status_of(1) is expected
+
+
+def test_inoperative_connector_is_unavailable_and_refuses_starts() -> None:
+    station = accepted_station()
+    outcome = station.handle(AvailabilityChanged(1, operative=False))
+    assert outcome.accepted and outcome.reason == ""
+    assert ReportStatus(1, ConnectorStatus.UNAVAILABLE) in outcome.commands
+    refused = station.handle(StartRequested(1, "TAG", T0, "tx-a"))
+    assert not refused.accepted and "inoperative" in refused.reason
+    back = station.handle(AvailabilityChanged(1, operative=True))
+    assert ReportStatus(1, ConnectorStatus.AVAILABLE) in back.commands
+    assert station.handle(StartRequested(1, "TAG", T0, "tx-b")).accepted
+
+
+def test_availability_change_during_a_transaction_is_scheduled_until_it_ends() -> None:
+    station = accepted_station()
+    station.handle(StartRequested(1, "TAG", T0, "tx-1"))
+    station.handle(MeterStarted("tx-1", 100, T0))
+    outcome = station.handle(AvailabilityChanged(0, operative=False))
+    assert outcome.accepted and outcome.reason == "scheduled" and outcome.commands == ()
+    assert station.status_of(1) is ConnectorStatus.CHARGING
+    station.handle(StopRequested("tx-1", StopReason.REMOTE, T0))
+    ended = station.handle(MeterStopped("tx-1", 200, T0, (RECORD,)))
+    assert ReportStatus(1, ConnectorStatus.UNAVAILABLE) in ended.commands
+
+
+def test_availability_of_an_unknown_connector_is_refused() -> None:
+    assert not accepted_station().handle(AvailabilityChanged(7, operative=False)).accepted

@@ -1,0 +1,108 @@
+"""Remote control over a real WebSocket in both versions: ChangeAvailability (kept across restarts, scheduled during
+a transaction), Reset (transactions ended properly, then the process exits 75 so systemd starts it again) and
+TriggerMessage."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any
+
+from ocpp.v16 import call
+from ocpp.v201 import call as call201
+
+from station.app import running_station
+from station.config import parse_config
+from station.demo.csms import LocalCsms
+from station.meter.nullmodem import VirtualNullModem
+from tests.conftest import Process, station_config
+
+STATION = "CP-RC"
+
+
+def config_for(tmp_path: Path, url: str, version: str = "1.6") -> dict[str, Any]:
+    return {
+        "station": {"id": STATION},
+        "csms": {"url": url, "ocpp_version": version, "reconnect_min": 0.1, "reconnect_max": 1},
+        "meter": {"transport": "simulated", "simulator": {"signing_time": 0.1, "state": str(tmp_path / "m.json")}},
+        "storage": {"path": str(tmp_path / "s.db")},
+    }
+
+
+def status_is(value: str) -> Any:
+    return lambda p: (p.get("status") or p.get("connectorStatus")) == value
+
+
+async def test_change_availability_16(tmp_path: Path, csms: LocalCsms) -> None:
+    config = parse_config(config_for(tmp_path, csms.url))
+    async with running_station(config):
+        await csms.wait_for("StatusNotification", status_is("Available"))
+        side = csms.stations[STATION]
+        result = await side.call(call.ChangeAvailability(connector_id=1, type="Inoperative"), suppress=False)
+        assert result.status == "Accepted"
+        await csms.wait_for("StatusNotification", status_is("Unavailable"))
+        assert await csms.remote_start(STATION, "TAG") == "Rejected"
+        bad = await side.call(call.ChangeAvailability(connector_id=9, type="Inoperative"), suppress=False)
+        assert bad.status == "Rejected"
+    mark = len(csms.received)
+    async with running_station(config):  # kept across a restart
+        await csms.wait_for("StatusNotification", status_is("Unavailable"), after=mark)
+        side = csms.stations[STATION]
+        await side.call(call.ChangeAvailability(connector_id=0, type="Operative"), suppress=False)
+        await csms.wait_for("StatusNotification", status_is("Available"), after=mark)
+        assert await csms.remote_start(STATION, "TAG") == "Accepted"
+        charging = await csms.wait_for("StatusNotification", status_is("Charging"), after=mark)
+        during = await side.call(call.ChangeAvailability(connector_id=1, type="Inoperative"), suppress=False)
+        assert during.status == "Scheduled"
+        await csms.wait_until(lambda: csms.assigned_transaction_ids)
+        await csms.remote_stop(STATION, csms.assigned_transaction_ids[-1])
+        await csms.wait_for("StopTransaction", after=mark)
+        # The scheduled change takes effect once the transaction has ended.
+        await csms.wait_for("StatusNotification", status_is("Unavailable"), after=csms.received.index(charging))
+
+
+async def test_change_availability_201(tmp_path: Path) -> None:
+    csms = await LocalCsms(subprotocols=("ocpp2.0.1",)).start()
+    try:
+        async with running_station(parse_config(config_for(tmp_path, csms.url, "2.0.1"))):
+            await csms.wait_for("StatusNotification", status_is("Available"))
+            side = csms.stations[STATION]
+            result = await side.call(
+                call201.ChangeAvailability(operational_status="Inoperative", evse={"id": 1}), suppress=False
+            )
+            assert result.status == "Accepted"
+            await csms.wait_for("StatusNotification", status_is("Unavailable"))
+            assert await csms.request_start(STATION, "TAG") == "Rejected"
+    finally:
+        await csms.stop()
+
+
+async def test_trigger_message_16(tmp_path: Path, csms: LocalCsms) -> None:
+    async with running_station(parse_config(config_for(tmp_path, csms.url))):
+        await csms.wait_for("StatusNotification", status_is("Available"))
+        side = csms.stations[STATION]
+        for message in ("Heartbeat", "StatusNotification", "MeterValues"):
+            mark = len(csms.received)
+            result = await side.call(call.TriggerMessage(requested_message=message), suppress=False)
+            assert result.status == "Accepted", message
+            await csms.wait_for(message, after=mark, timeout=10)
+        result = await side.call(call.TriggerMessage(requested_message="DiagnosticsStatusNotification"), suppress=False)
+        assert result.status == "NotImplemented"
+
+
+async def test_reset_ends_the_transaction_then_exits_75(
+    tmp_path: Path, csms: LocalCsms, cable: VirtualNullModem, processes: list[Process]
+) -> None:
+    meter = Process(["meter-sim", "--port", cable.path_b, "--state", str(tmp_path / "m.json")], tmp_path / "m.log")
+    processes.append(meter)
+    daemon = Process(["run", "--config", str(station_config(tmp_path, csms.url, cable.path_a))], tmp_path / "d.log")
+    processes.append(daemon)
+    await csms.wait_for("StatusNotification", status_is("Available"), timeout=30)
+    assert await csms.remote_start("CP-TEST-1", "TAG-RESET") == "Accepted"
+    await csms.wait_for("StatusNotification", status_is("Charging"), timeout=30)
+    result = await csms.stations["CP-TEST-1"].call(call.Reset(type="Soft"), suppress=False)
+    assert result.status == "Accepted"
+    stop = await csms.wait_for("StopTransaction", timeout=30)
+    assert stop.payload["reason"] == "SoftReset" and stop.payload["transactionData"]
+    assert await daemon.terminate(signal.SIGCONT, timeout=30) == 75, daemon.log()
+    await meter.terminate()

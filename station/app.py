@@ -113,6 +113,8 @@ async def running_station(config: Config) -> AsyncIterator[Station]:
         runtime = StationRuntime(core, store, meter, station_id=config.station.id)
         await runtime.start()
         settings = Settings(store, connector_ids, lambda: runtime.meter_state.public_key_hex)
+        runtime.sample_interval = lambda: settings.int_value("MeterValueSampleInterval")
+        runtime.aligned_interval = lambda: settings.int_value("ClockAlignedDataInterval")
         connection = CsmsConnection(config, runtime, store, settings)
         station = Station(config, store, meter, runtime, connection, settings, simulated)
         station.tasks.append(asyncio.create_task(connection.run(), name="csms connection"))

@@ -80,6 +80,9 @@ class StationRuntime:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
         self._orphans: set[str] = set()
+        # Meter value intervals in seconds (0: off), read at every round so a change by the CSMS takes effect at once.
+        self.sample_interval: Callable[[], int] = lambda: 0
+        self.aligned_interval: Callable[[], int] = lambda: 0
         self.reset_requested = asyncio.Event()  # app.run_daemon restarts the process once the station is idle
         self._reset_when_idle = False  # refs of transactions known only from the meter (see _adopt_orphan)
 
@@ -162,6 +165,8 @@ class StationRuntime:
             for command in self.core.restore(replace(tx, stop_reason=reason)):
                 self._execute(command)
         self._spawn(self._monitor_meter(), "meter monitor")
+        self._spawn(self._sample_periodic(), "meter monitor: sampled values")
+        self._spawn(self._sample_aligned(), "meter monitor: clock-aligned values")
 
     async def _meter_reports_running(self) -> bool:
         try:
@@ -337,6 +342,52 @@ class StationRuntime:
             await self.meter.release_record(tx_ref)
         except MeterError as exc:
             log.warning("meter record not released; it stays in the meter", tx_ref=tx_ref, error=str(exc))
+
+    async def _sample_periodic(self) -> None:
+        """MeterValueSampleInterval / SampledDataCtrlr.TxUpdatedInterval: readings of each charging transaction."""
+        while True:
+            interval = self.sample_interval()
+            await asyncio.sleep(interval if interval > 0 else 1.0)
+            if interval > 0 and self.sample_interval() > 0:
+                await self._queue_meter_values("Sample.Periodic", transactions_only=True)
+
+    async def _sample_aligned(self) -> None:
+        """ClockAlignedDataInterval / AlignedDataCtrlr.Interval: readings at whole multiples of the interval after
+        midnight UTC, with or without a transaction."""
+        while True:
+            interval = self.aligned_interval()
+            if interval <= 0:
+                await asyncio.sleep(1.0)
+                continue
+            now = self.clock()
+            since_midnight = (now - now.replace(hour=0, minute=0, second=0, microsecond=0)).total_seconds()
+            await asyncio.sleep(interval - since_midnight % interval)
+            if self.aligned_interval() > 0:
+                await self._queue_meter_values("Sample.Clock", transactions_only=False)
+
+    async def _queue_meter_values(self, context: str, *, transactions_only: bool) -> None:
+        try:
+            live = await self.meter.live_values()
+        except MeterError as exc:
+            log.warning("meter values not read", context=context, error=str(exc))
+            return
+        self.meter_state.live = live
+        body = {
+            "context": context,
+            "at": self.clock().isoformat(),
+            "energy_wh": live.energy_import_wh,
+            "power_w": live.power_w,
+        }
+        for connector in self.core.connectors.values():
+            tx = connector.transaction
+            charging = tx is not None and tx.meter_start_wh is not None and tx.stopped_at is None
+            if transactions_only and not charging:
+                continue
+            ref = tx.ref if charging and tx is not None else None
+            self.store.enqueue(
+                "meter_values", ref, {**body, "connector_id": connector.id}, offline=not self.csms_online()
+            )
+        self._outbox_changed()
 
     async def _monitor_meter(self) -> None:
         while True:

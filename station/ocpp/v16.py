@@ -9,6 +9,7 @@ StopTransaction. This module knows nothing about Modbus.
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -102,6 +103,8 @@ class V16Adapter(ChargePoint):  # type: ignore[misc]
             await self._start_transaction(message)
         elif message.kind == "transaction_ended":
             await self._stop_transaction(message)
+        elif message.kind == "meter_values":
+            await self._meter_values(message)
         else:
             raise ValueError(f"1.6 adapter cannot send outbox entry of kind {message.kind!r}")
 
@@ -158,6 +161,25 @@ class V16Adapter(ChargePoint):  # type: ignore[misc]
         )
         self.store.mark_delivered(tx.ref)
         log.info("StopTransaction confirmed", tx_ref=tx.ref, transaction_id=stored.csms_transaction_id)
+
+    async def _meter_values(self, message: OutboxMessage) -> None:
+        body = message.body
+        transaction_id = None
+        if message.tx_ref is not None:
+            stored = self.store.transaction(message.tx_ref)
+            if stored is not None and stored.csms_transaction_id is not None:
+                transaction_id = int(stored.csms_transaction_id)
+        await self.call(
+            call.MeterValues(
+                connector_id=int(body["connector_id"]),
+                transaction_id=transaction_id,
+                meter_value=[
+                    {"timestamp": iso(datetime.fromisoformat(body["at"])), "sampled_value": sampled_values(body)}
+                ],
+            ),
+            suppress=False,
+            unique_id=message.call_id,
+        )
 
     # ------------------------------------------------------------------ incoming
 
@@ -293,6 +315,27 @@ class V16Adapter(ChargePoint):  # type: ignore[misc]
             ),
             suppress=False,
         )
+
+
+def sampled_values(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """A queued reading as 1.6 SampledValues (energy register and power)."""
+    context = str(body["context"])
+    return [
+        {
+            "value": str(int(body["energy_wh"])),
+            "context": context,
+            "measurand": "Energy.Active.Import.Register",
+            "location": "Outlet",
+            "unit": "Wh",
+        },
+        {
+            "value": f"{float(body['power_w']):.0f}",
+            "context": context,
+            "measurand": "Power.Active.Import",
+            "location": "Outlet",
+            "unit": "W",
+        },
+    ]
 
 
 def meter_public_key_value(der_hex: str) -> str:

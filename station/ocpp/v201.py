@@ -8,6 +8,7 @@ generates the transactionId (our transaction ref). Signed records go into Transa
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -63,6 +64,21 @@ def _energy_value(value_wh: int | None, context: str) -> dict[str, Any]:
         "location": "Outlet",
         "unit_of_measure": {"unit": "Wh"},
     }
+
+
+def _readings(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """A queued reading as 2.0.1 SampledValues (energy register and power)."""
+    context = str(body["context"])
+    return [
+        {**_energy_value(int(body["energy_wh"]), context)},
+        {
+            "value": float(body["power_w"]),
+            "context": context,
+            "measurand": "Power.Active.Import",
+            "location": "Outlet",
+            "unit_of_measure": {"unit": "W"},
+        },
+    ]
 
 
 class V201Adapter(ChargePoint):  # type: ignore[misc]
@@ -144,7 +160,10 @@ class V201Adapter(ChargePoint):  # type: ignore[misc]
 
     async def deliver(self, message: OutboxMessage) -> None:
         """Send one outbox entry; returns when the CSMS answered with a CALLRESULT (raises on CALLERROR/timeout)."""
-        if message.kind not in ("transaction_started", "transaction_ended"):
+        if message.kind == "meter_values" and message.tx_ref is None:
+            await self._meter_values(message)
+            return
+        if message.kind not in ("transaction_started", "transaction_ended", "meter_values"):
             raise ValueError(f"2.0.1 adapter cannot send outbox entry of kind {message.kind!r}")
         assert message.tx_ref is not None
         stored = self.store.transaction(message.tx_ref)
@@ -154,9 +173,13 @@ class V201Adapter(ChargePoint):  # type: ignore[misc]
         seq_no = self.store.assign_seq_no(message.id, f"evse.{tx.connector_id}")
         if message.kind == "transaction_started":
             payload = self._started(tx, seq_no, message.offline)
+        elif message.kind == "meter_values":
+            payload = self._updated(tx, seq_no, message)
         else:
             payload = self._ended(tx, seq_no, message.offline)
         result = await self.call(payload, suppress=False, unique_id=message.call_id)
+        if message.kind == "meter_values":
+            return
         if message.kind == "transaction_started":
             self.store.set_csms_transaction_id(tx.ref, tx.ref)
             status = (result.id_token_info or {}).get("status")
@@ -184,6 +207,29 @@ class V201Adapter(ChargePoint):  # type: ignore[misc]
                 }
             ],
             evse={"id": tx.connector_id, "connector_id": 1},
+        )
+
+    def _updated(self, tx: Transaction, seq_no: int, message: OutboxMessage) -> call.TransactionEvent:
+        body = message.body
+        return call.TransactionEvent(
+            event_type="Updated",
+            timestamp=iso(datetime.fromisoformat(body["at"])),
+            trigger_reason="MeterValueClock" if body["context"] == "Sample.Clock" else "MeterValuePeriodic",
+            seq_no=seq_no,
+            transaction_info={"transaction_id": tx.ref, "charging_state": "Charging"},
+            offline=message.offline or None,
+            meter_value=[{"timestamp": iso(datetime.fromisoformat(body["at"])), "sampled_value": _readings(body)}],
+        )
+
+    async def _meter_values(self, message: OutboxMessage) -> None:
+        body = message.body
+        await self.call(
+            call.MeterValues(
+                evse_id=int(body["connector_id"]),
+                meter_value=[{"timestamp": iso(datetime.fromisoformat(body["at"])), "sampled_value": _readings(body)}],
+            ),
+            suppress=False,
+            unique_id=message.call_id,
         )
 
     def _ended(self, tx: Transaction, seq_no: int, offline: bool) -> call.TransactionEvent:

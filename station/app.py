@@ -16,6 +16,7 @@ from pathlib import Path
 
 import structlog
 
+from station.auth import Authorizer
 from station.config import Config
 from station.core.station import ChargingStation
 from station.diag.server import DiagnosticsServer
@@ -113,6 +114,12 @@ async def running_station(config: Config) -> AsyncIterator[Station]:
         runtime = StationRuntime(core, store, meter, station_id=config.station.id)
         await runtime.start()
         settings = Settings(store, connector_ids, lambda: runtime.meter_state.public_key_hex)
+        runtime.authorizer = Authorizer(
+            store,
+            offline_allowed=lambda: settings.value("LocalAuthorizeOffline") == "true",
+            list_enabled=lambda: settings.value("LocalAuthListEnabled") == "true",
+            cache_enabled=lambda: settings.value("AuthorizationCacheEnabled") == "true",
+        )
         runtime.sample_interval = lambda: settings.int_value("MeterValueSampleInterval")
         runtime.aligned_interval = lambda: settings.int_value("ClockAlignedDataInterval")
         connection = CsmsConnection(config, runtime, store, settings)

@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 
+from station.auth import Authorizer
 from station.core.model import (
     AvailabilityChanged,
     Command,
@@ -77,6 +78,8 @@ class StationRuntime:
         self.status_listeners: list[Callable[[ReportStatus], None]] = []
         self.outbox_listeners: list[Callable[[], None]] = []
         self.csms_online: Callable[[], bool] = lambda: False
+        self.authorizer: Authorizer | None = None
+        self.pending_remote_stops: set[str] = set()  # 1.6: stops for a transactionId whose StartTransaction.conf is due
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
         self._orphans: set[str] = set()
@@ -93,6 +96,20 @@ class StationRuntime:
         if self._closing:
             return Outcome(False, reason="the station is shutting down")
         event = StartRequested(connector_id, id_tag, self.clock(), uuid.uuid4().hex, remote_start_id=remote_start_id)
+        return self._apply(event)
+
+    async def local_start(self, connector_id: int, id_tag: str) -> Outcome:
+        """A start from an identifier presented at the station (a card reader driver calls this): authorized by the
+        CSMS when reachable, else by the local list or cache (LocalAuthorizeOffline)."""
+        if self._closing:
+            return Outcome(False, reason="the station is shutting down")
+        if self.authorizer is None:
+            return Outcome(False, reason="no authorization available")
+        allowed, why = await self.authorizer.authorize(id_tag)
+        log.info("local start authorization", connector_id=connector_id, allowed=allowed, why=why)
+        if not allowed:
+            return Outcome(False, reason=why)
+        event = StartRequested(connector_id, id_tag, self.clock(), uuid.uuid4().hex, source=StartSource.LOCAL)
         return self._apply(event)
 
     def remote_stop(self, tx_ref: str, reason: StopReason = StopReason.REMOTE) -> Outcome:

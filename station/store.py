@@ -66,6 +66,15 @@ CREATE TABLE IF NOT EXISTS settings (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS id_tags (
+    source TEXT NOT NULL CHECK (source IN ('list', 'cache')),
+    id_tag TEXT NOT NULL,
+    status TEXT NOT NULL,
+    expiry TEXT,
+    parent TEXT,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (source, id_tag)
+);
 """
 
 
@@ -88,6 +97,14 @@ class OutboxMessage:
     def call_id(self) -> str:
         """The OCPP-J message id of this send: the stable id, or a fresh one per retry after a CALLERROR."""
         return self.message_id if self.attempts == 0 else f"{self.message_id}.{self.attempts}"
+
+
+@dataclass(frozen=True)
+class IdTagEntry:
+    id_tag: str
+    status: str | None  # 1.6 AuthorizationStatus / 2.0.1 AuthorizationStatusEnumType; None: remove (differential)
+    expiry: datetime | None = None
+    parent: str | None = None
 
 
 @dataclass(frozen=True)
@@ -411,3 +428,47 @@ class Store:
                 )
             ]
         )
+
+    # ------------------------------------------------------------------ authorization: local list and cache
+
+    def id_tag_entry(self, source: str, id_tag: str) -> IdTagEntry | None:
+        rows = self._read("SELECT * FROM id_tags WHERE source=? AND id_tag=?", (source, id_tag))
+        if not rows:
+            return None
+        r = rows[0]
+        return IdTagEntry(r["id_tag"], r["status"], _dt(r["expiry"]), r["parent"])
+
+    def replace_id_tags(self, source: str, entries: list[IdTagEntry], *, full: bool, version: int | None) -> None:
+        """Write list entries (a Full update replaces the list) and its version, atomically. An entry whose status
+        is None in a differential update is removed."""
+        now = _ts(datetime.now(UTC))
+        statements: list[tuple[str, tuple[Any, ...]]] = []
+        if full:
+            statements.append(("DELETE FROM id_tags WHERE source=?", (source,)))
+        for e in entries:
+            if e.status is None:
+                statements.append(("DELETE FROM id_tags WHERE source=? AND id_tag=?", (source, e.id_tag)))
+            else:
+                statements.append(
+                    (
+                        "INSERT INTO id_tags (source, id_tag, status, expiry, parent, updated_at)"
+                        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(source, id_tag) DO UPDATE SET status=excluded.status,"
+                        " expiry=excluded.expiry, parent=excluded.parent, updated_at=excluded.updated_at",
+                        (source, e.id_tag, e.status, _ts(e.expiry), e.parent, now),
+                    )
+                )
+        if version is not None:
+            statements.append(
+                (
+                    "INSERT INTO settings (key, value) VALUES (?, ?)"
+                    " ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                    (f"{source}_version", str(version)),
+                )
+            )
+        self._write(statements)
+
+    def clear_id_tags(self, source: str) -> None:
+        self._write([("DELETE FROM id_tags WHERE source=?", (source,))])
+
+    def id_tag_count(self, source: str) -> int:
+        return int(self._read("SELECT COUNT(*) AS n FROM id_tags WHERE source=?", (source,))[0]["n"])

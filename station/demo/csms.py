@@ -45,6 +45,8 @@ class CsmsBehaviour:
     heartbeat_interval: int = 60
     call_errors: dict[str, int] = field(default_factory=dict)  # action -> how many of the next ones get a CALLERROR
     silent: dict[str, int] = field(default_factory=dict)  # action -> how many of the next ones get no answer
+    # 1.6: send RemoteStopTransaction for the transaction id being assigned *before* answering StartTransaction
+    stop_before_start_answer: bool = False
 
 
 async def _intercept(side: Any, csms: LocalCsms, raw_msg: str) -> bool:
@@ -53,10 +55,21 @@ async def _intercept(side: Any, csms: LocalCsms, raw_msg: str) -> bool:
         msg = json.loads(raw_msg)
     except json.JSONDecodeError:
         msg = None
+    if isinstance(msg, list) and len(msg) == 3 and msg[0] == 3 and str(msg[1]).startswith("raw-"):
+        csms.raw_results[str(msg[1])] = msg[2]
+        csms.notify_soon()
+        return False
     if isinstance(msg, list) and len(msg) == 4 and msg[0] == 2:
         action = str(msg[2])
         csms.record(Received(side.id, action, msg[3], str(msg[1]), datetime.now(UTC)))
         b = csms.behaviour
+        if action == "StartTransaction" and b.stop_before_start_answer:
+            b.stop_before_start_answer = False
+            transaction_id = next(csms.transaction_ids)
+            csms.transaction_by_message_id[str(msg[1])] = transaction_id
+            csms.assigned_transaction_ids.append(transaction_id)
+            frame = [2, f"raw-stop-{transaction_id}", "RemoteStopTransaction", {"transactionId": transaction_id}]
+            await side._send(json.dumps(frame))
         if b.silent.get(action, 0) > 0:
             b.silent[action] -= 1
             return False
@@ -218,6 +231,7 @@ class LocalCsms:
         self.transaction_ids = itertools.count(1001)
         self.assigned_transaction_ids: list[int] = []
         self.transaction_by_message_id: dict[str, int] = {}
+        self.raw_results: dict[str, Any] = {}  # answers to frames sent around the library (behaviour tricks)
         self.listeners: list[Callable[[Received], None]] = []
         self.connections = 0
         self._server: Server | None = None

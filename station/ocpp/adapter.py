@@ -10,7 +10,7 @@ from typing import Any, Protocol
 import structlog
 
 from station.core.model import ReportStatus
-from station.store import OutboxMessage
+from station.store import IdTagEntry, OutboxMessage
 
 log = structlog.get_logger("station.ocpp")
 
@@ -34,6 +34,9 @@ class CsmsAdapter(Protocol):
         """BootNotification; the heartbeat interval when Accepted, BootRefused otherwise."""
 
     async def heartbeat(self) -> None: ...
+
+    async def authorize(self, id_tag: str) -> IdTagEntry | None:
+        """Ask the CSMS about an identifier; None when it cannot answer."""
 
     async def status(self, report: ReportStatus) -> None: ...
 

@@ -116,6 +116,8 @@ class CsmsConnection:
             finally:
                 self.state.connected = False
                 self._ws = None
+                if self.runtime.authorizer is not None:
+                    self.runtime.authorizer.ask_csms = None
             if self._stopping:
                 return
             wait = delay * (0.5 + random.random())
@@ -152,6 +154,8 @@ class CsmsConnection:
             self.state.last_connected = datetime.now(UTC)
             self.state.last_error = ""
             log.info("connected to CSMS", url=self.url, subprotocol=ws.subprotocol)
+            if self.runtime.authorizer is not None:
+                self.runtime.authorizer.ask_csms = adapter.authorize
             try:
                 await until_first_exits(adapter.start(), self._drive(adapter))
             except TimeoutError as exc:

@@ -157,7 +157,17 @@ SETTINGS: tuple[Setting, ...] = (
     _s("OrganizationName", "", component="SecurityCtrlr", variable="OrganizationName", data_type="string",
        check=lambda v: len(v) <= 50),
     _s("NumberOfConnectors", "1", key16="NumberOfConnectors", readonly=True, data_type="integer"),
-    _s("SupportedFeatureProfiles", "Core", key16="SupportedFeatureProfiles", readonly=True),
+    _s("SupportedFeatureProfiles", "Core,LocalAuthListManagement,RemoteTrigger", key16="SupportedFeatureProfiles",
+       readonly=True),
+    # Local authorization list and cache (station/auth.py)
+    _s("LocalAuthListEnabled", "true", key16="LocalAuthListEnabled", component="LocalAuthListCtrlr",
+       variable="Enabled", data_type="boolean", check=_bool),
+    _s("LocalAuthListMaxLength", "10000", key16="LocalAuthListMaxLength", component="LocalAuthListCtrlr",
+       variable="Entries", readonly=True, data_type="integer"),
+    _s("SendLocalListMaxLength", "500", key16="SendLocalListMaxLength", component="LocalAuthListCtrlr",
+       variable="ItemsPerMessage", readonly=True, data_type="integer"),
+    _s("AuthorizationCacheEnabled", "true", key16="AuthorizationCacheEnabled", component="AuthCacheCtrlr",
+       variable="Enabled", data_type="boolean", check=_bool),
 )
 # fmt: on
 

@@ -8,11 +8,11 @@ StopTransaction. This module knows nothing about Modbus.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 from typing import Any
 
 import structlog
+from ocpp.exceptions import OCPPError
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call, call_result
 from ocpp.v16.enums import (
@@ -31,7 +31,7 @@ from station.ocpp.adapter import BootRefused, FollowUps, iso
 from station.ocpp.settings import Settings
 from station.ocpp.signed_value import PUBLIC_KEY_NEVER, oca_public_key, v16_signed_sampled_value
 from station.runtime import StationRuntime
-from station.store import OutboxMessage, Store
+from station.store import IdTagEntry, OutboxMessage, Store
 
 log = structlog.get_logger("station.ocpp.v16")
 
@@ -82,6 +82,15 @@ class V16Adapter(ChargePoint):  # type: ignore[misc]
             raise BootRefused(str(result.status), interval)
         return interval
 
+    async def authorize(self, id_tag: str) -> IdTagEntry | None:
+        """Ask the CSMS; None when it cannot answer (the caller then decides locally)."""
+        try:
+            result = await self.call(call.Authorize(id_tag=id_tag), suppress=False)
+        except (OCPPError, TimeoutError) as exc:
+            log.warning("Authorize not answered", error=str(exc))
+            return None
+        return id_tag_entry(id_tag, result.id_tag_info)
+
     async def heartbeat(self) -> None:
         await self.call(call.Heartbeat(), suppress=False)
 
@@ -125,6 +134,11 @@ class V16Adapter(ChargePoint):  # type: ignore[misc]
             unique_id=message.call_id,
         )
         self.store.set_csms_transaction_id(tx.ref, str(result.transaction_id))
+        if str(result.transaction_id) in self.runtime.pending_remote_stops:
+            self.runtime.pending_remote_stops.discard(str(result.transaction_id))
+            self.runtime.remote_stop(tx.ref, StopReason.REMOTE)
+        if self.runtime.authorizer is not None and result.id_tag_info:
+            self.runtime.authorizer.remember(id_tag_entry(tx.id_tag, result.id_tag_info))
         status = (result.id_tag_info or {}).get("status")
         log.info(
             "StartTransaction confirmed", tx_ref=tx.ref, transaction_id=result.transaction_id, id_tag_status=status
@@ -201,19 +215,19 @@ class V16Adapter(ChargePoint):  # type: ignore[misc]
         )
 
     @on(Action.remote_stop_transaction)
-    async def on_remote_stop(self, transaction_id: int, **_: Any) -> call_result.RemoteStopTransaction:
+    def on_remote_stop(self, transaction_id: int, **_: Any) -> call_result.RemoteStopTransaction:
         ref = self.runtime.transaction_for_csms_id(str(transaction_id))
-        # A CSMS may stop a transaction right after answering its StartTransaction; that answer can still be waiting
-        # to be processed behind this frame. Give it a moment (this never awaits the meter or another CALL).
-        for _attempt in range(50):
-            if ref is not None or not self._start_in_flight():
-                break
-            await asyncio.sleep(0.01)
-            ref = self.runtime.transaction_for_csms_id(str(transaction_id))
-        accepted = False
         if ref is not None:
             accepted = self.runtime.remote_stop(ref, StopReason.REMOTE).accepted
-        log.info("RemoteStopTransaction", transaction_id=transaction_id, accepted=accepted)
+        elif self._start_in_flight():
+            # The CSMS stops a transaction right after assigning its id: its StartTransaction answer is still behind
+            # this frame (the library reads no frame while a handler runs). Only that answer can carry an id the CSMS
+            # knows, so the stop is accepted and carried out when the answer names this id.
+            self.runtime.pending_remote_stops.add(str(transaction_id))
+            accepted = True
+        else:
+            accepted = False
+        log.info("RemoteStopTransaction", transaction_id=transaction_id, accepted=accepted, pending=ref is None)
         return call_result.RemoteStopTransaction(
             status=RemoteStartStopStatus.accepted if accepted else RemoteStartStopStatus.rejected
         )
@@ -249,6 +263,47 @@ class V16Adapter(ChargePoint):  # type: ignore[misc]
         return call_result.ChangeAvailability(
             status=AvailabilityStatus.scheduled if scheduled else AvailabilityStatus.accepted
         )
+
+    @on(Action.send_local_list)
+    def on_send_local_list(
+        self,
+        list_version: int,
+        update_type: str,
+        local_authorization_list: list[dict[str, Any]] | None = None,
+        **_: Any,
+    ) -> call_result.SendLocalList:
+        if self.runtime.authorizer is None or self.settings.value("LocalAuthListEnabled") != "true":
+            return call_result.SendLocalList(status="NotSupported")
+        items = local_authorization_list or []
+        if len(items) > self.settings.int_value("SendLocalListMaxLength"):
+            return call_result.SendLocalList(status="Failed")
+        entries = [
+            IdTagEntry(item["id_tag"], None)
+            if item.get("id_tag_info") is None
+            else id_tag_entry(item["id_tag"], item["id_tag_info"])
+            for item in items
+        ]
+        status = self.runtime.authorizer.update_list(list_version, entries, full=update_type == "Full")
+        log.info("SendLocalList", version=list_version, update_type=update_type, entries=len(entries), status=status)
+        return call_result.SendLocalList(status=status)
+
+    @on(Action.get_local_list_version)
+    def on_get_local_list_version(self, **_: Any) -> call_result.GetLocalListVersion:
+        if self.runtime.authorizer is None or self.settings.value("LocalAuthListEnabled") != "true":
+            return call_result.GetLocalListVersion(list_version=-1)
+        return call_result.GetLocalListVersion(list_version=self.runtime.authorizer.list_version())
+
+    @on(Action.clear_cache)
+    def on_clear_cache(self, **_: Any) -> call_result.ClearCache:
+        if self.runtime.authorizer is None:
+            return call_result.ClearCache(status="Rejected")
+        self.runtime.authorizer.clear_cache()
+        return call_result.ClearCache(status="Accepted")
+
+    @on(Action.unlock_connector)
+    def on_unlock_connector(self, connector_id: int, **_: Any) -> call_result.UnlockConnector:
+        # A fixed cable has no lock this station controls.
+        return call_result.UnlockConnector(status="NotSupported")
 
     @on(Action.reset)
     def on_reset(self, type: str, **_: Any) -> call_result.Reset:
@@ -315,6 +370,17 @@ class V16Adapter(ChargePoint):  # type: ignore[misc]
             ),
             suppress=False,
         )
+
+
+def id_tag_entry(id_tag: str, info: dict[str, Any]) -> IdTagEntry:
+    """A 1.6 IdTagInfo (snake_case, as the library hands it over) as a list/cache entry."""
+    expiry = info.get("expiry_date")
+    return IdTagEntry(
+        id_tag,
+        str(info.get("status", "Invalid")),
+        datetime.fromisoformat(expiry.replace("Z", "+00:00")) if expiry else None,
+        info.get("parent_id_tag"),
+    )
 
 
 def sampled_values(body: dict[str, Any]) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import structlog
+from ocpp.exceptions import OCPPError
 from ocpp.routing import on
 from ocpp.v201 import ChargePoint, call, call_result
 from ocpp.v201.enums import Action
@@ -22,7 +23,7 @@ from station.ocpp.adapter import BootRefused, FollowUps, iso
 from station.ocpp.settings import Settings
 from station.ocpp.signed_value import PUBLIC_KEY_NEVER, signed_meter_value
 from station.runtime import StationRuntime
-from station.store import OutboxMessage, Store
+from station.store import IdTagEntry, OutboxMessage, Store
 
 log = structlog.get_logger("station.ocpp.v201")
 
@@ -81,6 +82,18 @@ def _readings(body: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def id_token_entry(id_tag: str, info: dict[str, Any]) -> IdTagEntry:
+    """A 2.0.1 IdTokenInfo (snake_case, as the library hands it over) as a list/cache entry."""
+    expiry = info.get("cache_expiry_date_time")
+    parent = (info.get("group_id_token") or {}).get("id_token")
+    return IdTagEntry(
+        id_tag,
+        str(info.get("status", "Invalid")),
+        datetime.fromisoformat(expiry.replace("Z", "+00:00")) if expiry else None,
+        parent,
+    )
+
+
 class V201Adapter(ChargePoint):  # type: ignore[misc]
     version = "2.0.1"
 
@@ -116,6 +129,15 @@ class V201Adapter(ChargePoint):  # type: ignore[misc]
         if result.status != "Accepted":
             raise BootRefused(str(result.status), interval)
         return interval
+
+    async def authorize(self, id_tag: str) -> IdTagEntry | None:
+        """Ask the CSMS; None when it cannot answer (the caller then decides locally)."""
+        try:
+            result = await self.call(call.Authorize(id_token={"id_token": id_tag, "type": "ISO14443"}), suppress=False)
+        except (OCPPError, TimeoutError) as exc:
+            log.warning("Authorize not answered", error=str(exc))
+            return None
+        return id_token_entry(id_tag, result.id_token_info)
 
     async def heartbeat(self) -> None:
         await self.call(call.Heartbeat(), suppress=False)
@@ -182,6 +204,8 @@ class V201Adapter(ChargePoint):  # type: ignore[misc]
             return
         if message.kind == "transaction_started":
             self.store.set_csms_transaction_id(tx.ref, tx.ref)
+            if self.runtime.authorizer is not None and result.id_token_info:
+                self.runtime.authorizer.remember(id_token_entry(tx.id_tag, result.id_token_info))
             status = (result.id_token_info or {}).get("status")
             log.info("TransactionEvent Started confirmed", tx_ref=tx.ref, seq_no=seq_no, id_token_status=status)
         else:
@@ -417,6 +441,42 @@ class V201Adapter(ChargePoint):  # type: ignore[misc]
             return call_result.UnlockConnector(status="OngoingAuthorizedTransaction")
         # A fixed cable has no lock to open: nothing holds the plug.
         return call_result.UnlockConnector(status="Unlocked")
+
+    @on(Action.send_local_list)
+    def on_send_local_list(
+        self,
+        version_number: int,
+        update_type: str,
+        local_authorization_list: list[dict[str, Any]] | None = None,
+        **_: Any,
+    ) -> call_result.SendLocalList:
+        authorizer = self.runtime.authorizer
+        if authorizer is None or self.settings.value("LocalAuthListEnabled") != "true":
+            return call_result.SendLocalList(status="Failed", status_info={"reason_code": "Disabled"})
+        items = local_authorization_list or []
+        if len(items) > self.settings.int_value("SendLocalListMaxLength"):
+            return call_result.SendLocalList(status="Failed", status_info={"reason_code": "TooManyEntries"})
+        entries = [
+            IdTagEntry(item["id_token"]["id_token"], None)
+            if item.get("id_token_info") is None
+            else id_token_entry(item["id_token"]["id_token"], item["id_token_info"])
+            for item in items
+        ]
+        status = authorizer.update_list(version_number, entries, full=update_type == "Full")
+        log.info("SendLocalList", version=version_number, update_type=update_type, entries=len(entries), status=status)
+        return call_result.SendLocalList(status=status)
+
+    @on(Action.get_local_list_version)
+    def on_get_local_list_version(self, **_: Any) -> call_result.GetLocalListVersion:
+        authorizer = self.runtime.authorizer
+        return call_result.GetLocalListVersion(version_number=authorizer.list_version() if authorizer else 0)
+
+    @on(Action.clear_cache)
+    def on_clear_cache(self, **_: Any) -> call_result.ClearCache:
+        if self.runtime.authorizer is None:
+            return call_result.ClearCache(status="Rejected")
+        self.runtime.authorizer.clear_cache()
+        return call_result.ClearCache(status="Accepted")
 
     @on(Action.data_transfer)
     def on_data_transfer(self, vendor_id: str, **_: Any) -> call_result.DataTransfer:

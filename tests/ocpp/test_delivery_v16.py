@@ -84,3 +84,17 @@ async def test_stop_while_the_csms_is_away_is_delivered_after_reconnect(tmp_path
         await csms.wait_until(lambda: station.store.outbox_depth() == 0)
         # No second BootNotification on reconnect: nothing about the station changed.
         assert len(csms.messages("BootNotification")) == 1
+
+
+async def test_remote_stop_before_the_start_answer_is_carried_out(tmp_path: Path, csms: LocalCsms) -> None:
+    """The CSMS sends RemoteStopTransaction for the id it is assigning before its StartTransaction answer: the
+    station cannot know the id yet (the answer is behind the stop frame), accepts, and stops once the answer names it."""
+    config = parse_config(config_for(tmp_path, csms.url))
+    async with running_station(config):
+        await csms.wait_for("StatusNotification", lambda p: p["status"] == "Available")
+        csms.behaviour.stop_before_start_answer = True
+        assert await csms.remote_start(STATION, "TAG-RACE") == "Accepted"
+        stop = await csms.wait_for("StopTransaction", timeout=30)
+        tx_id = csms.assigned_transaction_ids[0]
+        assert csms.raw_results[f"raw-stop-{tx_id}"] == {"status": "Accepted"}
+        assert stop.payload["transactionId"] == tx_id and stop.payload["reason"] == "Remote"

@@ -76,6 +76,8 @@ async def csms() -> AsyncIterator[LocalCsms]:
     server = await LocalCsms().start()
     yield server
     await server.stop()
+    # Every frame the station sent passed the official JSON schemas (the library validates them on this side).
+    assert server.violations == [], server.violations
 
 
 @pytest_asyncio.fixture

@@ -49,6 +49,17 @@ class CsmsBehaviour:
     stop_before_start_answer: bool = False
 
 
+def _note_violation(csms: LocalCsms, frame: str) -> None:
+    """A CALLERROR the library produced for a station frame (schema violation, unknown action, ...) is a protocol
+    violation by the station: tests assert there are none."""
+    try:
+        msg = json.loads(frame)
+    except json.JSONDecodeError:
+        return
+    if isinstance(msg, list) and msg and msg[0] == 4:
+        csms.violations.append(frame)
+
+
 async def _intercept(side: Any, csms: LocalCsms, raw_msg: str) -> bool:
     """Record a CALL as it arrived and apply the injected behaviour; True when the library should still route it."""
     try:
@@ -75,13 +86,17 @@ async def _intercept(side: Any, csms: LocalCsms, raw_msg: str) -> bool:
             return False
         if b.call_errors.get(action, 0) > 0:
             b.call_errors[action] -= 1
-            await side._send(json.dumps([4, msg[1], "InternalError", "injected failure", {}]))
+            await side._connection.send(json.dumps([4, msg[1], "InternalError", "injected failure", {}]))
             return False
     return True
 
 
 class _CentralSystemSide(ChargePoint):  # type: ignore[misc]
     """One connected 1.6 station, seen from the CSMS."""
+
+    async def _send(self, message: str) -> None:
+        _note_violation(self.csms, message)
+        await super()._send(message)
 
     version = "1.6"
 
@@ -146,6 +161,10 @@ class _CentralSystemSide(ChargePoint):  # type: ignore[misc]
 
 class _CentralSystemSide201(ChargePoint201):  # type: ignore[misc]
     """One connected 2.0.1 station, seen from the CSMS."""
+
+    async def _send(self, message: str) -> None:
+        _note_violation(self.csms, message)
+        await super()._send(message)
 
     version = "2.0.1"
 
@@ -231,7 +250,8 @@ class LocalCsms:
         self.transaction_ids = itertools.count(1001)
         self.assigned_transaction_ids: list[int] = []
         self.transaction_by_message_id: dict[str, int] = {}
-        self.raw_results: dict[str, Any] = {}  # answers to frames sent around the library (behaviour tricks)
+        self.raw_results: dict[str, Any] = {}
+        self.violations: list[str] = []  # CALLERRORs this CSMS had to send: the station broke the protocol  # answers to frames sent around the library (behaviour tricks)
         self.listeners: list[Callable[[Received], None]] = []
         self.connections = 0
         self._server: Server | None = None

@@ -98,12 +98,25 @@ class CsmsConnection:
         self._ws: ClientConnection | None = None
         self._stopping = False
 
+    def _backoff(self, failures: int) -> float:
+        """OCPP 2.0.1 Part 4 §5.3 (also used for 1.6): RetryBackOffWaitMinimum doubled per failure up to
+        RetryBackOffRepeatTimes doublings, plus a random part up to RetryBackOffRandomRange. Without values set by the
+        CSMS, [csms] reconnect_min / reconnect_max of the config file give the minimum and the ceiling."""
+        minimum = float(self.settings.value("RetryBackOffWaitMinimum") or self.config.csms.reconnect_min)
+        random_range = float(self.settings.value("RetryBackOffRandomRange") or minimum)
+        repeat = self.settings.value("RetryBackOffRepeatTimes")
+        doublings = min(failures - 1, int(repeat)) if repeat else failures - 1
+        wait = minimum * 2 ** max(doublings, 0)
+        if not repeat:
+            wait = min(wait, self.config.csms.reconnect_max)
+        return float(wait + random.uniform(0, random_range))
+
     async def run(self) -> None:
-        delay = self.config.csms.reconnect_min
+        failures = 0
         while True:
             try:
                 await self._connect_once()
-                delay = self.config.csms.reconnect_min  # a session that got going resets the back-off
+                failures = 0  # a session that got going resets the back-off
             except NoSubprotocol as exc:
                 self.state.last_error = str(exc)
                 log.error("CSMS refused every OCPP version we offered", error=str(exc), url=self.url)
@@ -120,10 +133,10 @@ class CsmsConnection:
                     self.runtime.authorizer.ask_csms = None
             if self._stopping:
                 return
-            wait = delay * (0.5 + random.random())
-            log.info("reconnecting", in_s=round(wait, 2))
+            failures += 1
+            wait = self._backoff(failures)
+            log.info("reconnecting", in_s=round(wait, 2), failures=failures)
             await asyncio.sleep(wait)
-            delay = min(delay * 2, self.config.csms.reconnect_max)
 
     async def close(self) -> None:
         """Close the WebSocket properly (close frame, handshake) and stop reconnecting."""

@@ -76,6 +76,7 @@ async def test_local_list_cache_and_offline_start_16(tmp_path: Path) -> None:
         # Back online: the offline start is delivered.
         csms.port = port
         await csms.start()
+        await csms.wait_connected(STATION)
         start = await csms.wait_for("StartTransaction", lambda p: p["idTag"] == "CARD-C", timeout=30)
         assert start.payload["connectorId"] == 1
         assert (await side_of(csms).call(call.ClearCache(), suppress=False)).status == "Accepted"
@@ -116,5 +117,6 @@ async def test_local_list_201(tmp_path: Path) -> None:
             event, _ = await csms.wait_session_started(STATION)
             assert event.payload["triggerReason"] == "Authorized"
             assert (await side.call(call201.ClearCache(), suppress=False)).status == "Accepted"
+            assert csms.violations == []
     finally:
         await csms.stop()

@@ -88,7 +88,8 @@ async def test_stop_while_the_csms_is_away_is_delivered_after_reconnect(tmp_path
 
 async def test_remote_stop_before_the_start_answer_is_carried_out(tmp_path: Path, csms: LocalCsms) -> None:
     """The CSMS sends RemoteStopTransaction for the id it is assigning before its StartTransaction answer: the
-    station cannot know the id yet (the answer is behind the stop frame), accepts, and stops once the answer names it."""
+    station cannot know the id yet (the answer is behind the stop frame), accepts, and stops once the answer names
+    it."""
     config = parse_config(config_for(tmp_path, csms.url))
     async with running_station(config):
         await csms.wait_for("StatusNotification", lambda p: p["status"] == "Available")
@@ -98,3 +99,20 @@ async def test_remote_stop_before_the_start_answer_is_carried_out(tmp_path: Path
         tx_id = csms.assigned_transaction_ids[0]
         assert csms.raw_results[f"raw-stop-{tx_id}"] == {"status": "Accepted"}
         assert stop.payload["transactionId"] == tx_id and stop.payload["reason"] == "Remote"
+
+
+async def test_unanswered_start_is_resent_under_the_same_message_id(tmp_path: Path, csms: LocalCsms) -> None:
+    """A CSMS that does not answer: the station gives up waiting, drops the connection (nothing after a timeout can be
+    trusted to be in order), reconnects without a new boot and sends the same message again, recognisable by its id."""
+    raw = config_for(tmp_path, csms.url)
+    raw["csms"]["response_timeout"] = 1
+    async with running_station(parse_config(raw)) as station:
+        await csms.wait_for("StatusNotification", lambda p: p["status"] == "Available")
+        csms.behaviour.silent["StartTransaction"] = 1
+        assert await csms.remote_start(STATION, "TAG-LATE") == "Accepted"
+        await csms.wait_until(lambda: len(csms.messages("StartTransaction")) == 2, timeout=30)
+        first, second = csms.messages("StartTransaction")
+        assert first.unique_id == second.unique_id and first.payload == second.payload
+        assert len(csms.messages("BootNotification")) == 1
+        await csms.wait_until(lambda: station.store.outbox_depth() == 0)
+        assert csms.connections == 2 and len(csms.assigned_transaction_ids) == 1

@@ -92,5 +92,6 @@ async def test_transaction_event_updated_201(tmp_path: Path) -> None:
             seq = [e["seqNo"] for e in events]
             assert seq == list(range(seq[0], seq[0] + len(seq)))  # no gap: the CSMS can tell it has them all
             assert events[0] is started.payload and events[-1] is ended.payload
+            assert csms.violations == []
     finally:
         await csms.stop()

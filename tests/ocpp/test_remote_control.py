@@ -73,6 +73,7 @@ async def test_change_availability_201(tmp_path: Path) -> None:
             assert result.status == "Accepted"
             await csms.wait_for("StatusNotification", status_is("Unavailable"))
             assert await csms.request_start(STATION, "TAG") == "Rejected"
+            assert csms.violations == []
     finally:
         await csms.stop()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from station.config import parse_config
 from station.demo.csms import LocalCsms
 from station.meter import ocmf
 from station.ocpp.signed_value import parse_oca_public_key
+from station.store import IdTagEntry
 
 STATION = "CP-201"
 
@@ -42,6 +44,7 @@ async def csms201() -> AsyncIterator[LocalCsms]:
     server = await LocalCsms(subprotocols=("ocpp2.0.1",)).start()
     yield server
     await server.stop()
+    assert server.violations == [], server.violations  # every station frame passed the official 2.0.1 schemas
 
 
 def available(p: dict[str, Any]) -> bool:
@@ -200,3 +203,51 @@ async def test_a_csms_that_picks_no_version_is_refused(tmp_path: Path) -> None:
             assert not station.connection.state.connected and csms.received == []
     finally:
         await csms.stop()
+
+
+def test_a_signed_record_over_the_2500_limit_is_flagged_not_truncated() -> None:
+    from station.core.model import SignedMeterRecord, StartSource, Transaction
+    from station.ocpp.v201 import V201Adapter
+
+    class Runtime:
+        class meter_state:
+            public_key_hex = "3059"
+
+    class Settings:
+        def value(self, name: str) -> str:
+            return "Never"
+
+    adapter = V201Adapter.__new__(V201Adapter)
+    adapter.runtime = Runtime()  # type: ignore[assignment]
+    adapter.settings = Settings()  # type: ignore[assignment]
+    big = 'OCMF|{"FV":"1.0","PG":"T1","XX":"' + "A" * 2000 + '","RD":[{"TX":"E","RV":1.5,"RU":"kWh"}]}|{"SD":"00"}'
+    tx = Transaction("r", 1, "TAG", StartSource.REMOTE, datetime.now(UTC), meter_stop_wh=1500)
+    sample = adapter._signed_sample(tx, SignedMeterRecord(big))
+    assert "signed_meter_value" not in sample and sample["value"] == 1500.0
+    assert "signedMeterValueOmitted" in sample["custom_data"]
+    small = adapter._signed_sample(tx, SignedMeterRecord(big[:100] + '"}]}|{"SD":"00"}'))
+    assert small["signed_meter_value"]["encodingMethod"] == "OCMF"
+
+
+async def test_events_queued_while_offline_carry_the_offline_flag(tmp_path: Path) -> None:
+    csms = await LocalCsms(subprotocols=("ocpp2.0.1",)).start()
+    port = csms.port
+    async with running_station(parse_config(config_for(tmp_path, csms.url))) as station:
+        await csms.wait_for("StatusNotification", available)
+        assert station.runtime.authorizer is not None
+        station.runtime.authorizer.update_list(1, [IdTagEntry("CARD-OFF", "Accepted")], full=True)
+        await csms.stop()
+        await csms.drop_connections()
+        await csms.wait_until(lambda: not station.connection.state.connected)
+        assert (await station.runtime.local_start(1, "CARD-OFF")).accepted
+        await csms.wait_until(lambda: station.store.outbox_depth() == 1)
+        csms.port = port
+        await csms.start()
+        await csms.wait_connected(STATION)
+        started, tx_id = await csms.wait_session_started(STATION, timeout=30)
+        assert started.payload["offline"] is True and started.payload["idToken"]["idToken"] == "CARD-OFF"
+        assert await csms.request_stop(STATION, tx_id) == "Accepted"
+        ended = await csms.wait_session_ended(STATION)
+        assert "offline" not in ended.payload  # sent while connected
+    await csms.stop()
+    assert csms.violations == []

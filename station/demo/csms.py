@@ -250,8 +250,8 @@ class LocalCsms:
         self.transaction_ids = itertools.count(1001)
         self.assigned_transaction_ids: list[int] = []
         self.transaction_by_message_id: dict[str, int] = {}
-        self.raw_results: dict[str, Any] = {}
-        self.violations: list[str] = []  # CALLERRORs this CSMS had to send: the station broke the protocol  # answers to frames sent around the library (behaviour tricks)
+        self.raw_results: dict[str, Any] = {}  # answers to frames sent around the library (behaviour tricks)
+        self.violations: list[str] = []  # CALLERRORs this CSMS had to send: the station broke the protocol
         self.listeners: list[Callable[[Received], None]] = []
         self.connections = 0
         self._server: Server | None = None

@@ -1,32 +1,24 @@
 """A simulated smart-me meter with transaction support, serving our provisional register map over Modbus RTU.
 
-It owns the simulated meter's non-volatile memory (energy register, T counter, open transaction, key pair, a signed
-record not yet collected), kept in a JSON state file so that it survives a restart like a real meter's memory, and its
-ledger: every record it signs is appended to a JSON-lines file at the moment of signing, so that a test can compare
-what the meter signed with what the CSMS received. It signs with ECDSA P-256 / SHA-256 over the exact payload bytes.
+It signs with ECDSA P-256 / SHA-256 over the exact payload bytes, one record per transaction holding the begin and end
+readings. Memory, ledger, faults and the Modbus plumbing come from `base.SimulatedMeter`.
 
 It must never be used as evidence of smart-me's real register map (see station/meter/smartme.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import structlog
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from pymodbus.constants import ExcCodes
-from pymodbus.pdu import ModbusPDU
-from pymodbus.simulator import DataType, SimData, SimDevice
 
 from station.meter.link import bytes_to_regs, str_to_regs, to_s32, to_u32
+from station.meter.sim.base import Faults, MeterMemory, Put, SimulatedMeter, ocmf_reading, ocmf_time
 from station.meter.smartme import (
     COMMAND_ACK,
     COMMAND_END,
@@ -38,57 +30,14 @@ from station.meter.smartme import (
     SmartMeRegisters,
 )
 
+__all__ = ["Faults", "MeterMemory", "SmartMeSimulator", "ocmf_time"]
+
 log = structlog.get_logger("station.meter.sim")
 
 METADATA_KEYS = ("IS", "IL", "IF", "IT", "ID", "TT", "CT", "CI")
 
 
-@dataclass
-class Faults:
-    """Knobs a test turns to make the meter misbehave."""
-
-    busy_next: int = 0  # answer the next N requests with DEVICE_BUSY
-    exception_next: int = 0  # answer the next N requests with this exception code (0 = off)
-    exception_count: int = 0
-    mute: bool = False  # drop every request (a dead meter, a cut RX line)
-    latency: float = 0.0  # processing time before each answer
-    late_next: int = 0  # answer the next N requests only after `late_by` seconds
-    late_by: float = 0.0
-    refuse_start: bool = False  # the meter reports an error status instead of starting
-    output_stuck_off: bool = False  # the digital output does not switch on at start
-    corrupt_signature: bool = False  # sign, then flip a bit of the signature
-
-
-@dataclass
-class MeterMemory:
-    """What a real meter keeps across power loss."""
-
-    serial: str
-    private_key_pem: str
-    energy_wh: float = 0.0
-    export_wh: float = 0.0
-    tx_counter: int = 0
-    status: int = STATUS_IDLE
-    open_tx: dict[str, Any] | None = None  # number, begin_wh, begin_tm, meta
-    record: str | None = None  # signed, not yet acknowledged
-    signed_visible_at: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _new_memory(serial: str) -> MeterMemory:
-    key = ec.generate_private_key(ec.SECP256R1())
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    return MeterMemory(serial=serial, private_key_pem=pem)
-
-
-def ocmf_time(at: datetime) -> str:
-    at = at.astimezone(UTC)
-    return at.strftime("%Y-%m-%dT%H:%M:%S,") + f"{at.microsecond // 1000:03d}+0000 S"
-
-
-class SmartMeSimulator:
+class SmartMeSimulator(SimulatedMeter):
     MODEL = "Pico (sim)"
     FIRMWARE = "2.4.1"
 
@@ -104,68 +53,15 @@ class SmartMeSimulator:
         serial: str = "SIM00012345",
     ) -> None:
         self.regs = registers or SmartMeRegisters()
-        self.state_path = state_path
-        self.ledger_path = ledger_path
-        self.device_id = device_id
-        self.power_w = power_w
-        self.signing_time = signing_time
-        self.faults = Faults()
-        self.mem = self._load(serial)
-        self._key = serialization.load_pem_private_key(self.mem.private_key_pem.encode(), password=None)
-        assert isinstance(self._key, ec.EllipticCurvePrivateKey)
-        self.public_key_der = self._key.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        self._metadata = [0] * self.regs.metadata_regs
+        super().__init__(
+            state_path=state_path,
+            ledger_path=ledger_path,
+            device_id=device_id,
+            power_w=power_w,
+            signing_time=signing_time,
+            serial=serial,
         )
-        self._last_tick = time.monotonic()
-        self._last_save = self._last_tick
-        self.requests = 0
-        self._save()
-
-    # ------------------------------------------------------------------ persistence
-
-    def _load(self, serial: str) -> MeterMemory:
-        if self.state_path is not None and self.state_path.exists():
-            data = json.loads(self.state_path.read_text())
-            return MeterMemory(**data)
-        return _new_memory(serial)
-
-    def _save(self) -> None:
-        if self.state_path is None:
-            return
-        tmp = self.state_path.with_suffix(self.state_path.suffix + ".tmp")
-        with open(tmp, "w") as f:
-            json.dump(self.mem.__dict__, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.state_path)
-        self._last_save = time.monotonic()
-
-    def _append_ledger(self, entry: dict[str, Any]) -> None:
-        if self.ledger_path is None:
-            return
-        with open(self.ledger_path, "a") as f:
-            f.write(json.dumps(entry) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-
-    # ------------------------------------------------------------------ the meter's behaviour
-
-    @property
-    def public_key_hex(self) -> str:
-        return self.public_key_der.hex().upper()
-
-    @property
-    def charging(self) -> bool:
-        return self.mem.status == STATUS_RUNNING
-
-    def tick(self) -> None:
-        """Advance the energy register by what was drawn since the last look."""
-        now = time.monotonic()
-        if self.charging:
-            self.mem.energy_wh += self.power_w * (now - self._last_tick) / 3600.0
-            if now - self._last_save > 5.0:
-                self._save()
-        self._last_tick = now
 
     def command(self, value: int) -> ExcCodes | None:
         self.tick()
@@ -195,16 +91,9 @@ class SmartMeSimulator:
             if not isinstance(parsed, dict):
                 return ExcCodes.ILLEGAL_VALUE
             meta = {k: parsed[k] for k in METADATA_KEYS if k in parsed}
-        self.mem.tx_counter += 1
-        self.mem.open_tx = {
-            "number": self.mem.tx_counter,
-            "begin_wh": int(self.mem.energy_wh),
-            "begin_tm": ocmf_time(datetime.now(UTC)),
-            "meta": meta,
-        }
         self.mem.status = STATUS_RUNNING
-        self._save()
-        log.info("sim: transaction started", pagination=f"T{self.mem.tx_counter}", begin_wh=int(self.mem.energy_wh))
+        tx = self.open_transaction(meta)
+        log.info("sim: transaction started", pagination=f"T{tx['number']}", begin_wh=tx["begin_wh"])
         return None
 
     def _end(self) -> ExcCodes | None:
@@ -217,16 +106,7 @@ class SmartMeSimulator:
         self.mem.status = STATUS_SIGNING
         self.mem.signed_visible_at = time.time() + self.signing_time
         self._save()
-        self._append_ledger(
-            {
-                "pagination": f"T{tx['number']}",
-                "ocmf": record,
-                "begin_wh": tx["begin_wh"],
-                "end_wh": end_wh,
-                "id": tx["meta"].get("ID"),
-                "signed_at": datetime.now(UTC).isoformat(),
-            }
-        )
+        self.append_ledger(tx, record, end_wh)
         log.info("sim: transaction ended and signed", pagination=f"T{tx['number']}", end_wh=end_wh)
         return None
 
@@ -248,26 +128,15 @@ class SmartMeSimulator:
         for key in ("IL", "IF", "ID", "TT", "CT", "CI"):
             if key in meta:
                 head[key] = meta[key]
-
-        def reading(tm: str, tx_code: str, wh: int) -> str:
-            # RV is written as text so that its representation is exactly what gets signed.
-            return (
-                f'{{"TM":{json.dumps(tm)},"TX":"{tx_code}","RV":{wh / 1000:.3f},"RI":"1-b:1.8.0",'
-                f'"RU":"kWh","RT":"AC","EF":"","ST":"G"}}'
-            )
-
         payload = (
             json.dumps(head, separators=(",", ":"))[:-1]
             + ',"RD":['
-            + reading(tx["begin_tm"], "B", tx["begin_wh"])
+            + ocmf_reading(tx["begin_tm"], "B", tx["begin_wh"])
             + ","
-            + reading(end_tm, "E", end_wh)
+            + ocmf_reading(end_tm, "E", end_wh)
             + "]}"
         )
-        assert isinstance(self._key, ec.EllipticCurvePrivateKey)
-        signature = self._key.sign(payload.encode("utf-8"), ec.ECDSA(hashes.SHA256()))
-        if self.faults.corrupt_signature:
-            signature = signature[:-1] + bytes([signature[-1] ^ 0x01])
+        signature = self.sign(payload)
         sig = json.dumps({"SA": "ECDSA-secp256r1-SHA256", "SD": signature.hex().upper()}, separators=(",", ":"))
         return f"OCMF|{payload}|{sig}"
 
@@ -279,70 +148,38 @@ class SmartMeSimulator:
 
     # ------------------------------------------------------------------ Modbus face
 
-    def device(self) -> SimDevice:
+    def blocks(self) -> list[tuple[int, int, bool]]:
         r = self.regs
-        blocks = [
-            SimData(r.model, count=20, values=0, datatype=DataType.REGISTERS, readonly=True),
-            SimData(r.energy_import, count=12, values=0, datatype=DataType.REGISTERS, readonly=True),
-            SimData(r.command, count=1, values=0, datatype=DataType.REGISTERS),
-            SimData(r.status_block, count=5, values=0, datatype=DataType.REGISTERS, readonly=True),
-            SimData(r.metadata_length, count=3, values=0, datatype=DataType.REGISTERS),
-            SimData(r.metadata, count=r.metadata_regs, values=0, datatype=DataType.REGISTERS),
-            SimData(
-                r.public_key_length, count=1 + r.public_key_regs, values=0, datatype=DataType.REGISTERS, readonly=True
-            ),
-            SimData(r.record, count=r.record_regs, values=0, datatype=DataType.REGISTERS, readonly=True),
+        return [
+            (r.model, 20, True),
+            (r.energy_import, 12, True),
+            (r.command, 1, False),
+            (r.status_block, 5, True),
+            (r.metadata_length, 3, False),
+            (r.metadata, r.metadata_regs, False),
+            (r.public_key_length, 1 + r.public_key_regs, True),
+            (r.record, r.record_regs, True),
         ]
-        return SimDevice(id=self.device_id, simdata=blocks, action=self.action)
 
-    def trace_pdu(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU | None:
-        if not sending and self.faults.mute:
-            return None
-        return pdu
-
-    async def action(
-        self,
-        fc: int,
-        start: int,
-        address: int,
-        count: int,
-        registers: list[int],
-        set_values: list[int] | list[bool] | None,
-    ) -> ExcCodes | None:
+    def on_write(self, address: int, values: list[int]) -> ExcCodes | None:
         r = self.regs
-        if fc in (3, 4) or set_values is not None:
-            self.requests += 1
-            if self.faults.latency:
-                await asyncio.sleep(self.faults.latency)
-            if self.faults.late_next:
-                self.faults.late_next -= 1
-                await asyncio.sleep(self.faults.late_by)
-            if self.faults.busy_next:
-                self.faults.busy_next -= 1
-                return ExcCodes.DEVICE_BUSY
-            if self.faults.exception_count:
-                self.faults.exception_count -= 1
-                return ExcCodes(self.faults.exception_next)
+        for i, value in enumerate(values):
+            reg = address + i
+            if reg == r.command:
+                result = self.command(value)
+                if result is not None:
+                    return result
+            elif reg == r.metadata_length:
+                self.mem.extra["metadata_length"] = value
+            elif r.metadata <= reg < r.metadata + r.metadata_regs:
+                self._metadata[reg - r.metadata] = value
+        if r.metadata <= address < r.metadata + r.metadata_regs:
+            raw = b"".join(v.to_bytes(2, "big") for v in self._metadata)
+            self.mem.extra["metadata"] = raw.split(b"\x00", 1)[0].decode("ascii", errors="replace")
+        return None
 
-        def put(addr: int, values: list[int]) -> None:
-            registers[addr - start : addr - start + len(values)] = values
-
-        if set_values is not None:
-            values = [int(v) for v in set_values]
-            for i, value in enumerate(values):
-                reg = address + i
-                if reg == r.command:
-                    result = self.command(value)
-                    if result is not None:
-                        return result
-                elif reg == r.metadata_length:
-                    self.mem.extra["metadata_length"] = value
-            if r.metadata <= address < r.metadata + r.metadata_regs:
-                # Keep the metadata text in memory; reassemble from the live registers after the write lands.
-                asyncio.get_running_loop().call_soon(self._capture_metadata, registers, start)
-            return None
-
-        self.tick()
+    def refresh(self, put: Put, address: int, count: int) -> None:
+        r = self.regs
         status = self._visible_status()
         identity = str_to_regs(self.MODEL, 8) + str_to_regs(self.mem.serial, 8) + str_to_regs(self.FIRMWARE, 4)
         put(r.model, identity)
@@ -368,11 +205,3 @@ class SmartMeSimulator:
         put(r.public_key_length, [len(self.public_key_der), *bytes_to_regs(self.public_key_der)])
         if record_bytes and address >= r.record:
             put(r.record, bytes_to_regs(record_bytes))
-        return None
-
-    def _capture_metadata(self, registers: list[int], start: int) -> None:
-        r = self.regs
-        raw = b"".join(
-            v.to_bytes(2, "big") for v in registers[r.metadata - start : r.metadata - start + r.metadata_regs]
-        )
-        self.mem.extra["metadata"] = raw.split(b"\x00", 1)[0].decode("ascii", errors="replace")

@@ -22,10 +22,10 @@ from station.core.station import ChargingStation
 from station.diag.server import DiagnosticsServer
 from station.meter.interface import Meter
 from station.meter.link import ModbusLink, SerialSettings
+from station.meter.models import build_driver
 from station.meter.nullmodem import VirtualNullModem
+from station.meter.sim.base import SimulatedMeter
 from station.meter.sim.server import build_simulator, serve
-from station.meter.sim.smartme import SmartMeSimulator
-from station.meter.smartme import SmartMeMeter, SmartMeRegisters
 from station.ocpp.connection import CsmsConnection
 from station.ocpp.settings import Settings
 from station.runtime import StationRuntime
@@ -40,7 +40,7 @@ class SimulatedLine:
     """The in-process simulator of `transport = "simulated"` and the virtual cable it sits on."""
 
     cable: VirtualNullModem
-    simulator: SmartMeSimulator
+    simulator: SimulatedMeter
     server: object
 
     async def close(self) -> None:
@@ -75,9 +75,7 @@ def serial_settings(config: Config, port: str | None = None) -> SerialSettings:
 
 def build_meter(config: Config, port: str | None = None) -> Meter:
     link = ModbusLink(serial_settings(config, port))
-    return SmartMeMeter(
-        link, SmartMeRegisters.with_overrides(config.meter.registers), poll_interval=config.meter.poll_interval
-    )
+    return build_driver(config.meter.model, link, config.meter.registers, config.meter.poll_interval)
 
 
 async def start_simulated_line(config: Config) -> SimulatedLine:

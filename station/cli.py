@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from station.config import ConfigError, load_config
+from station.config import METER_MODELS, ConfigError, load_config
 
 
 def _setup_logging(level: str = "info", fmt: str = "auto") -> None:
@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("meter-sim", help="serve a simulated meter on a serial device")
-    p.add_argument("--model", default="smartme", choices=["smartme"])
+    p.add_argument("--model", default="smartme", choices=list(METER_MODELS))
     p.add_argument("--port", required=True, help="serial device path, e.g. one end of `station nullmodem`")
     p.add_argument("--state", help="file of the meter's non-volatile memory (created if missing)")
     p.add_argument("--ledger", help="JSON-lines file: every record the meter signs is appended")

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 OCPP_VERSIONS = ("1.6", "2.0.1", "auto")
-METER_MODELS = ("smartme",)
+METER_MODELS = ("smartme", "iskra-wm3m4c")  # station/meter/models.py has each one's driver
 METER_TRANSPORTS = ("rtu", "tcp", "simulated")
 PARITIES = ("N", "E", "O")
 BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
@@ -231,11 +231,11 @@ def parse_config(data: dict[str, Any], source: str = "") -> Config:
             problems.append(f"meter.registers.{key}: must be a register address 0..65535 (e.g. 0x0200), got {value!r}")
         else:
             registers[key] = value
-    if registers and meter.get("model") == "smartme":
-        from station.meter.smartme import SmartMeRegisters
+    if registers and meter.get("model") in METER_MODELS:
+        from station.meter.models import MODELS
 
         try:
-            SmartMeRegisters.with_overrides(registers)
+            MODELS[meter["model"]].registers(registers)
         except ValueError as exc:
             problems.append(f"meter.registers: {exc}")
     sim = _check_table("meter.simulator", meter.get("simulator", {}), SIMULATOR_KEYS, problems)

@@ -11,16 +11,16 @@ import structlog
 from pymodbus import FramerType
 from pymodbus.server import ModbusSerialServer
 
-from station.meter.sim.smartme import SmartMeSimulator
-from station.meter.smartme import SmartMeRegisters
+from station.meter.models import MODELS, build_simulator_for
+from station.meter.sim.base import SimulatedMeter
 
 log = structlog.get_logger("station.meter.sim")
 
-SIMULATED_MODELS = ("smartme",)
+SIMULATED_MODELS = tuple(MODELS)
 
 
 async def serve(
-    sim: SmartMeSimulator, port: str, *, baudrate: int = 9600, parity: str = "N", stopbits: int = 1
+    sim: SimulatedMeter, port: str, *, baudrate: int = 9600, parity: str = "N", stopbits: int = 1
 ) -> ModbusSerialServer:
     """Start serving `sim` on `port`; returns once the port is open. Stop with `await server.shutdown()`."""
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
@@ -48,16 +48,15 @@ def build_simulator(
     power_w: float = 11000.0,
     signing_time: float = 0.5,
     registers: dict[str, int] | None = None,
-) -> SmartMeSimulator:
-    if model not in SIMULATED_MODELS:
-        raise ValueError(f"no simulator for meter model {model!r}; simulated models: {', '.join(SIMULATED_MODELS)}")
-    return SmartMeSimulator(
-        state_path=state,
-        ledger_path=ledger,
-        registers=SmartMeRegisters.with_overrides(registers or {}),
+) -> SimulatedMeter:
+    return build_simulator_for(
+        model,
+        state=state,
+        ledger=ledger,
         device_id=device_id,
         power_w=power_w,
         signing_time=signing_time,
+        registers=registers,
     )
 
 

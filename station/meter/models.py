@@ -8,10 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from station.meter.em580 import Em580Meter, Em580Registers
 from station.meter.interface import Meter
 from station.meter.iskra import IskraMeter, IskraRegisters
 from station.meter.link import ModbusLink
 from station.meter.sim.base import SimulatedMeter
+from station.meter.sim.em580 import Em580Simulator
 from station.meter.sim.iskra import IskraSimulator
 from station.meter.sim.smartme import SmartMeSimulator
 from station.meter.smartme import SmartMeMeter, SmartMeRegisters
@@ -39,6 +41,12 @@ MODELS: dict[str, MeterModel] = {
         lambda link, regs, poll: IskraMeter(link, regs, poll_interval=poll),
         IskraSimulator,
         default_device_id=33,
+    ),
+    "carlo-gavazzi-em580": MeterModel(
+        "carlo-gavazzi-em580",
+        Em580Registers.with_overrides,
+        lambda link, regs, poll: Em580Meter(link, regs, poll_interval=poll),
+        Em580Simulator,
     ),
 }
 

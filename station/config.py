@@ -15,7 +15,12 @@ from typing import Any
 from urllib.parse import urlparse
 
 OCPP_VERSIONS = ("1.6", "2.0.1", "auto")
-METER_MODELS = ("smartme", "iskra-wm3m4c", "carlo-gavazzi-em580")  # station/meter/models.py has each one's driver
+METER_MODELS = (
+    "smartme",
+    "iskra-wm3m4c",
+    "carlo-gavazzi-em580",
+    "bauer-bsm-ws36a",
+)  # station/meter/models.py has each one's driver
 METER_TRANSPORTS = ("rtu", "tcp", "simulated")
 PARITIES = ("N", "E", "O")
 BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)

@@ -73,17 +73,23 @@ def extract_signed_record(stop_payload: dict[str, Any]) -> tuple[str, str | None
                 data = base64.b64decode(signed["signedMeterData"]).decode("utf-8")
                 key = parse_oca_public_key(signed["publicKey"]) if signed.get("publicKey") else None
                 return data, key
+    found: list[tuple[str, str | None]] = []
     for meter_value in stop_payload.get("transactionData") or []:
         for sampled in meter_value.get("sampledValue", []):
             if sampled.get("format") != "SignedData":
                 continue
             value = sampled["value"]
             if value.startswith("OCMF|"):
-                return value, None
-            envelope = json.loads(value)
-            data = base64.b64decode(envelope["signedMeterData"]).decode("utf-8")
-            key = parse_oca_public_key(envelope["publicKey"]) if envelope.get("publicKey") else None
-            return data, key
+                item: tuple[str, str | None] = (value, None)
+            else:
+                envelope = json.loads(value)
+                data = base64.b64decode(envelope["signedMeterData"]).decode("utf-8")
+                item = (data, parse_oca_public_key(envelope["publicKey"]) if envelope.get("publicKey") else None)
+            if sampled.get("context", "Transaction.End") == "Transaction.End":
+                return item
+            found.append(item)
+    if found:
+        return found[-1]
     raise ValueError("the transaction's end carries no signed meter value")
 
 

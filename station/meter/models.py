@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from station.meter.bauer import BauerMeter, BauerRegisters
 from station.meter.em580 import Em580Meter, Em580Registers
 from station.meter.interface import Meter
 from station.meter.iskra import IskraMeter, IskraRegisters
 from station.meter.link import ModbusLink
 from station.meter.sim.base import SimulatedMeter
+from station.meter.sim.bauer import BauerSimulator
 from station.meter.sim.em580 import Em580Simulator
 from station.meter.sim.iskra import IskraSimulator
 from station.meter.sim.smartme import SmartMeSimulator
@@ -47,6 +49,13 @@ MODELS: dict[str, MeterModel] = {
         Em580Registers.with_overrides,
         lambda link, regs, poll: Em580Meter(link, regs, poll_interval=poll),
         Em580Simulator,
+    ),
+    "bauer-bsm-ws36a": MeterModel(
+        "bauer-bsm-ws36a",
+        BauerRegisters.with_overrides,
+        lambda link, regs, poll: BauerMeter(link, regs, poll_interval=poll),
+        BauerSimulator,
+        default_device_id=42,
     ),
 }
 

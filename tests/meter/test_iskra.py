@@ -91,7 +91,7 @@ async def test_corrupt_signature_is_flagged_not_hidden(line: Line) -> None:
 
 
 async def test_refused_start_is_reported_with_the_meter_reason(line: Line) -> None:
-    meter, sim, _ = line
+    meter, _, _ = line
     await meter.start_transaction(request())
     with pytest.raises(MeterRefused, match="earlier transaction"):
         await meter.start_transaction(request())

@@ -1,0 +1,211 @@
+"""Driver for the BAUER BSM-WS36A (SunSpec Modbus RTU, Eichrecht) after chargeITmobility/bsm-python.
+
+The meter knows snapshots, not transactions: a signed "Start" snapshot is the transaction's begin record (OCMF TX B),
+a signed "End" snapshot its end record (TX E), each a separate OCMF record with a running PG (../shared/docs/
+meters-and-ocmf.md §2.3, docs/meters.md). Both are forwarded, begin first (Transaction.Begin, Transaction.End). A
+snapshot is made by writing 2 (UPDATING) to its status register and polling until 0 (VALID). The begin record stays in
+the meter's registers, so a daemon restarted mid-transaction still finds it. Measurement addresses other than the
+energy registers follow the SunSpec model 203 layout (assumed; overridable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+
+import structlog
+
+from station.core.model import SignedMeterRecord
+from station.meter.interface import (
+    LiveValues,
+    Meter,
+    MeterIdentity,
+    MeterRefused,
+    MeterTransactionEnded,
+    MeterTransactionRequest,
+    MeterTransactionStarted,
+)
+from station.meter.link import ModbusLink, regs_to_bytes, regs_to_str, str_to_regs, u32
+from station.meter.ocmf import OcmfError, parse
+from station.meter.records import examine_record, reading_wh
+
+log = structlog.get_logger("station.meter.bauer")
+
+
+@dataclass(frozen=True)
+class BauerRegisters:
+    serial: int = 40052  # common model SN, 16 regs (SunSpec common block, assumed offset)
+    firmware: int = 40044  # common model Vr, 8 regs (assumed offset)
+    current: int = 40071  # A, AphA..C, A_SF at +4 (SunSpec 203, assumed)
+    voltage: int = 40077  # PhVphA..C, V_SF at 40084 (assumed)
+    power: int = 40087  # W, W_SF at 40091 (assumed)
+    energy_export: int = 40128  # TotWhExp acc32
+    energy_import: int = 40136  # TotWhImp acc32
+    energy_sf: int = 40144  # TotWh_SF
+    response_counter: int = 40256  # RCnt: same value as PG
+    epoch: int = 40260  # u32, TZO i16 at 40262: written together
+    meta1: int = 40279  # 70 regs: becomes OCMF ID
+    meta2: int = 40349  # 50 regs: X2 (we put the charge point id here)
+    public_key_length: int = 40450  # BPK; PK (DER SPKI) follows
+    public_key: int = 40451
+    public_key_regs: int = 64
+    start_status: int = 41286  # St of the Start snapshot
+    end_status: int = 41540  # St of the End snapshot
+    start_ocmf: int = 43293  # OCMF string of the Start snapshot instance (header + 2, assumed), 496 regs
+    end_ocmf: int = 43793
+    ocmf_regs: int = 496
+
+    @classmethod
+    def with_overrides(cls, overrides: dict[str, int]) -> BauerRegisters:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"unknown BAUER register name(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**{**{f.name: getattr(cls(), f.name) for f in fields(cls)}, **overrides})
+
+
+SNAPSHOT_UPDATING = 2
+SNAPSHOT_VALID = 0
+SNAPSHOT_ERRORS = {1: "INVALID", 3: "FAILED_GENERAL", 4: "FAILED_NOT_ENABLED", 5: "FAILED_FEEDBACK"}
+
+
+def _int16(value: int) -> int:
+    return value - 0x10000 if value & 0x8000 else value
+
+
+def _pagination(text: str) -> int:
+    try:
+        pg = parse(text).pagination
+    except OcmfError:
+        return -1
+    return int(pg[1:]) if pg[1:].isdigit() else -1
+
+
+class BauerMeter(Meter):
+    model = "bauer-bsm-ws36a"
+
+    def __init__(
+        self,
+        link: ModbusLink,
+        registers: BauerRegisters | None = None,
+        *,
+        snapshot_timeout: float = 40.0,
+        poll_interval: float = 0.1,
+    ) -> None:
+        self.link = link
+        self.regs = registers or BauerRegisters()
+        self.snapshot_timeout = snapshot_timeout  # bsm-python: 15 s; meters may take up to 30 s to sign
+        self.poll_interval = poll_interval
+        self._public_key: str | None = None
+
+    def set_link_listener(self, listener: Callable[[bool, str], None]) -> None:
+        self.link.on_link_change = listener
+
+    async def open(self) -> None:
+        await self.link.open()
+
+    async def close(self) -> None:
+        await self.link.close()
+
+    async def identity(self) -> MeterIdentity:
+        r = self.regs
+        block = await self.link.read_holding(r.firmware, r.serial + 16 - r.firmware)
+        return MeterIdentity(
+            model="BSM-WS36A",
+            vendor="BAUER",
+            serial_number=regs_to_str(block[r.serial - r.firmware :]),
+            firmware_version=regs_to_str(block[:8]),
+        )
+
+    async def public_key(self) -> str:
+        if self._public_key is None:
+            block = await self.link.read_holding(self.regs.public_key_length, 1 + self.regs.public_key_regs)
+            length = block[0]
+            if not 0 < length <= 2 * self.regs.public_key_regs:
+                raise MeterRefused(
+                    f"meter reports a public key of {length} bytes (register {self.regs.public_key_length})"
+                )
+            self._public_key = regs_to_bytes(block[1:], length).hex().upper()
+        return self._public_key
+
+    async def live_values(self) -> LiveValues:
+        r = self.regs
+        m = await self.link.read_holding(r.current, r.power + 5 - r.current)
+        e = await self.link.read_holding(r.energy_export, r.energy_sf + 1 - r.energy_export)
+
+        def at(addr: int) -> int:
+            return m[addr - r.current]
+
+        a_sf, v_sf, w_sf = _int16(at(r.current + 4)), _int16(at(r.voltage + 7)), _int16(at(r.power + 4))
+        e_sf = _int16(e[r.energy_sf - r.energy_export])
+        imp = r.energy_import - r.energy_export
+        return LiveValues(
+            energy_import_wh=int(u32(e[imp : imp + 2]) * 10**e_sf),
+            energy_export_wh=int(u32(e[0:2]) * 10**e_sf),
+            power_w=_int16(at(r.power)) * 10.0**w_sf,
+            voltage_v=tuple(round(at(r.voltage + i) * 10.0**v_sf, 2) for i in range(3)),
+            current_a=tuple(round(_int16(at(r.current + 1 + i)) * 10.0**a_sf, 3) for i in range(3)),
+        )
+
+    async def _ocmf(self, address: int) -> str:
+        raw = regs_to_bytes(await self.link.read_holding(address, self.regs.ocmf_regs)).split(b"\x00", 1)[0]
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise MeterRefused(f"snapshot OCMF at register {address} is not text: {exc}") from None
+
+    async def transaction_running(self) -> bool:
+        """Running when the latest Start snapshot is newer (higher PG) than the latest End snapshot."""
+        begin = _pagination(await self._ocmf(self.regs.start_ocmf))
+        end = _pagination(await self._ocmf(self.regs.end_ocmf))
+        return begin > end
+
+    async def _snapshot(self, status_register: int, what: str) -> None:
+        await self.link.write_register(status_register, SNAPSHOT_UPDATING)
+        deadline = asyncio.get_running_loop().time() + self.snapshot_timeout
+        while True:
+            status = (await self.link.read_holding(status_register, 1))[0]
+            if status == SNAPSHOT_VALID:
+                return
+            if status != SNAPSHOT_UPDATING:
+                name = SNAPSHOT_ERRORS.get(status, f"status {status}")
+                raise MeterRefused(f"meter reports {name} for the {what} snapshot (register {status_register})")
+            if asyncio.get_running_loop().time() > deadline:
+                raise MeterRefused(f"meter did not sign the {what} snapshot within {self.snapshot_timeout:.0f} s")
+            await asyncio.sleep(self.poll_interval)
+
+    async def start_transaction(self, request: MeterTransactionRequest) -> MeterTransactionStarted:
+        r = self.regs
+        if await self.transaction_running():
+            raise MeterRefused("meter's latest Start snapshot has no End snapshot: end that transaction first")
+        now = int(time.time())
+        await self.link.write_registers(r.epoch, [now >> 16, now & 0xFFFF, 0])
+        await self.link.write_registers(r.meta1, str_to_regs(request.id_tag[:140], 70))
+        await self.link.write_registers(r.meta2, str_to_regs(f"{request.charge_point_id} {request.connector_id}", 50))
+        await self._snapshot(r.start_status, "Start")
+        text = await self._ocmf(r.start_ocmf)
+        begin_wh = reading_wh(text, "B")
+        if begin_wh is None:
+            raise MeterRefused("the Start snapshot carries no begin reading (TX B)")
+        log.info("meter transaction started", begin_wh=begin_wh, pagination=f"T{_pagination(text)}")
+        return MeterTransactionStarted(begin_wh, f"T{_pagination(text)}")
+
+    async def stop_transaction(self, tx_ref: str) -> MeterTransactionEnded:
+        r = self.regs
+        if await self.transaction_running():
+            await self._snapshot(r.end_status, "End")
+        elif _pagination(await self._ocmf(r.end_ocmf)) < 0:
+            raise MeterRefused("meter has no transaction to end (no Start snapshot)")
+        key = await self.public_key()
+        begin_text, end_text = await self._ocmf(r.start_ocmf), await self._ocmf(r.end_ocmf)
+        records: list[SignedMeterRecord] = [
+            examine_record(begin_text, key, context="Transaction.Begin"),
+            examine_record(end_text, key, context="Transaction.End"),
+        ]
+        for record in records:
+            if not record.verified:
+                log.error("meter record failed its check", context=record.context, problems=list(record.problems))
+        end_wh = reading_wh(end_text, "E")
+        return MeterTransactionEnded(meter_stop_wh=end_wh if end_wh is not None else 0, records=tuple(records))

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import structlog
 
 from station.core.model import SignedMeterRecord
+from station.meter.driver import ModbusMeter, RegisterTable
 from station.meter.interface import (
     LiveValues,
-    Meter,
     MeterIdentity,
     MeterRefused,
     MeterTransactionEnded,
@@ -35,7 +34,9 @@ log = structlog.get_logger("station.meter.bauer")
 
 
 @dataclass(frozen=True)
-class BauerRegisters:
+class BauerRegisters(RegisterTable):
+    VENDOR = "BAUER"
+
     serial: int = 40052  # common model SN, 16 regs (SunSpec common block, assumed offset)
     firmware: int = 40044  # common model Vr, 8 regs (assumed offset)
     current: int = 40071  # A, AphA..C, A_SF at +4 (SunSpec 203, assumed)
@@ -57,14 +58,6 @@ class BauerRegisters:
     end_ocmf: int = 43793
     ocmf_regs: int = 496
 
-    @classmethod
-    def with_overrides(cls, overrides: dict[str, int]) -> BauerRegisters:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise ValueError(f"unknown BAUER register name(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(**{**{f.name: getattr(cls(), f.name) for f in fields(cls)}, **overrides})
-
 
 SNAPSHOT_UPDATING = 2
 SNAPSHOT_VALID = 0
@@ -83,7 +76,7 @@ def _pagination(text: str) -> int:
     return int(pg[1:]) if pg[1:].isdigit() else -1
 
 
-class BauerMeter(Meter):
+class BauerMeter(ModbusMeter):
     model = "bauer-bsm-ws36a"
 
     def __init__(
@@ -94,20 +87,11 @@ class BauerMeter(Meter):
         snapshot_timeout: float = 40.0,
         poll_interval: float = 0.1,
     ) -> None:
-        self.link = link
+        super().__init__(link)
         self.regs = registers or BauerRegisters()
         self.snapshot_timeout = snapshot_timeout  # bsm-python: 15 s; meters may take up to 30 s to sign
         self.poll_interval = poll_interval
         self._public_key: str | None = None
-
-    def set_link_listener(self, listener: Callable[[bool, str], None]) -> None:
-        self.link.on_link_change = listener
-
-    async def open(self) -> None:
-        await self.link.open()
-
-    async def close(self) -> None:
-        await self.link.close()
 
     async def identity(self) -> MeterIdentity:
         r = self.regs

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import structlog
 
+from station.meter.driver import ModbusMeter, RegisterTable
 from station.meter.interface import (
     LiveValues,
-    Meter,
     MeterIdentity,
     MeterRefused,
     MeterTransactionEnded,
@@ -39,7 +38,9 @@ IDENTIFICATION_TYPES = (
 
 
 @dataclass(frozen=True)
-class Em580Registers:
+class Em580Registers(RegisterTable):
+    VENDOR = "EM580"
+
     voltage: int = 0x0000  # 3 x INT32 V x10 (assumed scaling)
     current: int = 0x000C  # 3 x INT32 A x1000 (assumed scaling)
     power: int = 0x0028  # INT32 W x10 (assumed scaling)
@@ -59,14 +60,6 @@ class Em580Registers:
     ocmf_size: int = 0x7101  # words
     ocmf_file: int = 0x7110  # at most 2031 words
     ocmf_file_regs: int = 2031
-
-    @classmethod
-    def with_overrides(cls, overrides: dict[str, int]) -> Em580Registers:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise ValueError(f"unknown EM580 register name(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(**{**{f.name: getattr(cls(), f.name) for f in fields(cls)}, **overrides})
 
 
 STATE_NOT_READY, STATE_RUNNING, STATE_READY, STATE_CORRUPTED = 0, 1, 2, 3
@@ -92,7 +85,7 @@ def char_regs(text: str, words: int) -> list[int]:
     return str_to_regs(text[: 2 * words], words)
 
 
-class Em580Meter(Meter):
+class Em580Meter(ModbusMeter):
     model = "carlo-gavazzi-em580"
 
     def __init__(
@@ -103,20 +96,11 @@ class Em580Meter(Meter):
         signing_timeout: float = 40.0,
         poll_interval: float = 0.1,
     ) -> None:
-        self.link = link
+        super().__init__(link)
         self.regs = registers or Em580Registers()
         self.signing_timeout = signing_timeout  # EVerest: 10 polls of 100 ms; meters may take up to 30 s
         self.poll_interval = poll_interval
         self._public_key: str | None = None
-
-    def set_link_listener(self, listener: Callable[[bool, str], None]) -> None:
-        self.link.on_link_change = listener
-
-    async def open(self) -> None:
-        await self.link.open()
-
-    async def close(self) -> None:
-        await self.link.close()
 
     async def identity(self) -> MeterIdentity:
         block = await self.link.read_input(self.regs.serial, 8)

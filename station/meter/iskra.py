@@ -13,13 +13,13 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import structlog
 
+from station.meter.driver import ModbusMeter, RegisterTable
 from station.meter.interface import (
     LiveValues,
-    Meter,
     MeterError,
     MeterIdentity,
     MeterRefused,
@@ -37,8 +37,10 @@ P256_SPKI_PREFIX = "3059301306072A8648CE3D020106082A8648CE3D03010703420004"
 
 
 @dataclass(frozen=True)
-class IskraRegisters:
+class IskraRegisters(RegisterTable):
     """PDU addresses from the public map (meters-and-ocmf.md §2.1); overridable from `[meter.registers]`."""
+
+    VENDOR = "Iskra"
 
     model: int = 1  # IR 1..8, 16 ASCII
     serial: int = 9  # IR 9..12, 8 ASCII
@@ -64,14 +66,6 @@ class IskraRegisters:
     public_key: int = 8124  # 32 regs: X||Y
     signature: int = 8188
     signature_regs: int = 64
-
-    @classmethod
-    def with_overrides(cls, overrides: dict[str, int]) -> IskraRegisters:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise ValueError(f"unknown Iskra register name(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(**{**{f.name: getattr(cls(), f.name) for f in fields(cls)}, **overrides})
 
 
 COMMAND_START = 0x4200
@@ -122,7 +116,7 @@ def _int16(value: int) -> int:
     return value - 0x10000 if value & 0x8000 else value
 
 
-class IskraMeter(Meter):
+class IskraMeter(ModbusMeter):
     model = "iskra-wm3m4c"
 
     def __init__(
@@ -134,21 +128,12 @@ class IskraMeter(Meter):
         signing_timeout: float = 40.0,
         poll_interval: float = 0.05,
     ) -> None:
-        self.link = link
+        super().__init__(link)
         self.regs = registers or IskraRegisters()
         self.start_timeout = start_timeout  # EVerest: 1 s until Active
         self.signing_timeout = signing_timeout  # EVerest waits 15 s; meters may take "up to 30 s" (app note §2.3.1)
         self.poll_interval = poll_interval
         self._public_key: str | None = None
-
-    def set_link_listener(self, listener: Callable[[bool, str], None]) -> None:
-        self.link.on_link_change = listener
-
-    async def open(self) -> None:
-        await self.link.open()
-
-    async def close(self) -> None:
-        await self.link.close()
 
     # ------------------------------------------------------------------ reads
 

@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
+from station.meter.driver import ModbusMeter, RegisterTable
 from station.meter.interface import (
     LiveValues,
-    Meter,
     MeterError,
     MeterIdentity,
     MeterRefused,
@@ -36,8 +35,10 @@ log = structlog.get_logger("station.meter.smartme")
 
 
 @dataclass(frozen=True)
-class SmartMeRegisters:
+class SmartMeRegisters(RegisterTable):
     """Holding-register addresses (Modbus PDU addresses, FC03 reads / FC06+FC16 writes). Provisional, ours."""
+
+    VENDOR = "smart-me"
 
     model: int = 0x0000  # 8 regs, ASCII
     serial: int = 0x0008  # 8 regs, ASCII
@@ -57,16 +58,6 @@ class SmartMeRegisters:
     public_key_regs: int = 64
     record: int = 0x0400  # up to 1024 regs, ASCII OCMF string, length in the status block
     record_regs: int = 1024
-
-    @classmethod
-    def with_overrides(cls, overrides: dict[str, int]) -> SmartMeRegisters:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown smart-me register name(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-            )
-        return cls(**{**{f.name: getattr(cls(), f.name) for f in fields(cls)}, **overrides})
 
 
 COMMAND_START = 1
@@ -104,7 +95,7 @@ class StatusBlock:
         return STATUS_NAMES.get(self.status, f"unknown {self.status}")
 
 
-class SmartMeMeter(Meter):
+class SmartMeMeter(ModbusMeter):
     model = "smartme"
 
     def __init__(
@@ -116,22 +107,13 @@ class SmartMeMeter(Meter):
         signing_timeout: float = 40.0,
         poll_interval: float = 0.1,
     ) -> None:
-        self.link = link
+        super().__init__(link)
         self.regs = registers or SmartMeRegisters()
         self.start_timeout = start_timeout
         self.signing_timeout = signing_timeout  # meters may take "up to 30 s" to sign (OCA app note §2.3.1)
         self.poll_interval = poll_interval
         self._public_key: str | None = None
         self._pagination: dict[str, str] = {}
-
-    def set_link_listener(self, listener: Callable[[bool, str], None]) -> None:
-        self.link.on_link_change = listener
-
-    async def open(self) -> None:
-        await self.link.open()
-
-    async def close(self) -> None:
-        await self.link.close()
 
     # ------------------------------------------------------------------ reads
 

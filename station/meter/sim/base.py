@@ -75,19 +75,27 @@ def ocmf_reading(tm: str, tx_code: str, wh: int) -> str:
 class SimulatedMeter:
     MODEL = "meter (sim)"
     FIRMWARE = "1.0"
+    SERIAL = "SIM00012345"
+    DEVICE_ID = 1
     CURVE: ec.EllipticCurve = ec.SECP256R1()
     HASH: type[hashes.HashAlgorithm] = hashes.SHA256
+    REGISTERS: Callable[[], Any] = dict  # the model's register table class
 
     def __init__(
         self,
         *,
         state_path: Path | None = None,
         ledger_path: Path | None = None,
-        device_id: int = 1,
+        registers: Any = None,
+        device_id: int | None = None,
         power_w: float = 11000.0,
         signing_time: float = 0.5,
-        serial: str = "SIM00012345",
+        serial: str | None = None,
     ) -> None:
+        self.regs = registers if registers is not None else self.REGISTERS()
+        self._init_model()
+        serial = serial or self.SERIAL
+        device_id = device_id or self.DEVICE_ID
         self.state_path = state_path
         self.ledger_path = ledger_path
         self.device_id = device_id
@@ -105,6 +113,9 @@ class SimulatedMeter:
         self._last_save = self._last_tick
         self.requests = 0
         self._save()
+
+    def _init_model(self) -> None:
+        """Set up model-specific buffers (after `self.regs`, before the memory is loaded)."""
 
     # ------------------------------------------------------------------ persistence
 

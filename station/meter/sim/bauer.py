@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -23,27 +22,13 @@ class BauerSimulator(SimulatedMeter):
     MODEL = "BSM-WS36A"
     FIRMWARE = "1.9:32CA:AFF4"
 
-    def __init__(
-        self,
-        *,
-        state_path: Path | None = None,
-        ledger_path: Path | None = None,
-        registers: BauerRegisters | None = None,
-        device_id: int = 42,
-        power_w: float = 11000.0,
-        signing_time: float = 0.5,
-        serial: str = "BSM09876543",
-    ) -> None:
-        self.regs = registers or BauerRegisters()
+    REGISTERS = BauerRegisters
+    regs: BauerRegisters
+    DEVICE_ID = 42
+    SERIAL = "BSM09876543"
+
+    def _init_model(self) -> None:
         self._meta = [0] * 120
-        super().__init__(
-            state_path=state_path,
-            ledger_path=ledger_path,
-            device_id=device_id,
-            power_w=power_w,
-            signing_time=signing_time,
-            serial=serial,
-        )
 
     @property
     def charging(self) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -38,27 +37,12 @@ class Em580Simulator(SimulatedMeter):
     FIRMWARE = "sim"
     CURVE = ec.BrainpoolP384R1()
 
-    def __init__(
-        self,
-        *,
-        state_path: Path | None = None,
-        ledger_path: Path | None = None,
-        registers: Em580Registers | None = None,
-        device_id: int = 1,
-        power_w: float = 11000.0,
-        signing_time: float = 0.5,
-        serial: str = "EM580SIM000042",
-    ) -> None:
-        self.regs = registers or Em580Registers()
+    REGISTERS = Em580Registers
+    regs: Em580Registers
+    SERIAL = "EM580SIM000042"
+
+    def _init_model(self) -> None:
         self._ocmf_block = [0] * 0x30
-        super().__init__(
-            state_path=state_path,
-            ledger_path=ledger_path,
-            device_id=device_id,
-            power_w=power_w,
-            signing_time=signing_time,
-            serial=serial,
-        )
 
     @property
     def charging(self) -> bool:

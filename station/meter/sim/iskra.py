@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -47,27 +46,13 @@ class IskraSimulator(SimulatedMeter):
     MODEL = "WM3M4C"
     FIRMWARE = "sim"
 
-    def __init__(
-        self,
-        *,
-        state_path: Path | None = None,
-        ledger_path: Path | None = None,
-        registers: IskraRegisters | None = None,
-        device_id: int = 33,
-        power_w: float = 11000.0,
-        signing_time: float = 0.5,
-        serial: str = "79000123",
-    ) -> None:
-        self.regs = registers or IskraRegisters()
+    REGISTERS = IskraRegisters
+    regs: IskraRegisters
+    DEVICE_ID = 33
+    SERIAL = "79000123"
+
+    def _init_model(self) -> None:
         self._metadata = [0] * self.regs.metadata_regs
-        super().__init__(
-            state_path=state_path,
-            ledger_path=ledger_path,
-            device_id=device_id,
-            power_w=power_w,
-            signing_time=signing_time,
-            serial=serial,
-        )
 
     # ------------------------------------------------------------------ procedure
 

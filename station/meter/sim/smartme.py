@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -41,27 +40,11 @@ class SmartMeSimulator(SimulatedMeter):
     MODEL = "Pico (sim)"
     FIRMWARE = "2.4.1"
 
-    def __init__(
-        self,
-        *,
-        state_path: Path | None = None,
-        ledger_path: Path | None = None,
-        registers: SmartMeRegisters | None = None,
-        device_id: int = 1,
-        power_w: float = 11000.0,
-        signing_time: float = 0.5,
-        serial: str = "SIM00012345",
-    ) -> None:
-        self.regs = registers or SmartMeRegisters()
+    REGISTERS = SmartMeRegisters
+    regs: SmartMeRegisters
+
+    def _init_model(self) -> None:
         self._metadata = [0] * self.regs.metadata_regs
-        super().__init__(
-            state_path=state_path,
-            ledger_path=ledger_path,
-            device_id=device_id,
-            power_w=power_w,
-            signing_time=signing_time,
-            serial=serial,
-        )
 
     def command(self, value: int) -> ExcCodes | None:
         self.tick()

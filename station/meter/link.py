@@ -154,10 +154,10 @@ class ModbusLink:
                 self._client = None
 
     def _count_bytes(self, sending: bool, packet: bytes) -> bytes:
+        # pymodbus traces a received frame once per chunk with the whole buffer so far, so only frames sent are
+        # counted here; a received frame is counted once, by its size, when it has been accepted (_request).
         if sending:
             self.bytes_sent += len(packet)
-        else:
-            self.bytes_received += len(packet)
         return packet
 
     def _mark(self, up: bool, reason: str) -> None:
@@ -212,8 +212,11 @@ class ModbusLink:
                 attempt += 1
                 self.requests += 1
                 try:
-                    return await self._once(fc, address, count, values, timeout)
+                    answer = await self._once(fc, address, count, values, timeout)
+                    self.bytes_received += resp
+                    return answer
                 except _Busy as busy:
+                    self.bytes_received += 5  # the exception frame
                     reason = f"meter busy ({busy}) at {where}"
                     if attempt > s.retries + 3:
                         raise MeterRefused(reason) from None

@@ -95,6 +95,21 @@ class StatusBlock:
         return STATUS_NAMES.get(self.status, f"unknown {self.status}")
 
 
+def metadata_json(request: MeterTransactionRequest) -> str:
+    """The OCMF identification fields the meter puts into the record ('|' would break the OCMF framing)."""
+    return json.dumps(
+        {
+            "IS": True,
+            "IT": request.identification_type,
+            "IF": list(request.identification_flags),
+            "ID": request.id_tag,
+            "CT": "CBIDC",
+            "CI": f"{request.charge_point_id} {request.connector_id}",
+        },
+        separators=(",", ":"),
+    ).replace("|", " ")
+
+
 class SmartMeMeter(ModbusMeter):
     model = "smartme"
 
@@ -163,17 +178,7 @@ class SmartMeMeter(ModbusMeter):
                 f"meter is not idle ({st.name}, transaction T{st.transaction_number}); "
                 "an earlier transaction must be ended and its record collected first"
             )
-        meta = json.dumps(
-            {
-                "IS": True,
-                "IT": request.identification_type,
-                "IF": list(request.identification_flags),
-                "ID": request.id_tag,
-                "CT": "CBIDC",
-                "CI": f"{request.charge_point_id} {request.connector_id}",
-            },
-            separators=(",", ":"),
-        ).replace("|", " ")
+        meta = metadata_json(request)
         meta_regs = str_to_regs(meta)
         if len(meta_regs) > self.regs.metadata_regs:
             raise MeterError(f"transaction metadata of {len(meta)} bytes does not fit the meter's metadata block")

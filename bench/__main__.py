@@ -1,0 +1,309 @@
+"""`python -m bench [--quick] [--json]`: the figures of issue 7, measured on this machine.
+
+Everything runs for real: the daemon (in-process or as `station run`), the local CSMS on loopback, the smart-me
+simulator behind a wire-time-emulating virtual serial line (each byte released after its transmission time at the
+configured baud rate and serial settings). Wire times are computed from the frames, never hard-coded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from station.app import running_station
+from station.config import parse_config
+from station.demo.csms import LocalCsms
+from station.meter import ocmf
+from station.meter.interface import MeterTransactionRequest
+from station.meter.link import ModbusLink, read_frame_sizes, str_to_regs, write_frame_sizes
+from station.meter.nullmodem import byte_time
+from station.meter.smartme import STATUS_BLOCK_REGS, SmartMeMeter, metadata_json
+from station.store import Store
+
+STATION = "BENCH-1"
+SIGNING_TIME = 0.5
+
+
+def config(workdir: Path, url: str, baud: int, **meter: Any) -> dict[str, Any]:
+    return {
+        "station": {"id": STATION},
+        "csms": {"url": url, "reconnect_min": 0.1, "reconnect_max": 1},
+        "meter": {
+            "transport": "simulated",
+            "baudrate": baud,
+            "simulator": {"signing_time": SIGNING_TIME, "state": str(workdir / "m.json"), **meter},
+        },
+        "storage": {"path": str(workdir / "s.db")},
+    }
+
+
+def link_of(station: Any) -> ModbusLink:
+    meter = station.meter
+    assert isinstance(meter, SmartMeMeter)
+    return meter.link
+
+
+def minimal_session_bytes(record_bytes: int, metadata_regs: int) -> tuple[int, int]:
+    """Bytes the register map makes unavoidable for (start, stop): every frame the procedure needs, reads in the
+    largest blocks, one status poll after each command."""
+
+    def read(n: int) -> int:
+        total = 0
+        while n > 0:
+            total += sum(read_frame_sizes(min(n, 125)))
+            n -= 125
+        return total
+
+    def write(n: int) -> int:
+        total = 0
+        while n > 0:
+            total += sum(write_frame_sizes(min(n, 123)))
+            n -= 123
+        return total
+
+    status = read(STATUS_BLOCK_REGS)
+    start = status + write(metadata_regs) + 8 + 8 + 8 + 8 + status  # idle check, metadata, length, command, poll
+    stop = status + 8 + 8 + status + read((record_bytes + 1) // 2) + 8 + 8 + status  # check, end, poll, record, ack
+    return start, stop
+
+
+async def sessions(baud: int, count: int) -> dict[str, float]:
+    """Remote start and stop latencies against the wire time of the frames each step put on the line."""
+    tbyte = byte_time(baud)
+    start_ratios: list[float] = []
+    stop_ratios: list[float] = []
+    efficiencies: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        csms = await LocalCsms().start()
+        try:
+            async with running_station(parse_config(config(Path(tmp), csms.url, baud))) as station:
+                await csms.wait_for("StatusNotification", lambda p: p["status"] == "Available", timeout=60)
+                link = link_of(station)
+                for _ in range(count):
+                    await station.runtime.idle()
+                    mark = len(csms.received)
+                    b0 = link.bytes_sent + link.bytes_received
+                    t0 = time.perf_counter()
+                    await csms.remote_start(STATION, "BENCH")
+                    _, tx_id = await csms.wait_session_started(STATION, after=mark)
+                    t1 = time.perf_counter()
+                    b1 = link.bytes_sent + link.bytes_received
+                    await csms.wait_for("StatusNotification", lambda p: p["status"] == "Charging", after=mark)
+                    await asyncio.sleep(0.3)
+                    b2 = link.bytes_sent + link.bytes_received
+                    t2 = time.perf_counter()
+                    await csms.remote_stop(STATION, int(tx_id))
+                    stop = await csms.wait_session_ended(STATION, after=mark)
+                    t3 = time.perf_counter()
+                    await station.runtime.idle()
+                    b3 = link.bytes_sent + link.bytes_received
+                    record = json.loads(stop.payload["transactionData"][0]["sampledValue"][0]["value"])
+                    record_bytes = len(
+                        ocmf.parse(__import__("base64").b64decode(record["signedMeterData"]).decode()).raw
+                    )
+                    request = MeterTransactionRequest("x", 1, "BENCH", STATION, datetime.now(UTC))
+                    meta_regs = len(str_to_regs(metadata_json(request)))
+                    min_start, min_stop = minimal_session_bytes(record_bytes, meta_regs)
+                    # Latency against the wire time of the frames the step needs (plus the meter's signing time).
+                    start_ratios.append((t1 - t0) / (min_start * tbyte))
+                    stop_ratios.append((t3 - t2) / (min_stop * tbyte + SIGNING_TIME))
+                    efficiencies.append(((b1 - b0) + (b3 - b2)) / (min_start + min_stop))
+        finally:
+            await csms.stop()
+    return {
+        "start_ratio": round(sorted(start_ratios)[len(start_ratios) // 2], 3),
+        "stop_ratio": round(sorted(stop_ratios)[len(stop_ratios) // 2], 3),
+        "wire_efficiency": round(sorted(efficiencies)[len(efficiencies) // 2], 3),
+    }
+
+
+def ocmf_verify_per_s(seconds: float) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name, curve in (("P-256", ec.SECP256R1()), ("brainpoolP384r1", ec.BrainpoolP384R1())):
+        key = ec.generate_private_key(curve)
+        text = ocmf.sign_payload('{"FV":"1.0","PG":"T1","RD":[{"TX":"B","RV":1.000,"RU":"kWh"}]}', key)
+        public = (
+            key.public_key()
+            .public_bytes(
+                __import__("cryptography.hazmat.primitives.serialization", fromlist=["Encoding"]).Encoding.DER,
+                __import__(
+                    "cryptography.hazmat.primitives.serialization", fromlist=["PublicFormat"]
+                ).PublicFormat.SubjectPublicKeyInfo,
+            )
+            .hex()
+        )
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            assert ocmf.verify(text, public).valid
+            n += 1
+        out[name] = round(n / (time.perf_counter() - t0))
+    return out
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def daemon_figures(baud: int, idle_seconds: float, charging_seconds: float, n_sessions: int) -> dict[str, Any]:
+    """`station run` as its own process: start-up, idle and charging CPU, peak RSS over sessions and its growth."""
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        csms = await LocalCsms().start()
+        raw = config(workdir, csms.url, baud)
+        lines = [f'[station]\nid = "{STATION}"\n', f'[csms]\nurl = "{csms.url}"\nreconnect_min = 0.1\n']
+        lines.append(f'[meter]\ntransport = "simulated"\nbaudrate = {baud}\n')
+        lines.append(f'[meter.simulator]\nsigning_time = {SIGNING_TIME}\nstate = "{workdir / "m.json"}"\n')
+        lines.append(f'[storage]\npath = "{raw["storage"]["path"]}"\n')
+        path = workdir / "station.toml"
+        path.write_text("\n".join(lines))
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(  # noqa: ASYNC220 -- started once; its own process is what is measured
+            [sys.executable, "-m", "station", "run", "--config", str(path), "--log-level", "warning"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            await csms.wait_for("BootNotification", timeout=60)
+            startup = time.perf_counter() - t0
+            await csms.wait_for("StatusNotification", lambda p: p["status"] == "Available", timeout=60)
+            c0 = proc_cpu_seconds(proc.pid)
+            await asyncio.sleep(idle_seconds)
+            idle = (proc_cpu_seconds(proc.pid) - c0) / idle_seconds * 3600
+            await csms.remote_start(STATION, "BENCH")
+            _, tx_id = await csms.wait_session_started(STATION)
+            c1 = proc_cpu_seconds(proc.pid)
+            await asyncio.sleep(charging_seconds)
+            charging = (proc_cpu_seconds(proc.pid) - c1) / charging_seconds * 3600
+            await csms.remote_stop(STATION, int(tx_id))
+            await csms.wait_session_ended(STATION)
+            rss_early = 0.0
+            for i in range(n_sessions):
+                mark = len(csms.received)
+                await csms.wait_for("StatusNotification", lambda p: p["status"] == "Available", after=max(0, mark - 3))
+                await csms.remote_start(STATION, "BENCH")
+                _, tx_id = await csms.wait_session_started(STATION, after=mark)
+                await csms.remote_stop(STATION, int(tx_id))
+                await csms.wait_session_ended(STATION, after=mark)
+                if i == n_sessions // 10:
+                    rss_early = proc_peak_rss_mb(proc.pid)
+            peak = proc_peak_rss_mb(proc.pid)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+            await csms.stop()
+    return {
+        "startup_s": round(startup, 3),
+        "idle_cpu_s_per_h": round(idle, 2),
+        "charging_cpu_s_per_h": round(charging, 2),
+        "peak_rss_mb": round(peak, 1),
+        "rss_growth_mb": round(peak - rss_early, 1),
+        "sessions_for_rss": n_sessions,
+    }
+
+
+async def backlog(messages: int) -> float:
+    """Queued transaction messages drained after reconnect, messages per second on loopback."""
+    from datetime import UTC, datetime
+
+    from station.core.model import StartSource, Transaction
+
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        store = Store(workdir / "s.db")
+        now = datetime.now(UTC)
+        for i in range(messages // 2):
+            tx = Transaction(f"tx{i:06d}", 1, "BACKLOG", StartSource.REMOTE, now, started_at=now, meter_start_wh=i)
+            store.transaction_started(tx, offline=True)
+            store.transaction_ended(
+                Transaction(tx.ref, 1, "BACKLOG", StartSource.REMOTE, now, started_at=now, meter_start_wh=i,
+                            stopped_at=now, meter_stop_wh=i + 1),
+                offline=True,
+            )  # fmt: skip
+        store.set_setting("accepted_once", "1")
+        store.close()
+        csms = await LocalCsms().start()
+        try:
+            async with running_station(parse_config(config(workdir, csms.url, 115200))) as station:
+                t0 = time.perf_counter()
+                await csms.wait_until(lambda: station.store.outbox_depth() == 0, timeout=3600)
+                elapsed = time.perf_counter() - t0
+        finally:
+            await csms.stop()
+    return round(messages / elapsed, 1)
+
+
+TARGETS = {
+    "start_ratio": "<= 1.15",
+    "stop_ratio": "<= 1.15",
+    "wire_efficiency": "<= 1.2",
+    "idle_cpu_s_per_h": "< 2",
+    "charging_cpu_s_per_h": "reported",
+    "peak_rss_mb": "<= 60",
+    "rss_growth_mb": "~ 0",
+    "startup_s": "<= 1.0",
+    "backlog_msgs_per_s": ">= 1000",
+    "ocmf_verify_per_s": "reported",
+}
+
+
+async def measure(quick: bool, say: Callable[[str], None]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for baud in (9600, 19200):
+        say(f"sessions at {baud} baud ...")
+        figures = await sessions(baud, 3 if quick else 20)
+        if baud == 9600:
+            say("daemon process figures ...")
+            figures.update(
+                await daemon_figures(baud, 10 if quick else 120, 10 if quick else 120, 20 if quick else 1000)
+            )
+            result.update(figures)
+        else:
+            result["19200"] = figures
+    say("offline backlog ...")
+    result["backlog_msgs_per_s"] = await backlog(1000 if quick else 10000)
+    result["ocmf_verify_per_s"] = ocmf_verify_per_s(1.0 if quick else 5.0)
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--quick", action="store_true", help="a run under a minute or two, fewer samples")
+    parser.add_argument("--json", action="store_true", help="one JSON object instead of the table")
+    args = parser.parse_args()
+    from station.logs import configure
+
+    configure("error", "console")
+    result = asyncio.run(measure(args.quick, (lambda _: None) if args.json else print))
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"\n{'figure':24} {'9600 baud':>14} {'19200 baud':>14}  target")
+    for key, target in TARGETS.items():
+        value = result.get(key)
+        other = result["19200"].get(key, "")
+        print(f"{key:24} {json.dumps(value):>14} {json.dumps(other) if other != '' else '':>14}  {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

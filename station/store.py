@@ -297,9 +297,6 @@ class Store:
     def set_csms_transaction_id(self, ref: str, csms_id: str) -> None:
         self._write([("UPDATE transactions SET csms_transaction_id=? WHERE ref=?", (csms_id, ref))])
 
-    def mark_delivered(self, ref: str) -> None:
-        self._write([("UPDATE transactions SET delivered_at=? WHERE ref=?", (_ts(datetime.now(UTC)), ref))])
-
     def _row_to_tx(self, row: sqlite3.Row) -> StoredTransaction:
         tx = Transaction(
             ref=row["ref"],
@@ -385,8 +382,20 @@ class Store:
                 raise StoreError(f"store {self.path}: write failed: {exc}") from None
         return int(body["seq_no"])
 
-    def delivered(self, message_id: int) -> None:
-        self._write([("DELETE FROM outbox WHERE id=?", (message_id,))])
+    def delivered(
+        self, message_id: int, *, csms_transaction: tuple[str, str] | None = None, transaction_done: str | None = None
+    ) -> None:
+        """The CSMS answered: drop the message and record what the answer taught (the CSMS's transaction id, or that
+        the transaction's last message is through) in one commit."""
+        statements: list[tuple[str, tuple[Any, ...]]] = [("DELETE FROM outbox WHERE id=?", (message_id,))]
+        if csms_transaction is not None:
+            ref, csms_id = csms_transaction
+            statements.append(("UPDATE transactions SET csms_transaction_id=? WHERE ref=?", (csms_id, ref)))
+        if transaction_done is not None:
+            statements.append(
+                ("UPDATE transactions SET delivered_at=? WHERE ref=?", (_ts(datetime.now(UTC)), transaction_done))
+            )
+        self._write(statements)
 
     def attempt_failed(self, message_id: int, error: str) -> int:
         self._write([("UPDATE outbox SET attempts=attempts+1, last_error=? WHERE id=?", (error[:500], message_id))])

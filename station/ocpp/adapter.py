@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -24,6 +25,14 @@ class BootRefused(Exception):
         super().__init__(f"BootNotification {status}, retry in {interval} s")
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """What the CSMS's answer to an outbox message taught, stored with the message's removal in one commit."""
+
+    csms_transaction: tuple[str, str] | None = None  # (our ref, the CSMS's transaction id)
+    transaction_done: str | None = None  # our ref: its last message is through
+
+
 class CsmsAdapter(Protocol):
     version: str
 
@@ -40,7 +49,7 @@ class CsmsAdapter(Protocol):
 
     async def status(self, report: ReportStatus) -> None: ...
 
-    async def deliver(self, message: OutboxMessage) -> None:
+    async def deliver(self, message: OutboxMessage) -> Delivery:
         """Send one outbox entry; returns when the CSMS answered with a CALLRESULT (raises on CALLERROR/timeout)."""
 
 

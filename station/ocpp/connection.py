@@ -235,7 +235,7 @@ class CsmsConnection:
                     await self._wakeup.wait()
                 continue
             try:
-                await adapter.deliver(message)
+                delivery = await adapter.deliver(message)
             except OCPPError as exc:
                 attempts = self.store.attempt_failed(message.id, f"{type(exc).__name__}: {exc}")
                 limit = self.settings.int_value("TransactionMessageAttempts")
@@ -265,7 +265,11 @@ class CsmsConnection:
                 )
                 self.store.give_up(message.id, f"cannot build message: {exc}")
                 continue
-            self.store.delivered(message.id)
+            self.store.delivered(
+                message.id,
+                csms_transaction=delivery.csms_transaction,
+                transaction_done=delivery.transaction_done,
+            )
 
 
 def describe(state: ConnectionState, depth: int) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from ocpp.v16.enums import (
 )
 
 from station.core.model import ReportStatus, StopReason
-from station.ocpp.adapter import BootRefused, FollowUps, iso
+from station.ocpp.adapter import BootRefused, Delivery, FollowUps, iso
 from station.ocpp.settings import Settings
 from station.ocpp.signed_value import PUBLIC_KEY_NEVER, oca_public_key, v16_signed_sampled_value
 from station.runtime import StationRuntime
@@ -106,18 +106,19 @@ class V16Adapter(ChargePoint):  # type: ignore[misc]
             suppress=False,
         )
 
-    async def deliver(self, message: OutboxMessage) -> None:
+    async def deliver(self, message: OutboxMessage) -> Delivery:
         """Send one outbox entry; returns when the CSMS answered with a CALLRESULT (raises on CALLERROR/timeout)."""
         if message.kind == "transaction_started":
-            await self._start_transaction(message)
-        elif message.kind == "transaction_ended":
-            await self._stop_transaction(message)
-        elif message.kind == "meter_values":
+            return await self._start_transaction(message)
+        if message.kind == "transaction_ended":
+            return await self._stop_transaction(message)
+        if message.kind == "meter_values":
             await self._meter_values(message)
+            return Delivery()
         else:
             raise ValueError(f"1.6 adapter cannot send outbox entry of kind {message.kind!r}")
 
-    async def _start_transaction(self, message: OutboxMessage) -> None:
+    async def _start_transaction(self, message: OutboxMessage) -> Delivery:
         assert message.tx_ref is not None
         stored = self.store.transaction(message.tx_ref)
         if stored is None:
@@ -133,7 +134,6 @@ class V16Adapter(ChargePoint):  # type: ignore[misc]
             suppress=False,
             unique_id=message.call_id,
         )
-        self.store.set_csms_transaction_id(tx.ref, str(result.transaction_id))
         if str(result.transaction_id) in self.runtime.pending_remote_stops:
             self.runtime.pending_remote_stops.discard(str(result.transaction_id))
             self.runtime.remote_stop(tx.ref, StopReason.REMOTE)
@@ -143,8 +143,9 @@ class V16Adapter(ChargePoint):  # type: ignore[misc]
         log.info(
             "StartTransaction confirmed", tx_ref=tx.ref, transaction_id=result.transaction_id, id_tag_status=status
         )
+        return Delivery(csms_transaction=(tx.ref, str(result.transaction_id)))
 
-    async def _stop_transaction(self, message: OutboxMessage) -> None:
+    async def _stop_transaction(self, message: OutboxMessage) -> Delivery:
         assert message.tx_ref is not None
         stored = self.store.transaction(message.tx_ref)
         if stored is None:
@@ -173,8 +174,8 @@ class V16Adapter(ChargePoint):  # type: ignore[misc]
             suppress=False,
             unique_id=message.call_id,
         )
-        self.store.mark_delivered(tx.ref)
         log.info("StopTransaction confirmed", tx_ref=tx.ref, transaction_id=stored.csms_transaction_id)
+        return Delivery(transaction_done=tx.ref)
 
     async def _meter_values(self, message: OutboxMessage) -> None:
         body = message.body

@@ -19,7 +19,7 @@ from ocpp.v201.enums import Action
 
 from station.core.model import ConnectorStatus, ReportStatus, SignedMeterRecord, StopReason, Transaction
 from station.meter.records import reading_wh
-from station.ocpp.adapter import BootRefused, FollowUps, iso
+from station.ocpp.adapter import BootRefused, Delivery, FollowUps, iso
 from station.ocpp.settings import Settings
 from station.ocpp.signed_value import PUBLIC_KEY_NEVER, signed_meter_value
 from station.runtime import StationRuntime
@@ -180,11 +180,11 @@ class V201Adapter(ChargePoint):  # type: ignore[misc]
             suppress=False,
         )
 
-    async def deliver(self, message: OutboxMessage) -> None:
+    async def deliver(self, message: OutboxMessage) -> Delivery:
         """Send one outbox entry; returns when the CSMS answered with a CALLRESULT (raises on CALLERROR/timeout)."""
         if message.kind == "meter_values" and message.tx_ref is None:
             await self._meter_values(message)
-            return
+            return Delivery()
         if message.kind not in ("transaction_started", "transaction_ended", "meter_values"):
             raise ValueError(f"2.0.1 adapter cannot send outbox entry of kind {message.kind!r}")
         assert message.tx_ref is not None
@@ -201,16 +201,15 @@ class V201Adapter(ChargePoint):  # type: ignore[misc]
             payload = self._ended(tx, seq_no, message.offline)
         result = await self.call(payload, suppress=False, unique_id=message.call_id)
         if message.kind == "meter_values":
-            return
+            return Delivery()
         if message.kind == "transaction_started":
-            self.store.set_csms_transaction_id(tx.ref, tx.ref)
             if self.runtime.authorizer is not None and result.id_token_info:
                 self.runtime.authorizer.remember(id_token_entry(tx.id_tag, result.id_token_info))
             status = (result.id_token_info or {}).get("status")
             log.info("TransactionEvent Started confirmed", tx_ref=tx.ref, seq_no=seq_no, id_token_status=status)
-        else:
-            self.store.mark_delivered(tx.ref)
-            log.info("TransactionEvent Ended confirmed", tx_ref=tx.ref, seq_no=seq_no)
+            return Delivery(csms_transaction=(tx.ref, tx.ref))
+        log.info("TransactionEvent Ended confirmed", tx_ref=tx.ref, seq_no=seq_no)
+        return Delivery(transaction_done=tx.ref)
 
     def _started(self, tx: Transaction, seq_no: int, offline: bool) -> call.TransactionEvent:
         info: dict[str, Any] = {"transaction_id": tx.ref, "charging_state": "Charging"}

@@ -12,6 +12,7 @@ from ocpp.v201 import call as call201
 from station.app import running_station
 from station.config import parse_config
 from station.demo.csms import LocalCsms
+from station.store import IdTagEntry
 
 STATION = "CP-AUTH"
 
@@ -120,3 +121,32 @@ async def test_local_list_201(tmp_path: Path) -> None:
             assert csms.violations == []
     finally:
         await csms.stop()
+
+
+async def test_restart_while_offline_delivers_start_then_stop_once(tmp_path: Path) -> None:
+    """Started offline (local list), the daemon restarted while still offline: the transaction is ended on the meter
+    (PowerLoss) and, when the CSMS is back, it hears StartTransaction then StopTransaction, once each, in order."""
+    csms = await LocalCsms().start()
+    port = csms.port
+    config = parse_config(config_for(tmp_path, csms.url))
+    async with running_station(config) as station:
+        await csms.wait_for("StatusNotification", lambda p: p["status"] == "Available")
+        assert station.runtime.authorizer is not None
+        station.runtime.authorizer.update_list(1, [IdTagEntry("CARD-R", "Accepted")], full=True)
+        await csms.stop()
+        await csms.drop_connections()
+        await csms.wait_until(lambda: not station.connection.state.connected)
+        assert (await station.runtime.local_start(1, "CARD-R")).accepted
+        await csms.wait_until(lambda: station.store.outbox_depth() == 1)
+    async with running_station(config) as station:  # restarted, still offline
+        await csms.wait_until(lambda: station.store.outbox_depth() == 2, timeout=30)  # Start and the PowerLoss Stop
+        csms.port = port
+        await csms.start()
+        await csms.wait_until(lambda: station.store.outbox_depth() == 0, timeout=30)
+    await csms.stop()
+    starts, stops = csms.messages("StartTransaction"), csms.messages("StopTransaction")
+    assert len(starts) == 1 and len(stops) == 1
+    assert csms.received.index(starts[0]) < csms.received.index(stops[0])
+    assert stops[0].payload["reason"] == "PowerLoss" and stops[0].payload["transactionData"]
+    assert stops[0].payload["transactionId"] == csms.assigned_transaction_ids[0]
+    assert csms.violations == []

@@ -10,7 +10,6 @@ energy registers follow the SunSpec model 203 layout (assumed; overridable).
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 
@@ -147,18 +146,23 @@ class BauerMeter(ModbusMeter):
         return begin > end
 
     async def _snapshot(self, status_register: int, what: str) -> None:
+        async def status() -> int:
+            return (await self.link.read_holding(status_register, 1))[0]
+
+        def failure(value: int) -> str | None:
+            if value == SNAPSHOT_UPDATING:
+                return None
+            name = SNAPSHOT_ERRORS.get(value, f"status {value}")
+            return f"meter reports {name} for the {what} snapshot (register {status_register})"
+
         await self.link.write_register(status_register, SNAPSHOT_UPDATING)
-        deadline = asyncio.get_running_loop().time() + self.snapshot_timeout
-        while True:
-            status = (await self.link.read_holding(status_register, 1))[0]
-            if status == SNAPSHOT_VALID:
-                return
-            if status != SNAPSHOT_UPDATING:
-                name = SNAPSHOT_ERRORS.get(status, f"status {status}")
-                raise MeterRefused(f"meter reports {name} for the {what} snapshot (register {status_register})")
-            if asyncio.get_running_loop().time() > deadline:
-                raise MeterRefused(f"meter did not sign the {what} snapshot within {self.snapshot_timeout:.0f} s")
-            await asyncio.sleep(self.poll_interval)
+        await self.poll_until(
+            status,
+            lambda value: value == SNAPSHOT_VALID,
+            timeout=self.snapshot_timeout,
+            what=f"sign the {what} snapshot",
+            failure=failure,
+        )
 
     async def start_transaction(self, request: MeterTransactionRequest) -> MeterTransactionStarted:
         r = self.regs

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from collections.abc import Callable
-from typing import Any, Self
+from collections.abc import Awaitable, Callable
+from typing import Any, Self, TypeVar
 
-from station.meter.interface import Meter
+from station.meter.interface import Meter, MeterRefused
 from station.meter.link import ModbusLink
 
 
@@ -26,8 +27,17 @@ class RegisterTable:
         return dataclasses.replace(cls(), **overrides)  # type: ignore[type-var]
 
 
+T = TypeVar("T")
+
+
+def _no_failure(_: object) -> str | None:
+    return None
+
+
 class ModbusMeter(Meter):
     """A meter reached through a checked `ModbusLink`."""
+
+    poll_interval: float = 0.1
 
     def __init__(self, link: ModbusLink, **_: Any) -> None:
         self.link = link
@@ -40,3 +50,28 @@ class ModbusMeter(Meter):
 
     async def close(self) -> None:
         await self.link.close()
+
+    async def poll_until(
+        self,
+        read: Callable[[], Awaitable[T]],
+        done: Callable[[T], bool],
+        *,
+        timeout: float,
+        what: str,
+        failure: Callable[[T], str | None] = _no_failure,
+        describe: Callable[[T], str] = str,
+    ) -> T:
+        """Read every `poll_interval` until `done`. A value `failure` explains raises at once; past `timeout` the
+        last value, as `describe` puts it, goes into the error."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            value = await read()
+            if done(value):
+                return value
+            problem = failure(value)
+            if problem is not None:
+                raise MeterRefused(problem)
+            if loop.time() > deadline:
+                raise MeterRefused(f"meter did not {what} within {timeout:.0f} s ({describe(value)})")
+            await asyncio.sleep(self.poll_interval)

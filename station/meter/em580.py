@@ -10,7 +10,6 @@ choice is marked "assumed" and the address is overridable.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 
@@ -65,6 +64,10 @@ class Em580Registers(RegisterTable):
 STATE_NOT_READY, STATE_RUNNING, STATE_READY, STATE_CORRUPTED = 0, 1, 2, 3
 STATE_NAMES = {0: "NOT_READY", 1: "RUNNING", 2: "READY", 3: "CORRUPTED"}
 COMMAND_BEGIN, COMMAND_END = ord("B"), ord("E")
+
+
+def _describe_state(state: tuple[int, int]) -> str:
+    return f"OCMF state {STATE_NAMES.get(state[0], state[0])}"
 
 
 def lsw_first(regs: list[int]) -> int:
@@ -162,11 +165,13 @@ class Em580Meter(ModbusMeter):
         now = int(time.time())
         await self.link.write_registers(r.timezone, [0, *to_lsw_first(now, 4), 0])  # tz, UTC, modality 0 charging
         await self.link.write_registers(r.command, [COMMAND_BEGIN])
-        deadline = asyncio.get_running_loop().time() + 3.0
-        while (state := (await self._state())[0]) != STATE_RUNNING:
-            if asyncio.get_running_loop().time() > deadline:
-                raise MeterRefused(f"meter did not start the transaction (OCMF state {STATE_NAMES.get(state, state)})")
-            await asyncio.sleep(self.poll_interval)
+        await self.poll_until(
+            self._state,
+            lambda st: st[0] == STATE_RUNNING,
+            timeout=3.0,
+            what="start the transaction",
+            describe=_describe_state,
+        )
         live = await self.live_values()
         log.info("meter transaction started", begin_wh=live.energy_import_wh)
         return MeterTransactionStarted(live.energy_import_wh)
@@ -178,16 +183,14 @@ class Em580Meter(ModbusMeter):
             await self.link.write_registers(r.command, [COMMAND_END])
         elif state not in (STATE_READY,):
             raise MeterRefused(f"meter has no transaction to end (OCMF state {STATE_NAMES.get(state, state)})")
-        deadline = asyncio.get_running_loop().time() + self.signing_timeout
-        while True:
-            state, size = await self._state()
-            if state == STATE_READY:
-                break
-            if state == STATE_CORRUPTED:
-                raise MeterRefused("meter reports its OCMF file CORRUPTED")
-            if asyncio.get_running_loop().time() > deadline:
-                raise MeterRefused(f"meter did not sign within {self.signing_timeout:.0f} s")
-            await asyncio.sleep(self.poll_interval)
+        _, size = await self.poll_until(
+            self._state,
+            lambda st: st[0] == STATE_READY,
+            timeout=self.signing_timeout,
+            what="sign the transaction",
+            failure=lambda st: "meter reports its OCMF file CORRUPTED" if st[0] == STATE_CORRUPTED else None,
+            describe=_describe_state,
+        )
         if not 0 < size <= r.ocmf_file_regs:
             raise MeterRefused(f"meter reports an OCMF file of {size} words")
         raw = regs_to_bytes(await self.link.read_input(r.ocmf_file, size)).split(b"\x00", 1)[0]

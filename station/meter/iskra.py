@@ -9,7 +9,6 @@ before forwarding, which changes only the encoding, never r and s.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -251,26 +250,25 @@ class IskraMeter(ModbusMeter):
         return MeterTransactionEnded(meter_stop_wh=end_wh if end_wh is not None else 0, records=(record,))
 
     async def _poll_state(self, done: Callable[[int], bool], timeout: float, what: str) -> int:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            state = await self._state()
-            if done(state):
-                return state
-            if asyncio.get_running_loop().time() > deadline:
-                raise MeterRefused(f"meter did not {what} within {timeout:.0f} s (transaction state {state})")
-            await asyncio.sleep(self.poll_interval)
+        return await self.poll_until(
+            self._state, done, timeout=timeout, what=what, describe=lambda state: f"transaction state {state}"
+        )
+
+    async def _signature_status(self) -> int:
+        return (await self.link.read_holding(self.regs.signature_status, 1))[0]
 
     async def _poll_signature(self, what: str) -> None:
-        deadline = asyncio.get_running_loop().time() + self.signing_timeout
-        while True:
-            status = (await self.link.read_holding(self.regs.signature_status, 1))[0]
-            if status == SIGNATURE_OK:
-                return
-            if status not in SIGNATURE_PENDING:
-                name = SIGNATURE_ERRORS.get(status, f"unknown status {status}")
-                raise MeterRefused(
-                    f"meter reports {name} while asked to {what} (register {self.regs.signature_status})"
-                )
-            if asyncio.get_running_loop().time() > deadline:
-                raise MeterRefused(f"meter did not {what} within {self.signing_timeout:.0f} s")
-            await asyncio.sleep(self.poll_interval)
+        def failure(status: int) -> str | None:
+            if status in SIGNATURE_PENDING:
+                return None
+            name = SIGNATURE_ERRORS.get(status, f"unknown status {status}")
+            return f"meter reports {name} while asked to {what} (register {self.regs.signature_status})"
+
+        await self.poll_until(
+            self._signature_status,
+            lambda status: status == SIGNATURE_OK,
+            timeout=self.signing_timeout,
+            what=what,
+            failure=failure,
+            describe=lambda status: f"signature status {status}",
+        )

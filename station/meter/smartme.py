@@ -11,10 +11,9 @@ The driver never acknowledges (frees) a signed record before the daemon has stor
 
 from __future__ import annotations
 
-import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
 
@@ -225,15 +224,14 @@ class SmartMeMeter(ModbusMeter):
             await self.link.write_register(self.regs.command, COMMAND_ACK)
         self._pagination.pop(tx_ref, None)
 
-    async def _poll(self, done: Any, timeout: float, what: str) -> StatusBlock:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            st = await self.status()
-            if done(st):
-                return st
-            if st.status & STATUS_ERROR_FLAG:
-                raise MeterRefused(f"meter reports {st.name} while asked to {what}")
-            if loop.time() > deadline:
-                raise MeterRefused(f"meter did not {what} within {timeout:.0f} s (status {st.name})")
-            await asyncio.sleep(self.poll_interval)
+    async def _poll(self, done: Callable[[StatusBlock], bool], timeout: float, what: str) -> StatusBlock:
+        return await self.poll_until(
+            self.status,
+            done,
+            timeout=timeout,
+            what=what,
+            failure=lambda st: (
+                f"meter reports {st.name} while asked to {what}" if st.status & STATUS_ERROR_FLAG else None
+            ),
+            describe=lambda st: f"status {st.name}",
+        )

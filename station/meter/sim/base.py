@@ -72,6 +72,29 @@ def ocmf_reading(tm: str, tx_code: str, wh: int) -> str:
     )
 
 
+class WrittenText:
+    """A register block the daemon writes text into (two ASCII characters per register, NUL padded), kept whole
+    across writes that arrive in several chunks."""
+
+    def __init__(self, base: int, count: int) -> None:
+        self.base = base
+        self.regs = [0] * count
+
+    def take(self, address: int, values: list[int]) -> bool:
+        """Keep the part of a write that falls into the block; whether any did."""
+        taken = False
+        for i, value in enumerate(values):
+            if 0 <= address + i - self.base < len(self.regs):
+                self.regs[address + i - self.base] = value
+                taken = True
+        return taken
+
+    @property
+    def text(self) -> str:
+        raw = b"".join(v.to_bytes(2, "big") for v in self.regs)
+        return raw.split(b"\x00", 1)[0].decode("ascii", errors="replace")
+
+
 class SimulatedMeter:
     MODEL = "meter (sim)"
     FIRMWARE = "1.0"

@@ -18,7 +18,7 @@ from pymodbus.constants import ExcCodes
 
 from station.meter.iskra import COMMAND_START, COMMAND_STOP, SIGNATURE_OK, IskraRegisters
 from station.meter.link import bytes_to_regs, str_to_regs, to_u32
-from station.meter.sim.base import Put, SimulatedMeter, ocmf_reading, ocmf_time
+from station.meter.sim.base import Put, SimulatedMeter, WrittenText, ocmf_reading, ocmf_time
 
 log = structlog.get_logger("station.meter.sim.iskra")
 
@@ -52,7 +52,7 @@ class IskraSimulator(SimulatedMeter):
     SERIAL = "79000123"
 
     def _init_model(self) -> None:
-        self._metadata = [0] * self.regs.metadata_regs
+        self._metadata = WrittenText(self.regs.metadata, self.regs.metadata_regs)
 
     # ------------------------------------------------------------------ procedure
 
@@ -152,11 +152,8 @@ class IskraSimulator(SimulatedMeter):
                 return self._command(value)
             if reg == r.metadata_length:
                 self.mem.extra["metadata_length"] = value
-            elif r.metadata <= reg < r.metadata + r.metadata_regs:
-                self._metadata[reg - r.metadata] = value
-        if r.metadata <= address < r.metadata + r.metadata_regs:
-            raw = b"".join(v.to_bytes(2, "big") for v in self._metadata)
-            self.mem.extra["metadata"] = raw.split(b"\x00", 1)[0].decode("ascii", errors="replace")
+        if self._metadata.take(address, values):
+            self.mem.extra["metadata"] = self._metadata.text
         return None
 
     def refresh(self, put: Put, address: int, count: int) -> None:

@@ -17,7 +17,7 @@ import structlog
 from pymodbus.constants import ExcCodes
 
 from station.meter.link import bytes_to_regs, str_to_regs, to_s32, to_u32
-from station.meter.sim.base import Faults, MeterMemory, Put, SimulatedMeter, ocmf_reading, ocmf_time
+from station.meter.sim.base import Faults, MeterMemory, Put, SimulatedMeter, WrittenText, ocmf_reading, ocmf_time
 from station.meter.smartme import (
     COMMAND_ACK,
     COMMAND_END,
@@ -44,7 +44,7 @@ class SmartMeSimulator(SimulatedMeter):
     regs: SmartMeRegisters
 
     def _init_model(self) -> None:
-        self._metadata = [0] * self.regs.metadata_regs
+        self._metadata = WrittenText(self.regs.metadata, self.regs.metadata_regs)
 
     def command(self, value: int) -> ExcCodes | None:
         self.tick()
@@ -154,11 +154,8 @@ class SmartMeSimulator(SimulatedMeter):
                     return result
             elif reg == r.metadata_length:
                 self.mem.extra["metadata_length"] = value
-            elif r.metadata <= reg < r.metadata + r.metadata_regs:
-                self._metadata[reg - r.metadata] = value
-        if r.metadata <= address < r.metadata + r.metadata_regs:
-            raw = b"".join(v.to_bytes(2, "big") for v in self._metadata)
-            self.mem.extra["metadata"] = raw.split(b"\x00", 1)[0].decode("ascii", errors="replace")
+        if self._metadata.take(address, values):
+            self.mem.extra["metadata"] = self._metadata.text
         return None
 
     def refresh(self, put: Put, address: int, count: int) -> None:

@@ -261,11 +261,13 @@ class ChargingStation:
     def _all_status_changes(self) -> list[ReportStatus]:
         return [r for c in self.connectors.values() for r in self._status_change(c)]
 
-    def report_all(self) -> list[ReportStatus]:
-        """Every connector's current status, e.g. after a (re)connect where the CSMS must hear it again."""
-        for connector in self.connectors.values():
+    def report_all(self, connector_id: int | None = None) -> list[ReportStatus]:
+        """Every connector's current status (or one connector's; None or 0 means all), e.g. after a (re)connect or a
+        TriggerMessage, where the CSMS must hear it again."""
+        targets = [c for c in self.connectors.values() if connector_id in (None, 0) or c.id == connector_id]
+        for connector in targets:
             connector.reported = None
-        return self._all_status_changes()
+        return [r for c in targets for r in self._status_change(c)]
 
 
 def transition_diagram() -> str:

@@ -27,7 +27,6 @@ class MeterModel:
     registers: Callable[[dict[str, int]], Any]  # with_overrides: raises ValueError on unknown names
     driver: Callable[[ModbusLink, Any, float], Meter]
     simulator: Callable[..., SimulatedMeter]
-    default_device_id: int = 1
 
 
 MODELS: dict[str, MeterModel] = {
@@ -42,7 +41,6 @@ MODELS: dict[str, MeterModel] = {
         IskraRegisters.with_overrides,
         lambda link, regs, poll: IskraMeter(link, regs, poll_interval=poll),
         IskraSimulator,
-        default_device_id=33,
     ),
     "carlo-gavazzi-em580": MeterModel(
         "carlo-gavazzi-em580",
@@ -55,7 +53,6 @@ MODELS: dict[str, MeterModel] = {
         BauerRegisters.with_overrides,
         lambda link, regs, poll: BauerMeter(link, regs, poll_interval=poll),
         BauerSimulator,
-        default_device_id=42,
     ),
 }
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -76,3 +76,12 @@ class FollowUps:
         task = asyncio.create_task(run(), name=what)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def send_statuses(self, reports: list[ReportStatus], send: Callable[[ReportStatus], Awaitable[None]]) -> None:
+        """StatusNotifications the CSMS asked for (TriggerMessage), one after another."""
+
+        async def run() -> None:
+            for report in reports:
+                await send(report)
+
+        self.later(run(), "triggered StatusNotification")

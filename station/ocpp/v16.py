@@ -29,7 +29,7 @@ from ocpp.v16.enums import (
 from station.core.model import ReportStatus, StopReason
 from station.ocpp.adapter import BootRefused, Delivery, FollowUps, iso
 from station.ocpp.settings import Settings
-from station.ocpp.signed_value import PUBLIC_KEY_NEVER, oca_public_key, v16_signed_sampled_value
+from station.ocpp.signed_value import PUBLIC_KEY_NEVER, v16_signed_sampled_value
 from station.runtime import StationRuntime
 from station.store import IdTagEntry, OutboxMessage, Store
 
@@ -322,21 +322,15 @@ class V16Adapter(ChargePoint):  # type: ignore[misc]
         elif requested_message == "BootNotification":
             self.follow_ups.later(self.boot(), "triggered BootNotification")
         elif requested_message == "StatusNotification":
-            reports = [
-                r for r in self.runtime.core.report_all() if connector_id in (None, 0) or r.connector_id == connector_id
-            ]
+            reports = self.runtime.core.report_all(connector_id)
             if not reports:
                 return call_result.TriggerMessage(status="Rejected")
-            self.follow_ups.later(self._send_statuses(reports), "triggered StatusNotification")
+            self.follow_ups.send_statuses(reports, self.status)
         elif requested_message == "MeterValues":
             self.follow_ups.later(self._live_meter_values(connector_id or 1), "triggered MeterValues")
         else:
             return call_result.TriggerMessage(status="NotImplemented")
         return call_result.TriggerMessage(status="Accepted")
-
-    async def _send_statuses(self, reports: list[ReportStatus]) -> None:
-        for report in reports:
-            await self.status(report)
 
     async def _live_meter_values(self, connector_id: int) -> None:
         live = self.runtime.meter_state.live
@@ -403,7 +397,3 @@ def sampled_values(body: dict[str, Any]) -> list[dict[str, Any]]:
             "unit": "W",
         },
     ]
-
-
-def meter_public_key_value(der_hex: str) -> str:
-    return oca_public_key(der_hex)

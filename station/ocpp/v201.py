@@ -108,7 +108,7 @@ class V201Adapter(ChargePoint):  # type: ignore[misc]
         vendor: str,
         model: str,
         response_timeout: float,
-        signed_value_format: str = "envelope",
+        signed_value_format: str = "oca",  # 1.6 only: 2.0.1 has a typed signedMeterValue, no raw variant
     ) -> None:
         super().__init__(station_id, connection, response_timeout=response_timeout)
         self.runtime = runtime
@@ -404,20 +404,15 @@ class V201Adapter(ChargePoint):  # type: ignore[misc]
         if requested_message == "Heartbeat":
             self.follow_ups.later(self.heartbeat(), "triggered Heartbeat")
         elif requested_message == "StatusNotification":
-            wanted = (evse or {}).get("id")
-            reports = [r for r in self.runtime.core.report_all() if wanted is None or r.connector_id == wanted]
+            reports = self.runtime.core.report_all((evse or {}).get("id"))
             if not reports:
                 return call_result.TriggerMessage(status="Rejected")
-            self.follow_ups.later(self._send_statuses(reports), "triggered StatusNotification")
+            self.follow_ups.send_statuses(reports, self.status)
         elif requested_message == "BootNotification":
             self.follow_ups.later(self.boot(), "triggered BootNotification")
         else:
             return call_result.TriggerMessage(status="NotImplemented")
         return call_result.TriggerMessage(status="Accepted")
-
-    async def _send_statuses(self, reports: list[ReportStatus]) -> None:
-        for report in reports:
-            await self.status(report)
 
     @on(Action.change_availability)
     def on_change_availability(

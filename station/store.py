@@ -217,75 +217,54 @@ class Store:
             (kind, tx_ref, json.dumps(body), _ts(datetime.now(UTC)), uuid.uuid4().hex, int(offline)),
         )
 
+    @staticmethod
+    def _started_sql(tx: Transaction) -> tuple[str, tuple[Any, ...]]:
+        return (
+            "INSERT INTO transactions (ref, connector_id, id_tag, source, remote_start_id, requested_at,"
+            " started_at, meter_start_wh, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'started')",
+            (
+                tx.ref,
+                tx.connector_id,
+                tx.id_tag,
+                tx.source.value,
+                tx.remote_start_id,
+                _ts(tx.requested_at),
+                _ts(tx.started_at),
+                tx.meter_start_wh,
+            ),
+        )
+
+    @staticmethod
+    def _ended_sql(tx: Transaction) -> tuple[str, tuple[Any, ...]]:
+        verified = all(r.verified for r in tx.signed_records) if tx.signed_records else None
+        return (
+            "UPDATE transactions SET stopped_at=?, meter_stop_wh=?, stop_reason=?, state='ended', records=?,"
+            " verified=? WHERE ref=?",
+            (
+                _ts(tx.stopped_at),
+                tx.meter_stop_wh,
+                tx.stop_reason.value if tx.stop_reason else None,
+                _records_json(tx.signed_records),
+                None if verified is None else int(verified),
+                tx.ref,
+            ),
+        )
+
     def transaction_started(self, tx: Transaction, *, offline: bool) -> None:
         """Store a started transaction and queue its announcement, atomically."""
-        self._write(
-            [
-                (
-                    "INSERT INTO transactions (ref, connector_id, id_tag, source, remote_start_id, requested_at,"
-                    " started_at, meter_start_wh, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'started')",
-                    (
-                        tx.ref,
-                        tx.connector_id,
-                        tx.id_tag,
-                        tx.source.value,
-                        tx.remote_start_id,
-                        _ts(tx.requested_at),
-                        _ts(tx.started_at),
-                        tx.meter_start_wh,
-                    ),
-                ),
-                self._enqueue_sql("transaction_started", tx.ref, {}, offline),
-            ]
-        )
+        self._write([self._started_sql(tx), self._enqueue_sql("transaction_started", tx.ref, {}, offline)])
 
     def transaction_ended(self, tx: Transaction, *, offline: bool) -> None:
         """Store the signed end of a transaction and queue its announcement, atomically."""
-        verified = all(r.verified for r in tx.signed_records) if tx.signed_records else None
-        self._write(
-            [
-                (
-                    "UPDATE transactions SET stopped_at=?, meter_stop_wh=?, stop_reason=?, state='ended', records=?,"
-                    " verified=? WHERE ref=?",
-                    (
-                        _ts(tx.stopped_at),
-                        tx.meter_stop_wh,
-                        tx.stop_reason.value if tx.stop_reason else None,
-                        _records_json(tx.signed_records),
-                        None if verified is None else int(verified),
-                        tx.ref,
-                    ),
-                ),
-                self._enqueue_sql("transaction_ended", tx.ref, {}, offline),
-            ]
-        )
+        self._write([self._ended_sql(tx), self._enqueue_sql("transaction_ended", tx.ref, {}, offline)])
 
     def transaction_recovered(self, tx: Transaction, *, offline: bool) -> None:
         """Store a transaction known only from the meter's signed record (the daemon died between the meter's start
         and storing it) as started and ended, and queue both announcements in order, atomically."""
-        verified = all(r.verified for r in tx.signed_records) if tx.signed_records else None
         self._write(
             [
-                (
-                    "INSERT INTO transactions (ref, connector_id, id_tag, source, remote_start_id, requested_at,"
-                    " started_at, meter_start_wh, stopped_at, meter_stop_wh, stop_reason, state, records, verified)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'ended', ?, ?)",
-                    (
-                        tx.ref,
-                        tx.connector_id,
-                        tx.id_tag,
-                        tx.source.value,
-                        tx.remote_start_id,
-                        _ts(tx.requested_at),
-                        _ts(tx.started_at),
-                        tx.meter_start_wh,
-                        _ts(tx.stopped_at),
-                        tx.meter_stop_wh,
-                        tx.stop_reason.value if tx.stop_reason else None,
-                        _records_json(tx.signed_records),
-                        None if verified is None else int(verified),
-                    ),
-                ),
+                self._started_sql(tx),
+                self._ended_sql(tx),
                 self._enqueue_sql("transaction_started", tx.ref, {}, offline),
                 self._enqueue_sql("transaction_ended", tx.ref, {}, offline),
             ]

@@ -26,6 +26,7 @@ from station.meter.models import build_driver
 from station.meter.nullmodem import VirtualNullModem
 from station.meter.sim.base import SimulatedMeter
 from station.meter.sim.server import build_simulator, serve
+from station.ocpp import security
 from station.ocpp.connection import CsmsConnection
 from station.ocpp.settings import Settings
 from station.runtime import StationRuntime
@@ -121,6 +122,9 @@ async def running_station(config: Config) -> AsyncIterator[Station]:
         runtime.sample_interval = lambda: settings.int_value("MeterValueSampleInterval")
         runtime.aligned_interval = lambda: settings.int_value("ClockAlignedDataInterval")
         connection = CsmsConnection(config, runtime, store, settings)
+        store.security_event(security.STARTUP, f"station started, security profile {connection.security.profile}")
+        if connection.security.profile == 0:
+            log.warning("security profile 0: the CSMS connection is neither authenticated nor encrypted")
         station = Station(config, store, meter, runtime, connection, settings, simulated)
         station.tasks.append(asyncio.create_task(connection.run(), name="csms connection"))
         diagnostics = DiagnosticsServer(station, config.diagnostics.socket) if config.diagnostics.socket else None
@@ -186,6 +190,7 @@ async def run_daemon(config: Config, notifier: Notifier | None = None) -> int:
         await asyncio.wait([reset, stopped], return_when=asyncio.FIRST_COMPLETED)
         if reset.done() and not stopped.done():
             code = RESET_EXIT_CODE
+            station.store.security_event(security.RESET, "reset requested by the CSMS")
             notifier.stopping("reset requested by the CSMS: delivering what is queued, then restarting")
             await _drain_outbox(station, timeout=10.0)
         else:

@@ -2,11 +2,13 @@
 
 This module owns the config schema (every key, its type, default and allowed values) and the checking of a file
 against it. It reports every problem at once, each with the key, what is wrong and how to fix it, and it never
-lets the daemon start on a file with a problem. It does no other I/O than reading the file it is given.
+lets the daemon start on a file with a problem. Besides reading the file it is given, it only looks at the files the
+config names (certificates, keys): that they exist, and that a private key is not readable by others.
 """
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +27,7 @@ METER_TRANSPORTS = ("rtu", "tcp", "simulated")
 PARITIES = ("N", "E", "O")
 BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 SIGNED_VALUE_FORMATS = ("oca", "raw")
+SECURITY_PROFILES = (0, 1, 2, 3)  # OCPP security profiles: none, Basic auth, TLS + Basic auth, TLS + client cert
 
 
 class ConfigError(Exception):
@@ -52,6 +55,12 @@ class CsmsConfig:
     signed_value_format: str = "oca"
     reconnect_min: float = 1.0
     reconnect_max: float = 60.0
+    security_profile: int = 0
+    basic_auth_password: str = field(default="", repr=False)
+    allow_basic_auth_over_ws: bool = False
+    ca_file: str = ""
+    client_cert: str = ""
+    client_key: str = ""
 
     @property
     def endpoint(self) -> str:
@@ -123,6 +132,14 @@ def _station_id(v: str) -> str | None:
     return None
 
 
+def _password(v: str) -> str | None:
+    if v == "":
+        return None
+    if not 16 <= len(v) <= 40 or not v.isascii() or not v.isprintable() or " " in v:
+        return "must be 16 to 40 printable ASCII characters without spaces (OCPP AuthorizationKey rules)"
+    return None
+
+
 def _ws_url(v: str) -> str | None:
     parsed = urlparse(v)
     if parsed.scheme not in ("ws", "wss"):
@@ -157,6 +174,18 @@ SCHEMA: dict[str, dict[str, Key]] = {
         ),
         "reconnect_min": Key((int, float), 1.0, _between(0.1, 3600), "seconds before the first reconnect"),
         "reconnect_max": Key((int, float), 60.0, _between(1, 3600), "longest wait between reconnects"),
+        "security_profile": Key(
+            int, 0, _one_of(SECURITY_PROFILES), "0 none, 1 Basic auth, 2 TLS + Basic auth, 3 TLS + client certificate"
+        ),
+        "basic_auth_password": Key(
+            str, "", _password, "the Basic-auth password (AuthorizationKey) for profiles 1 and 2, 16 to 40 characters"
+        ),
+        "allow_basic_auth_over_ws": Key(
+            bool, False, None, "true to allow profile 1 (password in clear over ws://) on a trusted network or VPN"
+        ),
+        "ca_file": Key(str, "", None, 'CA bundle for the CSMS certificate (profiles 2, 3; "" = the system\'s)'),
+        "client_cert": Key(str, "", None, "the station's client certificate, PEM (profile 3)"),
+        "client_key": Key(str, "", None, "the client certificate's private key, PEM, mode 0600 (profile 3)"),
     },
     "meter": {
         "model": Key(str, "smartme", _one_of(METER_MODELS), "the meter driver"),
@@ -213,7 +242,7 @@ def _check_table(section: str, table: Any, schema: dict[str, Key], problems: lis
                 out[key] = spec.default
             continue
         value = table[key]
-        if isinstance(value, bool) or not isinstance(value, spec.type):
+        if (isinstance(value, bool) and spec.type is not bool) or not isinstance(value, spec.type):
             problems.append(f"{name}: must be {_type_name(spec.type)}, got {value!r}; {spec.help}")
             continue
         if spec.check is not None and (problem := spec.check(value)) is not None:
@@ -247,6 +276,8 @@ def parse_config(data: dict[str, Any], source: str = "") -> Config:
     csms = sections["csms"]
     if "reconnect_min" in csms and "reconnect_max" in csms and csms["reconnect_min"] > csms["reconnect_max"]:
         problems.append("csms.reconnect_min: must not exceed csms.reconnect_max")
+    if "url" in csms and "security_profile" in csms:
+        problems.extend(_security_problems(csms))
     if problems:
         raise ConfigError(problems, source)
     return Config(
@@ -259,6 +290,12 @@ def parse_config(data: dict[str, Any], source: str = "") -> Config:
             signed_value_format=csms["signed_value_format"],
             reconnect_min=float(csms["reconnect_min"]),
             reconnect_max=float(csms["reconnect_max"]),
+            security_profile=csms["security_profile"],
+            basic_auth_password=csms["basic_auth_password"],
+            allow_basic_auth_over_ws=csms["allow_basic_auth_over_ws"],
+            ca_file=csms["ca_file"],
+            client_cert=csms["client_cert"],
+            client_key=csms["client_key"],
         ),
         meter=MeterConfig(
             model=meter["model"],
@@ -280,6 +317,40 @@ def parse_config(data: dict[str, Any], source: str = "") -> Config:
         diagnostics=DiagnosticsConfig(**sections["diagnostics"]),
         source=source,
     )
+
+
+def _security_problems(csms: dict[str, Any]) -> list[str]:
+    """The [csms] keys must fit the security profile together: scheme, password, certificate files."""
+    problems: list[str] = []
+    profile = csms["security_profile"]
+    scheme = urlparse(csms["url"]).scheme
+    wanted = "wss" if profile >= 2 else "ws"
+    if scheme != wanted:
+        problems.append(
+            f"csms.url: security_profile {profile} needs a {wanted}:// url, got {scheme}://; "
+            + ("profiles 2 and 3 use TLS" if profile >= 2 else "use profile 2 or 3 for wss://")
+        )
+    if profile == 1 and not csms.get("allow_basic_auth_over_ws", False):
+        problems.append(
+            "csms.security_profile: 1 sends the password unencrypted over ws://; set allow_basic_auth_over_ws = true "
+            "if the network is trusted (VPN), or use profile 2"
+        )
+    if profile in (1, 2) and not csms.get("basic_auth_password"):
+        problems.append(f"csms.basic_auth_password: missing; security_profile {profile} needs the Basic-auth password")
+    for key in ("ca_file", "client_cert", "client_key"):
+        path = csms.get(key, "")
+        if path and not Path(path).is_file():
+            problems.append(f"csms.{key}: {path!r} is not a readable file; give the path of the PEM file")
+    if profile == 3:
+        for key in ("client_cert", "client_key"):
+            if not csms.get(key):
+                problems.append(f"csms.{key}: missing; security_profile 3 needs the station's client certificate")
+        key_path = csms.get("client_key", "")
+        if key_path and Path(key_path).is_file() and os.stat(key_path).st_mode & 0o077:
+            problems.append(
+                f"csms.client_key: {key_path!r} is readable by others; chmod 600 it (owned by the service user)"
+            )
+    return problems
 
 
 def load_config(path: str | Path) -> Config:

@@ -1,4 +1,5 @@
-"""The station's durable memory: transactions, the outbox of messages owed to the CSMS, and settings, in SQLite.
+"""The station's durable memory in SQLite: transactions, the outbox of messages owed to the CSMS, settings, id tags and
+the security log.
 
 This module owns every byte the daemon must not lose: a transaction and the message announcing it are written in one
 SQLite transaction, before anything is sent; a signed record is on disk before the meter is told it may forget it;
@@ -10,6 +11,7 @@ entries ("transaction_started", "transaction_ended", ...) that the OCPP adapter 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import uuid
@@ -75,7 +77,14 @@ CREATE TABLE IF NOT EXISTS id_tags (
     updated_at TEXT NOT NULL,
     PRIMARY KEY (source, id_tag)
 );
+CREATE TABLE IF NOT EXISTS security_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    type TEXT NOT NULL,
+    tech_info TEXT NOT NULL DEFAULT ''
+);
 """
+SECURITY_LOG_KEEP = 1000  # the rolling security log keeps this many newest events (OCPP A04.FR.04)
 
 
 class StoreError(Exception):
@@ -160,6 +169,9 @@ class Store:
         self._lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            # It holds the Basic-auth password and the transactions: readable by the service user only. SQLite gives
+            # its -wal and -shm files the same mode.
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -394,8 +406,11 @@ class Store:
             ]
         )
 
-    def outbox_depth(self) -> int:
-        return int(self._read("SELECT COUNT(*) AS n FROM outbox")[0]["n"])
+    def outbox_depth(self, kind: str | None = None) -> int:
+        """Messages waiting for the CSMS (of one kind, or all)."""
+        if kind is None:
+            return int(self._read("SELECT COUNT(*) AS n FROM outbox")[0]["n"])
+        return int(self._read("SELECT COUNT(*) AS n FROM outbox WHERE kind=?", (kind,))[0]["n"])
 
     def failed_messages(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self._read("SELECT * FROM outbox_failed ORDER BY id")]
@@ -416,6 +431,29 @@ class Store:
                 )
             ]
         )
+
+    # ------------------------------------------------------------------ security events
+
+    def security_event(self, type_: str, tech_info: str = "", *, at: datetime | None = None) -> None:
+        """Log a security event in the rolling security log and queue its SecurityEventNotification, in one commit
+        (guaranteed delivery, OCPP A04.FR.02)."""
+        when = _ts(at or datetime.now(UTC))
+        tech_info = tech_info[:255]  # SecurityEventNotification.techInfo is a string of at most 255 characters
+        body = {"type": type_, "timestamp": when, "techInfo": tech_info}
+        self._write(
+            [
+                ("INSERT INTO security_log (at, type, tech_info) VALUES (?, ?, ?)", (when, type_, tech_info)),
+                (
+                    "DELETE FROM security_log WHERE id <= (SELECT MAX(id) FROM security_log) - ?",
+                    (SECURITY_LOG_KEEP,),
+                ),
+                self._enqueue_sql("security_event", None, body, False),
+            ]
+        )
+
+    def security_log(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self._read("SELECT at, type, tech_info FROM security_log ORDER BY id DESC LIMIT ?", (limit,))
+        return [dict(r) for r in rows]
 
     # ------------------------------------------------------------------ authorization: local list and cache
 

@@ -8,12 +8,17 @@ and can be told to answer CALLERROR to chosen actions. It listens on 127.0.0.1 o
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
+import hmac
 import itertools
 import json
+import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from http import HTTPStatus
 from typing import Any
 
 import structlog
@@ -25,6 +30,7 @@ from ocpp.v201 import call as call201
 from ocpp.v201 import call_result as result201
 from ocpp.v201.enums import Action as Action201
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 log = structlog.get_logger("station.demo.csms")
@@ -158,6 +164,10 @@ class _CentralSystemSide(ChargePoint):  # type: ignore[misc]
     def on_data_transfer(self, vendor_id: str, **_: Any) -> call_result.DataTransfer:
         return call_result.DataTransfer(status="UnknownVendorId")
 
+    @on(Action.security_event_notification)
+    def on_security_event(self, **_: Any) -> call_result.SecurityEventNotification:
+        return call_result.SecurityEventNotification()
+
 
 class _CentralSystemSide201(ChargePoint201):  # type: ignore[misc]
     """One connected 2.0.1 station, seen from the CSMS."""
@@ -238,9 +248,17 @@ class LocalCsms:
         host: str = "127.0.0.1",
         port: int = 0,
         subprotocols: tuple[str, ...] = ("ocpp1.6", "ocpp2.0.1"),
+        tls: ssl.SSLContext | None = None,
+        passwords: dict[str, str] | None = None,
     ) -> None:
-        """`subprotocols`: what this CSMS speaks, in its order of preference."""
+        """`subprotocols`: what this CSMS speaks, in its order of preference. `tls`: serve wss:// with this context
+        (require client certificates in it for security profile 3). `passwords`: station id -> Basic-auth password;
+        when given, a station without the right Authorization header gets HTTP 401."""
         self.behaviour = behaviour or CsmsBehaviour()
+        self.tls = tls
+        self.passwords = passwords
+        self.refused_credentials = 0  # handshakes answered 401
+        self.client_certificates: list[dict[str, Any]] = []  # the peer certificate of each TLS connection
         self.subprotocols = subprotocols
         self.started_transactions: list[str] = []  # 2.0.1 transactionIds in the order they were Started
         self.host = host
@@ -260,14 +278,37 @@ class LocalCsms:
 
     @property
     def url(self) -> str:
-        return f"ws://{self.host}:{self.port}/ocpp"
+        return f"{'wss' if self.tls else 'ws'}://{self.host}:{self.port}/ocpp"
 
     async def start(self) -> LocalCsms:
         self._server = await serve(
-            self._handle, self.host, self.port, select_subprotocol=self._select_subprotocol, max_size=2**22
+            self._handle,
+            self.host,
+            self.port,
+            select_subprotocol=self._select_subprotocol,
+            max_size=2**22,
+            ssl=self.tls,
+            process_request=self._check_credentials,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         return self
+
+    def _check_credentials(self, connection: ServerConnection, request: Request) -> Response | None:
+        """HTTP Basic auth as OCPP security profiles 1 and 2 use it: user = the station id in the URL."""
+        if self.passwords is None:
+            return None
+        station_id = request.path.rstrip("/").rsplit("/", 1)[-1]
+        expected = self.passwords.get(station_id)
+        header = request.headers.get("Authorization", "")
+        if expected is not None and header.startswith("Basic "):
+            try:
+                user, _, password = base64.b64decode(header[6:], validate=True).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                user = password = ""
+            if user == station_id and hmac.compare_digest(password, expected):
+                return None
+        self.refused_credentials += 1
+        return connection.respond(HTTPStatus.UNAUTHORIZED, "wrong or missing credentials\n")
 
     def _select_subprotocol(self, _: ServerConnection, offered: Sequence[Subprotocol]) -> Subprotocol | None:
         for mine in self.subprotocols:
@@ -306,6 +347,9 @@ class LocalCsms:
         if connection.subprotocol is None:
             await connection.close(code=1002, reason=f"this CSMS speaks {', '.join(self.subprotocols)}")
             return
+        peer = connection.transport.get_extra_info("peercert") if self.tls else None
+        if peer:
+            self.client_certificates.append(peer)
         side = SIDES[connection.subprotocol](station_id, connection, self)
         self.stations[station_id] = side
         self.connections += 1

@@ -58,6 +58,17 @@ def iso(at: datetime | None) -> str:
     return (at or datetime.now(UTC)).astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+def security_event_fields(body: dict[str, Any], version: str) -> dict[str, Any]:
+    """SecurityEventNotification from a queued security event (station/store.py). The 1.6 Security Whitepaper names
+    the CSMS "CentralSystem" where 2.0.1 says "Csms" (InvalidCentralSystemCertificate / InvalidCsmsCertificate)."""
+    kind = str(body["type"])
+    return {
+        "type": kind.replace("Csms", "CentralSystem") if version == "1.6" else kind,
+        "timestamp": str(body["timestamp"]).replace("+00:00", "Z"),
+        "tech_info": body.get("techInfo") or None,
+    }
+
+
 class FollowUps:
     """Work a CSMS request asks for after its answer has gone out (a triggered message, a report): run in tasks,
     because a handler that awaits a CALL deadlocks the `ocpp` library's receive loop."""

@@ -17,13 +17,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from ocpp.exceptions import OCPPError
+from ocpp.exceptions import NotImplementedError as CallNotImplemented
+from ocpp.exceptions import NotSupportedError, OCPPError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from station.config import Config
 from station.core.model import ReportStatus
 from station.ocpp.adapter import BootRefused, CsmsAdapter
+from station.ocpp.security import Security
 from station.ocpp.settings import Settings
 from station.ocpp.v16 import SUBPROTOCOL as V16_SUBPROTOCOL
 from station.ocpp.v16 import V16Adapter
@@ -57,6 +59,7 @@ class ConnectionState:
     booted: str | None = None  # the OCPP version this process has booted with
     last_connected: datetime | None = None
     last_error: str = ""
+    failures: int = 0  # connection attempts that failed since the last good connection
     messages_sent: int = 0
 
 
@@ -97,6 +100,14 @@ class CsmsConnection:
         runtime.csms_online = lambda: self.state.connected
         self._ws: ClientConnection | None = None
         self._stopping = False
+        self.security = Security(config.csms, config.station.id, settings, store)
+        self.security.reconnect_listeners.append(self._reconnect_soon)
+
+    def _reconnect_soon(self) -> None:
+        """A new security profile takes effect on a new connection: close this one once the answer is out."""
+        ws = self._ws
+        if ws is not None:
+            asyncio.get_running_loop().call_later(1.0, lambda: asyncio.ensure_future(ws.close()))
 
     def _backoff(self, failures: int) -> float:
         """OCPP 2.0.1 Part 4 §5.3 (also used for 1.6): RetryBackOffWaitMinimum doubled per failure up to
@@ -125,7 +136,12 @@ class CsmsConnection:
                 log.error("CSMS url is invalid", error=str(exc))
             except (OSError, InvalidHandshake, TimeoutError, ConnectionClosed) as exc:
                 self.state.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("CSMS connection failed", error=self.state.last_error, url=self.url)
+                security_problem = self.security.connection_failed(exc)
+                if security_problem is not None:
+                    self.state.last_error = security_problem
+                    log.error("CSMS connection refused for security", reason=security_problem, url=self.url)
+                else:
+                    log.warning("CSMS connection failed", error=self.state.last_error, url=self.url)
             finally:
                 self.state.connected = False
                 self._ws = None
@@ -134,6 +150,7 @@ class CsmsConnection:
             if self._stopping:
                 return
             failures += 1
+            self.state.failures = failures
             wait = self._backoff(failures)
             log.info("reconnecting", in_s=round(wait, 2), failures=failures)
             await asyncio.sleep(wait)
@@ -149,6 +166,7 @@ class CsmsConnection:
         offered = SUBPROTOCOLS[self.config.csms.ocpp_version]
         async with connect(
             self.url,
+            **self.security.connect_options(),
             subprotocols=offered,  # type: ignore[arg-type]
             open_timeout=10,
             ping_interval=ping or None,
@@ -166,7 +184,11 @@ class CsmsConnection:
             self.state.version = adapter.version
             self.state.last_connected = datetime.now(UTC)
             self.state.last_error = ""
-            log.info("connected to CSMS", url=self.url, subprotocol=ws.subprotocol)
+            self.state.failures = 0
+            self.security.connected()
+            log.info(
+                "connected to CSMS", url=self.url, subprotocol=ws.subprotocol, security_profile=self.security.profile
+            )
             if self.runtime.authorizer is not None:
                 self.runtime.authorizer.ask_csms = adapter.authorize
             try:
@@ -237,6 +259,11 @@ class CsmsConnection:
             try:
                 delivery = await adapter.deliver(message)
             except OCPPError as exc:
+                if message.kind == "security_event" and isinstance(exc, (CallNotImplemented, NotSupportedError)):
+                    # A 1.6 CSMS without the security extension: the event stays in the security log.
+                    log.info("CSMS does not take SecurityEventNotification", type=message.body.get("type"))
+                    self.store.give_up(message.id, f"{type(exc).__name__}: {exc}")
+                    continue
                 attempts = self.store.attempt_failed(message.id, f"{type(exc).__name__}: {exc}")
                 limit = self.settings.int_value("TransactionMessageAttempts")
                 if attempts >= limit:

@@ -60,6 +60,8 @@ class Setting:
     variable: str | None = None
     instance: str | None = None
     readonly: bool = False
+    readonly201: bool = False  # read-only as a 2.0.1 variable though writable as a 1.6 key
+    writeonly: bool = False  # a secret: accepted, stored, never read back (GetConfiguration, GetVariables, reports)
     data_type: str = "string"  # 2.0.1 DataEnumType
     values_list: str | None = None  # 2.0.1 OptionList / MemberList values
     check: Check | None = None
@@ -170,8 +172,12 @@ SETTINGS: tuple[Setting, ...] = (
        instance="SetVariables", readonly=True, data_type="integer"),
     _s("TimeSource", "Heartbeat", component="ClockCtrlr", variable="TimeSource", readonly=True,
        data_type="SequenceList"),
-    _s("SecurityProfile", "0", component="SecurityCtrlr", variable="SecurityProfile", readonly=True,
-       data_type="integer"),
+    # SecurityProfile: 1.6 may raise it (ChangeConfiguration); 2.0.1 changes it only through a network profile, which
+    # this product does not offer, so there it is read-only. station/ocpp/security.py computes and checks it.
+    _s("SecurityProfile", "0", key16="SecurityProfile", component="SecurityCtrlr", variable="SecurityProfile",
+       readonly201=True, data_type="integer"),
+    _s("AuthorizationKey", "", key16="AuthorizationKey", component="SecurityCtrlr", variable="BasicAuthPassword",
+       writeonly=True, check=lambda v: 16 <= len(v) <= 40 and v.isascii() and v.isprintable() and " " not in v),
     _s("OrganizationName", "", component="SecurityCtrlr", variable="OrganizationName", data_type="string",
        check=lambda v: len(v) <= 50),
     _s("NumberOfConnectors", "1", key16="NumberOfConnectors", readonly=True, data_type="integer"),
@@ -209,6 +215,8 @@ class Settings:
         self.computed: dict[str, Callable[[], str]] = {
             "NumberOfConnectors": lambda: str(len(self.connector_ids)),
         }
+        # Checks that need more than the value (station/ocpp/security.py registers SecurityProfile's).
+        self.checks: dict[str, Check] = {}
 
     # ------------------------------------------------------------------ shared
 
@@ -224,8 +232,15 @@ class Settings:
         except ValueError:
             return int(BY_NAME[name].default)
 
+    def stored(self, name: str) -> str | None:
+        """What the CSMS set, None when it never did (secrets included: for the connection, never for the CSMS)."""
+        return self.store.setting(f"ocpp16.{name}")
+
     def _change(self, setting: Setting, value: str) -> bool:
         if setting.readonly or (setting.check is not None and not setting.check(value)):
+            return False
+        extra = self.checks.get(setting.name)
+        if extra is not None and not extra(value):
             return False
         self.store.set_setting(f"ocpp16.{setting.name}", value)
         for listener in self.listeners:
@@ -249,6 +264,9 @@ class Settings:
         known: list[dict[str, Any]] = []
         unknown: list[str] = []
         for key in keys or [*BY_KEY16, *(f"MeterPublicKey{c}" for c in self.connector_ids)]:
+            if key in BY_KEY16 and BY_KEY16[key].writeonly:
+                known.append({"key": key, "readonly": False})  # it exists and can be set; its value is not shown
+                continue
             value = self.get(key)
             if value is None:
                 unknown.append(key)
@@ -292,6 +310,8 @@ class Settings:
             return VariableResult("UnknownVariable" if known_component else "UnknownComponent")
         if attribute != "Actual":
             return VariableResult("NotSupportedAttributeType")
+        if setting.writeonly:
+            return VariableResult("Rejected")  # WriteOnly mutability: set, never read
         return VariableResult("Accepted", self.value(setting.name))
 
     def set_variable(
@@ -313,6 +333,8 @@ class Settings:
             return "UnknownVariable" if known_component else "UnknownComponent"
         if attribute != "Actual":
             return "NotSupportedAttributeType"
+        if setting.readonly201:
+            return "Rejected"
         return "Accepted" if self._change(setting, value) else "Rejected"
 
     def report(self, *, configuration_only: bool = False) -> list[dict[str, Any]]:
@@ -321,7 +343,8 @@ class Settings:
         for setting in SETTINGS:
             if setting.component is None or setting.variable is None:
                 continue
-            if configuration_only and setting.readonly:
+            readonly = setting.readonly or setting.readonly201
+            if configuration_only and readonly:
                 continue
             variable: dict[str, Any] = {"name": setting.variable}
             if setting.instance:
@@ -331,19 +354,19 @@ class Settings:
                 characteristics["valuesList"] = setting.values_list
             if setting.unit:
                 characteristics["unit"] = setting.unit
+            attribute: dict[str, Any] = {
+                "type": "Actual",
+                "mutability": "ReadOnly" if readonly else "WriteOnly" if setting.writeonly else "ReadWrite",
+                "persistent": True,
+                "constant": setting.readonly,
+            }
+            if not setting.writeonly:
+                attribute["value"] = self.value(setting.name)[:2500]
             items.append(
                 {
                     "component": {"name": setting.component},
                     "variable": variable,
-                    "variableAttribute": [
-                        {
-                            "type": "Actual",
-                            "value": self.value(setting.name)[:2500],
-                            "mutability": "ReadOnly" if setting.readonly else "ReadWrite",
-                            "persistent": True,
-                            "constant": setting.readonly,
-                        }
-                    ],
+                    "variableAttribute": [attribute],
                     "variableCharacteristics": characteristics,
                 }
             )

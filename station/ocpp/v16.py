@@ -27,7 +27,7 @@ from ocpp.v16.enums import (
 )
 
 from station.core.model import ReportStatus, StopReason
-from station.ocpp.adapter import BootRefused, Delivery, FollowUps, iso
+from station.ocpp.adapter import BootRefused, Delivery, FollowUps, iso, security_event_fields
 from station.ocpp.settings import Settings
 from station.ocpp.signed_value import PUBLIC_KEY_NEVER, v16_signed_sampled_value
 from station.runtime import StationRuntime
@@ -114,6 +114,10 @@ class V16Adapter(ChargePoint):  # type: ignore[misc]
             return await self._stop_transaction(message)
         if message.kind == "meter_values":
             await self._meter_values(message)
+            return Delivery()
+        if message.kind == "security_event":
+            event = call.SecurityEventNotification(**security_event_fields(message.body, "1.6"))
+            await self.call(event, suppress=False, unique_id=message.call_id)
             return Delivery()
         else:
             raise ValueError(f"1.6 adapter cannot send outbox entry of kind {message.kind!r}")

@@ -19,7 +19,7 @@ from ocpp.v201.enums import Action
 
 from station.core.model import ConnectorStatus, ReportStatus, SignedMeterRecord, StopReason, Transaction
 from station.meter.records import reading_wh
-from station.ocpp.adapter import BootRefused, Delivery, FollowUps, iso
+from station.ocpp.adapter import BootRefused, Delivery, FollowUps, iso, security_event_fields
 from station.ocpp.settings import Settings
 from station.ocpp.signed_value import PUBLIC_KEY_NEVER, signed_meter_value
 from station.runtime import StationRuntime
@@ -184,6 +184,10 @@ class V201Adapter(ChargePoint):  # type: ignore[misc]
         """Send one outbox entry; returns when the CSMS answered with a CALLRESULT (raises on CALLERROR/timeout)."""
         if message.kind == "meter_values" and message.tx_ref is None:
             await self._meter_values(message)
+            return Delivery()
+        if message.kind == "security_event":
+            event = call.SecurityEventNotification(**security_event_fields(message.body, "2.0.1"))
+            await self.call(event, suppress=False, unique_id=message.call_id)
             return Delivery()
         if message.kind not in ("transaction_started", "transaction_ended", "meter_values"):
             raise ValueError(f"2.0.1 adapter cannot send outbox entry of kind {message.kind!r}")

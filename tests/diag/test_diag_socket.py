@@ -40,6 +40,8 @@ async def test_status_meter_and_transactions_over_the_socket(tmp_path: Path, csm
     sock = config.diagnostics.socket
     async with running_station(config) as station:
         await csms.wait_for("StatusNotification", lambda p: p["status"] == "Available")
+        await csms.wait_for("SecurityEventNotification", lambda p: p["type"] == "StartupOfTheDevice")
+        await csms.wait_until(lambda: station.store.outbox_depth() == 0)
         assert stat.S_IMODE(os.stat(sock).st_mode) == 0o660
 
         status = (await ask(sock, {"command": "status"}))["status"]

@@ -137,9 +137,10 @@ async def test_restart_while_offline_delivers_start_then_stop_once(tmp_path: Pat
         await csms.drop_connections()
         await csms.wait_until(lambda: not station.connection.state.connected)
         assert (await station.runtime.local_start(1, "CARD-R")).accepted
-        await csms.wait_until(lambda: station.store.outbox_depth() == 1)
-    async with running_station(config) as station:  # restarted, still offline
-        await csms.wait_until(lambda: station.store.outbox_depth() == 2, timeout=30)  # Start and the PowerLoss Stop
+        await csms.wait_until(lambda: station.store.outbox_depth("transaction_started") == 1)
+    async with running_station(config) as station:  # restarted, still offline: Start and the PowerLoss Stop queued
+        await csms.wait_until(lambda: station.store.outbox_depth("transaction_ended") == 1, timeout=30)
+        assert station.store.outbox_depth("transaction_started") == 1
         csms.port = port
         await csms.start()
         await csms.wait_until(lambda: station.store.outbox_depth() == 0, timeout=30)

@@ -240,7 +240,7 @@ async def test_events_queued_while_offline_carry_the_offline_flag(tmp_path: Path
         await csms.drop_connections()
         await csms.wait_until(lambda: not station.connection.state.connected)
         assert (await station.runtime.local_start(1, "CARD-OFF")).accepted
-        await csms.wait_until(lambda: station.store.outbox_depth() == 1)
+        await csms.wait_until(lambda: station.store.outbox_depth("transaction_started") == 1)
         csms.port = port
         await csms.start()
         await csms.wait_connected(STATION)

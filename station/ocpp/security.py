@@ -1,0 +1,138 @@
+"""OCPP security profiles for the CSMS connection, the Basic-auth password, and security events.
+
+Owns what the connection needs to be trusted (OCPP 1.6 Security Whitepaper ed.3, 2.0.1 Part 2 A00-A04):
+- profile 0: nothing; 1: HTTP Basic auth over ws:// (only where the config allows it); 2: TLS >= 1.2 with the CSMS
+  certificate checked against the configured CA bundle and the host name, plus Basic auth; 3: TLS with the station's
+  client certificate. A certificate that does not verify refuses the connection: never a fallback to less.
+- the password: the config's `basic_auth_password` until the CSMS sets `AuthorizationKey` (1.6) /
+  `SecurityCtrlr.BasicAuthPassword` (2.0.1); the CSMS's value is kept in the store, used from the next connection on,
+  and never read back or logged.
+- the profile: the config's, raised (never lowered) by the CSMS through 1.6 `SecurityProfile`, and only to a profile
+  the config has what it needs for.
+- security events: kept in the store's rolling security log and queued for SecurityEventNotification in one commit.
+  A failure that repeats on every reconnect is recorded once, not once per attempt.
+"""
+
+from __future__ import annotations
+
+import base64
+import ssl
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlparse
+
+import structlog
+from websockets.exceptions import InvalidStatus
+
+from station.config import CsmsConfig
+from station.ocpp.settings import Settings
+from station.store import Store
+
+log = structlog.get_logger("station.security")
+
+# Security event types (2.0.1 names; the 1.6 adapter says "CentralSystem" where 2.0.1 says "Csms").
+STARTUP = "StartupOfTheDevice"
+RESET = "ResetOrReboot"
+RECONFIGURED = "ReconfigurationOfSecurityParameters"
+INVALID_CSMS_CERTIFICATE = "InvalidCsmsCertificate"
+FAILED_TO_AUTHENTICATE = "FailedToAuthenticateAtCsms"
+INVALID_TLS = "InvalidTLSVersion"
+
+
+class Security:
+    def __init__(self, config: CsmsConfig, station_id: str, settings: Settings, store: Store) -> None:
+        self.config = config
+        self.station_id = station_id
+        self.settings = settings
+        self.store = store
+        self.reconnect_listeners: list[Callable[[], None]] = []  # told when a new profile needs a new connection
+        self._last_failure: str | None = None
+        settings.computed["SecurityProfile"] = lambda: str(self.profile)
+        settings.checks["SecurityProfile"] = self._can_raise_to
+        settings.listeners.append(self._changed)
+
+    # ------------------------------------------------------------------ what is in force
+
+    @property
+    def profile(self) -> int:
+        raised = self.settings.stored("SecurityProfile")
+        return max(self.config.security_profile, int(raised) if raised and raised.isdigit() else 0)
+
+    @property
+    def password(self) -> str:
+        return self.settings.stored("AuthorizationKey") or self.config.basic_auth_password
+
+    def missing_for(self, profile: int) -> list[str]:
+        """What this station lacks to connect with `profile` (empty: it can)."""
+        missing: list[str] = []
+        scheme = urlparse(self.config.url).scheme
+        if (scheme == "wss") != (profile >= 2):
+            missing.append(f"a {'wss' if profile >= 2 else 'ws'}:// CSMS url (configured: {scheme}://)")
+        if profile == 1 and not self.config.allow_basic_auth_over_ws:
+            missing.append("allow_basic_auth_over_ws = true")
+        if profile in (1, 2) and not self.password:
+            missing.append("a Basic-auth password")
+        if profile == 3 and not (self.config.client_cert and self.config.client_key):
+            missing.append("a client certificate and key")
+        return missing
+
+    def _can_raise_to(self, value: str) -> bool:
+        if not value.isdigit() or not self.profile < int(value) <= 3:
+            return False  # lowering, or keeping, is not allowed remotely (A00.FR.001-005)
+        missing = self.missing_for(int(value))
+        if missing:
+            log.warning("CSMS asked for a security profile this station cannot use", profile=value, missing=missing)
+        return not missing
+
+    def _changed(self, name: str, _value: str) -> None:
+        if name not in ("AuthorizationKey", "SecurityProfile"):
+            return
+        self.store.security_event(RECONFIGURED, f"{name} changed by the CSMS")
+        log.info("security setting changed by the CSMS; used from the next connection on", setting=name)
+        if name == "SecurityProfile":
+            for listener in self.reconnect_listeners:
+                listener()
+
+    # ------------------------------------------------------------------ the connection
+
+    def connect_options(self) -> dict[str, Any]:
+        """Keyword arguments for websockets' connect(): the Authorization header and the TLS context."""
+        profile = self.profile
+        options: dict[str, Any] = {}
+        if profile in (1, 2):
+            credentials = base64.b64encode(f"{self.station_id}:{self.password}".encode()).decode("ascii")
+            options["additional_headers"] = {"Authorization": f"Basic {credentials}"}
+        if profile >= 2:
+            options["ssl"] = self.tls_context(profile)
+        return options
+
+    def tls_context(self, profile: int) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.config.ca_file or None)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.check_hostname = True  # the CSMS's name must be in its certificate (A00.FR.309)
+        context.verify_mode = ssl.CERT_REQUIRED
+        if profile == 3:
+            context.load_cert_chain(self.config.client_cert, self.config.client_key)
+        return context
+
+    def connected(self) -> None:
+        self._last_failure = None
+
+    def connection_failed(self, exc: BaseException) -> str | None:
+        """Classify a failed connection attempt; record a security event for the kinds that are one. Returns the
+        plain-words reason for the log when it is a security problem, else None."""
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            kind, info = INVALID_CSMS_CERTIFICATE, f"{exc.verify_message} (code {exc.verify_code})"
+            reason = f"the CSMS certificate is not trusted: {exc.verify_message}"
+        elif isinstance(exc, ssl.SSLError) and "version" in str(exc).lower():
+            kind, info = INVALID_TLS, str(exc)
+            reason = f"the CSMS does not offer TLS 1.2 or newer: {exc}"
+        elif isinstance(exc, InvalidStatus) and exc.response.status_code in (401, 403):
+            kind, info = FAILED_TO_AUTHENTICATE, f"HTTP {exc.response.status_code}"
+            reason = f"the CSMS refused this station's credentials (HTTP {exc.response.status_code})"
+        else:
+            return None
+        if self._last_failure != kind:  # once per kind of failure, not once per reconnect attempt
+            self._last_failure = kind
+            self.store.security_event(kind, info)
+        return reason

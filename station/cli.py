@@ -114,21 +114,16 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 def _cmd_diag(args: argparse.Namespace) -> int:
     from station.diag import client
 
-    socket_path = args.socket
-    if not socket_path:
-        try:
-            socket_path = load_config(args.config).diagnostics.socket
-        except ConfigError as exc:
-            print(exc, file=sys.stderr)
-            return 2
-    if not socket_path:
-        print(f"{args.config}: diagnostics.socket is not set, so the daemon offers no diagnostics", file=sys.stderr)
+    socket_path = _diag_socket(args)
+    if socket_path is None:
         return 2
     request: dict[str, object] = {"command": args.diag_command}
-    if args.diag_command == "transactions":
+    if args.diag_command in ("transactions", "log"):
         request["last"] = args.last
     if args.diag_command == "transaction":
         request["id"] = args.id
+    if args.diag_command == "log":
+        return _diag_log(socket_path, request, follow=args.follow, as_json=args.json)
     try:
         answer = client.ask(socket_path, request)
     except client.DiagError as exc:
@@ -148,8 +143,63 @@ def _cmd_diag(args: argparse.Namespace) -> int:
     elif args.diag_command == "transactions":
         for tx in answer["transactions"]:
             client.print_transaction(tx, sys.stdout)
+    elif args.diag_command == "security-log":
+        for event in answer["security_log"]:
+            print(f"{event['at']}  {event['type']}  {event['tech_info']}")
     else:
         client.print_transaction(answer["transaction"], sys.stdout)
+    return 0
+
+
+def _diag_log(socket_path: str, request: dict[str, object], *, follow: bool, as_json: bool) -> int:
+    from station.diag import client
+
+    request["follow"] = follow
+    try:
+        for answer in client.follow(socket_path, request):
+            for item in answer.get("log", []) + ([answer["frame"]] if "frame" in answer else []):
+                print(json.dumps(item) if as_json else client.format_frame(item), flush=True)
+    except client.DiagError as exc:
+        print(f"diag: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _diag_socket(args: argparse.Namespace) -> str | None:
+    """The diagnostics socket: --socket, or [diagnostics] socket of the config file. Prints why when there is none."""
+    if args.socket:
+        return str(args.socket)
+    try:
+        socket_path = load_config(args.config).diagnostics.socket
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return None
+    if not socket_path:
+        print(f"{args.config}: diagnostics.socket is not set, so the daemon offers no diagnostics", file=sys.stderr)
+        return None
+    return socket_path
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from station.diag import client
+
+    socket_path = _diag_socket(args)
+    if socket_path is None:
+        return 2
+    try:
+        answer = client.ask(socket_path, {"command": "export", "id": args.transaction, "format": args.format})
+    except client.DiagError as exc:
+        print(f"export: {exc}", file=sys.stderr)
+        return 1
+    if args.out in (None, "-"):
+        sys.stdout.write(answer["export"])
+    else:
+        Path(args.out).write_text(answer["export"], encoding="utf-8")
+        print(f"wrote {args.out}: open it in the S.A.F.E. Transparenzsoftware to check the bill", file=sys.stderr)
+    if not answer["verified"]:
+        print("WARNING: the station could not verify this transaction's signed record(s)", file=sys.stderr)
     return 0
 
 
@@ -209,7 +259,19 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--last", type=int, default=10)
     d = dsub.add_parser("transaction", help="one transaction by reference or CSMS transaction id")
     d.add_argument("id")
+    d = dsub.add_parser("log", help="the OCPP frames in and out (secrets masked)")
+    d.add_argument("--last", type=int, default=50, help="how many recent frames to show first (0..500)")
+    d.add_argument("--follow", "-f", action="store_true", help="keep printing new frames until Ctrl-C")
+    dsub.add_parser("security-log", help="the security events (OCPP security log), newest first")
     p.set_defaults(func=_cmd_diag)
+
+    p = sub.add_parser("export", help="a transaction's signed records for the Transparenzsoftware")
+    p.add_argument("--config", default="/etc/station/station.toml", help="the daemon's config file")
+    p.add_argument("--socket", help="the diagnostics socket (default: [diagnostics] socket from the config)")
+    p.add_argument("--transaction", required=True, help="transaction reference or CSMS transaction id")
+    p.add_argument("--format", default="transparency-xml", choices=["transparency-xml"])
+    p.add_argument("--out", help="file to write (default: standard output)")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("verify", help="verify OCMF signed records")
     p.add_argument("inputs", nargs="+", help="an OCMF string, a file of them, or a Transparenzsoftware XML file")

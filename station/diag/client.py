@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Iterator
 from typing import Any, TextIO
 
 from station.meter import ocmf
@@ -15,27 +16,60 @@ class DiagError(Exception):
 
 
 def ask(path: str, request: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
+    """One request, one answer."""
+    for answer in _lines(path, request, timeout):
+        return answer
+    raise DiagError(f"the daemon at {path} closed the connection without an answer")
+
+
+def follow(path: str, request: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The first answer, then every line the daemon streams after it (`log` with follow), until it hangs up."""
+    yield from _lines(path, request, None)
+
+
+def _lines(path: str, request: dict[str, Any], timeout: float | None) -> Iterator[dict[str, Any]]:
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
             sock.connect(path)
             sock.sendall(json.dumps(request).encode() + b"\n")
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
+            first = True
+            for line in sock.makefile("rb"):
+                answer: dict[str, Any] = json.loads(line)
+                if first and not answer.get("ok"):
+                    raise DiagError(str(answer.get("error", "the daemon refused the request")))
+                first = False
+                yield answer
     except FileNotFoundError:
         raise DiagError(f"no diagnostics socket at {path}: is the daemon running with this config?") from None
     except PermissionError:
         raise DiagError(f"no permission for {path}: run as the service user or a member of its group") from None
     except OSError as exc:
         raise DiagError(f"cannot talk to the daemon at {path}: {exc}") from None
-    answer: dict[str, Any] = json.loads(data)
-    if not answer.get("ok"):
-        raise DiagError(str(answer.get("error", "the daemon refused the request")))
-    return answer
+
+
+_MESSAGE_TYPES = {2: "CALL", 3: "RESULT", 4: "ERROR"}
+
+
+def format_frame(item: dict[str, Any]) -> str:
+    """One OCPP frame for a person: time, direction, message type and action, short message id, payload."""
+    at = item["at"][11:23]
+    arrow = "->" if item["direction"] == "out" else "<-"
+    text = item["frame"]
+    try:
+        message = json.loads(text)
+        kind = _MESSAGE_TYPES.get(message[0], str(message[0]))
+        unique_id = str(message[1])[:8]
+        if message[0] == 2:
+            head, payload = f"{kind} {message[2]}", message[3]
+        elif message[0] == 3:
+            head, payload = kind, message[2]
+        else:
+            head, payload = f"{kind} {message[2]}: {message[3]}", message[4] if len(message) > 4 else {}
+        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+        return f"{at} {arrow} {head} [{unique_id}] {body}"
+    except (ValueError, LookupError, TypeError):
+        return f"{at} {arrow} (not OCPP) {text}"
 
 
 def _yes(value: object) -> str:

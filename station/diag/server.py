@@ -1,7 +1,8 @@
 """The technician's local diagnostics socket: read-only reports about the running station, one JSON line each.
 
 A Unix socket (mode 0660, so the service's group can read it) under the runtime directory. A client sends one JSON
-object per line, `{"command": "status"}`, and gets one JSON object per line back. Every command here only reads: the
+object per line, `{"command": "status"}`, and gets one JSON object per line back (`log` with `"follow": true` then
+streams one line per OCPP frame until the client hangs up). Every command here only reads: the
 station's state, the store, and (for `meter-test`) the meter through the daemon's own link, which serialises requests
 with the daemon's work. Nothing on this socket can start, stop or change charging. Bad requests get an error answer
 and change nothing.
@@ -20,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from station.meter.interface import MeterError
+from station.meter.ocmf import load_public_key
+from station.meter.transparency import to_transparency_xml
 from station.ocpp.connection import describe
 
 if TYPE_CHECKING:
@@ -28,6 +31,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger("station.diag")
 
 MAX_REQUEST = 4096
+COMMANDS = ("status", "meter", "meter-test", "transactions", "transaction", "export", "log", "security-log")
+EXPORT_FORMATS = ("transparency-xml",)
 
 
 def status_report(station: Station) -> dict[str, Any]:
@@ -97,6 +102,26 @@ def transaction_report(station: Station, ref: str) -> dict[str, Any] | None:
             for r in tx.signed_records
         ],
     }
+
+
+def export_transaction(station: Station, ref: object, fmt: object) -> dict[str, Any]:
+    """A transaction's signed records with the meter's public key in the Transparenzsoftware's XML container, so a
+    driver can check the bill with the official tool."""
+    if not isinstance(ref, str) or not ref:
+        return {"ok": False, "error": '"id" must be a transaction reference or CSMS transaction id'}
+    if fmt not in EXPORT_FORMATS:
+        return {"ok": False, "error": f"unknown format {fmt!r}; known: {', '.join(EXPORT_FORMATS)}"}
+    report = transaction_report(station, ref)
+    if report is None:
+        return {"ok": False, "error": f"no transaction {ref}"}
+    if not report["records"]:
+        return {"ok": False, "error": f"transaction {ref} has no signed record (yet)"}
+    key_hex = station.runtime.meter_state.public_key_hex
+    if not key_hex:
+        return {"ok": False, "error": "the meter's public key is not known yet (meter not read since start)"}
+    entries = [(r["context"], r["data"]) for r in report["records"]]
+    xml = to_transparency_xml(entries, load_public_key(key_hex), report["csms_transaction_id"] or report["ref"])
+    return {"ok": True, "export": xml, "verified": report["verified"]}
 
 
 async def meter_report(station: Station) -> dict[str, Any]:
@@ -185,10 +210,29 @@ class DiagnosticsServer:
                 answer = await self.answer(line)
                 writer.write(json.dumps(answer, default=str).encode() + b"\n")
                 await writer.drain()
+                if answer.get("follow"):
+                    await self._follow_frames(reader, writer)
+                    return
         except (ValueError, ConnectionError):  # over-long line or a client that went away
             pass
         finally:
             writer.close()
+
+    async def _follow_frames(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """`diag log --follow`: one JSON line per OCPP frame until the client hangs up."""
+        with self.station.connection.trace.follow() as frames:
+            hangup = asyncio.ensure_future(reader.read())
+            try:
+                while not hangup.done():
+                    next_frame = asyncio.ensure_future(frames.get())
+                    await asyncio.wait([next_frame, hangup], return_when=asyncio.FIRST_COMPLETED)
+                    if not next_frame.done():
+                        next_frame.cancel()
+                        break
+                    writer.write(json.dumps({"frame": next_frame.result().as_json()}).encode() + b"\n")
+                    await writer.drain()
+            finally:
+                hangup.cancel()
 
     async def answer(self, line: bytes) -> dict[str, Any]:
         try:
@@ -215,6 +259,16 @@ class DiagnosticsServer:
                 if report is None:
                     return {"ok": False, "error": f"no transaction {ref}"}
                 return {"ok": True, "transaction": report}
+            if command == "log":
+                last = request.get("last", 50)
+                if not isinstance(last, int) or not 0 <= last <= 500:
+                    return {"ok": False, "error": '"last" must be an integer 0..500'}
+                frames = [f.as_json() for f in self.station.connection.trace.recent(last)]
+                return {"ok": True, "log": frames, "follow": request.get("follow") is True}
+            if command == "export":
+                return export_transaction(self.station, request.get("id"), request.get("format", "transparency-xml"))
+            if command == "security-log":
+                return {"ok": True, "security_log": self.station.store.security_log(100)}
             if command == "meter":
                 return {"ok": True, "meter": await meter_report(self.station)}
             if command == "meter-test":
@@ -223,5 +277,5 @@ class DiagnosticsServer:
             return {"ok": False, "error": f"meter: {exc}"}
         return {
             "ok": False,
-            "error": f"unknown command {command!r}; known: status, meter, meter-test, transactions, transaction",
+            "error": f"unknown command {command!r}; known: {', '.join(COMMANDS)}",
         }

@@ -27,6 +27,7 @@ from station.core.model import ReportStatus
 from station.ocpp.adapter import BootRefused, CsmsAdapter
 from station.ocpp.security import Security
 from station.ocpp.settings import Settings
+from station.ocpp.trace import FrameTrace
 from station.ocpp.v16 import SUBPROTOCOL as V16_SUBPROTOCOL
 from station.ocpp.v16 import V16Adapter
 from station.ocpp.v201 import SUBPROTOCOL as V201_SUBPROTOCOL
@@ -70,17 +71,20 @@ class NoSubprotocol(Exception):
 class _LoggedConnection:
     """Wraps the socket so that every frame in and out is logged (the technician's OCPP trace) and counted."""
 
-    def __init__(self, ws: ClientConnection, state: ConnectionState) -> None:
+    def __init__(self, ws: ClientConnection, state: ConnectionState, trace: FrameTrace) -> None:
         self.ws = ws
         self.state = state
+        self.trace = trace
 
     async def recv(self) -> str | bytes:
         frame = await self.ws.recv()
         log.debug("ocpp frame in", frame=frame if isinstance(frame, str) else repr(frame))
+        self.trace.record("in", frame)
         return frame
 
     async def send(self, frame: str) -> None:
         log.debug("ocpp frame out", frame=frame)
+        self.trace.record("out", frame)
         self.state.messages_sent += 1
         await self.ws.send(frame)
 
@@ -93,6 +97,7 @@ class CsmsConnection:
         self.settings = settings
         self.url = f"{config.csms.endpoint}/{config.station.id}"
         self.state = ConnectionState(self.url)
+        self.trace = FrameTrace()
         self._wakeup = asyncio.Event()
         self._statuses: asyncio.Queue[ReportStatus] = asyncio.Queue()
         runtime.outbox_listeners.append(self._wakeup.set)
@@ -200,7 +205,7 @@ class CsmsConnection:
     def _adapter(self, ws: ClientConnection, subprotocol: str) -> CsmsAdapter:
         return ADAPTERS[subprotocol](
             self.config.station.id,
-            _LoggedConnection(ws, self.state),
+            _LoggedConnection(ws, self.state, self.trace),
             runtime=self.runtime,
             store=self.store,
             settings=self.settings,

@@ -5,6 +5,7 @@ last session get signed and delivered — and nothing on the socket changes stat
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import stat
@@ -14,9 +15,12 @@ from typing import Any
 import pytest
 
 from station.app import running_station
+from station.cli import main
 from station.config import parse_config
 from station.demo.csms import LocalCsms
 from station.diag import client
+from station.meter import ocmf
+from station.meter.transparency import read_transparency_xml
 
 STATION = "CP-DIAG"
 
@@ -73,6 +77,43 @@ async def test_status_meter_and_transactions_over_the_socket(tmp_path: Path, csm
         assert txs[0]["records"][0]["data"].startswith("OCMF|")
         one = await ask(sock, {"command": "transaction", "id": str(csms.assigned_transaction_ids[-1])})
         assert one["transaction"]["ref"] == txs[0]["ref"]
+
+        # `station export`: the Transparenzsoftware's container, with a record that verifies with the key in it.
+        out = tmp_path / "bill.xml"
+        csms_id = str(csms.assigned_transaction_ids[-1])
+        argv = ["export", "--socket", sock, "--transaction", csms_id, "--out", str(out)]
+        assert await asyncio.to_thread(main, argv) == 0
+        [entry] = read_transparency_xml(out.read_text())
+        assert entry.ocmf == txs[0]["records"][0]["data"] and entry.public_key
+        assert ocmf.verify(ocmf.parse(entry.ocmf), entry.public_key).valid
+        assert await asyncio.to_thread(main, ["export", "--socket", sock, "--transaction", "nope"]) == 1
+
+
+async def test_ocpp_log_shows_recent_frames_and_follows_new_ones(tmp_path: Path, csms: LocalCsms) -> None:
+    config = parse_config(config_for(tmp_path, csms.url))
+    sock = config.diagnostics.socket
+    async with running_station(config):
+        await csms.wait_for("StatusNotification", lambda p: p["status"] == "Available")
+        recent = (await ask(sock, {"command": "log", "last": 500}))["log"]
+        assert recent[0]["direction"] == "out" and '"BootNotification"' in recent[0]["frame"]
+        assert client.format_frame(recent[0]).split()[1:3] == ["->", "CALL"]
+
+        lines: list[dict[str, Any]] = []
+        stream = client.follow(sock, {"command": "log", "last": 0, "follow": True})
+        follower = asyncio.create_task(
+            asyncio.to_thread(lambda: [lines.append(x) for x in itertools.islice(stream, 3)])
+        )
+        await csms.wait_until(lambda: len(lines) >= 1)  # the first answer: no old frames asked for
+        assert lines[0]["log"] == []
+        await csms.change_configuration(STATION, "AuthorizationKey", "a-new-secret-0123456789")
+        await asyncio.wait_for(follower, 10)
+        first, second = lines[1]["frame"], lines[2]["frame"]
+        assert first["direction"] == "in" and '"ChangeConfiguration"' in first["frame"]
+        assert "a-new-secret" not in first["frame"]  # secrets masked in the trace too
+        assert second["direction"] == "out" and client.format_frame(second).split()[2] == "RESULT"
+
+        events = (await ask(sock, {"command": "security-log"}))["security_log"]
+        assert [e["type"] for e in events][:2] == ["ReconfigurationOfSecurityParameters", "StartupOfTheDevice"]
 
 
 async def test_bad_requests_get_errors_and_change_nothing(tmp_path: Path, csms: LocalCsms) -> None:

@@ -20,6 +20,7 @@ from station.auth import Authorizer
 from station.config import Config
 from station.core.station import ChargingStation
 from station.diag.server import DiagnosticsServer
+from station.diag.webpage import DiagnosticsPage
 from station.meter.interface import Meter
 from station.meter.link import ModbusLink, SerialSettings
 from station.meter.models import build_driver
@@ -58,6 +59,7 @@ class Station:
     connection: CsmsConnection
     settings: Settings
     simulated: SimulatedLine | None = None
+    page: DiagnosticsPage | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -130,9 +132,16 @@ async def running_station(config: Config) -> AsyncIterator[Station]:
         diagnostics = DiagnosticsServer(station, config.diagnostics.socket) if config.diagnostics.socket else None
         if diagnostics is not None:
             await diagnostics.start()
+        page = None
+        if config.diagnostics.http:
+            page = DiagnosticsPage(station, config.diagnostics.http, config.diagnostics.http_password)
+            await page.start()
+        station.page = page
         try:
             yield station
         finally:
+            if page is not None:
+                await page.close()
             if diagnostics is not None:
                 await diagnostics.close()
             await runtime.close()

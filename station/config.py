@@ -93,6 +93,8 @@ class StorageConfig:
 @dataclass(frozen=True)
 class DiagnosticsConfig:
     socket: str = ""
+    http: str = ""
+    http_password: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,15 @@ def _password(v: str) -> str | None:
         return None
     if not 16 <= len(v) <= 40 or not v.isascii() or not v.isprintable() or " " in v:
         return "must be 16 to 40 printable ASCII characters without spaces (OCPP AuthorizationKey rules)"
+    return None
+
+
+def _listen_address(v: str) -> str | None:
+    if v == "":
+        return None
+    host, sep, port = v.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        return "must be host:port, e.g. 127.0.0.1:8080 (or the service interface's address)"
     return None
 
 
@@ -205,6 +216,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "diagnostics": {
         "socket": Key(str, "", None, "Unix socket of the technician interface"),
+        "http": Key(str, "", _listen_address, 'the technician web page\'s address, e.g. "127.0.0.1:8080" ("" = none)'),
+        "http_password": Key(str, "", None, "the technician web page's password, at least 12 characters"),
     },
 }
 
@@ -278,6 +291,12 @@ def parse_config(data: dict[str, Any], source: str = "") -> Config:
         problems.append("csms.reconnect_min: must not exceed csms.reconnect_max")
     if "url" in csms and "security_profile" in csms:
         problems.extend(_security_problems(csms))
+    diagnostics = sections["diagnostics"]
+    if diagnostics.get("http") and len(diagnostics.get("http_password", "")) < 12:
+        problems.append(
+            "diagnostics.http_password: the web page needs a password of at least 12 characters (it shows the "
+            "station's state to whoever can reach the address)"
+        )
     if problems:
         raise ConfigError(problems, source)
     return Config(

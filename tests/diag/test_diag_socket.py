@@ -5,7 +5,6 @@ last session get signed and delivered — and nothing on the socket changes stat
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import os
 import stat
@@ -92,25 +91,34 @@ async def test_status_meter_and_transactions_over_the_socket(tmp_path: Path, csm
 async def test_ocpp_log_shows_recent_frames_and_follows_new_ones(tmp_path: Path, csms: LocalCsms) -> None:
     config = parse_config(config_for(tmp_path, csms.url))
     sock = config.diagnostics.socket
-    async with running_station(config):
+    async with running_station(config) as station:
         await csms.wait_for("StatusNotification", lambda p: p["status"] == "Available")
         recent = (await ask(sock, {"command": "log", "last": 500}))["log"]
         assert recent[0]["direction"] == "out" and '"BootNotification"' in recent[0]["frame"]
         assert client.format_frame(recent[0]).split()[1:3] == ["->", "CALL"]
 
+        await csms.wait_until(lambda: station.store.outbox_depth() == 0)
         lines: list[dict[str, Any]] = []
-        stream = client.follow(sock, {"command": "log", "last": 0, "follow": True})
-        follower = asyncio.create_task(
-            asyncio.to_thread(lambda: [lines.append(x) for x in itertools.islice(stream, 3)])
-        )
+
+        def read_until_answered() -> None:
+            call_id = None
+            for line in client.follow(sock, {"command": "log", "last": 0, "follow": True}):
+                lines.append(line)
+                frame = json.loads(line["frame"]["frame"]) if "frame" in line else None
+                if frame and frame[0] == 2 and frame[2] == "ChangeConfiguration":
+                    call_id = frame[1]
+                if frame and frame[0] == 3 and frame[1] == call_id:
+                    return
+
+        follower = asyncio.create_task(asyncio.to_thread(read_until_answered))
         await csms.wait_until(lambda: len(lines) >= 1)  # the first answer: no old frames asked for
         assert lines[0]["log"] == []
         await csms.change_configuration(STATION, "AuthorizationKey", "a-new-secret-0123456789")
         await asyncio.wait_for(follower, 10)
-        first, second = lines[1]["frame"], lines[2]["frame"]
-        assert first["direction"] == "in" and '"ChangeConfiguration"' in first["frame"]
-        assert "a-new-secret" not in first["frame"]  # secrets masked in the trace too
-        assert second["direction"] == "out" and client.format_frame(second).split()[2] == "RESULT"
+        frames = [x["frame"] for x in lines[1:]]
+        [call] = [f for f in frames if '"ChangeConfiguration"' in f["frame"]]
+        assert call["direction"] == "in" and "a-new-secret" not in call["frame"]  # secrets masked in the trace too
+        assert frames[-1]["direction"] == "out" and client.format_frame(frames[-1]).split()[2] == "RESULT"
 
         events = (await ask(sock, {"command": "security-log"}))["security_log"]
         assert [e["type"] for e in events][:2] == ["ReconfigurationOfSecurityParameters", "StartupOfTheDevice"]

@@ -51,6 +51,7 @@ class CsmsBehaviour:
     heartbeat_interval: int = 60
     call_errors: dict[str, int] = field(default_factory=dict)  # action -> how many of the next ones get a CALLERROR
     silent: dict[str, int] = field(default_factory=dict)  # action -> how many of the next ones get no answer
+    late: dict[str, float] = field(default_factory=dict)  # action -> the next one is answered this many seconds late
     # 1.6: send RemoteStopTransaction for the transaction id being assigned *before* answering StartTransaction
     stop_before_start_answer: bool = False
 
@@ -87,6 +88,8 @@ async def _intercept(side: Any, csms: LocalCsms, raw_msg: str) -> bool:
             csms.assigned_transaction_ids.append(transaction_id)
             frame = [2, f"raw-stop-{transaction_id}", "RemoteStopTransaction", {"transactionId": transaction_id}]
             await side._send(json.dumps(frame))
+        if action in b.late:
+            await asyncio.sleep(b.late.pop(action))
         if b.silent.get(action, 0) > 0:
             b.silent[action] -= 1
             return False

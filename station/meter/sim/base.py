@@ -179,6 +179,22 @@ class SimulatedMeter:
             f.flush()
             os.fsync(f.fileno())
 
+    async def power_cycle(self, off_s: float) -> None:
+        """Power loss: the meter saves its registers on the falling supply (as MID meters do), falls silent for
+        `off_s`, and comes back with its non-volatile memory only: text the daemon had written but not yet committed
+        with a command is gone."""
+        self.tick()
+        self._save()
+        self.faults.mute = True
+        try:
+            await asyncio.sleep(off_s)
+            if self.state_path is not None and self.state_path.exists():
+                self.mem = MeterMemory(**json.loads(self.state_path.read_text()))
+            self._init_model()
+            self._last_tick = time.monotonic()  # no energy drawn while the meter was off
+        finally:
+            self.faults.mute = False
+
     # ------------------------------------------------------------------ metering and signing
 
     @property

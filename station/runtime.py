@@ -39,12 +39,13 @@ from station.core.model import (
     StopMeterTransaction,
     StopReason,
     StopRequested,
+    StoreHealthChanged,
     Transaction,
 )
 from station.core.station import ChargingStation, InvalidTransition
 from station.meter.interface import Meter, MeterError, MeterLinkError, MeterState, MeterTransactionRequest
 from station.meter.records import record_facts
-from station.store import Store
+from station.store import Store, StoreError
 
 log = structlog.get_logger("station.runtime")
 
@@ -83,6 +84,8 @@ class StationRuntime:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
         self._orphans: set[str] = set()
+        self._unrecorded: dict[str, Transaction] = {}  # what the store failed to take; the meter keeps the record
+        self.store_probe_interval = 5.0
         # Meter value intervals in seconds (0: off), read at every round so a change by the CSMS takes effect at once.
         self.sample_interval: Callable[[], int] = lambda: 0
         self.aligned_interval: Callable[[], int] = lambda: 0
@@ -95,6 +98,7 @@ class StationRuntime:
         """Decide at once whether a remote start is accepted; the meter work follows in a task."""
         if self._closing:
             return Outcome(False, reason="the station is shutting down")
+        self._check_store()
         event = StartRequested(connector_id, id_tag, self.clock(), uuid.uuid4().hex, remote_start_id=remote_start_id)
         return self._apply(event)
 
@@ -109,6 +113,7 @@ class StationRuntime:
         log.info("local start authorization", connector_id=connector_id, allowed=allowed, why=why)
         if not allowed:
             return Outcome(False, reason=why)
+        self._check_store()
         event = StartRequested(connector_id, id_tag, self.clock(), uuid.uuid4().hex, source=StartSource.LOCAL)
         return self._apply(event)
 
@@ -262,7 +267,7 @@ class StationRuntime:
 
     async def idle(self) -> None:
         """Wait until no meter work is in flight (tests and the demo use it)."""
-        while busy := [t for t in self._tasks if not t.get_name().startswith("meter monitor")]:
+        while busy := [t for t in self._tasks if not t.get_name().startswith(("meter monitor", "store probe"))]:
             await asyncio.wait(busy)
 
     # ------------------------------------------------------------------ core plumbing
@@ -282,18 +287,24 @@ class StationRuntime:
             case StopMeterTransaction(transaction=tx):
                 self._spawn(self._stop_on_meter(tx), f"meter stop {tx.ref}")
             case RecordTransactionStarted(transaction=tx):
-                self.store.transaction_started(tx, offline=not self.csms_online())
+                if not self._record(tx, self.store.transaction_started):
+                    # Not charging unrecorded: end it on the meter (its record waits there until the store takes it).
+                    asyncio.get_running_loop().call_soon(self.remote_stop, tx.ref, StopReason.OTHER)
+                    return
                 log.info("transaction started", tx_ref=tx.ref, meter_start_wh=tx.meter_start_wh)
                 self._outbox_changed()
             case RecordTransactionEnded(transaction=tx) if tx.ref in self._orphans:
                 self._orphans.discard(tx.ref)
                 tx = self._orphan_from_record(tx)
-                self.store.transaction_recovered(tx, offline=not self.csms_online())
+                if not self._record(tx, self.store.transaction_recovered):
+                    return
                 log.info("transaction recovered from the meter", tx_ref=tx.ref, id_tag=tx.id_tag)
                 self._outbox_changed()
                 self._spawn(self._release(tx.ref), f"meter release {tx.ref}")
             case RecordTransactionEnded(transaction=tx):
-                self.store.transaction_ended(tx, offline=not self.csms_online())
+                write = self.store.transaction_recovered if tx.ref in self._unrecorded else self.store.transaction_ended
+                if not self._record(tx, write):
+                    return  # no release: the meter keeps the signed record until the store has it
                 log.info(
                     "transaction ended",
                     tx_ref=tx.ref,
@@ -309,6 +320,61 @@ class StationRuntime:
             case ReportStatus():
                 for listener in self.status_listeners:
                     listener(command)
+
+    # ------------------------------------------------------------------ when the store cannot record
+
+    def _record(self, tx: Transaction, write: Callable[..., None]) -> bool:
+        """Write a transaction's state; on a store failure keep it for later and stop offering charging."""
+        try:
+            write(tx, offline=not self.csms_online())
+        except StoreError as exc:
+            self._unrecorded[tx.ref] = tx
+            # After the current event's status reports have gone out, so that Faulted is the last word.
+            asyncio.get_running_loop().call_soon(self._store_failed, exc)
+            return False
+        self._unrecorded.pop(tx.ref, None)
+        return True
+
+    def _check_store(self) -> None:
+        """Before a start: a store that cannot write means no charging, rather than charging nobody can bill."""
+        if not self.core.store_ok:
+            return
+        try:
+            self.store.probe()
+        except StoreError as exc:
+            self._store_failed(exc)
+
+    def _store_failed(self, exc: StoreError) -> None:
+        if not self.core.store_ok:
+            return
+        log.error("the store cannot record; charging is off until it can", error=str(exc))
+        self._apply(StoreHealthChanged(False, str(exc)))
+        self._spawn(self._probe_store(), "store probe")
+
+    async def _probe_store(self) -> None:
+        """Try again every few seconds; once the store writes, record what it missed and offer charging again."""
+        while True:
+            await asyncio.sleep(self.store_probe_interval)
+            try:
+                self.store.probe()
+                for ref, tx in list(self._unrecorded.items()):
+                    ended = tx.stopped_at is not None
+                    if not ended:
+                        self.store.transaction_started(tx, offline=not self.csms_online())
+                    elif self.store.transaction(ref) is None:
+                        self.store.transaction_recovered(tx, offline=not self.csms_online())
+                    else:
+                        self.store.transaction_ended(tx, offline=not self.csms_online())
+                    del self._unrecorded[ref]
+                    log.info("transaction recorded after the store came back", tx_ref=ref, ended=ended)
+                    self._outbox_changed()
+                    if ended:
+                        self._spawn(self._release(ref), f"meter release {ref}")
+            except StoreError:
+                continue
+            log.info("the store records again; charging is offered again")
+            self._apply(StoreHealthChanged(True))
+            return
 
     def _outbox_changed(self) -> None:
         for listener in self.outbox_listeners:

@@ -84,6 +84,7 @@ CREATE TABLE IF NOT EXISTS security_log (
     tech_info TEXT NOT NULL DEFAULT ''
 );
 """
+PROBE_BYTES = 16384  # about what one transaction with its signed records takes
 SECURITY_LOG_KEEP = 1000  # the rolling security log keeps this many newest events (OCPP A04.FR.04)
 
 
@@ -207,7 +208,8 @@ class Store:
                         ids.append(self._db.execute(sql, params).lastrowid or 0)
                     self._db.execute("COMMIT")
                 except BaseException:
-                    self._db.execute("ROLLBACK")
+                    if self._db.in_transaction:  # SQLite has already rolled back after e.g. SQLITE_FULL
+                        self._db.execute("ROLLBACK")
                     raise
             except sqlite3.DatabaseError as exc:
                 raise StoreError(f"store {self.path}: write failed: {exc}") from None
@@ -367,7 +369,8 @@ class Store:
                         )
                     self._db.execute("COMMIT")
                 except BaseException:
-                    self._db.execute("ROLLBACK")
+                    if self._db.in_transaction:  # SQLite has already rolled back after e.g. SQLITE_FULL
+                        self._db.execute("ROLLBACK")
                     raise
             except sqlite3.DatabaseError as exc:
                 raise StoreError(f"store {self.path}: write failed: {exc}") from None
@@ -429,6 +432,16 @@ class Store:
                     " ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                     (key, value),
                 )
+            ]
+        )
+
+    def probe(self) -> None:
+        """Can the store take a transaction now? A durable write of a transaction's size (its rows and signed
+        records), removed in the same commit. Raises StoreError when it cannot (disk full, read-only, broken)."""
+        self._write(
+            [
+                ("INSERT INTO settings (key, value) VALUES ('store.probe', ?)", ("x" * PROBE_BYTES,)),
+                ("DELETE FROM settings WHERE key='store.probe'", ()),
             ]
         )
 

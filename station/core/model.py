@@ -135,6 +135,14 @@ class MeterLinkChanged:
 
 
 @dataclass(frozen=True)
+class StoreHealthChanged:
+    """The store can (again) or cannot record: a station that cannot record must not offer charging."""
+
+    ok: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class StationAccepted:
     """The CSMS accepted our boot: charging may be offered (1.6 §4.2.1: never before the first Accepted)."""
 
@@ -155,6 +163,7 @@ Event = (
     | StopRequested
     | MeterStopped
     | MeterLinkChanged
+    | StoreHealthChanged
     | StationAccepted
     | AvailabilityChanged
 )

@@ -30,6 +30,7 @@ from station.core.model import (
     StationAccepted,
     StopMeterTransaction,
     StopRequested,
+    StoreHealthChanged,
     Transaction,
 )
 
@@ -82,13 +83,15 @@ class ChargingStation:
         self.connectors: dict[int, Connector] = {c: Connector(c) for c in connector_ids}
         self.meter_link_up = True
         self.meter_link_reason = ""
+        self.store_ok = True
+        self.store_reason = ""
         self.accepted_by_csms = False
 
     # ------------------------------------------------------------------ queries
 
     def status_of(self, connector_id: int) -> ConnectorStatus:
         connector = self.connectors[connector_id]
-        if not self.meter_link_up:
+        if not self.meter_link_up or not self.store_ok:
             return ConnectorStatus.FAULTED
         if connector.phase is Phase.AVAILABLE and not connector.operative:
             return ConnectorStatus.UNAVAILABLE
@@ -135,6 +138,10 @@ class ChargingStation:
             case MeterLinkChanged(up=up, reason=reason):
                 self.meter_link_up = up
                 self.meter_link_reason = reason
+                return Outcome(True, tuple(self._all_status_changes()))
+            case StoreHealthChanged(ok=ok, reason=reason):
+                self.store_ok = ok
+                self.store_reason = reason
                 return Outcome(True, tuple(self._all_status_changes()))
             case AvailabilityChanged():
                 return self._availability(event)
@@ -221,6 +228,8 @@ class ChargingStation:
             return Outcome(False, reason="the CSMS has not accepted this station yet")
         if not self.meter_link_up:
             return Outcome(False, reason=f"meter unavailable: {self.meter_link_reason or 'link down'}")
+        if not self.store_ok:
+            return Outcome(False, reason=f"the station cannot record transactions: {self.store_reason}")
         if connector.phase is not Phase.AVAILABLE:
             return Outcome(False, reason=f"connector {connector.id} is {connector.phase.value}")
         if not connector.operative:
@@ -254,8 +263,10 @@ class ChargingStation:
         if status is connector.reported:
             return []
         connector.reported = status
-        if status is ConnectorStatus.FAULTED:
+        if status is ConnectorStatus.FAULTED and not self.meter_link_up:
             return [ReportStatus(connector.id, status, "PowerMeterFailure", self.meter_link_reason)]
+        if status is ConnectorStatus.FAULTED:
+            return [ReportStatus(connector.id, status, "InternalError", f"store: {self.store_reason}"[:50])]
         return [ReportStatus(connector.id, status)]
 
     def _all_status_changes(self) -> list[ReportStatus]:

@@ -33,7 +33,7 @@ from station.ocpp.v16 import V16Adapter
 from station.ocpp.v201 import SUBPROTOCOL as V201_SUBPROTOCOL
 from station.ocpp.v201 import V201Adapter
 from station.runtime import StationRuntime
-from station.store import Store
+from station.store import Store, StoreError
 from station.tasks import until_first_exits
 
 log = structlog.get_logger("station.ocpp")
@@ -136,11 +136,14 @@ class CsmsConnection:
             except NoSubprotocol as exc:
                 self.state.last_error = str(exc)
                 log.error("CSMS refused every OCPP version we offered", error=str(exc), url=self.url)
+            except StoreError as exc:
+                self.state.last_error = str(exc)
+                log.error("the store failed during the CSMS session; reconnecting", error=str(exc))
             except InvalidURI as exc:
                 self.state.last_error = str(exc)
                 log.error("CSMS url is invalid", error=str(exc))
             except (OSError, InvalidHandshake, TimeoutError, ConnectionClosed) as exc:
-                self.state.last_error = f"{type(exc).__name__}: {exc}"
+                self.state.last_error = f"{type(exc).__name__}: {exc}"[:300]
                 security_problem = self.security.connection_failed(exc)
                 if security_problem is not None:
                     self.state.last_error = security_problem
@@ -199,7 +202,7 @@ class CsmsConnection:
             try:
                 await until_first_exits(adapter.start(), self._drive(adapter))
             except TimeoutError as exc:
-                log.warning("CSMS did not answer in time; dropping the connection", error=str(exc))
+                log.warning("CSMS did not answer in time; dropping the connection", error=str(exc)[:160])
                 raise
 
     def _adapter(self, ws: ClientConnection, subprotocol: str) -> CsmsAdapter:
@@ -255,53 +258,63 @@ class CsmsConnection:
 
     async def _deliver_outbox(self, adapter: CsmsAdapter) -> None:
         while True:
-            message = self.store.next_message()
-            if message is None:
-                self._wakeup.clear()
-                if self.store.next_message() is None:
-                    await self._wakeup.wait()
-                continue
             try:
-                delivery = await adapter.deliver(message)
-            except OCPPError as exc:
-                if message.kind == "security_event" and isinstance(exc, (CallNotImplemented, NotSupportedError)):
-                    # A 1.6 CSMS without the security extension: the event stays in the security log.
-                    log.info("CSMS does not take SecurityEventNotification", type=message.body.get("type"))
-                    self.store.give_up(message.id, f"{type(exc).__name__}: {exc}")
-                    continue
-                attempts = self.store.attempt_failed(message.id, f"{type(exc).__name__}: {exc}")
-                limit = self.settings.int_value("TransactionMessageAttempts")
-                if attempts >= limit:
-                    log.error(
-                        "CSMS failed to process a transaction message; set aside",
-                        kind=message.kind,
-                        tx_ref=message.tx_ref,
-                        attempts=attempts,
-                        error=str(exc),
-                    )
-                    self.store.give_up(message.id, str(exc))
-                else:
-                    wait = self.settings.int_value("TransactionMessageRetryInterval") * attempts
-                    log.warning(
-                        "CSMS answered CALLERROR; will retry",
-                        kind=message.kind,
-                        attempts=attempts,
-                        retry_in=wait,
-                        error=str(exc),
-                    )
-                    await asyncio.sleep(wait)
-                continue
-            except (ValueError, TypeError, KeyError) as exc:
+                await self._deliver_next(adapter)
+            except StoreError as exc:
+                # The store cannot record that a message was answered: it is sent again later under the same
+                # message id, which the CSMS recognises. Keep the connection; the runtime has stopped charging.
+                log.error("outbox: the store failed; retrying in 5 s", error=str(exc))
+                await asyncio.sleep(5)
+
+    async def _deliver_next(self, adapter: CsmsAdapter) -> None:
+        """Deliver the oldest outbox message, or wait until there is one."""
+        message = self.store.next_message()
+        if message is None:
+            self._wakeup.clear()
+            if self.store.next_message() is None:
+                await self._wakeup.wait()
+            return
+        try:
+            delivery = await adapter.deliver(message)
+        except OCPPError as exc:
+            if message.kind == "security_event" and isinstance(exc, (CallNotImplemented, NotSupportedError)):
+                # A 1.6 CSMS without the security extension: the event stays in the security log.
+                log.info("CSMS does not take SecurityEventNotification", type=message.body.get("type"))
+                self.store.give_up(message.id, f"{type(exc).__name__}: {exc}")
+                return
+            attempts = self.store.attempt_failed(message.id, f"{type(exc).__name__}: {exc}")
+            limit = self.settings.int_value("TransactionMessageAttempts")
+            if attempts >= limit:
                 log.error(
-                    "outbox entry cannot be sent; set aside", kind=message.kind, tx_ref=message.tx_ref, error=str(exc)
+                    "CSMS failed to process a transaction message; set aside",
+                    kind=message.kind,
+                    tx_ref=message.tx_ref,
+                    attempts=attempts,
+                    error=str(exc),
                 )
-                self.store.give_up(message.id, f"cannot build message: {exc}")
-                continue
-            self.store.delivered(
-                message.id,
-                csms_transaction=delivery.csms_transaction,
-                transaction_done=delivery.transaction_done,
+                self.store.give_up(message.id, str(exc))
+            else:
+                wait = self.settings.int_value("TransactionMessageRetryInterval") * attempts
+                log.warning(
+                    "CSMS answered CALLERROR; will retry",
+                    kind=message.kind,
+                    attempts=attempts,
+                    retry_in=wait,
+                    error=str(exc),
+                )
+                await asyncio.sleep(wait)
+            return
+        except (ValueError, TypeError, KeyError) as exc:
+            log.error(
+                "outbox entry cannot be sent; set aside", kind=message.kind, tx_ref=message.tx_ref, error=str(exc)
             )
+            self.store.give_up(message.id, f"cannot build message: {exc}")
+            return
+        self.store.delivered(
+            message.id,
+            csms_transaction=delivery.csms_transaction,
+            transaction_done=delivery.transaction_done,
+        )
 
 
 def describe(state: ConnectionState, depth: int) -> dict[str, Any]:

@@ -1,0 +1,315 @@
+"""Property-based bad-input suites (hypothesis, fixed example budgets): frames from the CSMS, records from the meter,
+config files and diagnostics requests. Whatever arrives gets a clear refusal, never a crash, and changes nothing.
+
+The station runs once per module, in a thread with its own event loop, against a raw WebSocket CSMS on loopback (so
+frames no OCPP library would send can be sent); each example is sent to it from the test thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from websockets.asyncio.server import serve
+
+from station.app import Station, running_station
+from station.config import ConfigError, load_config, parse_config
+from station.meter import ocmf
+from station.meter.records import examine_record, reading_wh, record_facts
+from tests.meter.test_ocmf_vectors import load as load_vectors
+from tests.ocpp.test_bad_frames_v16 import RawCsms
+
+T = TypeVar("T")
+EXAMPLES = 150  # per property: the fixed budget CI runs
+
+json_scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=60)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+class StationThread:
+    """The daemon's parts on an event loop of their own, and a raw CSMS it is connected to."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.loop = asyncio.new_event_loop()
+        self.raw = RawCsms()
+        self.station: Station | None = None
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._main, daemon=True)
+
+    def _main(self) -> None:
+        try:
+            self.loop.run_until_complete(self._run())
+        except BaseException as exc:  # reported by the tests
+            self.error = exc
+            self._ready.set()
+
+    async def _run(self) -> None:
+        self._stop = asyncio.Event()
+        async with serve(self.raw.handler, "127.0.0.1", 0, subprotocols=["ocpp1.6"]) as server:  # type: ignore[list-item]
+            port = server.sockets[0].getsockname()[1]
+            config = parse_config(
+                {
+                    "station": {"id": "CP-FUZZ"},
+                    "csms": {"url": f"ws://127.0.0.1:{port}/ocpp", "response_timeout": 5},
+                    "meter": {"transport": "simulated", "simulator": {"state": str(self.workdir / "m.json")}},
+                    "storage": {"path": str(self.workdir / "s.db")},
+                    "diagnostics": {"socket": str(self.workdir / "diag.sock")},
+                }
+            )
+            async with running_station(config) as station:
+                self.station = station
+                await asyncio.wait_for(self.raw.connected.wait(), 20)
+                await asyncio.sleep(0.5)  # boot and first status reports
+                self._ready.set()
+                await self._stop.wait()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 15) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def start(self) -> StationThread:
+        self.thread.start()
+        self._ready.wait(60)
+        if self.error is not None:
+            raise self.error
+        return self
+
+    def stop(self) -> None:
+        assert self._stop is not None
+        self.loop.call_soon_threadsafe(self._stop.set)
+        self.thread.join(30)
+
+    def snapshot(self) -> tuple[Any, ...]:
+        """Everything a bad frame must not change."""
+        assert self.station is not None
+        store = self.station.store
+        settings_rows = tuple(
+            (r["key"], r["value"]) for r in store._read("SELECT key, value FROM settings WHERE key != 'store.probe'")
+        )
+        connectors = tuple((c.phase, c.operative, c.transaction) for c in self.station.runtime.core.connectors.values())
+        transactions = len(store.recent_transactions(1000))
+        return settings_rows, connectors, transactions, store.outbox_depth("transaction_started")
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StationThread]:
+    station = StationThread(tmp_path_factory.mktemp("fuzz")).start()
+    yield station
+    station.stop()
+
+
+PROBE = '[2, "alive", "GetConfiguration", {"key": ["HeartbeatInterval"]}]'
+
+
+def exchange(running: StationThread, frame: str) -> list[Any] | None:
+    """Send a frame, then a probe; the station handles frames in order, so whatever arrives before the probe's
+    answer is its answer to the frame (None: it rightly did not answer). The probe's answer proves it still works."""
+
+    async def go() -> list[Any] | None:
+        raw = running.raw
+        assert raw.connection is not None
+        while not raw.inbox.empty():
+            raw.inbox.get_nowait()
+        await raw.connection.send(frame)
+        await raw.connection.send(PROBE)
+        answers = []
+        while True:
+            message = await asyncio.wait_for(raw.inbox.get(), 10)
+            if message[:2] == [3, "alive"]:
+                assert message[2]["configurationKey"][0]["key"] == "HeartbeatInterval"
+                break
+            answers.append(message)
+        assert len(answers) <= 1, answers
+        return answers[0] if answers else None
+
+    return running.run(go())
+
+
+# ---------------------------------------------------------------------- frames from the CSMS
+
+CSMS_ACTIONS = [
+    "ChangeAvailability",
+    "ChangeConfiguration",
+    "ClearCache",
+    "DataTransfer",
+    "GetConfiguration",
+    "GetLocalListVersion",
+    "SendLocalList",
+    "TriggerMessage",
+    "UnlockConnector",
+    "RemoteStartTransaction",
+    "RemoteStopTransaction",
+    "Reset",
+    "NoSuchAction",
+    "",
+]
+# Fields that make a request valid and change charging: left out, so every such request is invalid.
+REQUIRED_FOR_CHANGE = {"RemoteStartTransaction": "idTag", "RemoteStopTransaction": "transactionId", "Reset": "type"}
+FIELDS = ["key", "value", "connectorId", "type", "vendorId", "messageId", "data", "listVersion", "updateType"]
+
+
+@st.composite
+def ocpp_frames(draw: st.DrawFn) -> str:
+    kind = draw(st.sampled_from(["text", "array", "call"]))
+    if kind == "text":
+        return draw(st.text(max_size=200))
+    if kind == "array":
+        return json.dumps(draw(st.lists(json_values, max_size=6)))
+    action = draw(st.sampled_from(CSMS_ACTIONS) | st.text(max_size=30))
+    fields = [f for f in [*FIELDS, "idTag", "transactionId", "chargingProfile"] if f != REQUIRED_FOR_CHANGE.get(action)]
+    payload = draw(
+        st.dictionaries(st.sampled_from(fields) | st.text(max_size=10), json_values | st.text(min_size=500), max_size=5)
+    )
+    for name in list(payload):
+        if name == REQUIRED_FOR_CHANGE.get(action):
+            del payload[name]
+    message_type = draw(st.sampled_from([2, 2, 2, 3, 4, 5, -1, "2", None]))
+    unique_id = draw(st.text(min_size=1, max_size=40) | st.integers() | st.just("x" * 100))
+    return json.dumps([message_type, unique_id, action, payload], ensure_ascii=draw(st.booleans()))
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(frame=ocpp_frames())
+def test_any_frame_from_the_csms_gets_the_right_answer_and_changes_nothing(running: StationThread, frame: str) -> None:
+    before = running.snapshot()
+    answer = exchange(running, frame)
+    try:
+        message = json.loads(frame)
+    except ValueError:
+        message = None
+    if answer is not None:
+        assert answer[0] in (3, 4), answer  # a CALLRESULT or a CALLERROR, to the message that was sent
+        if isinstance(message, list) and len(message) > 1 and isinstance(message[1], str):
+            assert answer[1] == message[1], (frame[:100], answer)
+    if answer is None or answer[0] == 4:
+        assert running.snapshot() == before, frame[:200]  # refused or ignored: nothing changed
+
+
+# ---------------------------------------------------------------------- diagnostics requests
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    line=st.binary(max_size=300)
+    | st.builds(
+        lambda command, extra: json.dumps({"command": command, **extra}).encode(),
+        st.sampled_from(["status", "transactions", "transaction", "export", "log", "security-log", "x", ""]),
+        st.dictionaries(st.sampled_from(["last", "id", "format", "follow"]), json_values, max_size=3),
+    )
+)
+def test_any_diagnostics_request_gets_an_answer_and_changes_nothing(running: StationThread, line: bytes) -> None:
+    assert running.station is not None
+    before = running.snapshot()
+
+    async def ask() -> dict[str, Any]:
+        from station.diag.server import DiagnosticsServer
+
+        assert running.station is not None
+        return await DiagnosticsServer(running.station, str(running.workdir / "unused.sock")).answer(line)
+
+    answer = running.run(ask())
+    assert isinstance(answer, dict) and isinstance(answer.get("ok"), bool)
+    if not answer["ok"]:
+        assert isinstance(answer["error"], str) and answer["error"]
+    assert running.snapshot() == before
+
+
+# ---------------------------------------------------------------------- records from the meter
+
+VECTORS = [v for v in load_vectors() if v.get("expected_valid") and v.get("public_key")]
+
+
+@st.composite
+def damaged_records(draw: st.DrawFn) -> tuple[str, str, str]:
+    vector = draw(st.sampled_from(VECTORS))
+    text = vector["ocmf"]
+    how = draw(st.sampled_from(["truncate", "flip", "insert", "garbage", "swap_section"]))
+    if how == "truncate":
+        damaged = text[: draw(st.integers(0, len(text) - 1))]
+    elif how == "flip":
+        i = draw(st.integers(0, len(text) - 1))
+        damaged = text[:i] + draw(st.characters(blacklist_characters=text[i])) + text[i + 1 :]
+    elif how == "insert":
+        i = draw(st.integers(0, len(text)))
+        damaged = text[:i] + draw(st.text(min_size=1, max_size=20)) + text[i:]
+    elif how == "garbage":
+        damaged = draw(st.text(max_size=300) | st.just("OCMF|") | st.just("OCMF|{}|{}") | st.just("OCMF|[1]|{}"))
+    else:
+        other = draw(st.sampled_from(VECTORS))["ocmf"]
+        damaged = text.rsplit("|", 1)[0] + "|" + other.rsplit("|", 1)[1]  # another record's signature
+    return text, damaged, vector["public_key"]
+
+
+@settings(max_examples=EXAMPLES * 2, deadline=None)
+@given(case=damaged_records())
+def test_a_damaged_record_is_never_taken_as_valid_and_never_crashes(case: tuple[str, str, str]) -> None:
+    original, damaged, key = case
+    result = examine_record(damaged, key, context="Transaction.End")
+    assert result.data == damaged  # forwarded untouched, whatever it is
+    if result.verified:  # only if the damage did not touch what is signed (e.g. hex case of the signature)
+        assert ocmf.parse(damaged).payload_text == ocmf.parse(original).payload_text
+        assert ocmf.verify(ocmf.parse(damaged), key).valid
+    else:
+        assert result.problems
+    record_facts(damaged)
+    reading_wh(damaged, "E")
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(case=damaged_records(), pagination=st.text(min_size=1, max_size=8))
+def test_a_record_of_another_transaction_is_flagged(case: tuple[str, str, str], pagination: str) -> None:
+    original, _, key = case
+    record = ocmf.parse(original)
+    result = examine_record(original, key, context="Transaction.End", expected_pagination=pagination)
+    if pagination != record.pagination:
+        assert not result.verified and any("expected" in p for p in result.problems)
+
+
+# ---------------------------------------------------------------------- config files
+
+config_tables = st.dictionaries(
+    st.sampled_from(["station", "csms", "meter", "storage", "diagnostics", "extra"]),
+    st.dictionaries(
+        st.sampled_from(["id", "url", "model", "port", "baudrate", "path", "security_profile", "http", "x"]),
+        st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=60),
+        max_size=5,
+    ),
+    max_size=6,
+)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(data=config_tables)
+def test_any_config_is_either_accepted_or_refused_with_named_problems(data: dict[str, Any]) -> None:
+    try:
+        parse_config(data, "fuzz.toml")
+    except ConfigError as exc:
+        assert exc.problems and all(isinstance(p, str) and p for p in exc.problems)
+        assert all("." in p.split(":")[0] or p.startswith("[") for p in exc.problems), exc.problems
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(max_size=300) | st.binary(max_size=300))
+def test_any_config_file_gives_ok_or_a_config_error(tmp_path: Path, text: str | bytes) -> None:
+    path = tmp_path / "fuzz.toml"
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8", errors="surrogatepass")
+    try:
+        load_config(path)
+    except ConfigError as exc:
+        assert exc.problems

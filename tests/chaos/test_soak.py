@@ -1,0 +1,21 @@
+"""The bounded chaos soak CI runs on every change (the long run: `python -m tests.chaos.soak --sessions N`)."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+from tests.chaos.soak import run_soak
+
+SESSIONS = int(os.environ.get("STATION_SOAK_SESSIONS", "50"))
+
+
+async def test_chaos_soak_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    seed = int(os.environ.get("STATION_SOAK_SEED", random.SystemRandom().randrange(2**31)))
+    report = await run_soak(tmp_path, seed, SESSIONS)
+    print(report.text())  # shown with -s, and in the failure output below
+    assert report.ok, report.text()
+    assert report.signed >= SESSIONS // 2 and report.delivered == report.signed
+    assert report.lost == 0 and report.duplicated == 0
+    assert sum(report.faults.values()) >= SESSIONS // 2

@@ -95,6 +95,7 @@ async def _intercept(side: Any, csms: LocalCsms, raw_msg: str) -> bool:
             return False
         if b.call_errors.get(action, 0) > 0:
             b.call_errors[action] -= 1
+            csms.refused.add(str(msg[1]))
             await side._connection.send(json.dumps([4, msg[1], "InternalError", "injected failure", {}]))
             return False
     return True
@@ -273,6 +274,7 @@ class LocalCsms:
         self.transaction_by_message_id: dict[str, int] = {}
         self.raw_results: dict[str, Any] = {}  # answers to frames sent around the library (behaviour tricks)
         self.violations: list[str] = []  # CALLERRORs this CSMS had to send: the station broke the protocol
+        self.refused: set[str] = set()  # message ids it answered with an injected CALLERROR: not processed
         self.listeners: list[Callable[[Received], None]] = []
         self.connections = 0
         self._server: Server | None = None

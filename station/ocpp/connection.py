@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+from ocpp import messages as ocpp_messages
 from ocpp.exceptions import NotImplementedError as CallNotImplemented
 from ocpp.exceptions import NotSupportedError, OCPPError
 from websockets.asyncio.client import ClientConnection, connect
@@ -37,6 +38,11 @@ from station.store import Store, StoreError
 from station.tasks import until_first_exits
 
 log = structlog.get_logger("station.ocpp")
+
+# The `ocpp` library validates every message against its JSON schema in a thread-pool hop by default. For messages of
+# our size the hop costs more than the validation (the GIL serialises it anyway): inline, the offline backlog drains
+# 1.5x faster (bench: 785 -> 1225 msg/s). It is a process-wide switch of the library.
+ocpp_messages.ASYNC_VALIDATION = False
 
 # What we offer per configured version, in order of preference; the CSMS picks one (or none, and is refused).
 SUBPROTOCOLS = {

@@ -25,6 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -280,11 +281,13 @@ class Soak:
         # station refuses the next start (connector busy).
         await self.retry(lambda: csms.remote_start(STATION, tag), ("Accepted",), refused=self.stop_leftovers)
         await at("starting")
+        start = await self.started(tag, mark)
+        if start is None:
+            return  # the start never got through (e.g. killed before the meter started): the ledger tells the rest
         try:
-            start = await csms.wait_for("StartTransaction", lambda p: p["idTag"] == tag, after=mark, timeout=20)
             await csms.wait_until(lambda: start.unique_id in csms.transaction_by_message_id, timeout=60)
         except TimeoutError:
-            return  # the start never got through (e.g. killed before the meter started): the ledger tells the rest
+            return
         self.report.starts_seen += 1
         transaction_id = csms.transaction_by_message_id[start.unique_id]
         await asyncio.sleep(rng.uniform(0.1, 0.8))
@@ -301,6 +304,28 @@ class Soak:
         await at("signing")
         with contextlib.suppress(TimeoutError):
             await csms.wait_for("StopTransaction", lambda p: p["transactionId"] == transaction_id, timeout=60)
+
+    async def started(self, tag: str, mark: int, timeout: float = 30) -> Received | None:
+        """The StartTransaction of this session's start; None once the station has shown Available for 2 s with no
+        start on its way (the start was lost, e.g. the daemon was killed before the meter started)."""
+        csms = self.csms
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            found = [m for m in csms.received[mark:] if m.action == "StartTransaction" and m.payload["idTag"] == tag]
+            if found:
+                return found[0]
+            statuses = [m for m in csms.received[mark:] if m.action == "StatusNotification"]
+            if statuses and statuses[-1].payload["status"] == "Available":
+                quiet = (datetime.now(UTC) - statuses[-1].at).total_seconds()
+                if quiet > 2 and self.diag_outbox_empty():
+                    return None
+            await asyncio.sleep(0.2)
+        return None
+
+    def diag_outbox_empty(self) -> bool:
+        status = self.diag_status()
+        return status is not None and status["ocpp"]["queue_depth"] == 0
 
     # ------------------------------------------------------------------ the end: settle and compare
 
@@ -349,6 +374,8 @@ class Soak:
         by_record: dict[str, set[str]] = {}
         first_seen: list[str] = []
         for stop in stops:
+            if stop.unique_id in self.csms.refused:
+                continue  # answered with a CALLERROR: the CSMS did not take it; the station sends it again
             try:
                 record, _ = extract_signed_record(stop.payload)
             except (ValueError, KeyError) as exc:

@@ -404,7 +404,7 @@ class StationRuntime:
             log.error("meter refused to start", tx_ref=tx.ref, error=str(exc))
             self._apply(MeterStartFailed(tx.ref, str(exc)))
             return
-        self._apply(MeterStarted(tx.ref, started.meter_start_wh, self.clock()))
+        self._apply(MeterStarted(tx.ref, started.meter_start_wh, self.clock(), started.begin_record))
 
     async def _stop_on_meter(self, tx: Transaction) -> None:
         attempt = 0

@@ -235,7 +235,7 @@ class Store:
     def _started_sql(tx: Transaction) -> tuple[str, tuple[Any, ...]]:
         return (
             "INSERT INTO transactions (ref, connector_id, id_tag, source, remote_start_id, requested_at,"
-            " started_at, meter_start_wh, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'started')",
+            " started_at, meter_start_wh, state, records) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'started', ?)",
             (
                 tx.ref,
                 tx.connector_id,
@@ -245,6 +245,7 @@ class Store:
                 _ts(tx.requested_at),
                 _ts(tx.started_at),
                 tx.meter_start_wh,
+                _records_json(tx.signed_records),  # a signed begin record, where the meter makes one at the start
             ),
         )
 
@@ -265,8 +266,12 @@ class Store:
         )
 
     def transaction_started(self, tx: Transaction, *, offline: bool) -> None:
-        """Store a started transaction and queue its announcement, atomically."""
-        self._write([self._started_sql(tx), self._enqueue_sql("transaction_started", tx.ref, {}, offline)])
+        """Store a started transaction and queue its announcement, atomically; and, where the meter signed a begin
+        record at the start, the message that carries it (1.6: MeterValues right after StartTransaction)."""
+        statements = [self._started_sql(tx), self._enqueue_sql("transaction_started", tx.ref, {}, offline)]
+        if any(r.context == "Transaction.Begin" for r in tx.signed_records):
+            statements.append(self._enqueue_sql("signed_begin", tx.ref, {}, offline))
+        self._write(statements)
 
     def transaction_ended(self, tx: Transaction, *, offline: bool) -> None:
         """Store the signed end of a transaction and queue its announcement, atomically."""

@@ -105,6 +105,7 @@ class MeterStarted:
     tx_ref: str
     meter_start_wh: int
     at: datetime
+    begin_record: SignedMeterRecord | None = None  # the meter's signed begin record, where it makes one at the start
 
 
 @dataclass(frozen=True)

@@ -151,7 +151,12 @@ class ChargingStation:
                 connector = self._connector_for(event.tx_ref, event)
                 self._advance(connector, event)
                 assert connector.transaction is not None
-                tx = replace(connector.transaction, started_at=event.at, meter_start_wh=event.meter_start_wh)
+                tx = replace(
+                    connector.transaction,
+                    started_at=event.at,
+                    meter_start_wh=event.meter_start_wh,
+                    signed_records=(event.begin_record,) if event.begin_record else (),
+                )
                 connector.transaction = tx
                 return Outcome(True, (RecordTransactionStarted(tx), *self._status_change(connector)), transaction=tx)
             case MeterStartFailed():

@@ -177,8 +177,11 @@ class BauerMeter(ModbusMeter):
         begin_wh = reading_wh(text, "B")
         if begin_wh is None:
             raise MeterRefused("the Start snapshot carries no begin reading (TX B)")
+        begin = examine_record(text, await self.public_key(), context="Transaction.Begin")
+        if not begin.verified:
+            log.error("meter begin record failed its check", problems=list(begin.problems))
         log.info("meter transaction started", begin_wh=begin_wh, pagination=f"T{_pagination(text)}")
-        return MeterTransactionStarted(begin_wh, f"T{_pagination(text)}")
+        return MeterTransactionStarted(begin_wh, f"T{_pagination(text)}", begin_record=begin)
 
     async def stop_transaction(self, tx_ref: str) -> MeterTransactionEnded:
         r = self.regs

@@ -61,6 +61,7 @@ class MeterTransactionRequest:
 class MeterTransactionStarted:
     meter_start_wh: int
     meter_reference: str = ""  # the meter's own id for the transaction (e.g. its PG counter), if it has one
+    begin_record: SignedMeterRecord | None = None  # a signed begin record, for meters that make one at the start
 
 
 @dataclass(frozen=True)

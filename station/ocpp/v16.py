@@ -115,6 +115,9 @@ class V16Adapter(ChargePoint):  # type: ignore[misc]
         if message.kind == "meter_values":
             await self._meter_values(message)
             return Delivery()
+        if message.kind == "signed_begin":
+            await self._signed_begin(message)
+            return Delivery()
         if message.kind == "security_event":
             event = call.SecurityEventNotification(**security_event_fields(message.body, "1.6"))
             await self.call(event, suppress=False, unique_id=message.call_id)
@@ -180,6 +183,35 @@ class V16Adapter(ChargePoint):  # type: ignore[misc]
         )
         log.info("StopTransaction confirmed", tx_ref=tx.ref, transaction_id=stored.csms_transaction_id)
         return Delivery(transaction_done=tx.ref)
+
+    async def _signed_begin(self, message: OutboxMessage) -> None:
+        """OCA app note: the signed start value in a MeterValues right after StartTransaction, when
+        SampledDataSignStartedReadings is on (StopTransaction carries it again in transactionData either way)."""
+        if self.settings.value("SampledDataSignStartedReadings") != "true":
+            return
+        assert message.tx_ref is not None
+        stored = self.store.transaction(message.tx_ref)
+        if stored is None or stored.csms_transaction_id is None:
+            raise ValueError(
+                f"signed begin value for {message.tx_ref}: no CSMS transactionId (StartTransaction failed)"
+            )
+        tx = stored.transaction
+        with_key = self.settings.value("PublicKeyWithSignedMeterValue") != PUBLIC_KEY_NEVER
+        key = self.runtime.meter_state.public_key_hex
+        sampled = [
+            v16_signed_sampled_value(r, key, with_key=with_key, raw=self.raw_signed_values)
+            for r in tx.signed_records
+            if r.context == "Transaction.Begin"
+        ]
+        await self.call(
+            call.MeterValues(
+                connector_id=tx.connector_id,
+                transaction_id=int(stored.csms_transaction_id),
+                meter_value=[{"timestamp": iso(tx.started_at), "sampled_value": sampled}],
+            ),
+            suppress=False,
+            unique_id=message.call_id,
+        )
 
     async def _meter_values(self, message: OutboxMessage) -> None:
         body = message.body

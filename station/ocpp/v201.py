@@ -185,6 +185,8 @@ class V201Adapter(ChargePoint):  # type: ignore[misc]
         if message.kind == "meter_values" and message.tx_ref is None:
             await self._meter_values(message)
             return Delivery()
+        if message.kind == "signed_begin":
+            return Delivery()  # 2.0.1 carries the signed begin value in TransactionEvent Started itself
         if message.kind == "security_event":
             event = call.SecurityEventNotification(**security_event_fields(message.body, "2.0.1"))
             await self.call(event, suppress=False, unique_id=message.call_id)
@@ -227,14 +229,17 @@ class V201Adapter(ChargePoint):  # type: ignore[misc]
             transaction_info=info,
             offline=offline or None,
             id_token={"id_token": tx.id_tag, "type": "Central"},
-            meter_value=[
-                {
-                    "timestamp": iso(tx.started_at),
-                    "sampled_value": [_energy_value(tx.meter_start_wh, "Transaction.Begin")],
-                }
-            ],
+            meter_value=[{"timestamp": iso(tx.started_at), "sampled_value": [self._begin_sample(tx)]}],
             evse={"id": tx.connector_id, "connector_id": 1},
         )
+
+    def _begin_sample(self, tx: Transaction) -> dict[str, Any]:
+        """The start reading; signed (SampledDataCtrlr.SignStartedReadings) where the meter signed a begin record."""
+        if self.settings.value("SampledDataSignStartedReadings") == "true":
+            for record in tx.signed_records:
+                if record.context == "Transaction.Begin":
+                    return self._signed_sample(tx, record)
+        return _energy_value(tx.meter_start_wh, "Transaction.Begin")
 
     def _updated(self, tx: Transaction, seq_no: int, message: OutboxMessage) -> call.TransactionEvent:
         body = message.body

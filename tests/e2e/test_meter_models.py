@@ -53,3 +53,47 @@ async def test_signed_session_per_model(tmp_path: Path, csms: LocalCsms, model: 
     assert int(end.value * 1000) == stop.payload["meterStop"]
     end_text, _ = extract_signed_record(stop.payload)
     assert ocmf.parse(end_text).end is not None  # the demo's reader picks the end record
+
+
+@pytest.mark.parametrize("version", ["1.6", "2.0.1"])
+async def test_signed_start_value_from_a_meter_that_signs_at_the_start(
+    tmp_path: Path, csms: LocalCsms, version: str
+) -> None:
+    """BAUER signs a begin record at the start: with SampledDataSignStartedReadings on it goes out right away (1.6: a
+    MeterValues after StartTransaction; 2.0.1: in TransactionEvent Started), and it verifies."""
+    raw = {
+        "station": {"id": "CP-BEGIN"},
+        "csms": {"url": csms.url, "ocpp_version": version, "reconnect_min": 0.1, "reconnect_max": 1},
+        "meter": {
+            "model": "bauer-bsm-ws36a",
+            "transport": "simulated",
+            "simulator": {"signing_time": 0.2, "state": str(tmp_path / "m.json")},
+        },
+        "storage": {"path": str(tmp_path / "s.db")},
+    }
+    async with running_station(parse_config(raw)) as station:
+        await csms.wait_for("BootNotification")
+        await csms.wait_until(lambda: station.runtime.core.accepted_by_csms)
+        if version == "1.6":
+            assert await csms.change_configuration("CP-BEGIN", "SampledDataSignStartedReadings", "true") == "Accepted"
+        else:
+            variable = {"component": {"name": "SampledDataCtrlr"}, "variable": {"name": "SignStartedReadings"}}
+            [result] = await csms.set_variables("CP-BEGIN", [{**variable, "attribute_value": "true"}])
+            assert result["attribute_status"] == "Accepted"
+        assert await csms.start_session("CP-BEGIN", "TAG-B") == "Accepted"
+        start, tx_id = await csms.wait_session_started("CP-BEGIN")
+        key = parse_oca_public_key(await csms.meter_public_key("CP-BEGIN"))
+        if version == "1.6":
+            values = await csms.wait_for("MeterValues", lambda p: p.get("transactionId") == int(tx_id))
+            assert csms.received.index(start) < csms.received.index(values)
+            [sampled] = values.payload["meterValue"][0]["sampledValue"]
+            assert sampled["context"] == "Transaction.Begin" and sampled["format"] == "SignedData"
+            text = base64.b64decode(json.loads(sampled["value"])["signedMeterData"]).decode()
+        else:
+            [sampled] = start.payload["meterValue"][0]["sampledValue"]
+            assert sampled["context"] == "Transaction.Begin"
+            text = base64.b64decode(sampled["signedMeterValue"]["signedMeterData"]).decode()
+        record = ocmf.parse(text)
+        assert record.begin is not None and record.end is None and ocmf.verify(record, key).valid
+        assert await csms.stop_session("CP-BEGIN", tx_id) == "Accepted"
+        await csms.wait_session_ended("CP-BEGIN")

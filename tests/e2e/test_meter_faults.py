@@ -1,0 +1,84 @@
+"""Every meter model through the faults a real RS-485 line and a real meter have: frames with CRC errors, a meter that
+is busy for a while, and a power loss in the middle of a transaction. The session still ends with the meter's signed
+record at the CSMS, verified, exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from station.app import Station, running_station
+from station.config import parse_config
+from station.demo.csms import LocalCsms
+from station.demo.session import extract_signed_record
+from station.meter import ocmf
+from station.meter.models import MODELS
+from station.ocpp.signed_value import parse_oca_public_key
+
+STATION = "CP-FAULTS"
+
+
+def config_for(tmp_path: Path, url: str, model: str) -> dict[str, Any]:
+    return {
+        "station": {"id": STATION},
+        "csms": {"url": url, "reconnect_min": 0.1, "reconnect_max": 1},
+        "meter": {
+            "model": model,
+            "transport": "simulated",
+            "latency": 0.2,
+            "simulator": {"signing_time": 0.3, "state": str(tmp_path / "m.json")},
+        },
+        "storage": {"path": str(tmp_path / "s.db")},
+    }
+
+
+def status_is(status: str) -> Any:
+    return lambda p: p["status"] == status
+
+
+async def finish_and_check(csms: LocalCsms, station: Station) -> None:
+    await csms.wait_until(lambda: csms.assigned_transaction_ids)
+    assert await csms.remote_stop(STATION, csms.assigned_transaction_ids[-1]) == "Accepted"
+    stop = await csms.wait_for("StopTransaction", timeout=60)
+    await station.runtime.idle()
+    record, _ = extract_signed_record(stop.payload)
+    key = parse_oca_public_key(await csms.meter_public_key(STATION))
+    assert ocmf.verify(ocmf.parse(record), key).valid
+    await csms.wait_until(lambda: station.store.outbox_depth() == 0)
+    assert len(csms.messages("StopTransaction")) == 1 and len(csms.messages("StartTransaction")) == 1
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+async def test_corrupt_frames_and_a_busy_meter_are_retried(tmp_path: Path, csms: LocalCsms, model: str) -> None:
+    async with running_station(parse_config(config_for(tmp_path, csms.url, model))) as station:
+        assert station.simulated is not None
+        await csms.wait_for("StatusNotification", status_is("Available"))
+        station.simulated.cable.faults.corrupt_to_a = 2  # the next two answers arrive with a CRC error
+        station.simulated.simulator.faults.busy_next = 2  # and the meter is busy twice
+        assert await csms.remote_start(STATION, "TAG-CRC") == "Accepted"
+        await csms.wait_for("StatusNotification", status_is("Charging"), timeout=30)
+        station.simulated.cable.faults.corrupt_to_a = 3
+        await finish_and_check(csms, station)
+        assert station.simulated.cable.faults.corrupt_to_a == 0  # the faults did happen
+        assert station.simulated.simulator.faults.busy_next == 0
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+async def test_power_loss_of_the_meter_mid_transaction(tmp_path: Path, csms: LocalCsms, model: str) -> None:
+    async with running_station(parse_config(config_for(tmp_path, csms.url, model))) as station:
+        assert station.simulated is not None
+        sim = station.simulated.simulator
+        station.runtime.monitor_interval = 0.2  # notice the silent meter soon
+        await csms.wait_for("StatusNotification", status_is("Available"))
+        assert await csms.remote_start(STATION, "TAG-PWR") == "Accepted"
+        await csms.wait_for("StatusNotification", status_is("Charging"), timeout=30)
+        mark = len(csms.received)
+        power = asyncio.create_task(sim.power_cycle(3.0))
+        faulted = await csms.wait_for("StatusNotification", status_is("Faulted"), after=mark, timeout=20)
+        assert faulted.payload["errorCode"] == "PowerMeterFailure"
+        await power
+        await csms.wait_for("StatusNotification", status_is("Charging"), after=mark, timeout=20)
+        await finish_and_check(csms, station)

@@ -43,7 +43,14 @@ from station.core.model import (
     Transaction,
 )
 from station.core.station import ChargingStation, InvalidTransition
-from station.meter.interface import Meter, MeterError, MeterLinkError, MeterState, MeterTransactionRequest
+from station.meter.interface import (
+    Meter,
+    MeterError,
+    MeterLinkError,
+    MeterRefused,
+    MeterState,
+    MeterTransactionRequest,
+)
 from station.meter.records import record_facts
 from station.store import Store, StoreError
 
@@ -421,10 +428,21 @@ class StationRuntime:
         self._apply(MeterStopped(tx.ref, ended.meter_stop_wh, self.clock(), ended.records))
 
     async def _release(self, tx_ref: str) -> None:
-        try:
-            await self.meter.release_record(tx_ref)
-        except MeterError as exc:
-            log.warning("meter record not released; it stays in the meter", tx_ref=tx_ref, error=str(exc))
+        """Tell the meter it may forget a record the store now holds. Retried until it works: a meter that keeps a
+        signed record refuses the next transaction (the chaos soak found a station stuck that way)."""
+        attempt = 0
+        while True:
+            try:
+                await self.meter.release_record(tx_ref)
+                return
+            except MeterRefused as exc:
+                log.warning("meter refused to release the record; it stays in the meter", tx_ref=tx_ref, error=str(exc))
+                return
+            except MeterError as exc:
+                attempt += 1
+                delay = min(self.stop_retry_delay * attempt, 30.0)
+                log.warning("meter record not released yet; retrying", tx_ref=tx_ref, error=str(exc), retry_in=delay)
+                await asyncio.sleep(delay)
 
     async def _sample_periodic(self) -> None:
         """MeterValueSampleInterval / SampledDataCtrlr.TxUpdatedInterval: readings of each charging transaction."""

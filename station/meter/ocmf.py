@@ -361,6 +361,10 @@ class OcmfRecord:
 def parse(text: str) -> OcmfRecord:
     if not isinstance(text, str):
         raise OcmfError("an OCMF record is text")
+    try:
+        text.encode("utf-8")  # what is hashed are the payload's UTF-8 bytes: text that has none is no record
+    except UnicodeEncodeError:
+        raise OcmfError("an OCMF record must be UTF-8 text (this one holds an unpaired surrogate)") from None
     text = text.strip()
     if not text.startswith("OCMF|"):
         raise OcmfError("not an OCMF record: it must start with 'OCMF|'")

@@ -6,11 +6,14 @@ import os
 import random
 from pathlib import Path
 
+import pytest
+
 from tests.chaos.soak import run_soak
 
 SESSIONS = int(os.environ.get("STATION_SOAK_SESSIONS", "50"))
 
 
+@pytest.mark.timeout(900)  # about 4 s per session; the soak has its own deadlines inside
 async def test_chaos_soak_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     seed = int(os.environ.get("STATION_SOAK_SEED", random.SystemRandom().randrange(2**31)))
     report = await run_soak(tmp_path, seed, SESSIONS)

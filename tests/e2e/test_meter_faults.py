@@ -82,3 +82,35 @@ async def test_power_loss_of_the_meter_mid_transaction(tmp_path: Path, csms: Loc
         await power
         await csms.wait_for("StatusNotification", status_is("Charging"), after=mark, timeout=20)
         await finish_and_check(csms, station)
+
+
+async def test_a_release_that_fails_is_retried_and_the_next_session_starts(tmp_path: Path, csms: LocalCsms) -> None:
+    """Found by the chaos soak: the meter went silent exactly when the daemon acknowledged a stored record, the
+    record stayed in the meter, and the meter refused every later transaction. The release is now retried."""
+    async with running_station(parse_config(config_for(tmp_path, csms.url, "smartme"))) as station:
+        assert station.simulated is not None
+        sim = station.simulated.simulator
+        station.runtime.stop_retry_delay = 0.2
+        release = station.meter.release_record
+        failures = 0
+
+        async def silent_twice(tx_ref: str) -> None:
+            nonlocal failures
+            if failures < 2:
+                failures += 1
+                sim.faults.mute = True  # the meter is silent for this request, for real, on the line
+                try:
+                    await release(tx_ref)
+                finally:
+                    sim.faults.mute = False
+                return
+            await release(tx_ref)
+
+        station.meter.release_record = silent_twice  # type: ignore[method-assign]
+        await csms.wait_for("StatusNotification", status_is("Available"))
+        assert await csms.remote_start(STATION, "TAG-R1") == "Accepted"
+        await csms.wait_for("StatusNotification", status_is("Charging"), timeout=30)
+        await finish_and_check(csms, station)
+        assert failures == 2 and sim.mem.record is None  # released after two silent attempts
+        assert await csms.remote_start(STATION, "TAG-R2") == "Accepted"
+        await csms.wait_for("StartTransaction", lambda p: p["idTag"] == "TAG-R2", timeout=30)

@@ -189,6 +189,8 @@ async def daemon_figures(baud: int, idle_seconds: float, charging_seconds: float
             c0 = proc_cpu_seconds(proc.pid)
             await asyncio.sleep(idle_seconds)
             idle = (proc_cpu_seconds(proc.pid) - c0) / idle_seconds * 3600
+            # Charging with live readings every second (MeterValues each second: read, queue, send).
+            await csms.change_configuration(STATION, "MeterValueSampleInterval", "1")
             await csms.remote_start(STATION, "BENCH")
             _, tx_id = await csms.wait_session_started(STATION)
             c1 = proc_cpu_seconds(proc.pid)
@@ -196,6 +198,7 @@ async def daemon_figures(baud: int, idle_seconds: float, charging_seconds: float
             charging = (proc_cpu_seconds(proc.pid) - c1) / charging_seconds * 3600
             await csms.remote_stop(STATION, int(tx_id))
             await csms.wait_session_ended(STATION)
+            await csms.change_configuration(STATION, "MeterValueSampleInterval", "0")
             rss_early = 0.0
             for i in range(n_sessions):
                 mark = len(csms.received)

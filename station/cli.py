@@ -43,7 +43,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             print(text, flush=True)
 
     try:
-        result = asyncio.run(run_demo(seconds=args.seconds, ocpp_version=args.ocpp, say=say))
+        result = asyncio.run(
+            run_demo(seconds=args.seconds, ocpp_version=args.ocpp, meter_model=args.meter_model, say=say)
+        )
     except (TimeoutError, ValueError) as exc:
         print(f"demo failed: {exc!r}", file=sys.stderr)
         return 1
@@ -222,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the story")
     p.add_argument("--ocpp", default="1.6", choices=["1.6", "2.0.1"], help="OCPP version to use")
     p.add_argument("--seconds", type=float, default=4.0, help="how long to charge")
+    p.add_argument("--meter-model", default="smartme", choices=list(METER_MODELS), help="which simulated meter")
     p.add_argument("--verbose", action="store_true", help="show the daemon's log lines")
     p.set_defaults(func=_cmd_demo)
 

@@ -29,3 +29,18 @@ def test_demo_json(version: str) -> None:
     assert record.energy_wh() == pytest.approx(result["energy_wh"]) and result["energy_wh"] > 0
     assert result["meter_stop_wh"] - result["meter_start_wh"] == pytest.approx(result["energy_wh"], abs=1)
     assert isinstance(result["transaction_id"], int if version == "1.6" else str)
+
+
+@pytest.mark.parametrize("model", ["iskra-wm3m4c", "carlo-gavazzi-em580", "bauer-bsm-ws36a"])
+def test_demo_json_per_meter_model(model: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "station", "demo", "--json", "--meter-model", model, "--seconds", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["meter_model"] == model and result["verified"] is True
+    assert ocmf.verify(result["ocmf"], result["public_key"]).valid
+    assert result["energy_wh"] == pytest.approx(result["meter_stop_wh"] - result["meter_start_wh"], abs=1)

@@ -15,6 +15,7 @@ import json
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -39,17 +40,20 @@ class DemoResult:
     meter_start_wh: int
     meter_stop_wh: int
     pagination: str
+    meter_model: str = "smartme"
 
     def as_json(self) -> dict[str, Any]:
         return self.__dict__.copy()
 
 
-def demo_config(workdir: Path, csms_url: str, *, ocpp_version: str = "1.6") -> dict[str, Any]:
+def demo_config(
+    workdir: Path, csms_url: str, *, ocpp_version: str = "1.6", meter_model: str = "smartme"
+) -> dict[str, Any]:
     return {
         "station": {"id": STATION_ID, "vendor": "station", "model": "demo"},
         "csms": {"url": csms_url, "ocpp_version": ocpp_version, "reconnect_min": 0.2, "reconnect_max": 2},
         "meter": {
-            "model": "smartme",
+            "model": meter_model,
             "transport": "simulated",
             "baudrate": 9600,
             "simulator": {
@@ -94,16 +98,25 @@ def extract_signed_record(stop_payload: dict[str, Any]) -> tuple[str, str | None
 
 
 async def run_demo(
-    *, seconds: float = 4.0, ocpp_version: str = "1.6", say: Callable[[str], None] = print
+    *,
+    seconds: float = 4.0,
+    ocpp_version: str = "1.6",
+    meter_model: str = "smartme",
+    say: Callable[[str], None] = print,
 ) -> DemoResult:
     with tempfile.TemporaryDirectory(prefix="station-demo-") as tmp:
         workdir = Path(tmp)
         csms = await LocalCsms().start()
         say(f"local CSMS listening on {csms.url}")
-        config = parse_config(demo_config(workdir, csms.url, ocpp_version=ocpp_version), "demo")
+        config = parse_config(
+            demo_config(workdir, csms.url, ocpp_version=ocpp_version, meter_model=meter_model), "demo"
+        )
         try:
             async with running_station(config) as station:
-                say(f"meter simulator on a virtual serial line at {config.meter.baudrate} baud, RTU framing")
+                say(
+                    f"{meter_model} meter simulator on a virtual serial line at {config.meter.baudrate} baud, "
+                    "RTU framing"
+                )
                 await csms.wait_connected(STATION_ID)
                 await csms.wait_for(
                     "StatusNotification", lambda p: (p.get("status") or p.get("connectorStatus")) == "Available"
@@ -143,6 +156,8 @@ async def run_demo(
     record = ocmf.parse(record_text)
     verdict = ocmf.verify(record, key_hex)
     energy = record.energy_wh()
+    if energy is None:  # a meter with separate begin and end records (BAUER): the signed readings of both
+        energy = Decimal(_stop_reading(stop.payload) - _start_reading(start.payload))
     return DemoResult(
         ocpp_version=ocpp_version,
         transaction_id=int(transaction_id) if ocpp_version == "1.6" else transaction_id,
@@ -154,6 +169,7 @@ async def run_demo(
         meter_start_wh=_start_reading(start.payload),
         meter_stop_wh=_stop_reading(stop.payload),
         pagination=record.pagination,
+        meter_model=meter_model,
     )
 
 

@@ -96,6 +96,7 @@ class StationRuntime:
         # Meter value intervals in seconds (0: off), read at every round so a change by the CSMS takes effect at once.
         self.sample_interval: Callable[[], int] = lambda: 0
         self.aligned_interval: Callable[[], int] = lambda: 0
+        self.sign_aligned: Callable[[], bool] = lambda: False  # AlignedDataSignReadings
         self.reset_requested = asyncio.Event()  # app.run_daemon restarts the process once the station is idle
         self._reset_when_idle = False  # refs of transactions known only from the meter (see _adopt_orphan)
 
@@ -473,12 +474,22 @@ class StationRuntime:
             log.warning("meter values not read", context=context, error=str(exc))
             return
         self.meter_state.live = live
-        body = {
+        body: dict[str, Any] = {
             "context": context,
             "at": self.clock().isoformat(),
             "energy_wh": live.energy_import_wh,
             "power_w": live.power_w,
         }
+        if context == "Sample.Clock" and self.sign_aligned():
+            # Signed aligned data: the meter's own latest signed reading, where it makes them (smart-me: 15 min).
+            try:
+                fiscal = await self.meter.fiscal_reading()
+            except MeterError as exc:
+                log.warning("signed reading not read", error=str(exc))
+                fiscal = None
+            if fiscal is not None:
+                body["signed"] = fiscal.data
+                body["signed_verified"] = fiscal.verified
         for connector in self.core.connectors.values():
             tx = connector.transaction
             charging = tx is not None and tx.meter_start_wh is not None and tx.stopped_at is None

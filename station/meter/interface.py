@@ -119,6 +119,11 @@ class Meter(abc.ABC):
         """The daemon has stored the record durably; a meter that keeps it until acknowledged may now free it."""
         return None
 
+    async def fiscal_reading(self) -> SignedMeterRecord | None:
+        """The meter's latest signed reading outside transactions (OCMF PG "F<n>"), for meters that make them
+        (smart-me signs its registers every 15 minutes); None for meters that do not."""
+        return None
+
     @abc.abstractmethod
     async def transaction_running(self) -> bool:
         """Whether the meter itself reports an open transaction (after a power loss or a daemon restart)."""

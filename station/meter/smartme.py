@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from station.core.model import SignedMeterRecord
 from station.meter.driver import ModbusMeter, RegisterTable
 from station.meter.interface import (
     LiveValues,
@@ -57,6 +58,9 @@ class SmartMeRegisters(RegisterTable):
     public_key_regs: int = 64
     record: int = 0x0400  # up to 1024 regs, ASCII OCMF string, length in the status block
     record_regs: int = 1024
+    fiscal_length: int = 0x0800  # u16, bytes of the latest fiscal signed reading (0: none yet)
+    fiscal_record: int = 0x0801  # up to 512 regs, ASCII OCMF string, PG "F<n>", signed every 15 minutes
+    fiscal_regs: int = 512
 
 
 COMMAND_START = 1
@@ -217,6 +221,29 @@ class SmartMeMeter(ModbusMeter):
             log.error("meter record failed its check", problems=list(record.problems), pagination=expected)
         end_wh = reading_wh(text, "E")
         return MeterTransactionEnded(meter_stop_wh=end_wh if end_wh is not None else 0, records=(record,))
+
+    async def fiscal_reading(self) -> SignedMeterRecord | None:
+        """smart-me signs its import and export registers every 15 minutes ("signed meter values"): the latest one.
+        The meter may replace it while we read it (several requests): a text that does not verify is read again, and
+        only after three tries handed over as it is, flagged."""
+        r = self.regs
+        record = None
+        key = await self.public_key()
+        for _ in range(3):
+            length = (await self.link.read_holding(r.fiscal_length, 1))[0]
+            if length == 0:
+                return None
+            if length > 2 * r.fiscal_regs:
+                raise MeterRefused(f"meter reports a fiscal reading of {length} bytes")
+            regs = await self.link.read_holding(r.fiscal_record, (length + 1) // 2)
+            record = examine_record(
+                regs_to_bytes(regs, length).decode("utf-8", errors="replace"), key, context="Sample.Clock"
+            )
+            if record.verified:
+                return record
+        assert record is not None
+        log.error("meter fiscal reading failed its check", problems=list(record.problems))
+        return record
 
     async def release_record(self, tx_ref: str) -> None:
         st = await self.status()

@@ -120,8 +120,10 @@ SETTINGS: tuple[Setting, ...] = (
        component="SampledDataCtrlr", variable="SignStartedReadings", data_type="boolean", check=_bool),
     _s("SampledDataSignUpdatedReadings", "false", key16="SampledDataSignUpdatedReadings",
        component="SampledDataCtrlr", variable="SignUpdatedReadings", readonly=True, data_type="boolean"),
+    # Signed aligned data: the meter's latest signed reading outside transactions (smart-me signs every 15 minutes;
+    # the other models make none, and their aligned values stay unsigned).
     _s("AlignedDataSignReadings", "false", key16="AlignedDataSignReadings", component="AlignedDataCtrlr",
-       variable="SignReadings", readonly=True, data_type="boolean"),
+       variable="SignReadings", data_type="boolean", check=_bool),
     _s("AlignedDataSignUpdatedReadings", "false", key16="AlignedDataSignUpdatedReadings",
        component="AlignedDataCtrlr", variable="SignUpdatedReadings", readonly=True, data_type="boolean"),
     _s("StartTxnSampledData", "Energy.Active.Import.Register", key16="StartTxnSampledData",

@@ -26,7 +26,7 @@ from ocpp.v16.enums import (
     RemoteStartStopStatus,
 )
 
-from station.core.model import ReportStatus, StopReason
+from station.core.model import ReportStatus, SignedMeterRecord, StopReason
 from station.ocpp.adapter import BootRefused, Delivery, FollowUps, iso, security_event_fields
 from station.ocpp.settings import Settings
 from station.ocpp.signed_value import PUBLIC_KEY_NEVER, v16_signed_sampled_value
@@ -220,13 +220,17 @@ class V16Adapter(ChargePoint):  # type: ignore[misc]
             stored = self.store.transaction(message.tx_ref)
             if stored is not None and stored.csms_transaction_id is not None:
                 transaction_id = int(stored.csms_transaction_id)
+        sampled = sampled_values(body)
+        if body.get("signed"):
+            record = SignedMeterRecord(str(body["signed"]), context=str(body["context"]))
+            with_key = self.settings.value("PublicKeyWithSignedMeterValue") != PUBLIC_KEY_NEVER
+            key = self.runtime.meter_state.public_key_hex
+            sampled.append(v16_signed_sampled_value(record, key, with_key=with_key, raw=self.raw_signed_values))
         await self.call(
             call.MeterValues(
                 connector_id=int(body["connector_id"]),
                 transaction_id=transaction_id,
-                meter_value=[
-                    {"timestamp": iso(datetime.fromisoformat(body["at"])), "sampled_value": sampled_values(body)}
-                ],
+                meter_value=[{"timestamp": iso(datetime.fromisoformat(body["at"])), "sampled_value": sampled}],
             ),
             suppress=False,
             unique_id=message.call_id,

@@ -250,15 +250,28 @@ class V201Adapter(ChargePoint):  # type: ignore[misc]
             seq_no=seq_no,
             transaction_info={"transaction_id": tx.ref, "charging_state": "Charging"},
             offline=message.offline or None,
-            meter_value=[{"timestamp": iso(datetime.fromisoformat(body["at"])), "sampled_value": _readings(body)}],
+            meter_value=[{"timestamp": iso(datetime.fromisoformat(body["at"])), "sampled_value": self._readings(body)}],
         )
+
+    def _readings(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        """A queued reading; with the meter's signed reading on the energy value where there is one."""
+        sampled = _readings(body)
+        if body.get("signed"):
+            record = SignedMeterRecord(str(body["signed"]), context=str(body["context"]))
+            with_key = self.settings.value("PublicKeyWithSignedMeterValue") != PUBLIC_KEY_NEVER
+            signed = signed_meter_value(record, self.runtime.meter_state.public_key_hex, with_key)
+            if len(signed["signedMeterData"]) <= SIGNED_DATA_LIMIT:
+                sampled[0]["signed_meter_value"] = signed
+        return sampled
 
     async def _meter_values(self, message: OutboxMessage) -> None:
         body = message.body
         await self.call(
             call.MeterValues(
                 evse_id=int(body["connector_id"]),
-                meter_value=[{"timestamp": iso(datetime.fromisoformat(body["at"])), "sampled_value": _readings(body)}],
+                meter_value=[
+                    {"timestamp": iso(datetime.fromisoformat(body["at"])), "sampled_value": self._readings(body)}
+                ],
             ),
             suppress=False,
             unique_id=message.call_id,

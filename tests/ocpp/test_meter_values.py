@@ -3,12 +3,18 @@ TransactionEvent(Updated) in the transaction's sequence in 2.0.1, and MeterValue
 
 from __future__ import annotations
 
+import base64
+import json
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from station.app import running_station
 from station.config import parse_config
 from station.demo.csms import LocalCsms
+from station.meter import ocmf
+from station.ocpp.signed_value import parse_oca_public_key
 
 STATION = "CP-MV"
 
@@ -95,3 +101,51 @@ async def test_transaction_event_updated_201(tmp_path: Path) -> None:
             assert csms.violations == []
     finally:
         await csms.stop()
+
+
+@pytest.mark.parametrize("version", ["1.6", "2.0.1"])
+async def test_signed_aligned_values_carry_the_meters_fiscal_reading(tmp_path: Path, version: str) -> None:
+    """smart-me signs its registers every 15 minutes outside transactions: with AlignedDataSignReadings on,
+    clock-aligned values carry the latest of those records (OCMF PG F<n>), which verifies with the meter's key."""
+    csms = await LocalCsms(subprotocols=(f"ocpp{version}",)).start()
+    try:
+        async with running_station(parse_config(config_for(tmp_path, csms.url, version))) as station:
+            assert station.simulated is not None
+            station.simulated.simulator.fiscal_interval = 1.0  # the real meter: 900 s
+            await csms.wait_for("BootNotification")
+            await csms.wait_until(lambda: station.runtime.core.accepted_by_csms)
+            if version == "1.6":
+                assert await csms.change_configuration(STATION, "AlignedDataSignReadings", "true") == "Accepted"
+                assert await csms.change_configuration(STATION, "ClockAlignedDataInterval", "1") == "Accepted"
+            else:
+                results = await csms.set_variables(
+                    STATION,
+                    [
+                        {"component": {"name": name}, "variable": {"name": var}, "attribute_value": value}
+                        for name, var, value in (
+                            ("AlignedDataCtrlr", "SignReadings", "true"),
+                            ("AlignedDataCtrlr", "Interval", "1"),
+                        )
+                    ],
+                )
+                assert [r["attribute_status"] for r in results] == ["Accepted", "Accepted"]
+            key = parse_oca_public_key(await csms.meter_public_key(STATION))
+            records = []
+            for _ in range(2):
+                after = len(csms.received)
+                values = await csms.wait_for("MeterValues", after=after, timeout=10)
+                sampled = values.payload["meterValue"][0]["sampledValue"]
+                if version == "1.6":
+                    [signed] = [s for s in sampled if s.get("format") == "SignedData"]
+                    assert signed["context"] == "Sample.Clock"
+                    data = json.loads(signed["value"])["signedMeterData"]
+                else:
+                    data = sampled[0]["signedMeterValue"]["signedMeterData"]
+                records.append(ocmf.parse(base64.b64decode(data).decode()))
+            for record in records:
+                assert record.pagination.startswith("F") and ocmf.verify(record, key).valid
+                assert [r.tx for r in record.readings] == [None, None]  # fiscal readings carry no TX
+                assert {r.obis for r in record.readings} == {"1-b:1.8.0", "1-b:2.8.0"}
+    finally:
+        await csms.stop()
+    assert csms.violations == []

@@ -43,6 +43,8 @@ class SmartMeSimulator(SimulatedMeter):
     REGISTERS = SmartMeRegisters
     regs: SmartMeRegisters
 
+    fiscal_interval = 900.0  # seconds between signed readings outside transactions (smart-me: 15 minutes)
+
     def _init_model(self) -> None:
         self._metadata = WrittenText(self.regs.metadata, self.regs.metadata_regs)
 
@@ -123,6 +125,33 @@ class SmartMeSimulator(SimulatedMeter):
         sig = json.dumps({"SA": "ECDSA-secp256r1-SHA256", "SD": signature.hex().upper()}, separators=(",", ":"))
         return f"OCMF|{payload}|{sig}"
 
+    def _fiscal_record(self) -> str:
+        """The latest signed reading outside transactions: made every `fiscal_interval` seconds (the real meter:
+        every 15 minutes), OCMF PG "F<n>", import and export registers, no TX (meters-and-ocmf.md §3)."""
+        now = time.time()
+        last = self.mem.extra.get("fiscal")
+        if last is None or now - float(last["at"]) >= self.fiscal_interval:
+            self.tick()
+            number = int(self.mem.extra.get("fiscal_counter", 0)) + 1
+            tm = ocmf_time(datetime.now(UTC))
+            head: dict[str, Any] = {"FV": "1.0", "GI": self.MODEL, "GS": self.mem.serial, "GV": self.FIRMWARE}
+            head["PG"] = f"F{number}"
+            head |= {"MV": "smart-me", "MM": "Pico", "MS": self.mem.serial, "MF": self.FIRMWARE, "IS": False}
+            readings = [
+                f'{{"TM":"{tm}","RV":{int(self.mem.energy_wh) / 1000:.3f},"RI":"1-b:1.8.0","RU":"kWh","RT":"AC",'
+                f'"EF":"","ST":"G"}}',
+                f'{{"TM":"{tm}","RV":{int(self.mem.export_wh) / 1000:.3f},"RI":"1-b:2.8.0","RU":"kWh","RT":"AC",'
+                f'"EF":"","ST":"G"}}',
+            ]
+            payload = json.dumps(head, separators=(",", ":"))[:-1] + ',"RD":[' + ",".join(readings) + "]}"
+            sig = json.dumps(
+                {"SA": "ECDSA-secp256r1-SHA256", "SD": self.sign(payload).hex().upper()}, separators=(",", ":")
+            )
+            last = {"at": now, "record": f"OCMF|{payload}|{sig}"}
+            self.mem.extra["fiscal"] = last
+            self.mem.extra["fiscal_counter"] = number
+        return str(last["record"])
+
     def _visible_status(self) -> int:
         if self.mem.status == STATUS_SIGNING and time.time() >= self.mem.signed_visible_at:
             self.mem.status = STATUS_SIGNED
@@ -142,6 +171,7 @@ class SmartMeSimulator(SimulatedMeter):
             (r.metadata, r.metadata_regs, False),
             (r.public_key_length, 1 + r.public_key_regs, True),
             (r.record, r.record_regs, True),
+            (r.fiscal_length, 1 + r.fiscal_regs, True),
         ]
 
     def on_write(self, address: int, values: list[int]) -> ExcCodes | None:
@@ -183,5 +213,8 @@ class SmartMeSimulator(SimulatedMeter):
         )
         put(r.metadata_length + 1, to_u32(int(tx.get("begin_wh", 0))))
         put(r.public_key_length, [len(self.public_key_der), *bytes_to_regs(self.public_key_der)])
-        if record_bytes and address >= r.record:
+        if record_bytes and address >= r.record and address < r.fiscal_length:
             put(r.record, bytes_to_regs(record_bytes))
+        if address >= r.fiscal_length:
+            fiscal = self._fiscal_record().encode()
+            put(r.fiscal_length, [len(fiscal), *bytes_to_regs(fiscal)])

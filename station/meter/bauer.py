@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import structlog
 
 from station.core.model import SignedMeterRecord
-from station.meter.driver import ModbusMeter, RegisterTable
+from station.meter.driver import ModbusMeter, RegisterTable, scaled
 from station.meter.interface import (
     LiveValues,
     MeterIdentity,
@@ -125,11 +125,11 @@ class BauerMeter(ModbusMeter):
         e_sf = _int16(e[r.energy_sf - r.energy_export])
         imp = r.energy_import - r.energy_export
         return LiveValues(
-            energy_import_wh=int(u32(e[imp : imp + 2]) * 10**e_sf),
-            energy_export_wh=int(u32(e[0:2]) * 10**e_sf),
-            power_w=_int16(at(r.power)) * 10.0**w_sf,
-            voltage_v=tuple(round(at(r.voltage + i) * 10.0**v_sf, 2) for i in range(3)),
-            current_a=tuple(round(_int16(at(r.current + 1 + i)) * 10.0**a_sf, 3) for i in range(3)),
+            energy_import_wh=round(scaled(u32(e[imp : imp + 2]), e_sf, "energy")),
+            energy_export_wh=round(scaled(u32(e[0:2]), e_sf, "energy")),
+            power_w=scaled(_int16(at(r.power)), w_sf, "power"),
+            voltage_v=tuple(round(scaled(at(r.voltage + i), v_sf, "voltage"), 2) for i in range(3)),
+            current_a=tuple(round(scaled(_int16(at(r.current + 1 + i)), a_sf, "current"), 3) for i in range(3)),
         )
 
     async def _ocmf(self, address: int) -> str:

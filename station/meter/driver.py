@@ -30,6 +30,17 @@ class RegisterTable:
 T = TypeVar("T")
 
 
+MAX_SCALE_EXPONENT = 12  # SunSpec scale factors are -10..10; a meter's decimal exponent beyond this is garbage
+
+
+def scaled(value: float, exponent: int, what: str) -> float:
+    """`value` times ten to the `exponent` a meter reports beside it (SunSpec sf, Iskra energy exponent); a refusal,
+    not an overflow, when the exponent cannot be real (wrong register map, a corrupted read)."""
+    if not -MAX_SCALE_EXPONENT <= exponent <= MAX_SCALE_EXPONENT:
+        raise MeterRefused(f"{what}: scale exponent {exponent} is out of range; wrong register map or model?")
+    return value * 10.0**exponent
+
+
 def _no_failure(_: object) -> str | None:
     return None
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from station.meter.driver import ModbusMeter, RegisterTable
+from station.meter.driver import ModbusMeter, RegisterTable, scaled
 from station.meter.interface import (
     LiveValues,
     MeterError,
@@ -159,8 +159,8 @@ class IskraMeter(ModbusMeter):
         exp_import, exp_export = _int16(energy[0]), _int16(energy[1])
         at = r.energy_import - r.energy_exponent
         return LiveValues(
-            energy_import_wh=int(u32(energy[at : at + 2]) * 10**exp_import),
-            energy_export_wh=int(u32(energy[at + 2 : at + 4]) * 10**exp_export),
+            energy_import_wh=round(scaled(u32(energy[at : at + 2]), exp_import, "energy import")),
+            energy_export_wh=round(scaled(u32(energy[at + 2 : at + 4]), exp_export, "energy export")),
             power_w=t6(measured[r.power - r.current : r.power - r.current + 2]),
             voltage_v=tuple(round(t5(u[i : i + 2]), 2) for i in (0, 2, 4)),
             current_a=tuple(round(t6(measured[i : i + 2]), 3) for i in (0, 2, 4)),

@@ -304,7 +304,7 @@ def regs_to_str(regs: Sequence[int], length: int | None = None) -> str:
     raw = b"".join(r.to_bytes(2, "big") for r in regs)
     if length is not None:
         raw = raw[:length]
-    return raw.split(b"\x00", 1)[0].decode("ascii", errors="strict")
+    return raw.split(b"\x00", 1)[0].decode("ascii", errors="replace")  # garbage shows as U+FFFD, never raises
 
 
 def str_to_regs(text: str, n_regs: int | None = None) -> list[int]:

@@ -8,6 +8,7 @@ StopTransaction. This module knows nothing about Modbus.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -163,11 +164,7 @@ class V16Adapter(ChargePoint):  # type: ignore[misc]
                 f"transaction {stored.transaction.ref} has no CSMS transactionId (StartTransaction failed)"
             )
         tx = stored.transaction
-        with_key = self.settings.value("PublicKeyWithSignedMeterValue") != PUBLIC_KEY_NEVER
-        key = self.runtime.meter_state.public_key_hex
-        sampled = [
-            v16_signed_sampled_value(r, key, with_key=with_key, raw=self.raw_signed_values) for r in tx.signed_records
-        ]
+        sampled = self._signed_samples(tx.signed_records)
         transaction_data = [{"timestamp": iso(tx.stopped_at), "sampled_value": sampled}] if sampled else None
         await self.call(
             call.StopTransaction(
@@ -184,6 +181,13 @@ class V16Adapter(ChargePoint):  # type: ignore[misc]
         log.info("StopTransaction confirmed", tx_ref=tx.ref, transaction_id=stored.csms_transaction_id)
         return Delivery(transaction_done=tx.ref)
 
+    def _signed_samples(self, records: Sequence[SignedMeterRecord]) -> list[dict[str, Any]]:
+        """Signed records as 1.6 SampledValues (OCA envelope or raw OCMF, with the key per
+        PublicKeyWithSignedMeterValue)."""
+        with_key = self.settings.value("PublicKeyWithSignedMeterValue") != PUBLIC_KEY_NEVER
+        key = self.runtime.meter_state.public_key_hex
+        return [v16_signed_sampled_value(r, key, with_key=with_key, raw=self.raw_signed_values) for r in records]
+
     async def _signed_begin(self, message: OutboxMessage) -> None:
         """OCA app note: the signed start value in a MeterValues right after StartTransaction, when
         SampledDataSignStartedReadings is on (StopTransaction carries it again in transactionData either way)."""
@@ -196,13 +200,7 @@ class V16Adapter(ChargePoint):  # type: ignore[misc]
                 f"signed begin value for {message.tx_ref}: no CSMS transactionId (StartTransaction failed)"
             )
         tx = stored.transaction
-        with_key = self.settings.value("PublicKeyWithSignedMeterValue") != PUBLIC_KEY_NEVER
-        key = self.runtime.meter_state.public_key_hex
-        sampled = [
-            v16_signed_sampled_value(r, key, with_key=with_key, raw=self.raw_signed_values)
-            for r in tx.signed_records
-            if r.context == "Transaction.Begin"
-        ]
+        sampled = self._signed_samples([r for r in tx.signed_records if r.context == "Transaction.Begin"])
         await self.call(
             call.MeterValues(
                 connector_id=tx.connector_id,
@@ -221,11 +219,8 @@ class V16Adapter(ChargePoint):  # type: ignore[misc]
             if stored is not None and stored.csms_transaction_id is not None:
                 transaction_id = int(stored.csms_transaction_id)
         sampled = sampled_values(body)
-        if body.get("signed"):
-            record = SignedMeterRecord(str(body["signed"]), context=str(body["context"]))
-            with_key = self.settings.value("PublicKeyWithSignedMeterValue") != PUBLIC_KEY_NEVER
-            key = self.runtime.meter_state.public_key_hex
-            sampled.append(v16_signed_sampled_value(record, key, with_key=with_key, raw=self.raw_signed_values))
+        if body.get("signed"):  # the meter's own signed reading (signed aligned data)
+            sampled += self._signed_samples([SignedMeterRecord(str(body["signed"]), context=str(body["context"]))])
         await self.call(
             call.MeterValues(
                 connector_id=int(body["connector_id"]),

@@ -313,3 +313,93 @@ def test_any_config_file_gives_ok_or_a_config_error(tmp_path: Path, text: str | 
         load_config(path)
     except ConfigError as exc:
         assert exc.problems
+
+
+# ---------------------------------------------------------------------- garbage from the meter's registers
+
+
+class GarbageLine:
+    """Each model's driver on a real pty pair, facing its simulator with the register contents replaced by whatever
+    the example draws: every read the driver makes gets garbage of the right size."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.drivers: dict[str, Any] = {}
+        self.sims: dict[str, Any] = {}
+        self.garbage: list[int] = [0]
+        self._closers: list[Any] = []
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    async def _start(self) -> None:
+        from station.meter.link import ModbusLink, SerialSettings
+        from station.meter.models import MODELS, build_driver
+        from station.meter.nullmodem import VirtualNullModem
+        from station.meter.sim.server import build_simulator, serve
+
+        for model in MODELS:
+            cable = await VirtualNullModem().start()
+            sim = build_simulator(model, state=self.workdir / f"{model}.json", ledger=None, signing_time=0.1)
+
+            def garbage(put: Any, address: int, count: int) -> None:
+                put(address, [self.garbage[i % len(self.garbage)] for i in range(count)])
+
+            sim.refresh = garbage  # type: ignore[method-assign]
+            server = await serve(sim, cable.path_b)
+            link = ModbusLink(SerialSettings(cable.path_a, device_id=sim.device_id, meter_latency=0.05, retries=0))
+            driver = build_driver(model, link, {}, 0.01)
+            await driver.open()
+            self.drivers[model], self.sims[model] = driver, sim
+            self._closers += [driver.close, server.shutdown, cable.stop]
+
+    def start(self) -> GarbageLine:
+        self.thread.start()
+        self.run(self._start())
+        return self
+
+    def stop(self) -> None:
+        async def close() -> None:
+            for closer in self._closers:
+                await closer()
+
+        self.run(close())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def garbage_line(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GarbageLine]:
+    line = GarbageLine(tmp_path_factory.mktemp("garbage")).start()
+    yield line
+    line.stop()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(registers=st.lists(st.integers(0, 0xFFFF), min_size=1, max_size=40) | st.just([0xFFFF]) | st.just([0]))
+def test_garbage_registers_give_meter_errors_never_crashes(garbage_line: GarbageLine, registers: list[int]) -> None:
+    from station.meter.interface import MeterError
+
+    garbage_line.garbage = registers
+
+    async def read_everything(driver: Any) -> None:
+        driver._public_key = None  # read the key again (drivers cache it)
+        for read in (
+            driver.identity,
+            driver.public_key,
+            driver.live_values,
+            driver.transaction_running,
+            driver.fiscal_reading,
+        ):
+            try:
+                await read()
+            except MeterError:
+                pass  # a clear refusal is the right answer to garbage
+
+    for model, driver in garbage_line.drivers.items():
+        try:
+            garbage_line.run(read_everything(driver))
+        except Exception as exc:
+            raise AssertionError(f"{model}: garbage registers raised {exc!r}") from exc

@@ -59,6 +59,18 @@ def config(tmp_path: Path, url: str, version: str = "1.6", **csms: Any) -> dict[
     }
 
 
+def profile_3_config(tmp_path: Path, url: str, pki: dict[str, Any]) -> dict[str, Any]:
+    client: Issued = pki["client"]
+    return config(
+        tmp_path,
+        url,
+        security_profile=3,
+        ca_file=str(pki["ca"].path),
+        client_cert=str(client.cert),
+        client_key=str(client.key),
+    )
+
+
 @pytest_asyncio.fixture
 async def servers() -> AsyncIterator[list[LocalCsms]]:
     started: list[LocalCsms] = []
@@ -120,16 +132,8 @@ async def test_profile_2_tls_with_basic_auth_on_2_0_1(
 async def test_profile_3_tls_with_client_certificate(
     tmp_path: Path, servers: list[LocalCsms], pki: dict[str, Any]
 ) -> None:
-    client: Issued = pki["client"]
     csms = await serve(servers, tls=server_context(pki["good"], client_ca=pki["station_ca"].path))
-    cfg = config(
-        tmp_path,
-        csms.url,
-        security_profile=3,
-        ca_file=str(pki["ca"].path),
-        client_cert=str(client.cert),
-        client_key=str(client.key),
-    )
+    cfg = profile_3_config(tmp_path, csms.url, pki)
     async with running_station(parse_config(cfg)) as station:
         await signed_session(csms, station)
     subjects = [dict(x[0] for x in cert["subject"]) for cert in csms.client_certificates]
@@ -187,17 +191,9 @@ async def test_wrong_password_is_refused_and_reported(tmp_path: Path, servers: l
 async def test_profile_3_without_a_trusted_client_certificate_gets_nowhere(
     tmp_path: Path, servers: list[LocalCsms], pki: dict[str, Any]
 ) -> None:
-    client: Issued = pki["client"]
     # The CSMS trusts only station certificates from "csms-ca"; ours is from "station-ca".
     csms = await serve(servers, tls=server_context(pki["good"], client_ca=pki["ca"].path))
-    cfg = config(
-        tmp_path,
-        csms.url,
-        security_profile=3,
-        ca_file=str(pki["ca"].path),
-        client_cert=str(client.cert),
-        client_key=str(client.key),
-    )
+    cfg = profile_3_config(tmp_path, csms.url, pki)
     async with running_station(parse_config(cfg)) as station:
         await csms.wait_until(lambda: bool(station.connection.state.last_error), timeout=20)
         assert csms.connections == 0 and not station.connection.state.connected

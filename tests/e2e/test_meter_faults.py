@@ -114,3 +114,22 @@ async def test_a_release_that_fails_is_retried_and_the_next_session_starts(tmp_p
         assert failures == 2 and sim.mem.record is None  # released after two silent attempts
         assert await csms.remote_start(STATION, "TAG-R2") == "Accepted"
         await csms.wait_for("StartTransaction", lambda p: p["idTag"] == "TAG-R2", timeout=30)
+
+
+async def test_a_meter_that_takes_30_seconds_to_sign(tmp_path: Path, csms: LocalCsms) -> None:
+    """The OCA app note allows meters "up to 30 s" to sign: the stop waits, the station stays Finishing meanwhile, and
+    the record arrives."""
+    raw = config_for(tmp_path, csms.url, "smartme")
+    raw["meter"]["simulator"]["signing_time"] = 30.0
+    async with running_station(parse_config(raw)) as station:
+        await csms.wait_for("StatusNotification", status_is("Available"))
+        assert await csms.remote_start(STATION, "TAG-SLOW") == "Accepted"
+        await csms.wait_for("StatusNotification", status_is("Charging"), timeout=30)
+        await csms.wait_until(lambda: csms.assigned_transaction_ids)
+        assert await csms.remote_stop(STATION, csms.assigned_transaction_ids[-1]) == "Accepted"
+        await csms.wait_for("StatusNotification", status_is("Finishing"))
+        await asyncio.sleep(20)
+        assert csms.messages("StopTransaction") == [] and station.runtime.meter_state.link_up
+        stop = await csms.wait_for("StopTransaction", timeout=30)
+        record, _ = extract_signed_record(stop.payload)
+        assert ocmf.verify(ocmf.parse(record), parse_oca_public_key(await csms.meter_public_key(STATION))).valid

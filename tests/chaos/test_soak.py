@@ -14,10 +14,15 @@ SESSIONS = int(os.environ.get("STATION_SOAK_SESSIONS", "50"))
 
 
 @pytest.mark.timeout(900)  # about 4 s per session; the soak has its own deadlines inside
-async def test_chaos_soak_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+async def test_chaos_soak_loses_and_duplicates_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     seed = int(os.environ.get("STATION_SOAK_SEED", random.SystemRandom().randrange(2**31)))
-    report = await run_soak(tmp_path, seed, SESSIONS)
-    print(report.text())  # shown with -s, and in the failure output below
+
+    def say(text: str) -> None:  # to the terminal on every run, pass or fail: the seed first, the report last
+        with capsys.disabled():
+            print("\n" + text, flush=True)
+
+    report = await run_soak(tmp_path, seed, SESSIONS, say=say)
+    say(report.text())
     assert report.ok, report.text()
     assert report.signed >= SESSIONS // 2 and report.delivered == report.signed
     assert report.lost == 0 and report.duplicated == 0

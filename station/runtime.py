@@ -226,6 +226,15 @@ class StationRuntime:
         for command in self.core.restore(tx):
             self._execute(command)
 
+    def _already_stored(self, tx: Transaction) -> str | None:
+        """The stored transaction whose signed record the meter still holds, if any (the newest ones are enough:
+        the meter holds at most the last one)."""
+        held = {r.data for r in tx.signed_records}
+        for stored in self.store.recent_transactions(10):
+            if held & {r.data for r in stored.transaction.signed_records}:
+                return stored.transaction.ref
+        return None
+
     def _orphan_from_record(self, tx: Transaction) -> Transaction:
         """Fill in what only the signed record knows: the identification, the start time and the begin reading."""
         id_tag, started_at, meter_start = tx.id_tag, tx.stopped_at, tx.meter_stop_wh
@@ -303,6 +312,13 @@ class StationRuntime:
                 self._outbox_changed()
             case RecordTransactionEnded(transaction=tx) if tx.ref in self._orphans:
                 self._orphans.discard(tx.ref)
+                known = self._already_stored(tx)
+                if known is not None:
+                    # Killed after storing the record and before telling the meter: it is delivered (or queued)
+                    # already. Only the release is left; recording it again would send it twice.
+                    log.warning("the meter's record is already stored; releasing it", tx_ref=known)
+                    self._spawn(self._release(tx.ref), f"meter release {tx.ref}")
+                    return
                 tx = self._orphan_from_record(tx)
                 if not self._record(tx, self.store.transaction_recovered):
                     return

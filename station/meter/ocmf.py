@@ -243,9 +243,10 @@ def load_public_key(text: str | bytes, curve_hint: str | None = None) -> MeterPu
         raise OcmfError("public key is empty")
     if raw[0] == 0x30:
         key = _parse_spki(raw)
-        if key is None:
+        if key is not None:
+            return key
+        if len(raw) not in (48, 64, 96):  # a raw X‖Y whose X happens to begin with 0x30 is still a raw point
             raise OcmfError("public key looks like DER but is not an EC SubjectPublicKeyInfo on a supported curve")
-        return key
     hint: Curve | None = None
     if curve_hint:
         hint = curve_of_sa(curve_hint) if curve_hint.startswith("ECDSA-") else curve_of_sa(f"ECDSA-{curve_hint}-SHA256")

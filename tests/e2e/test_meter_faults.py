@@ -15,6 +15,7 @@ from station.config import parse_config
 from station.demo.csms import LocalCsms
 from station.demo.session import extract_signed_record
 from station.meter import ocmf
+from station.meter.interface import MeterLinkError
 from station.meter.models import MODELS
 from station.ocpp.signed_value import parse_oca_public_key
 
@@ -133,3 +134,31 @@ async def test_a_meter_that_takes_30_seconds_to_sign(tmp_path: Path, csms: Local
         stop = await csms.wait_for("StopTransaction", timeout=30)
         record, _ = extract_signed_record(stop.payload)
         assert ocmf.verify(ocmf.parse(record), parse_oca_public_key(await csms.meter_public_key(STATION))).valid
+
+
+async def test_a_record_stored_but_not_released_before_a_crash_is_not_sent_twice(
+    tmp_path: Path, csms: LocalCsms
+) -> None:
+    """Found by the chaos soak: killed after storing a record and before the meter was told, the next run found the
+    meter still holding it, took it for an unknown transaction and sent it a second time."""
+    config = parse_config(config_for(tmp_path, csms.url, "smartme"))
+    async with running_station(config) as station:
+
+        async def never(tx_ref: str) -> None:
+            raise MeterLinkError("the daemon dies before it tells the meter")
+
+        station.meter.release_record = never  # type: ignore[method-assign]
+        await csms.wait_for("StatusNotification", status_is("Available"))
+        assert await csms.remote_start(STATION, "TAG-ONCE") == "Accepted"
+        await csms.wait_for("StatusNotification", status_is("Charging"), timeout=30)
+        await csms.wait_until(lambda: csms.assigned_transaction_ids)
+        assert await csms.remote_stop(STATION, csms.assigned_transaction_ids[-1]) == "Accepted"
+        await csms.wait_for("StopTransaction", timeout=30)
+        assert station.simulated is not None and station.simulated.simulator.mem.record is not None
+    async with running_station(config) as station:  # the next run: the meter still holds the record
+        assert station.simulated is not None
+        sim = station.simulated.simulator
+        await csms.wait_until(lambda: sim.mem.record is None, timeout=30)  # released now
+        await station.runtime.idle()
+        await csms.wait_until(lambda: station.store.outbox_depth() == 0)
+        assert len(csms.messages("StopTransaction")) == 1 and len(csms.messages("StartTransaction")) == 1

@@ -172,3 +172,16 @@ def test_station_verify_exit_codes_and_json(tmp_path: Path) -> None:
     assert run_verify(["not a record"], pub, False, io.StringIO()) == 2
     assert run_verify([text], "zz-not-a-key", False, io.StringIO()) == 2
     assert run_verify([text], None, False, io.StringIO()) == 2
+
+
+def test_a_raw_point_that_begins_like_der_is_still_a_raw_point() -> None:
+    """X‖Y whose first byte is 0x30 (one key in 256): found by CI, where a random key made it look like DER."""
+    for _ in range(5000):
+        key, der_hex = keypair()
+        point = key.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+        if point[1] == 0x30:
+            break
+    else:
+        pytest.fail("no key with X beginning with 0x30 in 5000 tries")
+    assert ocmf.load_public_key(point[1:].hex()).der_hex == der_hex
+    assert ocmf.verify(ocmf.sign_payload(PAYLOAD, key), point[1:].hex()).valid

@@ -301,21 +301,8 @@ def parse_config(data: dict[str, Any], source: str = "") -> Config:
         raise ConfigError(problems, source)
     return Config(
         station=StationConfig(**sections["station"]),
-        csms=CsmsConfig(
-            url=csms["url"],
-            ocpp_version=csms["ocpp_version"],
-            heartbeat_interval=csms["heartbeat_interval"],
-            response_timeout=float(csms["response_timeout"]),
-            signed_value_format=csms["signed_value_format"],
-            reconnect_min=float(csms["reconnect_min"]),
-            reconnect_max=float(csms["reconnect_max"]),
-            security_profile=csms["security_profile"],
-            basic_auth_password=csms["basic_auth_password"],
-            allow_basic_auth_over_ws=csms["allow_basic_auth_over_ws"],
-            ca_file=csms["ca_file"],
-            client_cert=csms["client_cert"],
-            client_key=csms["client_key"],
-        ),
+        # The [csms] keys are CsmsConfig's fields; the ones TOML may give as integers become floats.
+        csms=CsmsConfig(**csms | {k: float(csms[k]) for k in ("response_timeout", "reconnect_min", "reconnect_max")}),
         meter=MeterConfig(
             model=meter["model"],
             transport=meter["transport"],

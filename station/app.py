@@ -124,6 +124,7 @@ async def running_station(config: Config) -> AsyncIterator[Station]:
         runtime.sample_interval = lambda: settings.int_value("MeterValueSampleInterval")
         runtime.aligned_interval = lambda: settings.int_value("ClockAlignedDataInterval")
         runtime.sign_aligned = lambda: settings.value("AlignedDataSignReadings") == "true"
+        settings.listeners.append(lambda _name, _value: runtime.sampling_changed())
         connection = CsmsConnection(config, runtime, store, settings)
         store.security_event(security.STARTUP, f"station started, security profile {connection.security.profile}")
         if connection.security.profile == 0:

@@ -91,16 +91,16 @@ class StationRuntime:
         self.pending_remote_stops: set[str] = set()  # 1.6: stops for a transactionId whose StartTransaction.conf is due
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
-        self._orphans: set[str] = set()
-        self._unrecorded: dict[str, Transaction] = {}
-        self._sampling_wakeups: list[asyncio.Event] = []  # what the store failed to take; the meter keeps the record
+        self._orphans: set[str] = set()  # refs of transactions known only from the meter (see _adopt_orphan)
+        self._unrecorded: dict[str, Transaction] = {}  # what the store failed to take; the meter keeps the record
+        self._sampling_wakeups: list[asyncio.Event] = []  # set when a sampling setting changes
         self.store_probe_interval = 5.0
         # Meter value intervals in seconds (0: off), read at every round so a change by the CSMS takes effect at once.
         self.sample_interval: Callable[[], int] = lambda: 0
         self.aligned_interval: Callable[[], int] = lambda: 0
         self.sign_aligned: Callable[[], bool] = lambda: False  # AlignedDataSignReadings
         self.reset_requested = asyncio.Event()  # app.run_daemon restarts the process once the station is idle
-        self._reset_when_idle = False  # refs of transactions known only from the meter (see _adopt_orphan)
+        self._reset_when_idle = False  # a Reset waits for the running transactions to end
 
     # ------------------------------------------------------------------ the OCPP side asks
 
@@ -440,11 +440,15 @@ class StationRuntime:
                 ended = await self.meter.stop_transaction(tx.ref)
                 break
             except MeterError as exc:
-                delay = min(self.stop_retry_delay * attempt, 30.0)
+                delay = self._retry_delay(attempt)
                 level = log.warning if isinstance(exc, MeterLinkError) else log.error
                 level("meter stop failed; retrying", tx_ref=tx.ref, attempt=attempt, error=str(exc), retry_in=delay)
                 await asyncio.sleep(delay)
         self._apply(MeterStopped(tx.ref, ended.meter_stop_wh, self.clock(), ended.records))
+
+    def _retry_delay(self, attempt: int) -> float:
+        """How long to wait before asking the meter again (a stop, a release): growing, at most 30 s."""
+        return min(self.stop_retry_delay * attempt, 30.0)
 
     async def _release(self, tx_ref: str) -> None:
         """Tell the meter it may forget a record the store now holds. Retried until it works: a meter that keeps a
@@ -459,7 +463,7 @@ class StationRuntime:
                 return
             except MeterError as exc:
                 attempt += 1
-                delay = min(self.stop_retry_delay * attempt, 30.0)
+                delay = self._retry_delay(attempt)
                 log.warning("meter record not released yet; retrying", tx_ref=tx_ref, error=str(exc), retry_in=delay)
                 await asyncio.sleep(delay)
 
@@ -526,7 +530,6 @@ class StationRuntime:
                 fiscal = None
             if fiscal is not None:
                 body["signed"] = fiscal.data
-                body["signed_verified"] = fiscal.verified
         for connector in self.core.connectors.values():
             tx = connector.transaction
             charging = tx is not None and tx.meter_start_wh is not None and tx.stopped_at is None

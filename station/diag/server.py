@@ -24,6 +24,7 @@ from station.meter.interface import MeterError
 from station.meter.ocmf import load_public_key
 from station.meter.transparency import to_transparency_xml
 from station.ocpp.connection import describe
+from station.store import StoredTransaction
 
 if TYPE_CHECKING:
     from station.app import Station
@@ -75,14 +76,22 @@ def status_report(station: Station) -> dict[str, Any]:
 
 
 def transaction_report(station: Station, ref: str) -> dict[str, Any] | None:
+    """One transaction by our reference or the CSMS's transaction id."""
     stored = station.store.transaction(ref)
     if stored is None:
         for candidate in station.store.recent_transactions(1000):
             if candidate.csms_transaction_id == ref:
                 stored = candidate
                 break
-    if stored is None:
-        return None
+    return None if stored is None else _report(stored)
+
+
+def recent_reports(station: Station, last: int) -> list[dict[str, Any]]:
+    """The newest `last` transactions, newest first."""
+    return [_report(stored) for stored in station.store.recent_transactions(last)]
+
+
+def _report(stored: StoredTransaction) -> dict[str, Any]:
     tx = stored.transaction
     return {
         "ref": tx.ref,
@@ -249,8 +258,7 @@ class DiagnosticsServer:
                 last = request.get("last", 10)
                 if not isinstance(last, int) or not 1 <= last <= 1000:
                     return {"ok": False, "error": '"last" must be an integer 1..1000'}
-                refs = [s.transaction.ref for s in self.station.store.recent_transactions(last)]
-                return {"ok": True, "transactions": [transaction_report(self.station, r) for r in refs]}
+                return {"ok": True, "transactions": recent_reports(self.station, last)}
             if command == "transaction":
                 ref = request.get("id")
                 if not isinstance(ref, str) or not ref:

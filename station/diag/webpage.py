@@ -25,7 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import structlog
 
-from station.diag.server import status_report, transaction_report
+from station.diag.server import recent_reports, status_report
 
 if TYPE_CHECKING:
     from station.app import Station
@@ -208,8 +208,7 @@ class DiagnosticsPage:
                 return _error(HTTPStatus.BAD_REQUEST, "last must be an integer 1..200")
             if not 1 <= last <= 200:
                 return _error(HTTPStatus.BAD_REQUEST, "last must be an integer 1..200")
-            refs = [s.transaction.ref for s in self.station.store.recent_transactions(last)]
-            return _json([transaction_report(self.station, ref) for ref in refs])
+            return _json(recent_reports(self.station, last))
         if url.path == "/api/live":
             return _json({**self.live.as_json(), "now": datetime.now(UTC).isoformat()})
         return _error(HTTPStatus.NOT_FOUND, f"nothing at {url.path}")

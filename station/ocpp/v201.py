@@ -258,10 +258,7 @@ class V201Adapter(ChargePoint):  # type: ignore[misc]
         sampled = _readings(body)
         if body.get("signed"):
             record = SignedMeterRecord(str(body["signed"]), context=str(body["context"]))
-            with_key = self.settings.value("PublicKeyWithSignedMeterValue") != PUBLIC_KEY_NEVER
-            signed = signed_meter_value(record, self.runtime.meter_state.public_key_hex, with_key)
-            if len(signed["signedMeterData"]) <= SIGNED_DATA_LIMIT:
-                sampled[0]["signed_meter_value"] = signed
+            sampled[0] = self._with_signature(sampled[0], record, None)
         return sampled
 
     async def _meter_values(self, message: OutboxMessage) -> None:
@@ -302,7 +299,10 @@ class V201Adapter(ChargePoint):  # type: ignore[misc]
         value_wh = reading_wh(record.data, "B" if begin else "E")
         if value_wh is None:
             value_wh = tx.meter_start_wh if begin else tx.meter_stop_wh
-        sample = _energy_value(value_wh, record.context)
+        return self._with_signature(_energy_value(value_wh, record.context), record, tx.ref)
+
+    def _with_signature(self, sample: dict[str, Any], record: SignedMeterRecord, tx_ref: str | None) -> dict[str, Any]:
+        """`sample` with the record as its signedMeterValue, within the 2.0.1 limit of 2500 characters."""
         with_key = self.settings.value("PublicKeyWithSignedMeterValue") != PUBLIC_KEY_NEVER
         signed = signed_meter_value(record, self.runtime.meter_state.public_key_hex, with_key)
         if len(signed["signedMeterData"]) > SIGNED_DATA_LIMIT:
@@ -310,7 +310,7 @@ class V201Adapter(ChargePoint):  # type: ignore[misc]
             # station export) and the CSMS sees why it is missing.
             log.error(
                 "signed record longer than 2.0.1 allows; sent without it, kept in the store",
-                tx_ref=tx.ref,
+                tx_ref=tx_ref,
                 length=len(signed["signedMeterData"]),
                 limit=SIGNED_DATA_LIMIT,
             )

@@ -200,6 +200,7 @@ async def daemon_figures(baud: int, idle_seconds: float, charging_seconds: float
             await csms.wait_session_ended(STATION)
             await csms.change_configuration(STATION, "MeterValueSampleInterval", "0")
             rss_early = 0.0
+            curve: dict[str, float] = {}  # RSS after every tenth of the sessions: growth that flattens is a cache
             for i in range(n_sessions):
                 mark = len(csms.received)
                 await csms.wait_for("StatusNotification", lambda p: p["status"] == "Available", after=max(0, mark - 3))
@@ -209,6 +210,8 @@ async def daemon_figures(baud: int, idle_seconds: float, charging_seconds: float
                 await csms.wait_session_ended(STATION, after=mark)
                 if i == n_sessions // 10:
                     rss_early = proc_peak_rss_mb(proc.pid)
+                if (i + 1) % max(1, n_sessions // 10) == 0:
+                    curve[str(i + 1)] = round(proc_peak_rss_mb(proc.pid), 2)
             peak = proc_peak_rss_mb(proc.pid)
         finally:
             proc.terminate()
@@ -221,6 +224,7 @@ async def daemon_figures(baud: int, idle_seconds: float, charging_seconds: float
         "peak_rss_mb": round(peak, 1),
         "rss_growth_mb": round(peak - rss_early, 1),
         "sessions_for_rss": n_sessions,
+        "rss_mb_by_session": curve,
     }
 
 
@@ -305,6 +309,8 @@ def main() -> int:
         value = result.get(key)
         other = result["19200"].get(key, "")
         print(f"{key:24} {json.dumps(value):>14} {json.dumps(other) if other != '' else '':>14}  {target}")
+    curve = ", ".join(f"{n}: {mb}" for n, mb in result.get("rss_mb_by_session", {}).items())
+    print(f"\npeak RSS (MB) after session n of `station run`: {curve}")
     return 0
 
 

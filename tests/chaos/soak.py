@@ -4,9 +4,10 @@ meter, then the meter's own ledger is compared with what the CSMS received.
 Real at every boundary: the daemon is a `station run` process (so it can be SIGKILLed), the meter simulator serves
 on one end of a real pty pair (the daemon opens the other), the CSMS is a WebSocket server on loopback. The promise
 checked: every record the meter signed reaches the CSMS exactly once (a repeat under the same message id, which
-OCPP's at-least-once delivery allows, is counted apart), in order, and verifies; the daemon never crashes.
+OCPP's at-least-once delivery allows, is counted apart), in order, and verifies; the daemon never crashes; over
+OCPP 2.0.1 also every TransactionEvent seqNo arrives. Either OCPP version, any simulated meter model.
 
-    python -m tests.chaos.soak --sessions 2000 [--seed N] [--workdir DIR]
+    python -m tests.chaos.soak --sessions 2000 [--seed N] [--ocpp 1.6|2.0.1] [--model MODEL] [--workdir DIR]
 
 prints the seed first, so a failing run can be replayed with `--seed`.
 """
@@ -35,7 +36,7 @@ from station.diag import client
 from station.meter import ocmf
 from station.meter.nullmodem import LineFaults, VirtualNullModem
 from station.meter.sim.base import Faults, SimulatedMeter
-from station.meter.sim.server import build_simulator, serve
+from station.meter.sim.server import SIMULATED_MODELS, build_simulator, serve
 from tests.conftest import Process, write_config
 
 STATION = "CP-SOAK"
@@ -62,6 +63,8 @@ MOMENTS = ("before_start", "starting", "charging", "stopping", "signing", "sendi
 class Report:
     seed: int
     sessions: int
+    ocpp: str = "1.6"
+    model: str = "smartme"
     faults: Counter[str] = field(default_factory=Counter)
     starts_seen: int = 0
     signed: int = 0
@@ -72,6 +75,7 @@ class Report:
     phantom: int = 0  # delivered but never signed by the meter
     not_verifying: int = 0
     out_of_order: int = 0
+    seq_gaps: int = 0  # 2.0.1: a seqNo of the station's TransactionEvent stream that never reached the CSMS
     crashes: int = 0
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
@@ -79,29 +83,55 @@ class Report:
     @property
     def ok(self) -> bool:
         return not (
-            self.duplicated or self.lost or self.phantom or self.not_verifying or self.out_of_order or self.crashes
+            self.duplicated
+            or self.lost
+            or self.phantom
+            or self.not_verifying
+            or self.out_of_order
+            or self.seq_gaps
+            or self.crashes
         )
 
     def text(self) -> str:
         faults = ", ".join(f"{k} {v}" for k, v in sorted(self.faults.items()))
         lines = [
-            f"chaos soak: seed {self.seed}, {self.sessions} sessions in {self.seconds:.0f} s",
+            f"chaos soak: seed {self.seed}, {self.sessions} sessions, OCPP {self.ocpp}, meter {self.model}, "
+            f"{self.seconds:.0f} s",
             f"  faults injected: {faults}",
             f"  records signed by the meter: {self.signed}; delivered: {self.delivered}; lost: {self.lost}; "
             f"duplicated: {self.duplicated}; repeats under the same message id: {self.repeated}",
             f"  not verifying: {self.not_verifying}; out of order: {self.out_of_order}; phantom: {self.phantom}; "
-            f"daemon crashes: {self.crashes}; sessions whose start reached the CSMS: {self.starts_seen}",
+            f"daemon crashes: {self.crashes}; sessions whose start reached the CSMS: {self.starts_seen}"
+            + (f"; seqNo gaps: {self.seq_gaps}" if self.ocpp == "2.0.1" else ""),
         ]
         lines += [f"  PROBLEM: {p}" for p in self.problems[:20]]
         lines.append("  verdict: " + ("OK" if self.ok else "FAILED"))
         return "\n".join(lines)
 
 
+def record_key(text: str) -> str:
+    """A signed record as the meter signed it: its payload and the signature's two integers. A driver may re-encode
+    a meter's non-minimal DER signature minimally (Iskra); that changes the text, not the record."""
+    record = ocmf.parse(text)
+    signature = ocmf.normalize_der_signature(bytes.fromhex(str(record.signature["SD"])))
+    return f"{record.payload_text}|{signature.hex()}"
+
+
 class Soak:
-    def __init__(self, workdir: Path, seed: int, sessions: int, say: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        seed: int,
+        sessions: int,
+        say: Callable[[str], None] = print,
+        ocpp: str = "1.6",
+        model: str = "smartme",
+    ) -> None:
         self.workdir = workdir
         self.rng = random.Random(seed)
-        self.report = Report(seed, sessions)
+        self.report = Report(seed, sessions, ocpp, model)
+        self.ocpp = ocpp
+        self.model = model
         self.say = say
         self.csms = LocalCsms()
         self.cable = VirtualNullModem()
@@ -120,15 +150,21 @@ class Soak:
         await self.csms.start()
         await self.cable.start()
         self.sim = build_simulator(
-            "smartme", state=self.workdir / "meter.json", ledger=self.ledger, power_w=22000, signing_time=0.2
+            self.model, state=self.workdir / "meter.json", ledger=self.ledger, power_w=22000, signing_time=0.2
         )
         self.sim_server = await serve(self.sim, self.cable.path_b)
         write_config(
             self.config_path,
             {
                 "station": {"id": STATION},
-                "csms": {"url": self.csms.url, "response_timeout": 2, "reconnect_min": 0.2, "reconnect_max": 1},
-                "meter": {"model": "smartme", "port": self.cable.path_a, "latency": 0.3},
+                "csms": {
+                    "url": self.csms.url,
+                    "ocpp_version": self.ocpp,
+                    "response_timeout": 2,
+                    "reconnect_min": 0.2,
+                    "reconnect_max": 1,
+                },
+                "meter": {"model": self.model, "port": self.cable.path_a, "latency": 0.3},
                 "storage": {"path": str(self.workdir / "station.db")},
                 "diagnostics": {"socket": self.socket},
             },
@@ -136,8 +172,21 @@ class Soak:
         self.start_daemon()
         await self.until_connected()
         # Retry quickly after a CALLERROR, and do not set a message aside after the one or two the soak injects.
-        for key, value in (("TransactionMessageRetryInterval", "1"), ("TransactionMessageAttempts", "10")):
-            assert await self.ask(lambda k=key, v=value: self.csms.change_configuration(STATION, k, v)) == "Accepted"
+        if self.ocpp == "2.0.1":
+            items = [
+                {
+                    "component": {"name": "OCPPCommCtrlr"},
+                    "variable": {"name": name, "instance": "TransactionEvent"},
+                    "attribute_value": value,
+                }
+                for name, value in (("MessageAttemptInterval", "1"), ("MessageAttempts", "10"))
+            ]
+            results = await self.csms.set_variables(STATION, items)
+            assert [r["attribute_status"] for r in results] == ["Accepted", "Accepted"], results
+        else:
+            for key, value in (("TransactionMessageRetryInterval", "1"), ("TransactionMessageAttempts", "10")):
+                answer = await self.ask(lambda k=key, v=value: self.csms.change_configuration(STATION, k, v))
+                assert answer == "Accepted", (key, answer)
 
     async def close(self) -> None:
         for task in self._background:
@@ -228,7 +277,8 @@ class Soak:
             self.csms.port = port
             await self.csms.start()
         elif fault in ("late", "callerror", "no_answer"):
-            action = rng.choice(["StartTransaction", "StopTransaction"])
+            # 2.0.1: Started, Updated or Ended, whichever goes next
+            action = "TransactionEvent" if self.ocpp == "2.0.1" else rng.choice(["StartTransaction", "StopTransaction"])
             if fault == "late":
                 self.csms.behaviour.late[action] = rng.uniform(0.5, 3.0)  # the station waits 2 s
             elif fault == "callerror":
@@ -279,23 +329,18 @@ class Soak:
         tag = f"TAG-{number:05d}"
         # A start whose answer was lost may have started a transaction after all: those are stopped when the
         # station refuses the next start (connector busy).
-        await self.retry(lambda: csms.remote_start(STATION, tag), ("Accepted",), refused=self.stop_leftovers)
+        await self.retry(lambda: csms.start_session(STATION, tag), ("Accepted",), refused=self.stop_leftovers)
         await at("starting")
-        start = await self.started(tag, mark)
-        if start is None:
+        transaction_id = await self.started(tag, mark)
+        if transaction_id is None:
             return  # the start never got through (e.g. killed before the meter started): the ledger tells the rest
-        try:
-            await csms.wait_until(lambda: start.unique_id in csms.transaction_by_message_id, timeout=60)
-        except TimeoutError:
-            return
         self.report.starts_seen += 1
-        transaction_id = csms.transaction_by_message_id[start.unique_id]
         await asyncio.sleep(rng.uniform(0.1, 0.8))
         await at("charging")
         await asyncio.sleep(rng.uniform(0.1, 0.5))
         await at("sending_stop")
         stop_sent = asyncio.create_task(
-            self.retry(lambda: csms.remote_stop(STATION, transaction_id), ("Accepted", "Rejected"))
+            self.retry(lambda: csms.stop_session(STATION, transaction_id), ("Accepted", "Rejected"))
         )
         await asyncio.sleep(rng.uniform(0, 0.3))
         await at("stopping")
@@ -303,25 +348,59 @@ class Soak:
         await asyncio.sleep(rng.uniform(0.1, 0.4))
         await at("signing")
         with contextlib.suppress(TimeoutError):
-            await csms.wait_for("StopTransaction", lambda p: p["transactionId"] == transaction_id, timeout=60)
+            await csms.wait_until(lambda: transaction_id in {t for _, t in self.ends(mark)}, timeout=60)
 
-    async def started(self, tag: str, mark: int, timeout: float = 30) -> Received | None:
-        """The StartTransaction of this session's start; None once the station has shown Available for 2 s with no
-        start on its way (the start was lost, e.g. the daemon was killed before the meter started)."""
+    async def started(self, tag: str, mark: int, timeout: float = 30) -> str | None:
+        """The CSMS's transaction id of this session's start; None once the station has shown Available for 2 s with
+        no start on its way (the start was lost, e.g. the daemon was killed before the meter started)."""
         csms = self.csms
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while loop.time() < deadline:
-            found = [m for m in csms.received[mark:] if m.action == "StartTransaction" and m.payload["idTag"] == tag]
+            found = [m for m, _, id_tag in self.starts(mark) if id_tag == tag]
             if found:
-                return found[0]
+                start = found[0]
+                with contextlib.suppress(TimeoutError):  # 1.6: the id is the CSMS's answer to StartTransaction
+                    await csms.wait_until(lambda s=start: self.transaction_of(s) is not None, timeout=60)
+                return self.transaction_of(start)
             statuses = [m for m in csms.received[mark:] if m.action == "StatusNotification"]
-            if statuses and statuses[-1].payload["status"] == "Available":
+            if (
+                statuses
+                and statuses[-1].payload.get("status", statuses[-1].payload.get("connectorStatus")) == "Available"
+            ):
                 quiet = (datetime.now(UTC) - statuses[-1].at).total_seconds()
                 if quiet > 2 and self.diag_outbox_empty():
                     return None
             await asyncio.sleep(0.2)
         return None
+
+    # ------------------------------------------------------------------ the CSMS's view, either OCPP version
+
+    def transaction_of(self, start: Received) -> str | None:
+        if start.action == "TransactionEvent":
+            return str(start.payload["transactionInfo"]["transactionId"])
+        known = self.csms.transaction_by_message_id.get(start.unique_id)
+        return None if known is None else str(known)
+
+    def starts(self, after: int = 0) -> list[tuple[Received, str | None, str]]:
+        """(message, transaction id, id tag) of each transaction start the CSMS received."""
+        found: list[tuple[Received, str | None, str]] = []
+        for m in self.csms.received[after:]:
+            if m.action == "StartTransaction":
+                found.append((m, self.transaction_of(m), m.payload["idTag"]))
+            elif m.action == "TransactionEvent" and m.payload["eventType"] == "Started":
+                found.append((m, self.transaction_of(m), m.payload["idToken"]["idToken"]))
+        return found
+
+    def ends(self, after: int = 0) -> list[tuple[Received, str]]:
+        """(message, transaction id) of each transaction end the CSMS received."""
+        found: list[tuple[Received, str]] = []
+        for m in self.csms.received[after:]:
+            if m.action == "StopTransaction":
+                found.append((m, str(m.payload["transactionId"])))
+            elif m.action == "TransactionEvent" and m.payload["eventType"] == "Ended":
+                found.append((m, str(m.payload["transactionInfo"]["transactionId"])))
+        return found
 
     def diag_outbox_empty(self) -> bool:
         status = self.diag_status()
@@ -346,60 +425,58 @@ class Soak:
                 running = [c for c in status["connectors"] if c["transaction"]]
                 open_at_csms = self._open_at_csms()
                 await self.stop_leftovers()
-                if (
-                    not running
-                    and not open_at_csms
-                    and status["ocpp"]["queue_depth"] == 0
-                    and self.sim.mem.open_tx is None
-                ):
+                if not running and not open_at_csms and status["ocpp"]["queue_depth"] == 0 and not self.sim.charging:
                     return
             await asyncio.sleep(1)
         raise AssertionError(f"the station did not settle within {timeout} s; logs in {self.workdir}")
 
     async def stop_leftovers(self) -> None:
         for transaction_id in self._open_at_csms():
-            await self.ask(lambda t=transaction_id: self.csms.remote_stop(STATION, t))
+            await self.ask(lambda t=transaction_id: self.csms.stop_session(STATION, t))
 
-    def _open_at_csms(self) -> list[int]:
-        stopped = {m.payload["transactionId"] for m in self.csms.messages("StopTransaction")}
-        started = {self.csms.transaction_by_message_id.get(m.unique_id) for m in self.csms.messages("StartTransaction")}
-        return sorted(t for t in started if t is not None and t not in stopped)
+    def _open_at_csms(self) -> list[str]:
+        stopped = {t for _, t in self.ends()}
+        return sorted({t for _, t, _ in self.starts() if t is not None and t not in stopped})
 
     def compare(self) -> None:
         assert self.sim is not None
         report = self.report
         ledger = [json.loads(line) for line in self.ledger.read_text().splitlines()] if self.ledger.exists() else []
+        ledger = [entry for entry in ledger if entry["end_wh"] is not None]  # end records (BAUER signs begins too)
         report.signed = len(ledger)
-        stops: list[Received] = self.csms.messages("StopTransaction")
-        by_record: dict[str, set[str]] = {}
+        by_record: dict[str, set[str]] = {}  # record_key -> ids of the messages that carried it
+        as_delivered: dict[str, str] = {}  # record_key -> the text the CSMS received
         first_seen: list[str] = []
-        for stop in stops:
+        for stop, _ in self.ends():
             if stop.unique_id in self.csms.refused:
                 continue  # answered with a CALLERROR: the CSMS did not take it; the station sends it again
             try:
-                record, _ = extract_signed_record(stop.payload)
+                text, _ = extract_signed_record(stop.payload)
+                record = record_key(text)
             except (ValueError, KeyError) as exc:
-                report.problems.append(f"StopTransaction {stop.unique_id} without a usable signed record: {exc}")
+                report.problems.append(f"transaction end {stop.unique_id} without a usable signed record: {exc}")
                 continue
             if record not in by_record:
                 first_seen.append(record)
+                as_delivered[record] = text
             ids = by_record.setdefault(record, set())
             if stop.unique_id in ids:
                 report.repeated += 1
             ids.add(stop.unique_id)
-        signed = [entry["ocmf"] for entry in ledger]
-        for record in signed:
+        signed = [record_key(entry["ocmf"]) for entry in ledger]
+        for entry, record in zip(ledger, signed, strict=True):
             ids = by_record.get(record, set())
             if not ids:
                 report.lost += 1
-                report.problems.append(f"lost: {ocmf.parse(record).pagination} was signed but never delivered")
-            else:
-                report.delivered += 1
-                if len(ids) > 1:
-                    report.duplicated += 1
-                    report.problems.append(f"duplicated: {ocmf.parse(record).pagination} in messages {sorted(ids)}")
-            if not ocmf.verify(ocmf.parse(record), self.sim.public_key_hex).valid:
+                report.problems.append(f"lost: {entry['pagination']} was signed but never delivered")
+                continue
+            report.delivered += 1
+            if len(ids) > 1:
+                report.duplicated += 1
+                report.problems.append(f"duplicated: {entry['pagination']} in messages {sorted(ids)}")
+            if not ocmf.verify(ocmf.parse(as_delivered[record]), self.sim.public_key_hex).valid:
                 report.not_verifying += 1
+                report.problems.append(f"not verifying: {entry['pagination']} as the CSMS received it")
         phantom = [r for r in by_record if r not in set(signed)]
         report.phantom = len(phantom)
         delivered_order = [r for r in first_seen if r in set(signed)]
@@ -407,6 +484,19 @@ class Soak:
         if delivered_order != expected_order:
             report.out_of_order = sum(1 for a, b in zip(delivered_order, expected_order, strict=False) if a != b)
             report.problems.append("records reached the CSMS in another order than the meter signed them")
+        if self.ocpp == "2.0.1":
+            self.check_seq_nos()
+
+    def check_seq_nos(self) -> None:
+        """2.0.1: the CSMS tells a lost TransactionEvent by a gap in seqNo; the station numbers its events from 0 and
+        keeps a message's number across retries and restarts, so every number up to the last must have arrived."""
+        seen = {
+            m.payload["seqNo"] for m in self.csms.messages("TransactionEvent") if m.unique_id not in self.csms.refused
+        }
+        missing = sorted(set(range(max(seen, default=-1) + 1)) - seen)
+        self.report.seq_gaps = len(missing)
+        if missing:
+            self.report.problems.append(f"TransactionEvent seqNo never received: {missing[:20]}")
 
     async def run(self) -> Report:
         began = time.monotonic()
@@ -424,21 +514,33 @@ class Soak:
         return self.report
 
 
-async def run_soak(workdir: Path, seed: int, sessions: int, say: Callable[[str], None] = print) -> Report:
-    say(f"chaos soak: seed {seed} (replay with --seed {seed}), {sessions} sessions, work directory {workdir}")
-    return await Soak(workdir, seed, sessions, say).run()
+async def run_soak(
+    workdir: Path,
+    seed: int,
+    sessions: int,
+    say: Callable[[str], None] = print,
+    ocpp: str = "1.6",
+    model: str = "smartme",
+) -> Report:
+    say(
+        f"chaos soak: seed {seed} (replay with --seed {seed}), {sessions} sessions, OCPP {ocpp}, meter {model}, "
+        f"work directory {workdir}"
+    )
+    return await Soak(workdir, seed, sessions, say, ocpp, model).run()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--ocpp", choices=("1.6", "2.0.1"), default="1.6")
+    parser.add_argument("--model", choices=SIMULATED_MODELS, default="smartme")
     parser.add_argument("--workdir", type=Path, default=None, help="keep logs, store and ledger here")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="station-soak-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    report = asyncio.run(run_soak(workdir, seed, args.sessions))
+    report = asyncio.run(run_soak(workdir, seed, args.sessions, ocpp=args.ocpp, model=args.model))
     print(report.text())
     return 0 if report.ok else 1
 

@@ -499,6 +499,11 @@ class Soak:
             self.report.problems.append(f"TransactionEvent seqNo never received: {missing[:20]}")
 
     async def run(self) -> Report:
+        report = self.report
+        self.say(
+            f"chaos soak: seed {report.seed} (replay with --seed {report.seed}), {report.sessions} sessions, "
+            f"OCPP {self.ocpp}, meter {self.model}, work directory {self.workdir}"
+        )
         began = time.monotonic()
         await self.start()
         try:
@@ -514,21 +519,6 @@ class Soak:
         return self.report
 
 
-async def run_soak(
-    workdir: Path,
-    seed: int,
-    sessions: int,
-    say: Callable[[str], None] = print,
-    ocpp: str = "1.6",
-    model: str = "smartme",
-) -> Report:
-    say(
-        f"chaos soak: seed {seed} (replay with --seed {seed}), {sessions} sessions, OCPP {ocpp}, meter {model}, "
-        f"work directory {workdir}"
-    )
-    return await Soak(workdir, seed, sessions, say, ocpp, model).run()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, default=1000)
@@ -540,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="station-soak-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    report = asyncio.run(run_soak(workdir, seed, args.sessions, ocpp=args.ocpp, model=args.model))
+    report = asyncio.run(Soak(workdir, seed, args.sessions, ocpp=args.ocpp, model=args.model).run())
     print(report.text())
     return 0 if report.ok else 1
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos.soak import run_soak
+from tests.chaos.soak import Soak
 
 SESSIONS = int(os.environ.get("STATION_SOAK_SESSIONS", "50"))
 # CI replays one schedule so that a red run means a change broke something, not that a new schedule was drawn; new
@@ -43,7 +43,7 @@ async def test_chaos_soak_loses_and_duplicates_nothing(
         with capsys.disabled():
             print("\n" + text, flush=True)
 
-    report = await run_soak(tmp_path, seed, sessions, say=say, ocpp=ocpp, model=model)
+    report = await Soak(tmp_path, seed, sessions, say=say, ocpp=ocpp, model=model).run()
     say(report.text())
     assert report.ok, report.text()
     assert report.signed >= sessions // 2 and report.delivered == report.signed

@@ -488,8 +488,7 @@ class StationRuntime:
                 await self._sampling_off(wakeup)
                 continue
             await asyncio.sleep(interval)
-            charging = any(tx.meter_start_wh is not None for tx in self.core.running_transactions())
-            if charging and self.sample_interval() > 0:  # no meter reads for a transaction that is not there
+            if self.sample_interval() > 0:
                 await self._queue_meter_values("Sample.Periodic", transactions_only=True)
 
     async def _sample_aligned(self) -> None:
@@ -508,7 +507,19 @@ class StationRuntime:
             if self.aligned_interval() > 0:
                 await self._queue_meter_values("Sample.Clock", transactions_only=False)
 
+    def _sample_targets(self, transactions_only: bool) -> list[tuple[int, str | None]]:
+        """(connector id, ref of its charging transaction or None) of each connector a reading is queued for."""
+        targets: list[tuple[int, str | None]] = []
+        for connector in self.core.connectors.values():
+            tx = connector.transaction
+            charging = tx is not None and tx.meter_start_wh is not None and tx.stopped_at is None
+            if charging or not transactions_only:
+                targets.append((connector.id, tx.ref if charging and tx is not None else None))
+        return targets
+
     async def _queue_meter_values(self, context: str, *, transactions_only: bool) -> None:
+        if not self._sample_targets(transactions_only):
+            return  # no meter read for a transaction that is not there
         try:
             live = await self.meter.live_values()
         except MeterError as exc:
@@ -530,14 +541,10 @@ class StationRuntime:
                 fiscal = None
             if fiscal is not None:
                 body["signed"] = fiscal.data
-        for connector in self.core.connectors.values():
-            tx = connector.transaction
-            charging = tx is not None and tx.meter_start_wh is not None and tx.stopped_at is None
-            if transactions_only and not charging:
-                continue
-            ref = tx.ref if charging and tx is not None else None
+        # Asked again after the reads: a transaction may have ended meanwhile, and its readings must not follow its end.
+        for connector_id, ref in self._sample_targets(transactions_only):
             self.store.enqueue(
-                "meter_values", ref, {**body, "connector_id": connector.id}, offline=not self.csms_online()
+                "meter_values", ref, {**body, "connector_id": connector_id}, offline=not self.csms_online()
             )
         self._outbox_changed()
 

@@ -199,7 +199,6 @@ async def daemon_figures(baud: int, idle_seconds: float, charging_seconds: float
             await csms.remote_stop(STATION, int(tx_id))
             await csms.wait_session_ended(STATION)
             await csms.change_configuration(STATION, "MeterValueSampleInterval", "0")
-            rss_early = 0.0
             curve: dict[str, float] = {}  # RSS after every tenth of the sessions: growth that flattens is a cache
             for i in range(n_sessions):
                 mark = len(csms.received)
@@ -208,8 +207,6 @@ async def daemon_figures(baud: int, idle_seconds: float, charging_seconds: float
                 _, tx_id = await csms.wait_session_started(STATION, after=mark)
                 await csms.remote_stop(STATION, int(tx_id))
                 await csms.wait_session_ended(STATION, after=mark)
-                if i == n_sessions // 10:
-                    rss_early = proc_peak_rss_mb(proc.pid)
                 if (i + 1) % max(1, n_sessions // 10) == 0:
                     curve[str(i + 1)] = round(proc_peak_rss_mb(proc.pid), 2)
             peak = proc_peak_rss_mb(proc.pid)
@@ -222,7 +219,7 @@ async def daemon_figures(baud: int, idle_seconds: float, charging_seconds: float
         "idle_cpu_s_per_h": round(idle, 2),
         "charging_cpu_s_per_h": round(charging, 2),
         "peak_rss_mb": round(peak, 1),
-        "rss_growth_mb": round(peak - rss_early, 1),
+        "rss_growth_mb": round(peak - next(iter(curve.values()), peak), 1),  # from the first tenth on
         "sessions_for_rss": n_sessions,
         "rss_mb_by_session": curve,
     }

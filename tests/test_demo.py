@@ -12,6 +12,8 @@ import pytest
 
 from station.meter import ocmf
 
+pytestmark = pytest.mark.slow  # the demo, once per version and meter model
+
 
 def demo_json(*args: str) -> dict[str, Any]:
     """`station demo --json ARGS` as a user runs it; its JSON answer."""

@@ -83,8 +83,11 @@ def test_a_failed_write_changes_nothing(tmp_path: Path) -> None:
 
 
 def test_wal_and_full_sync_are_on(tmp_path: Path) -> None:
-    Store(tmp_path / "s.db").close()
-    db = sqlite3.connect(tmp_path / "s.db")
+    store = Store(tmp_path / "s.db")
+    # synchronous is a property of the connection, so it is read on the store's own connection (2 = FULL).
+    assert store._read("PRAGMA synchronous")[0][0] == 2
+    store.close()
+    db = sqlite3.connect(tmp_path / "s.db")  # WAL is a property of the file
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     db.close()
 

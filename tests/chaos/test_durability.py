@@ -23,6 +23,8 @@ from station.demo.csms import LocalCsms
 from station.demo.session import extract_signed_record
 from station.store import Store, StoreError
 
+pytestmark = pytest.mark.slow  # daemon processes killed and restarted, a real tmpfs filled
+
 STATION = "CP-DURABLE"
 
 WRITER = """

@@ -10,6 +10,8 @@ import pytest
 
 from tests.chaos.soak import Soak
 
+pytestmark = pytest.mark.slow  # the chaos soaks run for minutes
+
 SESSIONS = int(os.environ.get("STATION_SOAK_SESSIONS", "50"))
 # CI replays one schedule so that a red run means a change broke something, not that a new schedule was drawn; new
 # schedules are explored by the long run (random seed) and by STATION_SOAK_SEED=random here.

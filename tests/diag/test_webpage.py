@@ -164,6 +164,7 @@ def element(dom: str, element_id: str) -> str:
     return match.group(1)
 
 
+@pytest.mark.slow  # headless Chromium
 async def test_the_page_in_a_real_browser_shows_status_live_chart_and_verified_transactions(
     tmp_path: Path, csms: LocalCsms
 ) -> None:

@@ -19,6 +19,8 @@ from station.meter.interface import MeterLinkError
 from station.meter.models import MODELS
 from station.ocpp.signed_value import parse_oca_public_key
 
+pytestmark = pytest.mark.slow  # whole sessions through meter faults, with real retry delays
+
 STATION = "CP-FAULTS"
 
 

@@ -17,6 +17,8 @@ from station.meter import ocmf
 from station.meter.models import MODELS
 from station.ocpp.signed_value import parse_oca_public_key
 
+pytestmark = pytest.mark.slow  # whole sessions per meter model
+
 
 @pytest.mark.parametrize("model", sorted(MODELS))
 async def test_signed_session_per_model(tmp_path: Path, csms: LocalCsms, model: str) -> None:

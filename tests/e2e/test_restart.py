@@ -12,6 +12,8 @@ import signal
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from station.app import build_meter
 from station.config import load_config
 from station.demo.csms import LocalCsms
@@ -20,6 +22,8 @@ from station.meter.nullmodem import VirtualNullModem
 from station.meter.ocmf import verify
 from station.ocpp.signed_value import parse_oca_public_key
 from tests.conftest import Process, station_config
+
+pytestmark = pytest.mark.slow  # the daemon as a process, killed and restarted
 
 STATION = "CP-TEST-1"
 

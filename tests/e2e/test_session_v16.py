@@ -13,11 +13,15 @@ import json
 import signal
 from pathlib import Path
 
+import pytest
+
 from station.demo.csms import LocalCsms
 from station.meter import ocmf
 from station.meter.nullmodem import VirtualNullModem
 from station.ocpp.signed_value import parse_oca_public_key
 from tests.conftest import Process, station_config
+
+pytestmark = pytest.mark.slow  # the daemon and the simulator as processes
 
 STATION = "CP-TEST-1"
 

@@ -11,6 +11,8 @@ from station.app import running_station
 from station.config import parse_config
 from station.demo.csms import LocalCsms
 
+pytestmark = pytest.mark.slow  # waits out the meter's real link timeouts
+
 
 @pytest.mark.parametrize("version", ["1.6", "2.0.1"])
 async def test_silent_meter_faults_the_connector_and_recovers(tmp_path: Path, version: str) -> None:

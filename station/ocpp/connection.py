@@ -126,6 +126,7 @@ class _LoggedConnection:
             )
 
     async def send(self, frame: str) -> None:
+        frame = wire.outgoing(frame)
         call_id = wire.call_id_of(frame)
         if call_id is not None:
             self.awaiting = call_id

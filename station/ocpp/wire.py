@@ -60,6 +60,24 @@ def call_error(message_id: str, code: str, description: str) -> str:
     return json.dumps([CALLERROR, message_id, code, description[:255], {}])
 
 
+def outgoing(frame: str) -> str:
+    """A frame the station is about to send, as it may go out. The `ocpp` library's CALLERROR for a refused request
+    echoes the request in its errorDetails (the whole payload, and jsonschema's message quoting the offending value):
+    a CSMS's megabyte came back doubled, and a too-long AuthorizationKey came back (and into the trace) quoted without
+    its key name. Our CALLERRORs carry the code and description only, with empty details as OCPP-J allows
+    (2.0.1 part 4 §4.2.3: "If there are no error details you MUST fill in an empty object {}")."""
+    if not frame.startswith(f"[{CALLERROR}"):
+        return frame
+    try:
+        message = json.loads(frame)
+    except ValueError:
+        return frame
+    if isinstance(message, list) and len(message) == 5 and message[0] == CALLERROR:
+        description = message[3] if isinstance(message[3], str) else ""
+        return json.dumps([CALLERROR, message[1], message[2], description[:255], {}])
+    return frame
+
+
 def call_id_of(frame: str) -> str | None:
     """The message id of a CALL we are about to send (our own frames: trusted, small), else None."""
     if not frame.lstrip().startswith(f"[{CALL}"):

@@ -24,7 +24,7 @@ from station.config import ConfigError, load_config, parse_config
 from station.meter import ocmf
 from station.meter.records import examine_record, reading_wh, record_facts
 from tests.meter.test_ocmf_vectors import load as load_vectors
-from tests.ocpp.test_bad_frames_v16 import RawCsms
+from tests.ocpp.raw_csms import RawCsms
 
 T = TypeVar("T")
 EXAMPLES = 150  # per property: the fixed budget CI runs

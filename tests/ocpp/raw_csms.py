@@ -34,6 +34,7 @@ class RawCsms:
         self.connections = 0
         self.calls: list[list[Any]] = []
         self.answers = dict(ANSWERS)  # a test may change what the CSMS answers
+        self.transaction_ids: list[int] = []  # assigned in answers to StartTransaction, in order
         self._transaction_ids = iter(range(5001, 10**9))
 
     async def handler(self, ws: ServerConnection) -> None:
@@ -50,7 +51,8 @@ class RawCsms:
                 self.calls.append(msg)
                 answer = self.answers.get(msg[2], {})
                 if msg[2] == "StartTransaction":
-                    answer = {"transactionId": next(self._transaction_ids), "idTagInfo": {"status": "Accepted"}}
+                    self.transaction_ids.append(next(self._transaction_ids))
+                    answer = {"transactionId": self.transaction_ids[-1], "idTagInfo": {"status": "Accepted"}}
                 await ws.send(json.dumps([3, msg[1], answer]))
             else:
                 await self.inbox.put(msg)

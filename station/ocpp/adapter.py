@@ -76,14 +76,27 @@ def iso(at: datetime | None) -> str:
     return (at or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+# Settings a security event's techInfo names by their 1.6 key (station/ocpp/security.py), as 2.0.1 names them.
+TECH_INFO_NAMES_201 = {
+    "AuthorizationKey": "SecurityCtrlr.BasicAuthPassword",
+    "SecurityProfile": "SecurityCtrlr.SecurityProfile",
+}
+
+
 def security_event_fields(body: dict[str, Any], version: str) -> dict[str, Any]:
     """SecurityEventNotification from a queued security event (station/store.py). The 1.6 Security Whitepaper names
-    the CSMS "CentralSystem" where 2.0.1 says "Csms" (InvalidCentralSystemCertificate / InvalidCsmsCertificate)."""
+    the CSMS "CentralSystem" where 2.0.1 says "Csms" (InvalidCentralSystemCertificate / InvalidCsmsCertificate), and a
+    setting has its 1.6 key or its 2.0.1 component.variable in techInfo."""
     kind = str(body["type"])
+    tech_info = str(body.get("techInfo") or "")
+    if version != "1.6":
+        for key, name in TECH_INFO_NAMES_201.items():
+            if tech_info.startswith(f"{key} "):
+                tech_info = name + tech_info[len(key) :]
     return {
         "type": kind.replace("Csms", "CentralSystem") if version == "1.6" else kind,
         "timestamp": iso(datetime.fromisoformat(str(body["timestamp"]).replace("Z", "+00:00"))),
-        "tech_info": body.get("techInfo") or None,
+        "tech_info": tech_info[:255] or None,
     }
 
 

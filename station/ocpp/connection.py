@@ -65,6 +65,7 @@ class ConnectionState:
     connected: bool = False
     version: str | None = None
     booted: str | None = None  # the OCPP version this process has booted with
+    registration: str | None = None  # the status of the last BootNotification answer (Accepted, Pending, Rejected)
     last_connected: datetime | None = None
     last_error: str = ""
     failures: int = 0  # connection attempts that failed since the last good connection
@@ -118,7 +119,6 @@ class CsmsConnection:
         self.boot_reason = boot_reason(
             store.begin_run(os_boot_id(), software_version()), os_boot_id(), software_version()
         )
-        self._registration: str | None = None  # the last BootNotification answer's status, across reconnects
         self._boot_not_before = 0.0  # loop time before which no BootNotification may go (the CSMS's interval)
         self._connected = False  # this attempt got a session going (the back-off starts over after it)
         # What the device model reports where the config decides (the back-off falls back to the config's values).
@@ -279,15 +279,15 @@ class CsmsConnection:
         while True:
             wait = self._boot_not_before - loop.time()
             if wait > 0:
-                adapter.registration = self._registration
+                adapter.registration = self.state.registration
                 await asyncio.sleep(wait)
             try:
                 interval = await adapter.boot(self.boot_reason)
-                self._registration, self._boot_not_before = "Accepted", 0.0
+                self.state.registration, self._boot_not_before = "Accepted", 0.0
                 return interval
             except BootRefused as refused:
                 wait = refused.interval if refused.interval > 0 else 30
-                self._registration, self._boot_not_before = refused.status, loop.time() + wait
+                self.state.registration, self._boot_not_before = refused.status, loop.time() + wait
                 log.warning("CSMS did not accept the boot", status=refused.status, retry_in=wait)
             except OCPPError as exc:
                 self._boot_not_before = loop.time() + 30
@@ -297,7 +297,7 @@ class CsmsConnection:
                 await asyncio.wait_for(adapter.accepted.wait(), wait)
             except TimeoutError:
                 continue
-            self._registration, self._boot_not_before = "Accepted", 0.0
+            self.state.registration, self._boot_not_before = "Accepted", 0.0
             return adapter.boot_interval
 
     async def _heartbeats(self, adapter: CsmsAdapter) -> None:

@@ -23,7 +23,7 @@ from ocpp.v201.enums import Action
 
 import station
 from station.core.model import ConnectorStatus, ReportStatus, SignedMeterRecord, StartSource, StopReason, Transaction
-from station.meter.records import reading_wh
+from station.meter.records import begin_wh, end_wh
 from station.ocpp.adapter import (
     BootRefused,
     CallRefused,
@@ -392,7 +392,7 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
 
     def _signed_sample(self, tx: Transaction, record: SignedMeterRecord) -> dict[str, Any]:
         begin = record.context == "Transaction.Begin"
-        value_wh = reading_wh(record.data, "B" if begin else "E")
+        value_wh = begin_wh(record.data) if begin else end_wh(record.data)
         if value_wh is None:
             value_wh = tx.meter_start_wh if begin else tx.meter_stop_wh
         return self._with_signature(_energy_value(value_wh, record.context), record, tx.ref)

@@ -5,7 +5,9 @@ This module owns every byte the daemon must not lose: a transaction and the mess
 SQLite transaction, before anything is sent; a signed record is on disk before the meter is told it may forget it;
 an outbox message is deleted only when the CSMS has answered it. WAL journal with synchronous=FULL, so a write that
 returned survives SIGKILL and power loss. It knows no OCPP version and no Modbus: the outbox holds version-neutral
-entries ("transaction_started", "transaction_ended", ...) that the OCPP adapter of the moment turns into messages.
+entries ("transaction_started", "transaction_ended", ...) that the OCPP adapter of the moment turns into messages, in
+two lanes (transaction messages in order; the rest beside them). It also keeps what a transaction's end message needs
+later (its periodic samples, bounded; the idToken as the CSMS gave it) and how the daemon's previous run ended.
 """
 
 from __future__ import annotations

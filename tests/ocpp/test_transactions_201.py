@@ -270,3 +270,21 @@ async def test_customer_information(tmp_path: Path) -> None:
     finally:
         await csms.stop()
     assert csms.violations == []
+
+
+def test_the_samples_for_the_end_message_are_bounded(tmp_path: Path) -> None:
+    """E06.FR.12/13 (and 1.6 errata StopTransactionMaxMeterValues): a long transaction at a short interval must not
+    grow the store or its end message without bound; intermediate values are dropped first, 1st, 3rd, 5th, ..., and
+    the newest reading is kept. In the real SQLite store."""
+    from station.store import MAX_SAMPLES_PER_TRANSACTION, Store
+
+    store = Store(tmp_path / "s.db")
+    try:
+        for n in range(3 * MAX_SAMPLES_PER_TRANSACTION):
+            store.add_sample("tx-long", "ended", {"at": "2026-12-01T10:00:00+00:00", "n": n})
+        kept = [s["n"] for s in store.samples("tx-long", "ended")]
+    finally:
+        store.close()
+    assert len(kept) <= MAX_SAMPLES_PER_TRANSACTION and kept == sorted(kept)
+    assert kept[-1] == 3 * MAX_SAMPLES_PER_TRANSACTION - 1
+    assert kept[0] > 0 and kept[1] - kept[0] > 1  # every other one dropped, not new values refused

@@ -143,16 +143,6 @@ SCHEMA_RULES = {
     "additionalProperties": "structure",
 }
 
-# The codes the `ocpp` library raises, spelled for the version of the connection.
-LIBRARY_CODES: dict[str, dict[str, str]] = {
-    "1.6": {
-        "FormatViolation": "FormationViolation",
-        "OccurrenceConstraintViolation": "OccurenceConstraintViolation",
-        "ProtocolError": "FormationViolation",
-    },
-    "2.0.1": {"FormationViolation": "FormatViolation", "OccurenceConstraintViolation": "OccurrenceConstraintViolation"},
-}
-
 KNOWN_ACTIONS = {"1.6": {str(a.value) for a in Action16}, "2.0.1": {str(a.value) for a in Action201}}
 
 
@@ -249,9 +239,9 @@ class RpcRules:
         try:
             await self._handle_call(Call(unique_id, action, payload))
         except OCPPError as exc:
-            code = LIBRARY_CODES[self.version].get(exc.code, exc.code)
-            log.warning("CSMS request failed", action=action, code=code, error=str(exc.description)[:200])
-            await self._send_error(unique_id, code, str(exc.description))
+            # The request passed its schema above: what the library refuses now is our own answer, a bug of ours.
+            log.error("the answer to a CSMS request failed its schema", action=action, error=str(exc.description)[:200])
+            await self._send_error(unique_id, "InternalError", "the station could not answer this request")
 
     def _check_call(self, action: str, payload: dict[str, Any], size: int) -> None:
         if self.registration == "Rejected":

@@ -116,9 +116,12 @@ class CsmsConnection:
         self.security = Security(config.csms, config.station.id, settings, store)
         self.security.reconnect_listeners.append(self._reconnect_soon)
         # Why this process runs, from what the previous run left in the store (2.0.1 BootNotification reason).
-        self.boot_reason = boot_reason(
-            store.begin_run(os_boot_id(), software_version()), os_boot_id(), software_version()
-        )
+        try:
+            previous = store.begin_run(os_boot_id(), software_version())
+            self.boot_reason = boot_reason(previous, os_boot_id(), software_version())
+        except StoreError as exc:
+            log.error("the store cannot say how the previous run ended", error=str(exc))
+            self.boot_reason = "Unknown"
         self._boot_not_before = 0.0  # loop time before which no BootNotification may go (the CSMS's interval)
         self._connected = False  # this attempt got a session going (the back-off starts over after it)
         # What the device model reports where the config decides (the back-off falls back to the config's values).

@@ -311,7 +311,10 @@ class Settings:
         setting = BY_NAME[name]
         if name in self.computed:
             return self.computed[name]()
-        return self.store.setting(f"ocpp16.{name}") or self.defaults.get(name, setting.default)
+        stored = self.store.setting(f"ocpp16.{name}")
+        if stored is not None:
+            return stored  # also an empty list the CSMS set (e.g. StopTxnSampledData "")
+        return self.defaults.get(name, setting.default)
 
     def int_value(self, name: str) -> int:
         try:

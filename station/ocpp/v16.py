@@ -258,6 +258,8 @@ class V16Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
         sampled = sampled_values(body, self.settings.measurands(key))
         if body.get("signed"):  # the meter's own signed reading (signed aligned data)
             sampled += self._signed_samples([SignedMeterRecord(str(body["signed"]), context=str(body["context"]))])
+        if not sampled:
+            return  # no measurand configured: nothing to report (an empty MeterValue says nothing)
         await self.call(
             call.MeterValues(
                 connector_id=int(body["connector_id"]),

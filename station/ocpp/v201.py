@@ -322,14 +322,17 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
     def _updated(self, tx: Transaction, seq_no: int, message: OutboxMessage) -> call.TransactionEvent:
         body = message.body
         trigger, _ = UPDATED.get(str(body["context"]), UPDATED["Sample.Periodic"])
+        sampled = self._readings(body)
+        at = iso(datetime.fromisoformat(body["at"]))
         return call.TransactionEvent(
             event_type="Updated",
-            timestamp=iso(datetime.fromisoformat(body["at"])),
+            timestamp=at,
             trigger_reason=trigger,
             seq_no=seq_no,
             transaction_info={"transaction_id": tx.ref, "charging_state": "Charging"},
             offline=message.offline or None,
-            meter_value=[{"timestamp": iso(datetime.fromisoformat(body["at"])), "sampled_value": self._readings(body)}],
+            # meterValue needs a sampledValue: with no measurand configured it is left out (it is optional).
+            meter_value=[{"timestamp": at, "sampled_value": sampled}] if sampled else None,
         )
 
     def _readings(self, body: dict[str, Any]) -> list[dict[str, Any]]:

@@ -122,3 +122,45 @@ async def test_the_back_off_starts_over_after_every_connection_loss(tmp_path: Pa
             await csms.wait_until(lambda: station.connection.state.connected, timeout=20)
     finally:
         await csms.stop()
+
+
+@pytest.mark.parametrize("version", ["1.6", "2.0.1"])
+async def test_no_measurand_configured_sends_no_empty_meter_value(tmp_path: Path, version: str) -> None:
+    """An empty measurand list (1.6 MeterValuesSampledData / 2.0.1 SampledDataCtrlr.TxUpdatedMeasurands, both
+    allowed empty) with a sample interval: 1.6 sends no MeterValues.req (a MeterValue without a reading says nothing),
+    2.0.1 leaves the optional meterValue out of TransactionEvent(Updated) (its sampledValue needs at least one item,
+    TransactionEventRequest schema); the outbox drains and every frame passes the schemas."""
+    csms = await LocalCsms(subprotocols=(f"ocpp{version}",)).start()
+    try:
+        async with running_station(parse_config(config_for(tmp_path, csms.url, version))) as station:
+            await csms.wait_for("StatusNotification")
+            if version == "1.6":
+                assert await csms.change_configuration(STATION, "MeterValuesSampledData", "") == "Accepted"
+                assert await csms.change_configuration(STATION, "MeterValueSampleInterval", "1") == "Accepted"
+            else:
+                results = await csms.set_variables(
+                    STATION,
+                    [
+                        {
+                            "component": {"name": "SampledDataCtrlr"},
+                            "variable": {"name": name},
+                            "attribute_value": value,
+                        }
+                        for name, value in (("TxUpdatedMeasurands", ""), ("TxUpdatedInterval", "1"))
+                    ],
+                )
+                assert {r["attribute_status"] for r in results} == {"Accepted"}
+            assert await csms.start_session(STATION, "TAG-EMPTY") == "Accepted"
+            _, tx_id = await csms.wait_session_started(STATION)
+            [running] = station.runtime.core.running_transactions()
+            await csms.wait_until(lambda: len(station.store.samples(running.ref, "periodic")) >= 2, timeout=10)
+            assert await csms.stop_session(STATION, tx_id) == "Accepted"
+            await csms.wait_session_ended(STATION)
+            await csms.wait_until(lambda: station.store.outbox_depth() == 0)
+            assert station.store.failed_messages() == []
+    finally:
+        await csms.stop()
+    assert csms.messages("MeterValues") == []
+    updated = [m.payload for m in csms.messages("TransactionEvent") if m.payload["eventType"] == "Updated"]
+    assert all("meterValue" not in p for p in updated)
+    assert csms.violations == []

@@ -124,6 +124,8 @@ async def running_station(config: Config) -> AsyncIterator[Station]:
         runtime.sample_interval = lambda: settings.int_value("MeterValueSampleInterval")
         runtime.aligned_interval = lambda: settings.int_value("ClockAlignedDataInterval")
         runtime.sign_aligned = lambda: settings.value("AlignedDataSignReadings") == "true"
+        runtime.ended_interval = lambda: settings.int_value("TxEndedInterval")
+        runtime.stop_on_invalid_id = lambda: settings.value("StopTxOnInvalidId") == "true"
         settings.listeners.append(lambda _name, _value: runtime.sampling_changed())
         connection = CsmsConnection(config, runtime, store, settings)
         store.security_event(security.STARTUP, f"station started, security profile {connection.security.profile}")

@@ -29,6 +29,7 @@ from station.core.model import (
     MeterStartFailed,
     MeterStopped,
     Outcome,
+    Phase,
     RecordTransactionAborted,
     RecordTransactionEnded,
     RecordTransactionStarted,
@@ -45,6 +46,7 @@ from station.core.model import (
 )
 from station.core.station import ChargingStation, InvalidTransition
 from station.meter.interface import (
+    LiveValues,
     Meter,
     MeterError,
     MeterLinkError,
@@ -99,6 +101,11 @@ class StationRuntime:
         self.sample_interval: Callable[[], int] = lambda: 0
         self.aligned_interval: Callable[[], int] = lambda: 0
         self.sign_aligned: Callable[[], bool] = lambda: False  # AlignedDataSignReadings
+        # 2.0.1 SampledDataCtrlr.TxEndedInterval: readings kept for TransactionEvent(Ended) only (0: none). 1.6 keeps
+        # the MeterValueSampleInterval readings for StopTransaction instead (series "periodic").
+        self.ended_interval: Callable[[], int] = lambda: 0
+        # 1.6 StopTransactionOnInvalidId / 2.0.1 TxCtrlr.StopTxOnInvalidId
+        self.stop_on_invalid_id: Callable[[], bool] = lambda: True
         self.reset_requested = asyncio.Event()  # app.run_daemon restarts the process once the station is idle
         self._reset_when_idle = False  # a Reset waits for the running transactions to end
 
@@ -132,6 +139,28 @@ class StationRuntime:
             return self._apply(StopRequested(tx_ref, reason, self.clock()))
         except InvalidTransition as exc:
             return Outcome(False, reason=str(exc))
+
+    def csms_refused_id(self, tx_ref: str, status: str) -> Outcome | None:
+        """The CSMS answered a transaction's start with an identifier status other than Accepted (1.6 §4.8 with
+        errata §3.17, §9.1.24; 2.0.1 E05.FR.10): with StopTransactionOnInvalidId the transaction ends at once with
+        reason DeAuthorized. Without it the station would have to stop only the energy, which it cannot: it has no
+        contactor of its own, so the key only takes "true"."""
+        log.warning("the CSMS refused the identifier of a running transaction", tx_ref=tx_ref, status=status)
+        if not self.stop_on_invalid_id():
+            return None
+        return self.remote_stop(tx_ref, StopReason.DE_AUTHORIZED)
+
+    def queue_triggered_reading(self, connector_id: int) -> bool:
+        """The most recent reading of a connector's charging transaction as a transaction message with context
+        Trigger (2.0.1 TriggerMessage TransactionEvent, F06.FR.07); False when there is none to send."""
+        live = self.meter_state.live
+        targets = [ref for cid, ref in self._sample_targets(transactions_only=True) if cid == connector_id]
+        if live is None or not targets or targets[0] is None:
+            return False
+        body = {**self._reading(live, "Trigger"), "connector_id": connector_id}
+        self.store.enqueue("meter_values", targets[0], body, offline=not self.csms_online())
+        self._outbox_changed()
+        return True
 
     def change_availability(self, connector_id: int, operative: bool) -> Outcome:
         """Make connector(s) (0: all) operative or not; kept in the store so it survives a restart."""
@@ -199,6 +228,7 @@ class StationRuntime:
         self._spawn(self._monitor_meter(), "meter monitor")
         self._spawn(self._sample_periodic(), "meter monitor: sampled values")
         self._spawn(self._sample_aligned(), "meter monitor: clock-aligned values")
+        self._spawn(self._sample_for_end(), "meter monitor: readings for the end message")
 
     async def _meter_reports_running(self) -> bool:
         try:
@@ -491,6 +521,31 @@ class StationRuntime:
             if self.sample_interval() > 0:
                 await self._queue_meter_values("Sample.Periodic", transactions_only=True)
 
+    async def _sample_for_end(self) -> None:
+        """SampledDataCtrlr.TxEndedInterval (2.0.1): readings of each charging transaction kept for its
+        TransactionEvent(Ended), one per interval from the start (E06.FR.11), sent with nothing else."""
+        wakeup = asyncio.Event()
+        self._sampling_wakeups.append(wakeup)
+        while True:
+            interval = self.ended_interval()
+            if interval <= 0:
+                await self._sampling_off(wakeup)
+                continue
+            await asyncio.sleep(interval)
+            if self.ended_interval() <= 0 or not self._sample_targets(transactions_only=True):
+                continue
+            try:
+                live = await self.meter.live_values()
+            except MeterError as exc:
+                log.warning("reading for the end message not read", error=str(exc))
+                continue
+            self.meter_state.live = live
+            for connector_id, ref in self._sample_targets(transactions_only=True):
+                if ref is not None:
+                    self.store.add_sample(
+                        ref, "ended", {**self._reading(live, "Sample.Periodic"), "connector_id": connector_id}
+                    )
+
     async def _sample_aligned(self) -> None:
         """ClockAlignedDataInterval / AlignedDataCtrlr.Interval: readings at whole multiples of the interval after
         midnight UTC, with or without a transaction."""
@@ -512,7 +567,9 @@ class StationRuntime:
         targets: list[tuple[int, str | None]] = []
         for connector in self.core.connectors.values():
             tx = connector.transaction
-            charging = tx is not None and tx.meter_start_wh is not None and tx.stopped_at is None
+            # Only while charging: once the stop is asked for, the meter's signed end reading is the last word (a
+            # reading taken meanwhile would follow the CSMS's refusal of the transaction, 1.6 §9.1.24).
+            charging = tx is not None and connector.phase is Phase.CHARGING
             if charging or not transactions_only:
                 targets.append((connector.id, tx.ref if charging and tx is not None else None))
         return targets
@@ -526,12 +583,7 @@ class StationRuntime:
             log.warning("meter values not read", context=context, error=str(exc))
             return
         self.meter_state.live = live
-        body: dict[str, Any] = {
-            "context": context,
-            "at": self.clock().isoformat(),
-            "energy_wh": live.energy_import_wh,
-            "power_w": live.power_w,
-        }
+        body = self._reading(live, context)
         if context == "Sample.Clock" and self.sign_aligned():
             # Signed aligned data: the meter's own latest signed reading, where it makes them (smart-me: 15 min).
             try:
@@ -542,11 +594,31 @@ class StationRuntime:
             if fiscal is not None:
                 body["signed"] = fiscal.data
         # Asked again after the reads: a transaction may have ended meanwhile, and its readings must not follow its end.
+        # Periodic readings of a transaction are also kept for its StopTransaction (1.6 StopTxnSampledData, §9.1.27:
+        # "every MeterValueSampleInterval seconds from the start"), in the same commit.
+        sample = "periodic" if context == "Sample.Periodic" else None
         for connector_id, ref in self._sample_targets(transactions_only):
             self.store.enqueue(
-                "meter_values", ref, {**body, "connector_id": connector_id}, offline=not self.csms_online()
+                "meter_values",
+                ref,
+                {**body, "connector_id": connector_id},
+                offline=not self.csms_online(),
+                sample=sample if ref is not None else None,
             )
         self._outbox_changed()
+
+    def _reading(self, live: LiveValues, context: str) -> dict[str, Any]:
+        """A reading as the outbox and the samples keep it: every value the meter gives, whatever is configured (the
+        adapter picks the configured measurands when it builds the message)."""
+        return {
+            "context": context,
+            "at": self.clock().isoformat(),
+            "energy_wh": live.energy_import_wh,
+            "export_wh": live.energy_export_wh,
+            "power_w": live.power_w,
+            "voltage_v": list(live.voltage_v),
+            "current_a": list(live.current_a),
+        }
 
     async def _monitor_meter(self) -> None:
         """Live readings for diagnostics, and the link check: every `monitor_interval` while charging, three times

@@ -5,7 +5,9 @@ This module owns every byte the daemon must not lose: a transaction and the mess
 SQLite transaction, before anything is sent; a signed record is on disk before the meter is told it may forget it;
 an outbox message is deleted only when the CSMS has answered it. WAL journal with synchronous=FULL, so a write that
 returned survives SIGKILL and power loss. It knows no OCPP version and no Modbus: the outbox holds version-neutral
-entries ("transaction_started", "transaction_ended", ...) that the OCPP adapter of the moment turns into messages.
+entries ("transaction_started", "transaction_ended", ...) that the OCPP adapter of the moment turns into messages, in
+two lanes (transaction messages in order; the rest beside them). It also keeps what a transaction's end message needs
+later (its periodic samples, bounded; the idToken as the CSMS gave it) and how the daemon's previous run ended.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 from station.core.model import SignedMeterRecord, StartSource, StopReason, Transaction
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS transactions (
@@ -77,6 +79,18 @@ CREATE TABLE IF NOT EXISTS id_tags (
     updated_at TEXT NOT NULL,
     PRIMARY KEY (source, id_tag)
 );
+CREATE TABLE IF NOT EXISTS tx_samples (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    tx_ref TEXT NOT NULL,
+    series TEXT NOT NULL,
+    at TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tx_samples_by_tx ON tx_samples (tx_ref, series, id);
+CREATE TABLE IF NOT EXISTS tx_tokens (
+    tx_ref TEXT PRIMARY KEY,
+    token TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS security_log (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     at TEXT NOT NULL,
@@ -86,6 +100,13 @@ CREATE TABLE IF NOT EXISTS security_log (
 """
 PROBE_BYTES = 16384  # about what one transaction with its signed records takes
 SECURITY_LOG_KEEP = 1000  # the rolling security log keeps this many newest events (OCPP A04.FR.04)
+# Periodic readings kept per transaction and series for its end message (1.6 StopTransaction.transactionData, 2.0.1
+# TransactionEvent(Ended)). Beyond it every other one is dropped, first ones first (2.0.1 E06.FR.13, 1.6 errata
+# StopTransactionMaxMeterValues): a long transaction at a short interval must not grow the store or the message.
+MAX_SAMPLES_PER_TRANSACTION = 100
+# Outbox lanes: transaction-related messages (1.6 §3.7; 2.0.1 TransactionEvent) keep their order among themselves;
+# everything else (security events) is delivered beside them, so that a message the CSMS refuses holds nothing up.
+TRANSACTION_KINDS = ("transaction_started", "transaction_ended", "meter_values", "signed_begin")
 
 
 class StoreError(Exception):
@@ -107,6 +128,16 @@ class OutboxMessage:
     def call_id(self) -> str:
         """The OCPP-J message id of this send: the stable id, or a fresh one per retry after a CALLERROR."""
         return self.message_id if self.attempts == 0 else f"{self.message_id}.{self.attempts}"
+
+
+@dataclass(frozen=True)
+class PreviousRun:
+    """What the previous run of the daemon left about how it ended (for the next BootNotification's reason)."""
+
+    state: str | None  # "running" (it never said it stopped: killed, hung, crashed), "ended" (stopped cleanly), None
+    boot_id: str  # the operating system's boot it ran in
+    software: str  # the version it ran
+    restart: str | None  # why it restarted itself, where it said so before (e.g. a reset the CSMS asked for)
 
 
 @dataclass(frozen=True)
@@ -360,6 +391,14 @@ class Store:
     def open_transactions(self) -> list[StoredTransaction]:
         return [self._row_to_tx(r) for r in self._read("SELECT * FROM transactions WHERE state='started'")]
 
+    def transactions_of(self, id_tag: str, limit: int = 20) -> tuple[int, list[StoredTransaction]]:
+        """How many transactions an identifier started, and the newest `limit` of them."""
+        count = int(self._read("SELECT COUNT(*) AS n FROM transactions WHERE id_tag=?", (id_tag,))[0]["n"])
+        rows = self._read(
+            "SELECT * FROM transactions WHERE id_tag=? ORDER BY requested_at DESC LIMIT ?", (id_tag, limit)
+        )
+        return count, [self._row_to_tx(r) for r in rows]
+
     def recent_transactions(self, limit: int = 20) -> list[StoredTransaction]:
         rows = self._read("SELECT * FROM transactions ORDER BY requested_at DESC LIMIT ?", (limit,))
         return [self._row_to_tx(r) for r in rows]
@@ -367,12 +406,26 @@ class Store:
     # ------------------------------------------------------------------ outbox
 
     def enqueue(
-        self, kind: str, tx_ref: str | None = None, body: dict[str, Any] | None = None, *, offline: bool = False
+        self,
+        kind: str,
+        tx_ref: str | None = None,
+        body: dict[str, Any] | None = None,
+        *,
+        offline: bool = False,
+        sample: str | None = None,
     ) -> int:
-        return self._write([self._enqueue_sql(kind, tx_ref, body or {}, offline)])[0]
+        """Queue a message; with `sample`, its reading is also kept in that series of the transaction's samples, in
+        the same commit."""
+        statements = [self._enqueue_sql(kind, tx_ref, body or {}, offline)]
+        if sample is not None and tx_ref is not None:
+            statements.extend(self._sample_sql(tx_ref, sample, body or {}))
+        return self._write(statements)[0]
 
-    def next_message(self) -> OutboxMessage | None:
-        rows = self._read("SELECT * FROM outbox ORDER BY id LIMIT 1")
+    def next_message(self, lane: str | None = None) -> OutboxMessage | None:
+        """The oldest message (of the lane "transaction" or "other", or of all)."""
+        kinds = ",".join(f"'{k}'" for k in TRANSACTION_KINDS)
+        where = {None: "", "transaction": f"WHERE kind IN ({kinds})", "other": f"WHERE kind NOT IN ({kinds})"}[lane]
+        rows = self._read(f"SELECT * FROM outbox {where} ORDER BY id LIMIT 1")
         if not rows:
             return None
         r = rows[0]
@@ -428,6 +481,9 @@ class Store:
             statements.append(
                 ("UPDATE transactions SET delivered_at=? WHERE ref=?", (_ts(datetime.now(UTC)), transaction_done))
             )
+            # Its last message is through: its sequence counter and periodic samples are needed no more.
+            statements.append(("DELETE FROM settings WHERE key=?", (f"seq_no.tx.{transaction_done}",)))
+            statements.append(("DELETE FROM tx_samples WHERE tx_ref=?", (transaction_done,)))
         self._write(statements)
 
     def attempt_failed(self, message_id: int, error: str) -> int:
@@ -454,8 +510,100 @@ class Store:
             return int(self._read("SELECT COUNT(*) AS n FROM outbox")[0]["n"])
         return int(self._read("SELECT COUNT(*) AS n FROM outbox WHERE kind=?", (kind,))[0]["n"])
 
+    def transaction_messages_queued(self, tx_ref: str | None = None) -> bool:
+        """Whether transaction messages (of one transaction, or of any) wait for the CSMS (2.0.1 E14)."""
+        kinds: tuple[str, ...] = ("transaction_started", "transaction_ended", "meter_values")
+        marks = ",".join("?" * len(kinds))
+        if tx_ref is None:
+            return bool(
+                self._read(f"SELECT 1 FROM outbox WHERE tx_ref IS NOT NULL AND kind IN ({marks}) LIMIT 1", kinds)
+            )
+        return bool(self._read(f"SELECT 1 FROM outbox WHERE tx_ref=? AND kind IN ({marks}) LIMIT 1", (tx_ref, *kinds)))
+
     def failed_messages(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self._read("SELECT * FROM outbox_failed ORDER BY id")]
+
+    # ------------------------------------------------------------------ periodic samples of a transaction
+
+    @staticmethod
+    def _sample_sql(tx_ref: str, series: str, body: dict[str, Any]) -> list[tuple[str, tuple[Any, ...]]]:
+        at = str(body.get("at") or _ts(datetime.now(UTC)))
+        return [
+            (
+                "INSERT INTO tx_samples (tx_ref, series, at, body) VALUES (?, ?, ?, ?)",
+                (tx_ref, series, at, json.dumps(body)),
+            ),
+            # Over the bound: drop the 1st, 3rd, 5th, ... kept sample (2.0.1 E06.FR.13), halving the series.
+            (
+                "DELETE FROM tx_samples WHERE id IN (SELECT id FROM (SELECT id, ROW_NUMBER() OVER (ORDER BY id) AS n"
+                " FROM tx_samples WHERE tx_ref=? AND series=?) WHERE n % 2 = 1 AND (SELECT COUNT(*) FROM tx_samples"
+                " WHERE tx_ref=? AND series=?) > ?)",
+                (tx_ref, series, tx_ref, series, MAX_SAMPLES_PER_TRANSACTION),
+            ),
+        ]
+
+    def add_sample(self, tx_ref: str, series: str, body: dict[str, Any]) -> None:
+        """Keep a periodic reading of a running transaction for its end message."""
+        self._write(self._sample_sql(tx_ref, series, body))
+
+    def samples(self, tx_ref: str, series: str) -> list[dict[str, Any]]:
+        rows = self._read("SELECT body FROM tx_samples WHERE tx_ref=? AND series=? ORDER BY id", (tx_ref, series))
+        return [json.loads(r["body"]) for r in rows]
+
+    # ------------------------------------------------------------------ the identifier a transaction started with
+
+    def set_id_token(self, tx_ref: str, token: dict[str, Any]) -> None:
+        """The identifier exactly as the CSMS gave it (2.0.1 IdTokenType: idToken, type, additionalInfo)."""
+        statement = (
+            "INSERT INTO tx_tokens (tx_ref, token) VALUES (?, ?) ON CONFLICT(tx_ref) DO UPDATE SET token=excluded.token"
+        )
+        self._write([(statement, (tx_ref, json.dumps(token)))])
+
+    def id_token(self, tx_ref: str) -> dict[str, Any] | None:
+        rows = self._read("SELECT token FROM tx_tokens WHERE tx_ref=?", (tx_ref,))
+        return dict(json.loads(rows[0]["token"])) if rows else None
+
+    # ------------------------------------------------------------------ how the daemon's runs end
+
+    def begin_run(self, boot_id: str, software: str) -> PreviousRun:
+        """What the previous run left, and this run marked as running, in one commit."""
+        keys = ("run.state", "run.boot_id", "run.software", "run.restart")
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    rows = self._db.execute(
+                        f"SELECT key, value FROM settings WHERE key IN ({','.join('?' * len(keys))})", keys
+                    ).fetchall()
+                    found = {r["key"]: r["value"] for r in rows}
+                    for key, value in (("run.state", "running"), ("run.boot_id", boot_id), ("run.software", software)):
+                        self._db.execute(
+                            "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET"
+                            " value=excluded.value",
+                            (key, value),
+                        )
+                    self._db.execute("DELETE FROM settings WHERE key='run.restart'")
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"store {self.path}: write failed: {exc}") from None
+        return PreviousRun(
+            found.get("run.state"),
+            found.get("run.boot_id", ""),
+            found.get("run.software", ""),
+            found.get("run.restart"),
+        )
+
+    def end_run(self) -> None:
+        """This run stops cleanly (SIGTERM, or a restart it carries out itself)."""
+        self.set_setting("run.state", "ended")
+
+    def restart_reason(self, reason: str) -> None:
+        """Why the next run will start, said before this one restarts itself (a reset the CSMS asked for)."""
+        self.set_setting("run.restart", reason)
 
     # ------------------------------------------------------------------ settings
 

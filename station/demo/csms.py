@@ -54,6 +54,12 @@ class CsmsBehaviour:
     late: dict[str, float] = field(default_factory=dict)  # action -> the next one is answered this many seconds late
     # 1.6: send RemoteStopTransaction for the transaction id being assigned *before* answering StartTransaction
     stop_before_start_answer: bool = False
+    # The status of the next BootNotifications, one per boot (then `boot_status`); `boot_status` answers the rest.
+    boot_statuses: list[str] = field(default_factory=list)
+    # The idTagInfo / idTokenInfo status of transaction answers (StartTransaction, TransactionEvent), and the 1.6
+    # transactionId given with a status that is not Accepted (CitrineOS gives 0 to an Invalid idTag).
+    id_status: str = "Accepted"
+    refused_transaction_id: int | None = None
 
 
 def _note_violation(csms: LocalCsms, frame: str) -> None:
@@ -69,12 +75,17 @@ def _note_violation(csms: LocalCsms, frame: str) -> None:
 
 async def _intercept(side: Any, csms: LocalCsms, raw_msg: str) -> bool:
     """Record a CALL as it arrived and apply the injected behaviour; True when the library should still route it."""
+    csms.frames.append((side.id, raw_msg))
     try:
         msg = json.loads(raw_msg)
     except json.JSONDecodeError:
         msg = None
     if isinstance(msg, list) and len(msg) == 3 and msg[0] == 3 and str(msg[1]).startswith("raw-"):
         csms.raw_results[str(msg[1])] = msg[2]
+        csms.notify_soon()
+        return False
+    if isinstance(msg, list) and len(msg) >= 2 and msg[0] == 4 and (str(msg[1]).startswith("raw-") or msg[1] == "-1"):
+        csms.raw_errors.append(msg)  # the station's CALLERROR to a raw frame
         csms.notify_soon()
         return False
     if isinstance(msg, list) and len(msg) == 4 and msg[0] == 2:
@@ -122,14 +133,14 @@ class _CentralSystemSide(ChargePoint):  # type: ignore[misc]
     @on(Action.boot_notification)
     def on_boot(self, charge_point_vendor: str, charge_point_model: str, **_: Any) -> call_result.BootNotification:
         return call_result.BootNotification(
-            current_time=datetime.now(UTC).isoformat(),
+            current_time=_now(),
             interval=self.csms.behaviour.heartbeat_interval,
-            status=RegistrationStatus(self.csms.behaviour.boot_status),
+            status=RegistrationStatus(self.csms.next_boot_status()),
         )
 
     @on(Action.heartbeat)
     def on_heartbeat(self) -> call_result.Heartbeat:
-        return call_result.Heartbeat(current_time=datetime.now(UTC).isoformat())
+        return call_result.Heartbeat(current_time=_now())
 
     @on(Action.status_notification)
     def on_status(self, **_: Any) -> call_result.StatusNotification:
@@ -148,13 +159,14 @@ class _CentralSystemSide(ChargePoint):  # type: ignore[misc]
             return call_result.StartTransaction(
                 transaction_id=known, id_tag_info={"status": AuthorizationStatus.accepted}
             )
+        status = self.csms.behaviour.id_status
         transaction_id = next(self._tx_ids)
+        if status != "Accepted" and self.csms.behaviour.refused_transaction_id is not None:
+            transaction_id = self.csms.behaviour.refused_transaction_id
         self.csms.transaction_by_message_id[call_unique_id] = transaction_id
         self.csms.assigned_transaction_ids.append(transaction_id)
         self.csms.notify_soon()
-        return call_result.StartTransaction(
-            transaction_id=transaction_id, id_tag_info={"status": AuthorizationStatus.accepted}
-        )
+        return call_result.StartTransaction(transaction_id=transaction_id, id_tag_info={"status": status})
 
     @on(Action.stop_transaction)
     def on_stop_transaction(self, **_: Any) -> call_result.StopTransaction:
@@ -193,14 +205,14 @@ class _CentralSystemSide201(ChargePoint201):  # type: ignore[misc]
     @on(Action201.boot_notification)
     def on_boot(self, **_: Any) -> result201.BootNotification:
         return result201.BootNotification(
-            current_time=datetime.now(UTC).isoformat(),
+            current_time=_now(),
             interval=self.csms.behaviour.heartbeat_interval,
-            status=self.csms.behaviour.boot_status,
+            status=self.csms.next_boot_status(),
         )
 
     @on(Action201.heartbeat)
     def on_heartbeat(self) -> result201.Heartbeat:
-        return result201.Heartbeat(current_time=datetime.now(UTC).isoformat())
+        return result201.Heartbeat(current_time=_now())
 
     @on(Action201.status_notification)
     def on_status(self, **_: Any) -> result201.StatusNotification:
@@ -228,7 +240,13 @@ class _CentralSystemSide201(ChargePoint201):  # type: ignore[misc]
     ) -> result201.TransactionEvent:
         if event_type == "Started" and transaction_info["transaction_id"] not in self.csms.started_transactions:
             self.csms.started_transactions.append(transaction_info["transaction_id"])
-        return result201.TransactionEvent(id_token_info={"status": "Accepted"})
+        if event_type == "Ended":
+            return result201.TransactionEvent()
+        return result201.TransactionEvent(id_token_info={"status": self.csms.behaviour.id_status})
+
+    @on(Action201.notify_customer_information)
+    def on_notify_customer_information(self, **_: Any) -> result201.NotifyCustomerInformation:
+        return result201.NotifyCustomerInformation()
 
     @on(Action201.security_event_notification)
     def on_security_event(self, **_: Any) -> result201.SecurityEventNotification:
@@ -237,6 +255,11 @@ class _CentralSystemSide201(ChargePoint201):  # type: ignore[misc]
     @on(Action201.data_transfer)
     def on_data_transfer(self, **_: Any) -> result201.DataTransfer:
         return result201.DataTransfer(status="UnknownVendorId")
+
+
+def _now() -> str:
+    """currentTime as a strict CSMS sends it (2.0.1 Part 2 §2.1: at most three decimals)."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 SIDES: dict[str, type[_CentralSystemSide] | type[_CentralSystemSide201]] = {
@@ -275,6 +298,8 @@ class LocalCsms:
         self.raw_results: dict[str, Any] = {}  # answers to frames sent around the library (behaviour tricks)
         self.violations: list[str] = []  # CALLERRORs this CSMS had to send: the station broke the protocol
         self.refused: set[str] = set()  # message ids it answered with an injected CALLERROR: not processed
+        self.frames: list[tuple[str, str]] = []  # (station id, frame) of every frame a station sent, as on the wire
+        self.raw_errors: list[list[Any]] = []  # the stations' CALLERRORs to frames sent with send_raw
         self.listeners: list[Callable[[Received], None]] = []
         self.connections = 0
         self._server: Server | None = None
@@ -506,3 +531,73 @@ class LocalCsms:
             return str(results[0].get("attribute_value", ""))
         keys = await self.get_configuration(station_id, ["MeterPublicKey1"])
         return keys.get("MeterPublicKey1", "")
+
+    # ------------------------------------------------------------------ issue 15: boot answers, raw frames and the
+    # CSMS-initiated calls the conformance tests need
+
+    def next_boot_status(self) -> str:
+        """The status of this BootNotification's answer: the next of `boot_statuses`, else `boot_status`."""
+        if self.behaviour.boot_statuses:
+            return self.behaviour.boot_statuses.pop(0)
+        return self.behaviour.boot_status
+
+    async def send_raw(self, station_id: str, frame: str, *, timeout: float = 5) -> list[Any] | None:
+        """Send `frame` as it is (around the library) and return the station's answer to it: a CALLRESULT or CALLERROR
+        whose id is the frame's (ids must start with "raw-") or "-1"; None when none comes within `timeout`."""
+        errors, results = len(self.raw_errors), set(self.raw_results)
+        await self.stations[station_id]._connection.send(frame)
+
+        def answer() -> list[Any] | None:
+            if len(self.raw_errors) > errors:
+                return self.raw_errors[errors]
+            new = set(self.raw_results) - results
+            return [3, next(iter(new)), self.raw_results[next(iter(new))]] if new else None
+
+        try:
+            await self.wait_until(lambda: answer() is not None, timeout=timeout)
+        except TimeoutError:
+            return None
+        return answer()
+
+    async def trigger_message(self, station_id: str, message: str, target: int | None = None) -> str:
+        """TriggerMessage in the station's version: `target` is the 1.6 connectorId or the 2.0.1 evse id."""
+        side = self.stations[station_id]
+        if side.version == "2.0.1":
+            evse = {"id": target} if target is not None else None
+            result = await side.call(call201.TriggerMessage(requested_message=message, evse=evse), suppress=False)
+        else:
+            result = await side.call(
+                call.TriggerMessage(requested_message=message, connector_id=target), suppress=False
+            )
+        return str(result.status)
+
+    async def reset(self, station_id: str, kind: str) -> str:
+        """Reset: 1.6 type Soft/Hard, 2.0.1 type Immediate/OnIdle."""
+        side = self.stations[station_id]
+        payload = call201.Reset(type=kind) if side.version == "2.0.1" else call.Reset(type=kind)
+        return str((await side.call(payload, suppress=False)).status)
+
+    async def get_transaction_status(self, station_id: str, transaction_id: str | None) -> dict[str, Any]:
+        result = await self.stations[station_id].call(
+            call201.GetTransactionStatus(transaction_id=transaction_id), suppress=False
+        )
+        return {"messages_in_queue": result.messages_in_queue, "ongoing_indicator": result.ongoing_indicator}
+
+    async def customer_information(
+        self, station_id: str, request_id: int, *, report: bool, clear: bool, id_token: dict[str, Any] | None
+    ) -> str:
+        result = await self.stations[station_id].call(
+            call201.CustomerInformation(request_id=request_id, report=report, clear=clear, id_token=id_token),
+            suppress=False,
+        )
+        return str(result.status)
+
+    async def request_start_token(
+        self, station_id: str, id_token: dict[str, Any], evse_id: int | None = 1, remote_start_id: int = 1
+    ) -> str:
+        """RequestStartTransaction with a whole IdTokenType (snake_case: id_token, type, additional_info)."""
+        result = await self.stations[station_id].call(
+            call201.RequestStartTransaction(id_token=id_token, remote_start_id=remote_start_id, evse_id=evse_id),
+            suppress=False,
+        )
+        return str(result.status)

@@ -27,7 +27,7 @@ from station.meter.interface import (
 )
 from station.meter.link import ModbusLink, regs_to_bytes, regs_to_str, str_to_regs, u32
 from station.meter.ocmf import OcmfError, parse
-from station.meter.records import examine_record, reading_wh
+from station.meter.records import begin_wh, end_wh, examine_record
 
 log = structlog.get_logger("station.meter.bauer")
 
@@ -174,14 +174,14 @@ class BauerMeter(ModbusMeter):
         await self.link.write_registers(r.meta2, str_to_regs(f"{request.charge_point_id} {request.connector_id}", 50))
         await self._snapshot(r.start_status, "Start")
         text = await self._ocmf(r.start_ocmf)
-        begin_wh = reading_wh(text, "B")
-        if begin_wh is None:
+        start_wh = begin_wh(text)
+        if start_wh is None:
             raise MeterRefused("the Start snapshot carries no begin reading (TX B)")
         begin = examine_record(text, await self.public_key(), context="Transaction.Begin")
         if not begin.verified:
             log.error("meter begin record failed its check", problems=list(begin.problems))
-        log.info("meter transaction started", begin_wh=begin_wh, pagination=f"T{_pagination(text)}")
-        return MeterTransactionStarted(begin_wh, f"T{_pagination(text)}", begin_record=begin)
+        log.info("meter transaction started", begin_wh=start_wh, pagination=f"T{_pagination(text)}")
+        return MeterTransactionStarted(start_wh, f"T{_pagination(text)}", begin_record=begin)
 
     async def stop_transaction(self, tx_ref: str) -> MeterTransactionEnded:
         r = self.regs
@@ -198,5 +198,5 @@ class BauerMeter(ModbusMeter):
         for record in records:
             if not record.verified:
                 log.error("meter record failed its check", context=record.context, problems=list(record.problems))
-        end_wh = reading_wh(end_text, "E")
-        return MeterTransactionEnded(meter_stop_wh=end_wh if end_wh is not None else 0, records=tuple(records))
+        stop_wh = end_wh(end_text)
+        return MeterTransactionEnded(meter_stop_wh=stop_wh if stop_wh is not None else 0, records=tuple(records))

@@ -28,7 +28,7 @@ from station.meter.interface import (
 )
 from station.meter.link import ModbusLink, regs_to_bytes, regs_to_str, str_to_regs, u32
 from station.meter.ocmf import OcmfError, normalize_der_signature
-from station.meter.records import examine_record, reading_wh
+from station.meter.records import end_wh, examine_record
 
 log = structlog.get_logger("station.meter.iskra")
 
@@ -246,8 +246,8 @@ class IskraMeter(ModbusMeter):
         record = examine_record(text, await self.public_key(), context="Transaction.End")
         if not record.verified:
             log.error("meter record failed its check", problems=list(record.problems))
-        end_wh = reading_wh(text, "E")
-        return MeterTransactionEnded(meter_stop_wh=end_wh if end_wh is not None else 0, records=(record,))
+        stop_wh = end_wh(text)
+        return MeterTransactionEnded(meter_stop_wh=stop_wh if stop_wh is not None else 0, records=(record,))
 
     async def _poll_state(self, done: Callable[[int], bool], timeout: float, what: str) -> int:
         return await self.poll_until(

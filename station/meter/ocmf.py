@@ -349,7 +349,7 @@ class OcmfRecord:
 
     @property
     def end(self) -> OcmfReading | None:
-        return next((r for r in self.readings if r.tx in ("E", "L", "R", "A", "P")), None)
+        return next((r for r in self.readings if r.tx in END_CODES), None)
 
     def energy_wh(self) -> Decimal | None:
         begin, end = self.begin, self.end

@@ -64,7 +64,7 @@ def record_facts(text: str) -> RecordFacts | None:
         record = ocmf.parse(text)
     except ocmf.OcmfError:
         return None
-    begin = next((r for r in record.readings if r.tx == "B"), None)
+    begin = record.begin
     return RecordFacts(
         id_tag=record.identification,
         begin_wh=to_wh(begin.value, begin.unit) if begin else None,
@@ -85,16 +85,24 @@ def ocmf_time(text: str) -> datetime | None:
     return value
 
 
-def reading_wh(text: str, tx: str) -> int | None:
-    """The reading with TX `tx` (B or E) in Wh, or None when the record has none or is unusable."""
+def begin_wh(text: str) -> int | None:
+    """The record's begin reading (TX B) in Wh, or None when it has none or is unusable."""
     try:
-        record = ocmf.parse(text)
+        reading = ocmf.parse(text).begin
     except ocmf.OcmfError:
         return None
-    for reading in record.readings:
-        if reading.tx == tx:
-            return to_wh(reading.value, reading.unit)
-    return None
+    return to_wh(reading.value, reading.unit) if reading is not None else None
+
+
+def end_wh(text: str) -> int | None:
+    """The record's end reading in Wh, or None when it has none or is unusable. The one rule for "the end reading"
+    (every driver's meterStop, both adapters' Transaction.End value): OCMF `TX` E, or L, R, A, P for a transaction
+    the meter ended by a loss of power, an error, and the like (ocmf.END_CODES)."""
+    try:
+        reading = ocmf.parse(text).end
+    except ocmf.OcmfError:
+        return None
+    return to_wh(reading.value, reading.unit) if reading is not None else None
 
 
 def to_wh(value: Decimal, unit: str) -> int | None:

@@ -29,7 +29,7 @@ from station.meter.interface import (
     MeterTransactionStarted,
 )
 from station.meter.link import ModbusLink, regs_to_bytes, regs_to_str, s32, str_to_regs, u32
-from station.meter.records import examine_record, reading_wh
+from station.meter.records import end_wh, examine_record
 
 log = structlog.get_logger("station.meter.smartme")
 
@@ -219,8 +219,8 @@ class SmartMeMeter(ModbusMeter):
         record = examine_record(text, await self.public_key(), context="Transaction.End", expected_pagination=expected)
         if not record.verified:
             log.error("meter record failed its check", problems=list(record.problems), pagination=expected)
-        end_wh = reading_wh(text, "E")
-        return MeterTransactionEnded(meter_stop_wh=end_wh if end_wh is not None else 0, records=(record,))
+        stop_wh = end_wh(text)
+        return MeterTransactionEnded(meter_stop_wh=stop_wh if stop_wh is not None else 0, records=(record,))
 
     async def fiscal_reading(self) -> SignedMeterRecord | None:
         """smart-me signs its import and export registers every 15 minutes ("signed meter values"): the latest one.

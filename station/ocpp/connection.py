@@ -11,7 +11,9 @@ never deleted. A timeout drops the connection: after it nothing on the socket ca
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -31,12 +33,12 @@ from station.ocpp import wire
 from station.ocpp.adapter import BootRefused, CsmsAdapter
 from station.ocpp.liblog import LibraryLog
 from station.ocpp.security import Security, TlsOffer, probe_tls, tls_failure_worth_probing
-from station.ocpp.settings import Settings
+from station.ocpp.settings import Settings, count_certificates
 from station.ocpp.trace import FrameTrace
 from station.ocpp.v16 import SUBPROTOCOL as V16_SUBPROTOCOL
 from station.ocpp.v16 import V16Adapter
 from station.ocpp.v201 import SUBPROTOCOL as V201_SUBPROTOCOL
-from station.ocpp.v201 import V201Adapter
+from station.ocpp.v201 import V201Adapter, boot_reason, os_boot_id, software_version
 from station.runtime import StationRuntime
 from station.store import Store, StoreError
 from station.tasks import until_first_exits
@@ -68,6 +70,7 @@ class ConnectionState:
     connected: bool = False
     version: str | None = None
     booted: str | None = None  # the OCPP version this process has booted with
+    registration: str | None = None  # the status of the last BootNotification answer (Accepted, Pending, Rejected)
     last_connected: datetime | None = None
     last_error: str = ""
     failures: int = 0  # connection attempts that failed since the last good connection
@@ -94,6 +97,7 @@ class _LoggedConnection:
         self.trace = trace
         self.version = version
         self.awaiting: str | None = None  # the message id of our outstanding CALL (the library sends one at a time)
+        self.rejected: Callable[[], bool] = lambda: False  # whether the CSMS rejected our boot (set by the owner)
         self.dropped = 0
 
     async def recv(self) -> str:
@@ -108,8 +112,11 @@ class _LoggedConnection:
                 self.trace.record("in", frame)
                 return frame
             self._dropped(frame, verdict)
-            if verdict.reply is not None:
-                await self.send(verdict.reply)
+            reply = verdict.reply
+            if reply is not None and self.rejected():
+                reply = wire.while_rejected(reply, self.version)
+            if reply is not None:
+                await self.send(reply)
 
     def _dropped(self, frame: str | bytes, verdict: wire.Verdict) -> None:
         self.dropped += 1
@@ -145,15 +152,35 @@ class CsmsConnection:
         self.url = f"{config.csms.endpoint}/{config.station.id}"
         self.state = ConnectionState(self.url)
         self.trace = FrameTrace()
-        self._wakeup = asyncio.Event()
+        self._wakeups = {"transaction": asyncio.Event(), "other": asyncio.Event()}  # one per outbox lane
         self._statuses: asyncio.Queue[ReportStatus] = asyncio.Queue()
-        runtime.outbox_listeners.append(self._wakeup.set)
+        runtime.outbox_listeners.append(self._wake_lanes)
         runtime.status_listeners.append(self._statuses.put_nowait)
         runtime.csms_online = lambda: self.state.connected
         self._ws: ClientConnection | None = None
         self._stopping = False
         self.security = Security(config.csms, config.station.id, settings, store)
         self.security.reconnect_listeners.append(self._reconnect_soon)
+        # Why this process runs, from what the previous run left in the store (2.0.1 BootNotification reason).
+        try:
+            previous = store.begin_run(os_boot_id(), software_version())
+            self.boot_reason = boot_reason(previous, os_boot_id(), software_version())
+        except StoreError as exc:
+            log.error("the store cannot say how the previous run ended", error=str(exc))
+            self.boot_reason = "Unknown"
+        self._boot_not_before = 0.0  # loop time before which no BootNotification may go (the CSMS's interval)
+        self._connected = False  # this attempt got a session going (the back-off starts over after it)
+        # What the device model reports where the config decides (the back-off falls back to the config's values).
+        settings.defaults["MessageTimeout"] = str(int(config.csms.response_timeout))
+        settings.defaults["RetryBackOffWaitMinimum"] = str(max(int(config.csms.reconnect_min), 0))
+        settings.defaults["RetryBackOffRandomRange"] = str(max(int(config.csms.reconnect_min), 0))
+        settings.defaults["RetryBackOffRepeatTimes"] = "0"
+        certificates = count_certificates(config.csms.ca_file, config.csms.client_cert)
+        settings.computed["CertificateEntries"] = lambda: str(certificates)
+
+    def _wake_lanes(self) -> None:
+        for wakeup in self._wakeups.values():
+            wakeup.set()
 
     def _reconnect_soon(self) -> None:
         """A new security profile takes effect on a new connection: close this one once the answer is out."""
@@ -165,9 +192,9 @@ class CsmsConnection:
         """OCPP 2.0.1 Part 4 §5.3 (also used for 1.6): RetryBackOffWaitMinimum doubled per failure up to
         RetryBackOffRepeatTimes doublings, plus a random part up to RetryBackOffRandomRange. Without values set by the
         CSMS, [csms] reconnect_min / reconnect_max of the config file give the minimum and the ceiling."""
-        minimum = float(self.settings.value("RetryBackOffWaitMinimum") or self.config.csms.reconnect_min)
-        random_range = float(self.settings.value("RetryBackOffRandomRange") or minimum)
-        repeat = self.settings.value("RetryBackOffRepeatTimes")
+        minimum = float(self.settings.stored("RetryBackOffWaitMinimum") or self.config.csms.reconnect_min)
+        random_range = float(self.settings.stored("RetryBackOffRandomRange") or minimum)
+        repeat = self.settings.stored("RetryBackOffRepeatTimes")
         doublings = min(failures - 1, int(repeat)) if repeat else failures - 1
         wait = minimum * 2 ** max(doublings, 0)
         if not repeat:
@@ -179,9 +206,9 @@ class CsmsConnection:
         when the connection is closed (close()). Whatever ends a session is logged and shown by `station diag`."""
         failures = 0
         while True:
+            self._connected = False
             try:
                 await self._connect_once()
-                failures = 0  # a session that got going resets the back-off
             except NoSubprotocol as exc:
                 self.state.last_error = str(exc)
                 log.error("CSMS refused every OCPP version we offered", error=str(exc), url=self.url)
@@ -214,6 +241,10 @@ class CsmsConnection:
                     self.runtime.authorizer.ask_csms = None
             if self._stopping:
                 return
+            if self._connected:
+                # Part 4 §5.3 (errata 2025-04): "After a successful connection the backoff wait timer SHALL be reset
+                # to RetryBackOffWaitMinimum", however the connection ended.
+                failures = 0
             failures += 1
             self.state.failures = failures
             wait = self._backoff(failures)
@@ -234,6 +265,10 @@ class CsmsConnection:
         self._stopping = True
         if self._ws is not None:
             await self._ws.close()
+        try:
+            self.store.end_run()  # the next run starts knowing this one ended cleanly
+        except StoreError as exc:
+            log.warning("could not record the clean end of this run", error=str(exc))
 
     async def _connect_once(self) -> None:
         ping = self.settings.int_value("WebSocketPingInterval")
@@ -254,6 +289,7 @@ class CsmsConnection:
                 raise NoSubprotocol(f"offered {', '.join(offered)}, CSMS chose {ws.subprotocol or 'none'}")
             adapter = self._adapter(ws, ws.subprotocol)
             self._ws = ws
+            self._connected = True
             self.state.connected = True
             self.state.version = adapter.version
             self.state.last_connected = datetime.now(UTC)
@@ -273,9 +309,10 @@ class CsmsConnection:
 
     def _adapter(self, ws: ClientConnection, subprotocol: str) -> CsmsAdapter:
         cls = ADAPTERS[subprotocol]
+        link = _LoggedConnection(ws, self.state, self.trace, cls.version)
         adapter = cls(
             self.config.station.id,
-            _LoggedConnection(ws, self.state, self.trace, cls.version),
+            link,
             runtime=self.runtime,
             store=self.store,
             settings=self.settings,
@@ -285,24 +322,15 @@ class CsmsConnection:
             signed_value_format=self.config.csms.signed_value_format,
         )
         adapter.logger = LibraryLog()  # the library's own log calls, without payloads or tracebacks
+        link.rejected = lambda: adapter.registration == "Rejected"
         return adapter
 
     async def _drive(self, adapter: CsmsAdapter) -> None:
         # BootNotification once per process run, not on every reconnect (again only if the version changed).
-        if self.state.booted != adapter.version:
-            while True:
-                try:
-                    interval = await adapter.boot()
-                    break
-                except BootRefused as refused:
-                    # 1.6 §4.2: with interval 0 the station chooses its own wait; a huge one waits at most a day.
-                    wait = self.settings.clamp("HeartbeatInterval", refused.interval) if refused.interval > 0 else 30
-                    log.warning("CSMS did not accept the boot", status=refused.status, retry_in=wait)
-                    await asyncio.sleep(wait)
-                except OCPPError as exc:
-                    log.warning("BootNotification got a CALLERROR", error=str(exc))
-                    await asyncio.sleep(30)
-            self._heartbeat_from_boot(interval)
+        if self.state.booted == adapter.version:
+            adapter.registration = "Accepted"
+        else:
+            self._heartbeat_from_boot(await self._boot(adapter))
             self.state.booted = adapter.version
             log.info("boot accepted", heartbeat_interval=self.settings.int_value("HeartbeatInterval"))
         self.runtime.csms_accepted()
@@ -326,6 +354,37 @@ class CsmsConnection:
             log.warning("CSMS sent a heartbeat interval out of range; clamped", sent=interval, used=used)
         self.store.set_setting("ocpp16.HeartbeatInterval", str(used))
 
+    async def _boot(self, adapter: CsmsAdapter) -> int:
+        """BootNotification until Accepted; the heartbeat interval. After Pending or Rejected nothing else is sent
+        and no BootNotification goes before the CSMS's interval is over, on this connection or the next one (1.6
+        §4.2, 2.0.1 B02.FR.04, B03.FR.02); while Rejected no CSMS request is answered (the adapters' RpcRules). A
+        BootNotification the CSMS triggers while Pending may be Accepted before that."""
+        loop = asyncio.get_running_loop()
+        while True:
+            wait = self._boot_not_before - loop.time()
+            if wait > 0:
+                adapter.registration = self.state.registration
+                await asyncio.sleep(wait)
+            try:
+                interval = await adapter.boot(self.boot_reason)
+                self.state.registration, self._boot_not_before = "Accepted", 0.0
+                return interval
+            except BootRefused as refused:
+                # 1.6 §4.2: with interval 0 the station chooses its own wait; a huge one waits at most a day.
+                wait = self.settings.clamp("HeartbeatInterval", refused.interval) if refused.interval > 0 else 30
+                self.state.registration, self._boot_not_before = refused.status, loop.time() + wait
+                log.warning("CSMS did not accept the boot", status=refused.status, retry_in=wait)
+            except OCPPError as exc:
+                self._boot_not_before = loop.time() + 30
+                log.warning("BootNotification got a CALLERROR", error=str(exc))
+                continue
+            try:
+                await asyncio.wait_for(adapter.accepted.wait(), wait)
+            except TimeoutError:
+                continue
+            self.state.registration, self._boot_not_before = "Accepted", 0.0
+            return adapter.boot_interval
+
     async def _heartbeats(self, adapter: CsmsAdapter) -> None:
         while True:
             await asyncio.sleep(self.settings.int_value("HeartbeatInterval"))
@@ -340,22 +399,30 @@ class CsmsConnection:
                 log.warning("StatusNotification refused by the CSMS", error=str(exc))
 
     async def _deliver_outbox(self, adapter: CsmsAdapter) -> None:
+        """Two lanes side by side: transaction messages in their order (1.6 §3.7), and the rest (security events),
+        so that a message the CSMS refuses and that waits for its retry holds up nothing of the other lane."""
+        await until_first_exits(self._deliver_lane(adapter, "transaction"), self._deliver_lane(adapter, "other"))
+
+    async def _deliver_lane(self, adapter: CsmsAdapter, lane: str) -> None:
         while True:
             try:
-                await self._deliver_next(adapter)
+                await self._deliver_next(adapter, lane)
             except StoreError as exc:
                 # The store cannot record that a message was answered: it is sent again later under the same
                 # message id, which the CSMS recognises. Keep the connection; the runtime has stopped charging.
                 log.error("outbox: the store failed; retrying in 5 s", error=str(exc))
                 await asyncio.sleep(5)
 
-    async def _deliver_next(self, adapter: CsmsAdapter) -> None:
-        """Deliver the oldest outbox message, or wait until there is one."""
-        message = self.store.next_message()
+    async def _deliver_next(self, adapter: CsmsAdapter, lane: str) -> None:
+        """Deliver the lane's oldest outbox message, or wait until there is one."""
+        message = self.store.next_message(lane)
         if message is None:
-            self._wakeup.clear()
-            if self.store.next_message() is None:
-                await self._wakeup.wait()
+            wakeup = self._wakeups[lane]
+            wakeup.clear()
+            if self.store.next_message(lane) is None:
+                # Security events are queued by station/ocpp/security.py without telling us: that lane looks again.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wakeup.wait(), None if lane == "transaction" else 30)
             return
         try:
             delivery = await adapter.deliver(message)

@@ -4,16 +4,18 @@ Owns every setting the CSMS can see (`SETTINGS`): its 1.6 key, its 2.0.1 compone
 mutability, data type and check. One setting has one value whatever the protocol: `HeartbeatInterval` (1.6) and
 `OCPPCommCtrlr.HeartbeatInterval` (2.0.1) are the same entry. Values the CSMS changes are kept in the store's settings,
 so they survive restarts; read-only values may be computed (the meter's public key). A change is validated before
-anything is stored: a bad value is Rejected and changes nothing.
+anything is stored: a bad value, or one the product cannot honour, is Rejected and changes nothing. A setting's check
+accepts only what the station does: a key never promises what the meter or the hardware cannot deliver.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from station.ocpp.adapter import iso
 from station.ocpp.signed_value import PUBLIC_KEY_OPTIONS, oca_public_key
 from station.store import Store
 
@@ -50,6 +52,8 @@ def _one_of(options: tuple[str, ...]) -> Check:
     return lambda value: value in options
 
 
+# What every meter driver reads (station/meter/interface.py LiveValues): the import and export registers, active
+# power, and voltage and current per phase. Nothing else may be configured as a measurand (1.6 §3.16.4: Rejected).
 MEASURANDS = (
     "Energy.Active.Import.Register",
     "Energy.Active.Export.Register",
@@ -57,10 +61,34 @@ MEASURANDS = (
     "Voltage",
     "Current.Import",
 )
+MAX_LIST_LENGTH = 500  # 1.6 CiString500 (ChangeConfiguration value); also the maxLimit reported for lists
 
 
 def _members_of(options: tuple[str, ...]) -> Check:
-    return lambda value: value == "" or all(v.strip() in options for v in value.split(","))
+    """A MemberList / CSL: an unordered set of distinct members (empty allowed)."""
+
+    def check(value: str) -> bool:
+        if value == "":
+            return True
+        members = [v.strip() for v in value.split(",")]
+        return len(value) <= MAX_LIST_LENGTH and len(set(members)) == len(members) and set(members) <= set(options)
+
+    return check
+
+
+def _sequence_of(options: tuple[str, ...]) -> Check:
+    """A SequenceList: an ordered, non-empty set of distinct members."""
+    members = _members_of(options)
+    return lambda value: value != "" and members(value)
+
+
+PHASE_ROTATIONS = ("NotApplicable", "Unknown", "RST", "RTS", "SRT", "STR", "TRS", "TSR")
+TIME_SOURCES = ("NTP",)  # the board's clock: the OS keeps it with NTP (the daemon sets no clock itself)
+NETWORK_SLOTS = ("0",)  # one network connection profile: the config file's [csms] table
+TX_POINTS = ("PowerPathClosed",)  # a transaction is the meter's: from its start to its signed end
+STOP_TX_MAX_SAMPLES = 100  # periodic samples kept per transaction for StopTransaction / TransactionEvent(Ended)
+CONNECTOR_TYPE = "cType2"  # the fixed Type 2 cable (2.0.1 ConnectorEnumType)
+SUPPLY_PHASES = "3"  # every supported meter measures three phases
 
 
 @dataclass(frozen=True)
@@ -75,18 +103,31 @@ class Setting:
     readonly201: bool = False  # read-only as a 2.0.1 variable though writable as a 1.6 key
     writeonly: bool = False  # a secret: accepted, stored, never read back (GetConfiguration, GetVariables, reports)
     data_type: str = "string"  # 2.0.1 DataEnumType
-    values_list: str | None = None  # 2.0.1 OptionList / MemberList values
+    values_list: str | None = None  # 2.0.1 OptionList / MemberList / SequenceList values
     check: Check | None = None
     unit: str | None = None
+    max_limit: float | None = None  # 2.0.1 VariableCharacteristics.maxLimit
 
 
 def _s(name: str, default: str, **kw: Any) -> Setting:
     return Setting(name, default, **kw)
 
 
+def _measurands(name: str, default: str, **kw: Any) -> Setting:
+    return _s(
+        name,
+        default,
+        data_type="MemberList",
+        values_list=",".join(MEASURANDS),
+        check=_members_of(MEASURANDS),
+        max_limit=MAX_LIST_LENGTH,
+        **kw,
+    )
+
+
 # fmt: off
 SETTINGS: tuple[Setting, ...] = (
-    # OCPPCommCtrlr
+    # OCPPCommCtrlr (2.0.1 Part 2 "Referenced Components and Variables" §2.1, Part 4 §8; 1.6 §9.1)
     _s("HeartbeatInterval", "300", key16="HeartbeatInterval", component="OCPPCommCtrlr", variable="HeartbeatInterval",
        data_type="integer", check=_int_range(1, 86400), unit="s"),
     _s("TransactionMessageAttempts", "3", key16="TransactionMessageAttempts", component="OCPPCommCtrlr",
@@ -102,26 +143,35 @@ SETTINGS: tuple[Setting, ...] = (
        component="OCPPCommCtrlr", variable="PublicKeyWithSignedMeterValue", data_type="OptionList",
        values_list=",".join(PUBLIC_KEY_OPTIONS), check=_one_of(PUBLIC_KEY_OPTIONS)),
     _s("NetworkConfigurationPriority", "0", component="OCPPCommCtrlr", variable="NetworkConfigurationPriority",
-       readonly=True, data_type="SequenceList"),
+       data_type="SequenceList", values_list=",".join(NETWORK_SLOTS), check=_sequence_of(NETWORK_SLOTS)),
     _s("NetworkProfileConnectionAttempts", "3", component="OCPPCommCtrlr",
-       variable="NetworkProfileConnectionAttempts", readonly=True, data_type="integer"),
+       variable="NetworkProfileConnectionAttempts", data_type="integer", check=_int_range(1, 100)),
     _s("OfflineThreshold", "60", component="OCPPCommCtrlr", variable="OfflineThreshold", data_type="integer",
        check=_int_range(0, 86400), unit="s"),
-    _s("ResetRetries", "0", component="OCPPCommCtrlr", variable="ResetRetries", readonly=True, data_type="integer"),
+    _s("ResetRetries", "0", key16="ResetRetries", component="OCPPCommCtrlr", variable="ResetRetries",
+       data_type="integer", check=_int_range(0, 10)),
     _s("FileTransferProtocols", "", component="OCPPCommCtrlr", variable="FileTransferProtocols", readonly=True,
-       data_type="MemberList"),
+       data_type="MemberList", values_list=""),
+    # A fixed cable: 1.6 errata §3.84 / 2.0.1 §2.1.12 "SHALL report false"; 2.0.1 makes it ReadOnly, 1.6 keeps the
+    # key writable and refuses "true".
+    _s("UnlockConnectorOnEVSideDisconnect", "false", key16="UnlockConnectorOnEVSideDisconnect",
+       component="OCPPCommCtrlr", variable="UnlockOnEVSideDisconnect", readonly201=True, data_type="boolean",
+       check=_one_of(("false",))),
+    _s("RetryBackOffWaitMinimum", "", component="OCPPCommCtrlr", variable="RetryBackOffWaitMinimum",
+       data_type="integer", check=_int_range(0, 3600), unit="s"),
+    _s("RetryBackOffRandomRange", "", component="OCPPCommCtrlr", variable="RetryBackOffRandomRange",
+       data_type="integer", check=_int_range(0, 3600), unit="s"),
+    _s("RetryBackOffRepeatTimes", "", component="OCPPCommCtrlr", variable="RetryBackOffRepeatTimes",
+       data_type="integer", check=_int_range(0, 20)),
     # Sampled and aligned data
     _s("MeterValueSampleInterval", "0", key16="MeterValueSampleInterval", component="SampledDataCtrlr",
        variable="TxUpdatedInterval", data_type="integer", check=_int_range(0, 86400), unit="s"),
-    _s("TxStartedMeasurands", "Energy.Active.Import.Register", component="SampledDataCtrlr",
-       variable="TxStartedMeasurands", data_type="MemberList", values_list=",".join(MEASURANDS),
-       check=_members_of(MEASURANDS)),
-    _s("MeterValuesSampledData", "Energy.Active.Import.Register", key16="MeterValuesSampledData",
-       component="SampledDataCtrlr", variable="TxUpdatedMeasurands", data_type="MemberList",
-       values_list=",".join(MEASURANDS), check=_members_of(MEASURANDS)),
-    _s("StopTxnSampledData", "Energy.Active.Import.Register", key16="StopTxnSampledData",
-       component="SampledDataCtrlr", variable="TxEndedMeasurands", data_type="MemberList",
-       values_list=",".join(MEASURANDS), check=_members_of(MEASURANDS)),
+    _measurands("TxStartedMeasurands", "Energy.Active.Import.Register", component="SampledDataCtrlr",
+                variable="TxStartedMeasurands"),
+    _measurands("MeterValuesSampledData", "Energy.Active.Import.Register", key16="MeterValuesSampledData",
+                component="SampledDataCtrlr", variable="TxUpdatedMeasurands"),
+    _measurands("StopTxnSampledData", "Energy.Active.Import.Register", key16="StopTxnSampledData",
+                component="SampledDataCtrlr", variable="TxEndedMeasurands"),
     _s("TxEndedInterval", "0", component="SampledDataCtrlr", variable="TxEndedInterval", data_type="integer",
        check=_int_range(0, 86400), unit="s"),
     _s("SampledDataSignReadings", "true", key16="SampledDataSignReadings", component="SampledDataCtrlr",
@@ -138,36 +188,32 @@ SETTINGS: tuple[Setting, ...] = (
        variable="SignReadings", data_type="boolean", check=_bool),
     _s("AlignedDataSignUpdatedReadings", "false", key16="AlignedDataSignUpdatedReadings",
        component="AlignedDataCtrlr", variable="SignUpdatedReadings", readonly=True, data_type="boolean"),
-    _s("StartTxnSampledData", "Energy.Active.Import.Register", key16="StartTxnSampledData",
-       data_type="MemberList", values_list=",".join(MEASURANDS), check=_members_of(MEASURANDS)),
-    _s("RetryBackOffWaitMinimum", "", component="OCPPCommCtrlr", variable="RetryBackOffWaitMinimum",
-       data_type="integer", check=_int_range(0, 3600), unit="s"),
-    _s("RetryBackOffRandomRange", "", component="OCPPCommCtrlr", variable="RetryBackOffRandomRange",
-       data_type="integer", check=_int_range(0, 3600), unit="s"),
-    _s("RetryBackOffRepeatTimes", "", component="OCPPCommCtrlr", variable="RetryBackOffRepeatTimes",
-       data_type="integer", check=_int_range(0, 20)),
+    _measurands("StartTxnSampledData", "Energy.Active.Import.Register", key16="StartTxnSampledData"),
     _s("ClockAlignedDataInterval", "0", key16="ClockAlignedDataInterval", component="AlignedDataCtrlr",
        variable="Interval", data_type="integer", check=_int_range(0, 86400), unit="s"),
-    _s("MeterValuesAlignedData", "Energy.Active.Import.Register", key16="MeterValuesAlignedData",
-       component="AlignedDataCtrlr", variable="Measurands", data_type="MemberList",
-       values_list=",".join(MEASURANDS), check=_members_of(MEASURANDS)),
+    _measurands("MeterValuesAlignedData", "Energy.Active.Import.Register", key16="MeterValuesAlignedData",
+                component="AlignedDataCtrlr", variable="Measurands"),
+    # Clock-aligned values in StopTransaction / TransactionEvent(Ended) are not made: only the empty list is honoured.
     _s("StopTxnAlignedData", "", key16="StopTxnAlignedData", component="AlignedDataCtrlr",
-       variable="TxEndedMeasurands", data_type="MemberList", values_list=",".join(MEASURANDS),
-       check=_members_of(MEASURANDS)),
+       variable="TxEndedMeasurands", data_type="MemberList", values_list="", check=_one_of(("",)),
+       max_limit=MAX_LIST_LENGTH),
     _s("AlignedTxEndedInterval", "0", component="AlignedDataCtrlr", variable="TxEndedInterval",
        data_type="integer", check=_int_range(0, 86400), unit="s"),
+    _s("StopTransactionMaxMeterValues", str(STOP_TX_MAX_SAMPLES + 2), key16="StopTransactionMaxMeterValues",
+       readonly=True, data_type="integer"),
     # Transactions
     _s("TxStartPoint", "PowerPathClosed", component="TxCtrlr", variable="TxStartPoint", readonly=True,
-       data_type="MemberList"),
+       data_type="MemberList", values_list=",".join(TX_POINTS)),
     _s("TxStopPoint", "PowerPathClosed", component="TxCtrlr", variable="TxStopPoint", readonly=True,
-       data_type="MemberList"),
+       data_type="MemberList", values_list=",".join(TX_POINTS)),
     _s("EVConnectionTimeOut", "60", key16="ConnectionTimeOut", component="TxCtrlr", variable="EVConnectionTimeOut",
        data_type="integer", check=_int_range(0, 3600), unit="s"),
+    # Read-write (1.6 §9.1), refusing what the product cannot honour: the meter's transaction is the only way to end
+    # energy delivery (no contactor of its own), and Eichrecht ends a transaction when the cable is unplugged.
     _s("StopTxOnEVSideDisconnect", "true", key16="StopTransactionOnEVSideDisconnect", component="TxCtrlr",
-       variable="StopTxOnEVSideDisconnect", readonly=True, data_type="boolean"),
+       variable="StopTxOnEVSideDisconnect", data_type="boolean", check=_one_of(("true",))),
     _s("StopTxOnInvalidId", "true", key16="StopTransactionOnInvalidId", component="TxCtrlr",
-       variable="StopTxOnInvalidId", readonly=True, data_type="boolean"),
-    _s("UnlockConnectorOnEVSideDisconnect", "true", key16="UnlockConnectorOnEVSideDisconnect", readonly=True),
+       variable="StopTxOnInvalidId", data_type="boolean", check=_one_of(("true",))),
     # Authorization
     _s("AuthorizeRemoteTxRequests", "false", key16="AuthorizeRemoteTxRequests", component="AuthCtrlr",
        variable="AuthorizeRemoteStart", readonly=True, data_type="boolean"),
@@ -175,17 +221,25 @@ SETTINGS: tuple[Setting, ...] = (
        variable="LocalAuthorizeOffline", data_type="boolean", check=_bool),
     _s("LocalPreAuthorize", "false", key16="LocalPreAuthorize", component="AuthCtrlr", variable="LocalPreAuthorize",
        data_type="boolean", check=_bool),
+    # Core keys of 1.6 §9.1 without a 2.0.1 twin
+    _s("ConnectorPhaseRotation", "", key16="ConnectorPhaseRotation"),  # default: "<id>.Unknown" per connector
+    _s("GetConfigurationMaxKeys", "100", key16="GetConfigurationMaxKeys", readonly=True, data_type="integer"),
     # Device data, clock, security
+    _s("ItemsPerMessageGetReport", "20", component="DeviceDataCtrlr", variable="ItemsPerMessage",
+       instance="GetReport", readonly=True, data_type="integer"),
     _s("ItemsPerMessageGetVariables", "50", component="DeviceDataCtrlr", variable="ItemsPerMessage",
        instance="GetVariables", readonly=True, data_type="integer"),
     _s("ItemsPerMessageSetVariables", "50", component="DeviceDataCtrlr", variable="ItemsPerMessage",
        instance="SetVariables", readonly=True, data_type="integer"),
+    _s("BytesPerMessageGetReport", "65536", component="DeviceDataCtrlr", variable="BytesPerMessage",
+       instance="GetReport", readonly=True, data_type="integer"),
     _s("BytesPerMessageGetVariables", "65536", component="DeviceDataCtrlr", variable="BytesPerMessage",
        instance="GetVariables", readonly=True, data_type="integer"),
     _s("BytesPerMessageSetVariables", "65536", component="DeviceDataCtrlr", variable="BytesPerMessage",
        instance="SetVariables", readonly=True, data_type="integer"),
-    _s("TimeSource", "Heartbeat", component="ClockCtrlr", variable="TimeSource", readonly=True,
-       data_type="SequenceList"),
+    _s("DateTime", "", component="ClockCtrlr", variable="DateTime", readonly=True, data_type="dateTime"),
+    _s("TimeSource", "NTP", component="ClockCtrlr", variable="TimeSource", data_type="SequenceList",
+       values_list=",".join(TIME_SOURCES), check=_sequence_of(TIME_SOURCES)),
     # SecurityProfile: 1.6 may raise it (ChangeConfiguration); 2.0.1 changes it only through a network profile, which
     # this product does not offer, so there it is read-only. station/ocpp/security.py computes and checks it.
     _s("SecurityProfile", "0", key16="SecurityProfile", component="SecurityCtrlr", variable="SecurityProfile",
@@ -194,24 +248,49 @@ SETTINGS: tuple[Setting, ...] = (
        writeonly=True, check=lambda v: 16 <= len(v) <= 40 and v.isascii() and v.isprintable() and " " not in v),
     _s("OrganizationName", "", component="SecurityCtrlr", variable="OrganizationName", data_type="string",
        check=lambda v: len(v) <= 50),
+    _s("CertificateEntries", "0", component="SecurityCtrlr", variable="CertificateEntries", readonly=True,
+       data_type="integer"),
     _s("NumberOfConnectors", "1", key16="NumberOfConnectors", readonly=True, data_type="integer"),
+    # Core, LocalAuthListManagement (SendLocalList, GetLocalListVersion) and RemoteTrigger (TriggerMessage) are what
+    # the 1.6 adapter handles; FirmwareManagement, Reservation and SmartCharging are not claimed.
     _s("SupportedFeatureProfiles", "Core,LocalAuthListManagement,RemoteTrigger", key16="SupportedFeatureProfiles",
        readonly=True),
     # Local authorization list and cache (station/auth.py)
     _s("LocalAuthListEnabled", "true", key16="LocalAuthListEnabled", component="LocalAuthListCtrlr",
        variable="Enabled", data_type="boolean", check=_bool),
-    _s("LocalAuthListMaxLength", "10000", key16="LocalAuthListMaxLength", component="LocalAuthListCtrlr",
-       variable="Entries", readonly=True, data_type="integer"),
+    _s("LocalAuthListAvailable", "true", component="LocalAuthListCtrlr", variable="Available", readonly=True,
+       data_type="boolean"),
+    _s("LocalAuthListMaxLength", "10000", key16="LocalAuthListMaxLength", readonly=True, data_type="integer"),
+    _s("LocalAuthListEntries", "0", component="LocalAuthListCtrlr", variable="Entries", readonly=True,
+       data_type="integer", max_limit=10000),
     _s("SendLocalListMaxLength", "500", key16="SendLocalListMaxLength", component="LocalAuthListCtrlr",
        variable="ItemsPerMessage", readonly=True, data_type="integer"),
+    _s("BytesPerMessageSendLocalList", "262144", component="LocalAuthListCtrlr", variable="BytesPerMessage",
+       readonly=True, data_type="integer"),
     _s("AuthorizationCacheEnabled", "true", key16="AuthorizationCacheEnabled", component="AuthCacheCtrlr",
        variable="Enabled", data_type="boolean", check=_bool),
+    _s("AuthCacheAvailable", "true", component="AuthCacheCtrlr", variable="Available", readonly=True,
+       data_type="boolean"),
 )
 # fmt: on
 
 BY_NAME = {s.name: s for s in SETTINGS}
 BY_KEY16 = {s.key16: s for s in SETTINGS if s.key16}
 BY_VARIABLE = {(s.component, s.variable, s.instance): s for s in SETTINGS if s.component}
+COMPONENTS = {s.component for s in SETTINGS if s.component}
+
+
+def count_certificates(*paths: str) -> int:
+    """PEM certificates in the files the connection trusts or presents (SecurityCtrlr.CertificateEntries)."""
+    count = 0
+    for path in paths:
+        if not path:
+            continue
+        try:
+            count += Path(path).read_text(errors="replace").count("-----BEGIN CERTIFICATE-----")
+        except OSError:
+            continue
+    return count
 
 
 @dataclass(frozen=True)
@@ -228,9 +307,15 @@ class Settings:
         self.listeners: list[Callable[[str, str], None]] = []
         self.computed: dict[str, Callable[[], str]] = {
             "NumberOfConnectors": lambda: str(len(self.connector_ids)),
+            "DateTime": lambda: iso(None),
+            "LocalAuthListEntries": lambda: str(self.store.id_tag_count("list")),
+        }
+        # Defaults that depend on the station (its connectors) or its config (the connection sets those).
+        self.defaults: dict[str, str] = {
+            "ConnectorPhaseRotation": ",".join(f"{c}.Unknown" for c in connector_ids),
         }
         # Checks that need more than the value (station/ocpp/security.py registers SecurityProfile's).
-        self.checks: dict[str, Check] = {}
+        self.checks: dict[str, Check] = {"ConnectorPhaseRotation": self._phase_rotation}
 
     # ------------------------------------------------------------------ shared
 
@@ -238,7 +323,10 @@ class Settings:
         setting = BY_NAME[name]
         if name in self.computed:
             return self.computed[name]()
-        return self.store.setting(f"ocpp16.{name}") or setting.default
+        stored = self.store.setting(f"ocpp16.{name}")
+        if stored is not None:
+            return stored  # also an empty list the CSMS set (e.g. StopTxnSampledData "")
+        return self.defaults.get(name, setting.default)
 
     def int_value(self, name: str) -> int:
         try:
@@ -250,6 +338,10 @@ class Settings:
         """`value` within the integer setting's allowed range."""
         check = BY_NAME[name].check
         return check.clamp(value) if isinstance(check, IntRange) else value
+
+    def measurands(self, name: str) -> list[str]:
+        """A measurand list setting as a list (in the order configured)."""
+        return [m.strip() for m in self.value(name).split(",") if m.strip()]
 
     def stored(self, name: str) -> str | None:
         """What the CSMS set, None when it never did (secrets included: for the connection, never for the CSMS)."""
@@ -265,6 +357,19 @@ class Settings:
         for listener in self.listeners:
             listener(setting.name, value)
         return True
+
+    def _phase_rotation(self, value: str) -> bool:
+        """1.6 §9.1.7: "<connector>.<rotation>" per connector (0: the grid connection), each at most once."""
+        seen: set[int] = set()
+        for item in value.split(","):
+            number, _, rotation = item.strip().partition(".")
+            if not number.isdigit() or rotation not in PHASE_ROTATIONS:
+                return False
+            connector = int(number)
+            if connector in seen or (connector != 0 and connector not in self.connector_ids):
+                return False
+            seen.add(connector)
+        return len(value) <= MAX_LIST_LENGTH
 
     # ------------------------------------------------------------------ 1.6 configuration keys
 
@@ -321,12 +426,9 @@ class Settings:
             if attribute != "Actual":
                 return VariableResult("NotSupportedAttributeType")
             return VariableResult("Accepted", oca_public_key(self.public_key()))
-        if component == "ClockCtrlr" and variable == "DateTime":
-            return VariableResult("Accepted", datetime.now(UTC).isoformat().replace("+00:00", "Z"))
-        known_component = any(c == component for c, _, _ in BY_VARIABLE) or component == "ClockCtrlr"
         setting = BY_VARIABLE.get((component, variable, instance))
         if setting is None:
-            return VariableResult("UnknownVariable" if known_component else "UnknownComponent")
+            return VariableResult("UnknownVariable" if component in COMPONENTS else "UnknownComponent")
         if attribute != "Actual":
             return VariableResult("NotSupportedAttributeType")
         if setting.writeonly:
@@ -344,12 +446,11 @@ class Settings:
         attribute: str = "Actual",
     ) -> str:
         """Returns the 2.0.1 SetVariableStatus."""
-        if self._fiscal_key(component, variable, evse) or (component, variable) == ("ClockCtrlr", "DateTime"):
+        if self._fiscal_key(component, variable, evse):
             return "Rejected"
         setting = BY_VARIABLE.get((component, variable, instance))
         if setting is None:
-            known_component = any(c == component for c, _, _ in BY_VARIABLE)
-            return "UnknownVariable" if known_component else "UnknownComponent"
+            return "UnknownVariable" if component in COMPONENTS else "UnknownComponent"
         if attribute != "Actual":
             return "NotSupportedAttributeType"
         if setting.readonly201:
@@ -357,7 +458,8 @@ class Settings:
         return "Accepted" if self._change(setting, value) else "Rejected"
 
     def report(self, *, configuration_only: bool = False) -> list[dict[str, Any]]:
-        """GetBaseReport's ReportData (camelCase, as on the wire): every variable with its attributes."""
+        """GetBaseReport's ReportData (camelCase, as on the wire): every variable with its attributes and
+        characteristics; a list-typed variable carries its valuesList (B07.FR.07/08)."""
         items: list[dict[str, Any]] = []
         for setting in SETTINGS:
             if setting.component is None or setting.variable is None:
@@ -369,15 +471,17 @@ class Settings:
             if setting.instance:
                 variable["instance"] = setting.instance
             characteristics: dict[str, Any] = {"dataType": setting.data_type, "supportsMonitoring": False}
-            if setting.values_list:
+            if setting.values_list is not None:
                 characteristics["valuesList"] = setting.values_list
             if setting.unit:
                 characteristics["unit"] = setting.unit
+            if setting.max_limit is not None:
+                characteristics["maxLimit"] = setting.max_limit
             attribute: dict[str, Any] = {
                 "type": "Actual",
                 "mutability": "ReadOnly" if readonly else "WriteOnly" if setting.writeonly else "ReadWrite",
-                "persistent": True,
-                "constant": setting.readonly,
+                "persistent": setting.name not in self.computed or setting.name == "SecurityProfile",
+                "constant": setting.readonly and setting.name not in self.computed,
             }
             if not setting.writeonly:
                 attribute["value"] = self.value(setting.name)[:2500]

@@ -3,11 +3,13 @@
 Handlers are thin: they translate, ask the runtime (which decides synchronously), and answer. They never await the
 meter or another CALL (the `ocpp` library reads no frames while a handler awaits). Outgoing transaction messages are
 built from the store at send time, so a transaction started offline gets its real transactionId in its
-StopTransaction. This module knows nothing about Modbus.
+StopTransaction. The RPC framework's rules (error codes, no answer while Rejected) are `RpcRules`'. This module knows
+nothing about Modbus.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -27,8 +29,17 @@ from ocpp.v16.enums import (
     RemoteStartStopStatus,
 )
 
-from station.core.model import ReportStatus, SignedMeterRecord, StopReason
-from station.ocpp.adapter import BootRefused, Delivery, FollowUps, iso, security_event_fields
+from station.core.model import ConnectorStatus, ReportStatus, SignedMeterRecord, StopReason, Transaction
+from station.ocpp.adapter import (
+    BootRefused,
+    CallRefused,
+    Delivery,
+    FollowUps,
+    RpcRules,
+    iso,
+    measured,
+    security_event_fields,
+)
 from station.ocpp.settings import Settings
 from station.ocpp.signed_value import PUBLIC_KEY_NEVER, v16_signed_sampled_value
 from station.runtime import StationRuntime
@@ -39,7 +50,7 @@ log = structlog.get_logger("station.ocpp.v16")
 SUBPROTOCOL = "ocpp1.6"
 
 
-class V16Adapter(ChargePoint):  # type: ignore[misc]
+class V16Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
     version = "1.6"
 
     def __init__(
@@ -63,11 +74,15 @@ class V16Adapter(ChargePoint):  # type: ignore[misc]
         self.model = model
         self.raw_signed_values = signed_value_format == "raw"
         self.follow_ups = FollowUps()
+        self.registration: str | None = None  # status of the last BootNotification.conf
+        self.accepted = asyncio.Event()  # set when a BootNotification (also a triggered one) was Accepted
+        self.boot_interval = 0
 
     # ------------------------------------------------------------------ outgoing
 
-    async def boot(self) -> int:
-        """BootNotification; returns the heartbeat interval when Accepted, raises BootRefused otherwise."""
+    async def boot(self, reason: str = "PowerUp") -> int:
+        """BootNotification; returns the heartbeat interval when Accepted, raises BootRefused otherwise. (1.6 has no
+        boot reason.)"""
         identity = self.runtime.meter_state.identity
         result = await self.call(
             call.BootNotification(
@@ -79,8 +94,11 @@ class V16Adapter(ChargePoint):  # type: ignore[misc]
             suppress=False,
         )
         interval = int(result.interval)
+        self.registration = str(result.status)
         if result.status != RegistrationStatus.accepted:
             raise BootRefused(str(result.status), interval)
+        self.boot_interval = interval
+        self.accepted.set()
         return interval
 
     async def authorize(self, id_tag: str) -> IdTagEntry | None:
@@ -147,10 +165,13 @@ class V16Adapter(ChargePoint):  # type: ignore[misc]
             self.runtime.remote_stop(tx.ref, StopReason.REMOTE)
         if self.runtime.authorizer is not None and result.id_tag_info:
             self.runtime.authorizer.remember(id_tag_entry(tx.id_tag, result.id_tag_info))
-        status = (result.id_tag_info or {}).get("status")
+        status = str((result.id_tag_info or {}).get("status"))
         log.info(
             "StartTransaction confirmed", tx_ref=tx.ref, transaction_id=result.transaction_id, id_tag_status=status
         )
+        if status != "Accepted" and stored.state == "started":
+            # §4.8 (errata §3.17) and §9.1.24 StopTransactionOnInvalidId: stop at once, reason DeAuthorized.
+            self.runtime.csms_refused_id(tx.ref, status)
         return Delivery(csms_transaction=(tx.ref, str(result.transaction_id)))
 
     async def _stop_transaction(self, message: OutboxMessage) -> Delivery:
@@ -164,8 +185,7 @@ class V16Adapter(ChargePoint):  # type: ignore[misc]
                 f"transaction {stored.transaction.ref} has no CSMS transactionId (StartTransaction failed)"
             )
         tx = stored.transaction
-        sampled = self._signed_samples(tx.signed_records)
-        transaction_data = [{"timestamp": iso(tx.stopped_at), "sampled_value": sampled}] if sampled else None
+        transaction_data = self._transaction_data(tx)
         await self.call(
             call.StopTransaction(
                 meter_stop=int(tx.meter_stop_wh or 0),
@@ -180,6 +200,22 @@ class V16Adapter(ChargePoint):  # type: ignore[misc]
         )
         log.info("StopTransaction confirmed", tx_ref=tx.ref, transaction_id=stored.csms_transaction_id)
         return Delivery(transaction_done=tx.ref)
+
+    def _transaction_data(self, tx: Transaction) -> list[dict[str, Any]] | None:
+        """StopTransaction.transactionData: the unsigned readings of the StopTxnSampledData measurands taken every
+        MeterValueSampleInterval from the start (§9.1.27, §3.16.1), then the meter's signed record(s) at the end. The
+        signed record goes even when both StopTxn*Data keys are empty (§3.16.5 yields to the OCA application note:
+        a lost signed record is lost money)."""
+        measurands = self.settings.measurands("StopTxnSampledData")
+        data: list[dict[str, Any]] = []
+        for sample in self.store.samples(tx.ref, "periodic"):
+            values = sampled_values(sample, measurands)
+            if values:
+                data.append({"timestamp": iso(datetime.fromisoformat(sample["at"])), "sampled_value": values})
+        signed = self._signed_samples(tx.signed_records)
+        if signed:
+            data.append({"timestamp": iso(tx.stopped_at), "sampled_value": signed})
+        return data or None
 
     def _signed_samples(self, records: Sequence[SignedMeterRecord]) -> list[dict[str, Any]]:
         """Signed records as 1.6 SampledValues (OCA envelope or raw OCMF, with the key per
@@ -218,9 +254,12 @@ class V16Adapter(ChargePoint):  # type: ignore[misc]
             stored = self.store.transaction(message.tx_ref)
             if stored is not None and stored.csms_transaction_id is not None:
                 transaction_id = int(stored.csms_transaction_id)
-        sampled = sampled_values(body)
+        key = "MeterValuesAlignedData" if body["context"] == "Sample.Clock" else "MeterValuesSampledData"
+        sampled = sampled_values(body, self.settings.measurands(key))
         if body.get("signed"):  # the meter's own signed reading (signed aligned data)
             sampled += self._signed_samples([SignedMeterRecord(str(body["signed"]), context=str(body["context"]))])
+        if not sampled:
+            return  # no measurand configured: nothing to report (an empty MeterValue says nothing)
         await self.call(
             call.MeterValues(
                 connector_id=int(body["connector_id"]),
@@ -237,8 +276,17 @@ class V16Adapter(ChargePoint):  # type: ignore[misc]
     def on_remote_start(
         self, id_tag: str, connector_id: int | None = None, **_: Any
     ) -> call_result.RemoteStartTransaction:
-        # Without a connector id, connector 1 is the one we have (this release supports one metered connector).
-        outcome = self.runtime.remote_start(connector_id or 1, id_tag)
+        if connector_id is not None and connector_id <= 0:
+            # §6.33: "connectorId SHALL be > 0"; connector 0 is the Charge Point itself, where nothing charges.
+            log.info("RemoteStartTransaction refused", id_tag=id_tag, connector_id=connector_id, reason="connector 0")
+            return call_result.RemoteStartTransaction(status=RemoteStartStopStatus.rejected)
+        if self.registration == "Pending":
+            # §4.2: "While in pending state, ... RemoteStartTransaction.req and RemoteStopTransaction.req" are not
+            # allowed.
+            return call_result.RemoteStartTransaction(status=RemoteStartStopStatus.rejected)
+        # Without a connector id the station picks one: its first connector.
+        target = connector_id if connector_id is not None else min(self.runtime.core.connectors)
+        outcome = self.runtime.remote_start(target, id_tag)
         log.info(
             "RemoteStartTransaction",
             id_tag=id_tag,
@@ -253,7 +301,9 @@ class V16Adapter(ChargePoint):  # type: ignore[misc]
     @on(Action.remote_stop_transaction)
     def on_remote_stop(self, transaction_id: int, **_: Any) -> call_result.RemoteStopTransaction:
         ref = self.runtime.transaction_for_csms_id(str(transaction_id))
-        if ref is not None:
+        if self.registration == "Pending":
+            accepted = False  # §4.2: not allowed while Pending
+        elif ref is not None:
             accepted = self.runtime.remote_stop(ref, StopReason.REMOTE).accepted
         elif self._start_in_flight():
             # The CSMS stops a transaction right after assigning its id: its StartTransaction answer is still behind
@@ -273,6 +323,15 @@ class V16Adapter(ChargePoint):  # type: ignore[misc]
             (stored := self.store.transaction(tx.ref)) is not None and stored.csms_transaction_id is None
             for tx in self.runtime.core.running_transactions()
         )
+
+    def call_limits(self, action: str, payload: dict[str, Any], size: int) -> CallRefused | None:
+        keys = payload.get("key")
+        if action == "GetConfiguration" and isinstance(keys, list):
+            limit = self.settings.int_value("GetConfigurationMaxKeys")
+            if len(keys) > limit:
+                # §9.1.9 GetConfigurationMaxKeys: more keys than the station takes in one request.
+                return CallRefused("OccurenceConstraintViolation", f"more than {limit} keys (GetConfigurationMaxKeys)")
+        return None
 
     @on(Action.get_configuration)
     def on_get_configuration(self, key: list[str] | None = None, **_: Any) -> call_result.GetConfiguration:
@@ -344,6 +403,7 @@ class V16Adapter(ChargePoint):  # type: ignore[misc]
     @on(Action.reset)
     def on_reset(self, type: str, **_: Any) -> call_result.Reset:
         reason = StopReason.HARD_RESET if type == "Hard" else StopReason.SOFT_RESET
+        self.store.restart_reason("RemoteReset")  # the next run knows why it started
         self.runtime.reset(immediate=True, reason=reason)
         log.warning("Reset", type=type)
         return call_result.Reset(status="Accepted")
@@ -354,55 +414,72 @@ class V16Adapter(ChargePoint):  # type: ignore[misc]
     ) -> call_result.TriggerMessage:
         # One pending trigger per message type and connector: a repeat while one is pending is answered Accepted
         # and sends nothing more (station/ocpp/adapter.py FollowUps).
-        what = f"triggered {requested_message} {connector_id or 0}"
+        what = f"triggered {requested_message} {'all' if connector_id is None else connector_id}"
+        connectors = sorted(self.runtime.core.connectors)
         if requested_message == "Heartbeat":
             queued = self.follow_ups.later(self.heartbeat(), what)
         elif requested_message == "BootNotification":
+            if self.registration == "Accepted":
+                # Errata §3.35: after an Accepted boot, a triggered BootNotification is rejected (what would a
+                # Pending or Rejected answer mean for running transactions?).
+                return call_result.TriggerMessage(status="Rejected")
             queued = self.follow_ups.later(self.boot(), what)
         elif requested_message == "StatusNotification":
-            reports = self.runtime.core.report_all(connector_id)
-            if not reports:
+            # §5.17: connectorId 0 is the Charge Point itself; none means the Charge Point and every connector.
+            if connector_id is not None and connector_id != 0 and connector_id not in connectors:
                 return call_result.TriggerMessage(status="Rejected")
+            reports = [] if connector_id == 0 else self.runtime.core.report_all(connector_id)
+            if connector_id in (None, 0):
+                reports.insert(0, self._charge_point_status())
             queued = self.follow_ups.send_statuses(reports, self.status, what)
         elif requested_message == "MeterValues":
-            queued = self.follow_ups.later(self._live_meter_values(connector_id or 1), what)
+            if connector_id is not None and connector_id not in connectors:
+                return call_result.TriggerMessage(status="Rejected")  # 0 too: there is no main meter apart
+            if self.runtime.meter_state.live is None:
+                return call_result.TriggerMessage(status="Rejected")  # nothing measured yet to report
+            targets = connectors if connector_id is None else [connector_id]
+            queued = self.follow_ups.later(self._live_meter_values(targets), what)
         else:
             return call_result.TriggerMessage(status="NotImplemented")
         return call_result.TriggerMessage(status="Accepted" if queued else "Rejected")
 
-    async def _live_meter_values(self, connector_id: int) -> None:
+    def _charge_point_status(self) -> ReportStatus:
+        """Connector 0, the Charge Point itself (§4.9: only Available, Unavailable or Faulted): Faulted while the
+        meter or the store fails, Unavailable when every connector is inoperative."""
+        core = self.runtime.core
+        if not core.meter_link_up:
+            return ReportStatus(0, ConnectorStatus.FAULTED, "PowerMeterFailure", core.meter_link_reason[:50])
+        if not core.store_ok:
+            return ReportStatus(0, ConnectorStatus.FAULTED, "InternalError", f"store: {core.store_reason}"[:50])
+        if all(not c.operative for c in core.connectors.values()):
+            return ReportStatus(0, ConnectorStatus.UNAVAILABLE)
+        return ReportStatus(0, ConnectorStatus.AVAILABLE)
+
+    async def _live_meter_values(self, connectors: list[int]) -> None:
+        """§5.17 with errata §3.46: the most recent measurements of exactly the MeterValuesSampledData measurands."""
         live = self.runtime.meter_state.live
         if live is None:
             return
-        tx = next((t for t in self.runtime.core.running_transactions() if t.connector_id == connector_id), None)
-        stored = self.store.transaction(tx.ref) if tx else None
-        transaction_id = int(stored.csms_transaction_id) if stored and stored.csms_transaction_id else None
-        await self.call(
-            call.MeterValues(
-                connector_id=connector_id,
-                transaction_id=transaction_id,
-                meter_value=[
-                    {
-                        "timestamp": iso(None),
-                        "sampled_value": [
-                            {
-                                "value": str(live.energy_import_wh),
-                                "context": "Trigger",
-                                "measurand": "Energy.Active.Import.Register",
-                                "unit": "Wh",
-                            },
-                            {
-                                "value": f"{live.power_w:.0f}",
-                                "context": "Trigger",
-                                "measurand": "Power.Active.Import",
-                                "unit": "W",
-                            },
-                        ],
-                    }
-                ],
-            ),
-            suppress=False,
-        )
+        body = {
+            "energy_wh": live.energy_import_wh,
+            "export_wh": live.energy_export_wh,
+            "power_w": live.power_w,
+            "voltage_v": list(live.voltage_v),
+            "current_a": list(live.current_a),
+        }
+        sampled = sampled_values(body, self.settings.measurands("MeterValuesSampledData"), "Trigger")
+        for connector_id in connectors:
+            tx = next((t for t in self.runtime.core.running_transactions() if t.connector_id == connector_id), None)
+            stored = self.store.transaction(tx.ref) if tx else None
+            transaction_id = int(stored.csms_transaction_id) if stored and stored.csms_transaction_id else None
+            await self.call(
+                call.MeterValues(
+                    connector_id=connector_id,
+                    transaction_id=transaction_id,
+                    meter_value=[{"timestamp": iso(None), "sampled_value": sampled}],
+                ),
+                suppress=False,
+            )
 
 
 def id_tag_entry(id_tag: str, info: dict[str, Any]) -> IdTagEntry:
@@ -416,22 +493,22 @@ def id_tag_entry(id_tag: str, info: dict[str, Any]) -> IdTagEntry:
     )
 
 
-def sampled_values(body: dict[str, Any]) -> list[dict[str, Any]]:
-    """A queued reading as 1.6 SampledValues (energy register and power)."""
-    context = str(body["context"])
-    return [
-        {
-            "value": str(int(body["energy_wh"])),
+DECIMALS = {"Wh": 0, "W": 0, "V": 1, "A": 3}
+
+
+def sampled_values(body: dict[str, Any], measurands: list[str], context: str | None = None) -> list[dict[str, Any]]:
+    """A reading as 1.6 SampledValues of exactly the `measurands` (each with its phases), context as queued."""
+    context = context or str(body["context"])
+    values = []
+    for measurand, phase, value, unit in measured(body, measurands):
+        sampled = {
+            "value": f"{value:.{DECIMALS[unit]}f}",
             "context": context,
-            "measurand": "Energy.Active.Import.Register",
+            "measurand": measurand,
             "location": "Outlet",
-            "unit": "Wh",
-        },
-        {
-            "value": f"{float(body['power_w']):.0f}",
-            "context": context,
-            "measurand": "Power.Active.Import",
-            "location": "Outlet",
-            "unit": "W",
-        },
-    ]
+            "unit": unit,
+        }
+        if phase is not None:
+            sampled["phase"] = phase
+        values.append(sampled)
+    return values

@@ -2,13 +2,17 @@
 
 Same shape as the 1.6 adapter (boot, heartbeat, status, deliver, thin handlers that never await the meter or another
 CALL); work a request asks for after its answer (a NotifyReport, a triggered message) runs in a task. The station
-generates the transactionId (our transaction ref). Signed records go into TransactionEvent(Ended) as
-`signedMeterValue` beside the numeric value. This module knows nothing about Modbus.
+generates the transactionId (our transaction ref); each transaction's events are numbered from seqNo 0. Signed
+records go into TransactionEvent(Ended) as `signedMeterValue` beside the numeric value. Owns the physical part of the
+device model (ChargingStation, EVSE and Connector components, read from the runtime); the configuration part is
+station/ocpp/settings.py's. This module knows nothing about Modbus.
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -17,13 +21,23 @@ from ocpp.routing import on
 from ocpp.v201 import ChargePoint, call, call_result
 from ocpp.v201.enums import Action
 
-from station.core.model import ConnectorStatus, ReportStatus, SignedMeterRecord, StopReason, Transaction
-from station.meter.records import reading_wh
-from station.ocpp.adapter import BootRefused, Delivery, FollowUps, iso, security_event_fields
-from station.ocpp.settings import Settings
+import station
+from station.core.model import ConnectorStatus, ReportStatus, SignedMeterRecord, StartSource, StopReason, Transaction
+from station.meter.records import begin_wh, end_wh
+from station.ocpp.adapter import (
+    BootRefused,
+    CallRefused,
+    Delivery,
+    FollowUps,
+    RpcRules,
+    iso,
+    measured,
+    security_event_fields,
+)
+from station.ocpp.settings import CONNECTOR_TYPE, SUPPLY_PHASES, Settings, VariableResult
 from station.ocpp.signed_value import PUBLIC_KEY_NEVER, signed_meter_value
 from station.runtime import StationRuntime
-from station.store import IdTagEntry, OutboxMessage, Store
+from station.store import IdTagEntry, OutboxMessage, PreviousRun, Store
 
 log = structlog.get_logger("station.ocpp.v201")
 
@@ -55,6 +69,15 @@ STOPPED = {
 }
 
 ENERGY = "Energy.Active.Import.Register"
+AVAILABILITY_STATES = "Available,Occupied,Reserved,Unavailable,Faulted"  # Part 2 Referenced Components §2.13.2
+EVSE_MAX_POWER_W = 22000.0  # a three-phase 32 A AC EVSE: EVSE.Power maxLimit (§2.13.7)
+CUSTOMER_DATA_LIMIT = 512  # NotifyCustomerInformationRequest.data maxLength
+# A queued reading's context -> the triggerReason of its TransactionEvent(Updated) and the measurand setting it uses
+UPDATED = {
+    "Sample.Periodic": ("MeterValuePeriodic", "MeterValuesSampledData"),  # SampledDataCtrlr.TxUpdatedMeasurands
+    "Sample.Clock": ("MeterValueClock", "MeterValuesAlignedData"),  # AlignedDataCtrlr.Measurands
+    "Trigger": ("Trigger", "MeterValuesSampledData"),  # F06.FR.07
+}
 
 
 def _energy_value(value_wh: int | None, context: str) -> dict[str, Any]:
@@ -67,19 +90,54 @@ def _energy_value(value_wh: int | None, context: str) -> dict[str, Any]:
     }
 
 
-def _readings(body: dict[str, Any]) -> list[dict[str, Any]]:
-    """A queued reading as 2.0.1 SampledValues (energy register and power)."""
-    context = str(body["context"])
-    return [
-        {**_energy_value(int(body["energy_wh"]), context)},
-        {
-            "value": float(body["power_w"]),
+def _readings(body: dict[str, Any], measurands: list[str], context: str | None = None) -> list[dict[str, Any]]:
+    """A reading as 2.0.1 SampledValues of exactly the `measurands` (each with its phases)."""
+    context = context or str(body["context"])
+    values = []
+    for measurand, phase, value, unit in measured(body, measurands):
+        sampled: dict[str, Any] = {
+            "value": value,
             "context": context,
-            "measurand": "Power.Active.Import",
+            "measurand": measurand,
             "location": "Outlet",
-            "unit_of_measure": {"unit": "W"},
-        },
-    ]
+            "unit_of_measure": {"unit": unit},
+        }
+        if phase is not None:
+            sampled["phase"] = phase
+        values.append(sampled)
+    return values
+
+
+def os_boot_id() -> str:
+    """The operating system's boot (Linux: a new random id at every boot); "" where there is none."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def software_version() -> str:
+    return station.__version__
+
+
+def boot_reason(previous: PreviousRun, boot_id: str, software: str) -> str:
+    """B01.FR.09 BootReasonEnumType from how the previous run ended: a new software version is a FirmwareUpdate; a
+    reset the CSMS asked for is RemoteReset (ScheduledReset when it waited for the transactions: B12); a new
+    operating-system boot (or no previous run) is a PowerUp; a run that never said it stopped, within the same
+    operating-system boot, was killed by the watchdog (systemd WatchdogSec kills a hung daemon; a crash that still
+    runs the shutdown counts as a clean stop); a clean stop and start in the same boot is a LocalReset (the
+    technician restarted the service)."""
+    if previous.state is None:
+        return "PowerUp"
+    if previous.software and previous.software != software:
+        return "FirmwareUpdate"
+    if previous.state == "ended" and previous.restart:
+        return previous.restart
+    if previous.boot_id != boot_id:
+        return "PowerUp"
+    if previous.state == "running":
+        return "Watchdog"
+    return "LocalReset"
 
 
 def id_token_entry(id_tag: str, info: dict[str, Any]) -> IdTagEntry:
@@ -94,7 +152,7 @@ def id_token_entry(id_tag: str, info: dict[str, Any]) -> IdTagEntry:
     )
 
 
-class V201Adapter(ChargePoint):  # type: ignore[misc]
+class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
     version = "2.0.1"
 
     def __init__(
@@ -118,16 +176,23 @@ class V201Adapter(ChargePoint):  # type: ignore[misc]
         self.model = model
         self.follow_ups = FollowUps()
         self._event_ids = 0
+        self.registration: str | None = None  # status of the last BootNotificationResponse
+        self.accepted = asyncio.Event()  # set when a BootNotification (also a triggered one) was Accepted
+        self.boot_interval = 0
 
     # ------------------------------------------------------------------ outgoing
 
-    async def boot(self) -> int:
-        """BootNotification; returns the heartbeat interval when Accepted, raises BootRefused otherwise."""
+    async def boot(self, reason: str = "PowerUp") -> int:
+        """BootNotification with its reason (B01.FR.09, BootReasonEnumType); returns the heartbeat interval when
+        Accepted, raises BootRefused otherwise."""
         station = {"model": self.model[:20], "vendor_name": self.vendor[:50]}
-        result = await self.call(call.BootNotification(charging_station=station, reason="PowerUp"), suppress=False)
+        result = await self.call(call.BootNotification(charging_station=station, reason=reason), suppress=False)
         interval = int(result.interval)
+        self.registration = str(result.status)
         if result.status != "Accepted":
             raise BootRefused(str(result.status), interval)
+        self.boot_interval = interval
+        self.accepted.set()
         return interval
 
     async def authorize(self, id_tag: str) -> IdTagEntry | None:
@@ -198,7 +263,9 @@ class V201Adapter(ChargePoint):  # type: ignore[misc]
         if stored is None:
             raise ValueError(f"outbox entry {message.id} names unknown transaction {message.tx_ref}")
         tx = stored.transaction
-        seq_no = self.store.assign_seq_no(message.id, f"evse.{tx.connector_id}")
+        # "When a transaction starts, the Charging Station SHOULD set the seqNo ... to 0" (Part 2 E §1.3.2.1): one
+        # counter per transaction, so the CSMS checks each transaction's completeness on its own.
+        seq_no = self.store.assign_seq_no(message.id, f"tx.{tx.ref}")
         if message.kind == "transaction_started":
             payload = self._started(tx, seq_no, message.offline)
         elif message.kind == "meter_values":
@@ -206,16 +273,27 @@ class V201Adapter(ChargePoint):  # type: ignore[misc]
         else:
             payload = self._ended(tx, seq_no, message.offline)
         result = await self.call(payload, suppress=False, unique_id=message.call_id)
+        status = str((result.id_token_info or {}).get("status", "Accepted"))
+        if message.kind != "transaction_ended" and status != "Accepted":
+            # E05.FR.10 (TxStopPoint PowerPathClosed) with StopTxOnInvalidId: end the transaction, Deauthorized.
+            self.runtime.csms_refused_id(tx.ref, status)
         if message.kind == "meter_values":
             return Delivery()
         if message.kind == "transaction_started":
             if self.runtime.authorizer is not None and result.id_token_info:
                 self.runtime.authorizer.remember(id_token_entry(tx.id_tag, result.id_token_info))
-            status = (result.id_token_info or {}).get("status")
             log.info("TransactionEvent Started confirmed", tx_ref=tx.ref, seq_no=seq_no, id_token_status=status)
             return Delivery(csms_transaction=(tx.ref, tx.ref))
         log.info("TransactionEvent Ended confirmed", tx_ref=tx.ref, seq_no=seq_no)
         return Delivery(transaction_done=tx.ref)
+
+    def _id_token(self, tx: Transaction) -> dict[str, Any]:
+        """The idToken exactly as the CSMS sent it in RequestStartTransaction (E01.FR.10; its type too), else what
+        the station knows: a card at the reader (ISO14443) or an identifier from the CSMS (Central)."""
+        token = self.store.id_token(tx.ref)
+        if token is not None:
+            return token
+        return {"id_token": tx.id_tag, "type": "ISO14443" if tx.source is StartSource.LOCAL else "Central"}
 
     def _started(self, tx: Transaction, seq_no: int, offline: bool) -> call.TransactionEvent:
         info: dict[str, Any] = {"transaction_id": tx.ref, "charging_state": "Charging"}
@@ -228,7 +306,7 @@ class V201Adapter(ChargePoint):  # type: ignore[misc]
             seq_no=seq_no,
             transaction_info=info,
             offline=offline or None,
-            id_token={"id_token": tx.id_tag, "type": "Central"},
+            id_token=self._id_token(tx),
             meter_value=[{"timestamp": iso(tx.started_at), "sampled_value": [self._begin_sample(tx)]}],
             evse={"id": tx.connector_id, "connector_id": 1},
         )
@@ -243,19 +321,28 @@ class V201Adapter(ChargePoint):  # type: ignore[misc]
 
     def _updated(self, tx: Transaction, seq_no: int, message: OutboxMessage) -> call.TransactionEvent:
         body = message.body
+        trigger, _ = UPDATED.get(str(body["context"]), UPDATED["Sample.Periodic"])
+        sampled = self._readings(body)
+        at = iso(datetime.fromisoformat(body["at"]))
         return call.TransactionEvent(
             event_type="Updated",
-            timestamp=iso(datetime.fromisoformat(body["at"])),
-            trigger_reason="MeterValueClock" if body["context"] == "Sample.Clock" else "MeterValuePeriodic",
+            timestamp=at,
+            trigger_reason=trigger,
             seq_no=seq_no,
             transaction_info={"transaction_id": tx.ref, "charging_state": "Charging"},
             offline=message.offline or None,
-            meter_value=[{"timestamp": iso(datetime.fromisoformat(body["at"])), "sampled_value": self._readings(body)}],
+            # meterValue needs a sampledValue: with no measurand configured it is left out (it is optional).
+            meter_value=[{"timestamp": at, "sampled_value": sampled}] if sampled else None,
         )
 
     def _readings(self, body: dict[str, Any]) -> list[dict[str, Any]]:
-        """A queued reading; with the meter's signed reading on the energy value where there is one."""
-        sampled = _readings(body)
+        """A queued reading of the measurands configured for its context; with the meter's signed reading on the
+        energy value where there is one (the energy value is there for it even if not configured)."""
+        _, setting = UPDATED.get(str(body["context"]), UPDATED["Sample.Periodic"])
+        measurands = self.settings.measurands(setting)
+        if body.get("signed") and ENERGY not in measurands:
+            measurands = [ENERGY, *measurands]
+        sampled = _readings(body, measurands)
         if body.get("signed"):
             record = SignedMeterRecord(str(body["signed"]), context=str(body["context"]))
             sampled[0] = self._with_signature(sampled[0], record, None)
@@ -263,23 +350,36 @@ class V201Adapter(ChargePoint):  # type: ignore[misc]
 
     async def _meter_values(self, message: OutboxMessage) -> None:
         body = message.body
+        sampled = self._readings(body)
+        if not sampled:
+            return  # no measurand configured: nothing to report
         await self.call(
             call.MeterValues(
                 evse_id=int(body["connector_id"]),
-                meter_value=[
-                    {"timestamp": iso(datetime.fromisoformat(body["at"])), "sampled_value": self._readings(body)}
-                ],
+                meter_value=[{"timestamp": iso(datetime.fromisoformat(body["at"])), "sampled_value": sampled}],
             ),
             suppress=False,
             unique_id=message.call_id,
         )
 
     def _ended(self, tx: Transaction, seq_no: int, offline: bool) -> call.TransactionEvent:
+        """E06.FR.11 / E07.FR.08: the TxEndedMeasurands sampled every TxEndedInterval (Sample.Periodic), then the
+        Transaction.End values: the meter's signed record. No idToken: a transaction ended by RequestStop or Reset
+        carries none (TransactionEventRequest.idToken; TC_B_22_CS), and this station has no local stop."""
         stopped_reason, trigger = STOPPED[tx.stop_reason or StopReason.OTHER]
-        sampled = [self._signed_sample(tx, record) for record in tx.signed_records]
-        if not sampled:
-            sampled = [_energy_value(tx.meter_stop_wh, "Transaction.End")]
-        info: dict[str, Any] = {"transaction_id": tx.ref, "charging_state": "Idle", "stopped_reason": stopped_reason}
+        measurands = self.settings.measurands("StopTxnSampledData")
+        meter_values: list[dict[str, Any]] = []
+        for sample in self.store.samples(tx.ref, "ended"):
+            values = _readings(sample, measurands, "Sample.Periodic")
+            if values:
+                meter_values.append({"timestamp": iso(datetime.fromisoformat(sample["at"])), "sampled_value": values})
+        end = [self._signed_sample(tx, record) for record in tx.signed_records]
+        if not end:
+            end = [_energy_value(tx.meter_stop_wh, "Transaction.End")]
+        meter_values.append({"timestamp": iso(tx.stopped_at), "sampled_value": end})
+        # The cable is fixed and stays plugged in: only an EV that left makes the state Idle (TC_B_22_CS, TC_E_14_CS).
+        state = "Idle" if tx.stop_reason is StopReason.EV_DISCONNECTED else "EVConnected"
+        info: dict[str, Any] = {"transaction_id": tx.ref, "charging_state": state, "stopped_reason": stopped_reason}
         if tx.remote_start_id is not None:
             info["remote_start_id"] = tx.remote_start_id
         return call.TransactionEvent(
@@ -289,14 +389,13 @@ class V201Adapter(ChargePoint):  # type: ignore[misc]
             seq_no=seq_no,
             transaction_info=info,
             offline=offline or None,
-            id_token={"id_token": tx.id_tag, "type": "Central"},
-            meter_value=[{"timestamp": iso(tx.stopped_at), "sampled_value": sampled}],
+            meter_value=meter_values,
             evse={"id": tx.connector_id, "connector_id": 1},
         )
 
     def _signed_sample(self, tx: Transaction, record: SignedMeterRecord) -> dict[str, Any]:
         begin = record.context == "Transaction.Begin"
-        value_wh = reading_wh(record.data, "B" if begin else "E")
+        value_wh = begin_wh(record.data) if begin else end_wh(record.data)
         if value_wh is None:
             value_wh = tx.meter_start_wh if begin else tx.meter_stop_wh
         return self._with_signature(_energy_value(value_wh, record.context), record, tx.ref)
@@ -330,8 +429,12 @@ class V201Adapter(ChargePoint):  # type: ignore[misc]
     def on_request_start(
         self, id_token: dict[str, Any], remote_start_id: int, evse_id: int | None = None, **_: Any
     ) -> call_result.RequestStartTransaction:
-        # Without an evseId, EVSE 1 is the one we have (F01.FR.07 allows rejecting; we have one metered EVSE).
-        outcome = self.runtime.remote_start(evse_id or 1, str(id_token.get("id_token", "")), remote_start_id)
+        if self.registration == "Pending":
+            # B02.FR.05: while Pending, RequestStartTransaction is Rejected.
+            return call_result.RequestStartTransaction(status="Rejected")
+        # Without an evseId the station picks its first EVSE (F01.FR.07 would allow rejecting).
+        target = evse_id if evse_id is not None else min(self.runtime.core.connectors)
+        outcome = self.runtime.remote_start(target, str(id_token.get("id_token", "")), remote_start_id)
         log.info(
             "RequestStartTransaction",
             evse_id=evse_id,
@@ -339,18 +442,39 @@ class V201Adapter(ChargePoint):  # type: ignore[misc]
             accepted=outcome.accepted,
             reason=outcome.reason,
         )
-        if not outcome.accepted:
+        if not outcome.accepted or outcome.transaction is None:
             return call_result.RequestStartTransaction(
                 status="Rejected", status_info={"reason_code": "Occupied", "additional_info": outcome.reason[:512]}
             )
+        # E01.FR.10: the TransactionEvent carries the idToken as given here, its type and additional info too.
+        self.store.set_id_token(outcome.transaction.ref, id_token)
         return call_result.RequestStartTransaction(status="Accepted")
 
     @on(Action.request_stop_transaction)
     def on_request_stop(self, transaction_id: str, **_: Any) -> call_result.RequestStopTransaction:
         running = {tx.ref for tx in self.runtime.core.running_transactions()}
-        accepted = transaction_id in running and self.runtime.remote_stop(transaction_id, StopReason.REMOTE).accepted
+        accepted = (
+            self.registration != "Pending"  # B02.FR.05
+            and transaction_id in running
+            and self.runtime.remote_stop(transaction_id, StopReason.REMOTE).accepted
+        )
         log.info("RequestStopTransaction", transaction_id=transaction_id, accepted=accepted)
         return call_result.RequestStopTransaction(status="Accepted" if accepted else "Rejected")
+
+    def call_limits(self, action: str, payload: dict[str, Any], size: int) -> CallRefused | None:
+        """What the station announces it takes per request (DeviceDataCtrlr ItemsPerMessage / BytesPerMessage):
+        more items get OccurrenceConstraintViolation (B06.FR.16), more bytes FormatViolation (B06.FR.17)."""
+        field = {"GetVariables": "getVariableData", "SetVariables": "setVariableData"}.get(action)
+        if field is None:
+            return None
+        items = payload.get(field)
+        limit = self.settings.int_value(f"ItemsPerMessage{action}")
+        if isinstance(items, list) and len(items) > limit:
+            return CallRefused("OccurrenceConstraintViolation", f"more than {limit} items (ItemsPerMessage{action})")
+        byte_limit = self.settings.int_value(f"BytesPerMessage{action}")
+        if size > byte_limit:
+            return CallRefused("FormatViolation", f"more than {byte_limit} bytes (BytesPerMessage{action})")
+        return None
 
     @on(Action.get_variables)
     def on_get_variables(self, get_variable_data: list[dict[str, Any]], **_: Any) -> call_result.GetVariables:
@@ -358,7 +482,7 @@ class V201Adapter(ChargePoint):  # type: ignore[misc]
         for item in get_variable_data:
             component, variable = item["component"], item["variable"]
             attribute = item.get("attribute_type") or "Actual"
-            got = self.settings.get_variable(
+            got = self._physical_variable(component, variable, attribute) or self.settings.get_variable(
                 component["name"],
                 variable["name"],
                 instance=variable.get("instance"),
@@ -382,31 +506,108 @@ class V201Adapter(ChargePoint):  # type: ignore[misc]
         for item in set_variable_data:
             component, variable = item["component"], item["variable"]
             attribute = item.get("attribute_type") or "Actual"
-            status = self.settings.set_variable(
-                component["name"],
-                variable["name"],
-                str(item["attribute_value"]),
-                instance=variable.get("instance"),
-                evse=(component.get("evse") or {}).get("id"),
-                attribute=attribute,
-            )
+            physical = self._physical_variable(component, variable, attribute)
+            if physical is not None:
+                # The physical components' variables are all ReadOnly (B05.FR.09); unknown ones keep their status.
+                status = "Rejected" if physical.status == "Accepted" else physical.status
+            else:
+                status = self.settings.set_variable(
+                    component["name"],
+                    variable["name"],
+                    str(item["attribute_value"]),
+                    instance=variable.get("instance"),
+                    evse=(component.get("evse") or {}).get("id"),
+                    attribute=attribute,
+                )
             log.info("SetVariables", component=component["name"], variable=variable["name"], status=status)
             results.append(
                 {"attribute_status": status, "attribute_type": attribute, "component": component, "variable": variable}
             )
         return call_result.SetVariables(set_variable_result=results)
 
+    # ------------------------------------------------------------------ the physical device model
+
+    def _physical(self) -> list[tuple[dict[str, Any], str, str, dict[str, Any]]]:
+        """(component, variable, value, characteristics) of the ChargingStation, each EVSE and its Connector, as
+        Part 2 "Referenced Components and Variables" §2.13 requires them; all ReadOnly."""
+        core = self.runtime.core
+        options = {"dataType": "OptionList", "valuesList": AVAILABILITY_STATES}
+        station_state = "Available"
+        if not core.meter_link_up or not core.store_ok:
+            station_state = "Faulted"
+        elif all(not c.operative for c in core.connectors.values()):
+            station_state = "Unavailable"
+        rows: list[tuple[dict[str, Any], str, str, dict[str, Any]]] = [
+            ({"name": "ChargingStation"}, "AvailabilityState", station_state, options),
+            ({"name": "ChargingStation"}, "Available", "true", {"dataType": "boolean"}),
+            ({"name": "ChargingStation"}, "SupplyPhases", SUPPLY_PHASES, {"dataType": "integer"}),
+        ]
+        live = self.runtime.meter_state.live
+        for evse_id in sorted(core.connectors):
+            charging = any(tx.connector_id == evse_id for tx in core.running_transactions())
+            power = float(live.power_w) if live is not None and charging else 0.0
+            evse = {"name": "EVSE", "evse": {"id": evse_id}}
+            connector = {"name": "Connector", "evse": {"id": evse_id, "connectorId": 1}}
+            rows += [
+                (evse, "AvailabilityState", CONNECTOR_STATUS[core.status_of(evse_id)], options),
+                (evse, "Available", "true", {"dataType": "boolean"}),
+                (evse, "Power", f"{power:.1f}", {"dataType": "decimal", "unit": "W", "maxLimit": EVSE_MAX_POWER_W}),
+                (evse, "SupplyPhases", SUPPLY_PHASES, {"dataType": "integer"}),
+                (connector, "Available", "true", {"dataType": "boolean"}),
+                (connector, "ConnectorType", CONNECTOR_TYPE, {"dataType": "string"}),
+                (connector, "SupplyPhases", SUPPLY_PHASES, {"dataType": "integer"}),
+            ]
+        return rows
+
+    def _physical_variable(
+        self, component: dict[str, Any], variable: dict[str, Any], attribute: str
+    ) -> VariableResult | None:
+        """GetVariables of a physical component; None when the component is not one of them."""
+        name = component.get("name")
+        if name not in ("ChargingStation", "EVSE", "Connector"):
+            return None
+        evse = component.get("evse") or {}
+        wanted = {"name": name} if name == "ChargingStation" else {"name": name, "evse": evse}
+        if name == "Connector":
+            wanted["evse"] = {"id": evse.get("id"), "connectorId": evse.get("connector_id")}
+        rows = [r for r in self._physical() if r[0] == wanted]
+        if not rows:
+            return VariableResult("UnknownComponent")
+        row = next((r for r in rows if r[1] == variable.get("name") and not variable.get("instance")), None)
+        if row is None:
+            return VariableResult("UnknownVariable")
+        if attribute != "Actual":
+            return VariableResult("NotSupportedAttributeType")
+        return VariableResult("Accepted", row[2])
+
+    def _physical_report(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "component": component,
+                "variable": {"name": variable},
+                "variableAttribute": [
+                    {"type": "Actual", "value": value, "mutability": "ReadOnly", "persistent": False}
+                ],
+                "variableCharacteristics": {**characteristics, "supportsMonitoring": False},
+            }
+            for component, variable, value, characteristics in self._physical()
+        ]
+
     @on(Action.get_base_report)
     def on_get_base_report(self, request_id: int, report_base: str, **_: Any) -> call_result.GetBaseReport:
         if report_base not in ("ConfigurationInventory", "FullInventory"):
             return call_result.GetBaseReport(status="NotSupported")
-        items = self.settings.report(configuration_only=report_base == "ConfigurationInventory")
+        configuration_only = report_base == "ConfigurationInventory"
+        items = self.settings.report(configuration_only=configuration_only)
+        if not configuration_only:
+            items = self._physical_report() + items  # B07.FR.08: all component-variables
         if not self.follow_ups.later(self._notify_report(request_id, items), f"NotifyReport {request_id}"):
             return call_result.GetBaseReport(status="Rejected")
         return call_result.GetBaseReport(status="Accepted")
 
     async def _notify_report(self, request_id: int, items: list[dict[str, Any]]) -> None:
-        per_message = 20
+        """In parts of ItemsPerMessage[GetReport] items, seqNo from 0 (B07.FR.10), tbc on all but the last."""
+        per_message = max(1, self.settings.int_value("ItemsPerMessageGetReport"))
         chunks = [items[i : i + per_message] for i in range(0, len(items), per_message)] or [[]]
         for seq_no, chunk in enumerate(chunks):
             await self.call(
@@ -420,24 +621,160 @@ class V201Adapter(ChargePoint):  # type: ignore[misc]
                 suppress=False,
             )
 
+    # ------------------------------------------------------------------ triggered messages
+
     @on(Action.trigger_message)
     def on_trigger_message(
         self, requested_message: str, evse: dict[str, Any] | None = None, **_: Any
     ) -> call_result.TriggerMessage:
         # One pending trigger per message type and EVSE (station/ocpp/adapter.py FollowUps).
-        what = f"triggered {requested_message} {(evse or {}).get('id', 0)}"
+        evses = sorted(self.runtime.core.connectors)
+        wanted = (evse or {}).get("id")
+        what = f"triggered {requested_message} {'all' if wanted is None else wanted}"
+        if wanted is not None and requested_message in ("MeterValues", "TransactionEvent") and wanted not in evses:
+            return call_result.TriggerMessage(status="Rejected")  # evse 0 too: there is no main meter apart
+        targets = evses if wanted is None else [wanted]  # F06.FR.11: absent means every EVSE
         if requested_message == "Heartbeat":
             queued = self.follow_ups.later(self.heartbeat(), what)
         elif requested_message == "StatusNotification":
-            reports = self.runtime.core.report_all((evse or {}).get("id"))
+            reports = self.runtime.core.report_all(wanted)
             if not reports:
                 return call_result.TriggerMessage(status="Rejected")
             queued = self.follow_ups.send_statuses(reports, self.status, what)
         elif requested_message == "BootNotification":
-            queued = self.follow_ups.later(self.boot(), what)
+            if self.registration == "Accepted":
+                return call_result.TriggerMessage(status="Rejected")  # F06.FR.17
+            queued = self.follow_ups.later(self.boot("Triggered"), what)
+        elif requested_message == "MeterValues":
+            if self.runtime.meter_state.live is None:
+                return call_result.TriggerMessage(status="Rejected")  # nothing measured yet
+            queued = self.follow_ups.later(self._triggered_meter_values(targets), what)
+        elif requested_message == "TransactionEvent":
+            # F06.FR.07: a TransactionEvent(Updated, Trigger) per EVSE with a transaction, queued as a transaction
+            # message so that it keeps its place and its seqNo in the transaction's sequence.
+            queued = bool([e for e in targets if self.runtime.queue_triggered_reading(e)])
+            if not queued:
+                return call_result.TriggerMessage(status="Rejected")
         else:
-            return call_result.TriggerMessage(status="NotImplemented")
+            return call_result.TriggerMessage(status="NotImplemented")  # F06.FR.08
         return call_result.TriggerMessage(status="Accepted" if queued else "Rejected")
+
+    async def _triggered_meter_values(self, evses: list[int]) -> None:
+        """F06.FR.06: the most recent measurements of the AlignedDataCtrlr.Measurands, context Trigger."""
+        live = self.runtime.meter_state.live
+        if live is None:
+            return
+        body = {
+            "energy_wh": live.energy_import_wh,
+            "export_wh": live.energy_export_wh,
+            "power_w": live.power_w,
+            "voltage_v": list(live.voltage_v),
+            "current_a": list(live.current_a),
+        }
+        sampled = _readings(body, self.settings.measurands("MeterValuesAlignedData"), "Trigger")
+        if not sampled:
+            sampled = _readings(body, [ENERGY], "Trigger")  # meterValue needs one sampledValue
+        for evse_id in evses:
+            await self.call(
+                call.MeterValues(evse_id=evse_id, meter_value=[{"timestamp": iso(None), "sampled_value": sampled}]),
+                suppress=False,
+            )
+
+    # ------------------------------------------------------------------ transactions and customers
+
+    @on(Action.get_transaction_status)
+    def on_get_transaction_status(
+        self, transaction_id: str | None = None, **_: Any
+    ) -> call_result.GetTransactionStatus:
+        """E14: whether transaction messages wait in the outbox (for one transaction, or any), and for a known
+        transaction whether it still runs."""
+        if transaction_id is None:
+            return call_result.GetTransactionStatus(
+                messages_in_queue=self.store.transaction_messages_queued()
+            )  # E14.FR.06-08
+        stored = self.store.transaction(transaction_id)
+        if stored is None:
+            return call_result.GetTransactionStatus(messages_in_queue=False, ongoing_indicator=False)  # E14.FR.01
+        return call_result.GetTransactionStatus(
+            messages_in_queue=self.store.transaction_messages_queued(transaction_id),  # E14.FR.04/05
+            ongoing_indicator=stored.state == "started",  # E14.FR.02/03
+        )
+
+    @on(Action.customer_information)
+    def on_customer_information(
+        self,
+        request_id: int,
+        report: bool,
+        clear: bool,
+        id_token: dict[str, Any] | None = None,
+        customer_certificate: dict[str, Any] | None = None,
+        customer_identifier: str | None = None,
+        **_: Any,
+    ) -> call_result.CustomerInformation:
+        """N09/N10: what the station holds about a customer, reported and/or cleared. It holds data by idToken only:
+        the authorization cache entry (cleared), the local list entry (the CSMS's: kept, N10.FR.03) and the
+        transactions started with it (signed billing records: kept)."""
+        references = [r for r in (id_token, customer_certificate, customer_identifier) if r is not None]
+        if len(references) != 1:
+            return call_result.CustomerInformation(status="Invalid")  # N09.FR.09
+        if not report and not clear:
+            return call_result.CustomerInformation(status="Rejected")  # N09.FR.07 / N10.FR.07
+        held: list[str] = []
+        if id_token is not None:
+            held = self._customer_data(str(id_token.get("id_token", "")), clear=clear)
+        if not held:
+            parts = ["No data found for this customer."]  # N09.FR.06 / N10.FR.04
+        elif report:
+            parts = held  # N09.FR.05 / N10.FR.03
+        else:
+            parts = [f"Cleared: {line}" for line in held if line.startswith("authorization cache")] or [
+                "Nothing to clear: only the local list entry and signed transactions, which are kept."
+            ]
+        self.follow_ups.later(self._notify_customer(request_id, parts), f"NotifyCustomerInformation {request_id}")
+        log.info("CustomerInformation", request_id=request_id, report=report, clear=clear, items=len(held))
+        return call_result.CustomerInformation(status="Accepted")
+
+    def _customer_data(self, id_tag: str, *, clear: bool) -> list[str]:
+        lines: list[str] = []
+        cached = self.store.id_tag_entry("cache", id_tag)
+        if cached is not None:
+            expiry = f", valid until {iso(cached.expiry)}" if cached.expiry else ""
+            lines.append(f"authorization cache: {id_tag} {cached.status}{expiry}" + (" (cleared)" if clear else ""))
+            if clear:
+                self.store.replace_id_tags("cache", [IdTagEntry(id_tag, None)], full=False, version=None)
+        listed = self.store.id_tag_entry("list", id_tag)
+        if listed is not None:
+            lines.append(f"local authorization list: {id_tag} {listed.status} (kept: the list is the CSMS's)")
+        count, recent = self.store.transactions_of(id_tag, limit=20)
+        for stored in recent:
+            tx = stored.transaction
+            lines.append(
+                f"transaction {tx.ref}: started {iso(tx.started_at or tx.requested_at)}"
+                + (f", ended {iso(tx.stopped_at)}" if tx.stopped_at else ", running")
+                + " (kept: signed billing record)"
+            )
+        if count > len(recent):
+            lines.append(f"and {count - len(recent)} earlier transactions (kept: signed billing records)")
+        return lines
+
+    async def _notify_customer(self, request_id: int, lines: list[str]) -> None:
+        """The lines in NotifyCustomerInformation parts of at most 512 characters, seqNo from 0, tbc on all but the
+        last."""
+        parts: list[str] = []
+        for line in lines:
+            while line:
+                piece, line = line[:CUSTOMER_DATA_LIMIT], line[CUSTOMER_DATA_LIMIT:]
+                if parts and len(parts[-1]) + 1 + len(piece) <= CUSTOMER_DATA_LIMIT:
+                    parts[-1] = f"{parts[-1]}\n{piece}"
+                else:
+                    parts.append(piece)
+        for seq_no, data in enumerate(parts):
+            await self.call(
+                call.NotifyCustomerInformation(
+                    data=data, seq_no=seq_no, generated_at=iso(None), request_id=request_id, tbc=seq_no < len(parts) - 1
+                ),
+                suppress=False,
+            )
 
     @on(Action.change_availability)
     def on_change_availability(
@@ -507,5 +844,7 @@ class V201Adapter(ChargePoint):  # type: ignore[misc]
             # Resetting one EVSE alone is not something this station can do (its meter and daemon are shared).
             return call_result.Reset(status="Rejected", status_info={"reason_code": "UnsupportedRequest"})
         status = self.runtime.reset(immediate=type == "Immediate", reason=StopReason.HARD_RESET)
+        # B11/B12: the next boot says why (BootReasonEnumType): at once, or once the transactions have ended.
+        self.store.restart_reason("ScheduledReset" if status == "Scheduled" else "RemoteReset")
         log.warning("Reset", type=type, status=status)
         return call_result.Reset(status=status)

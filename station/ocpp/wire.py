@@ -60,6 +60,18 @@ def call_error(message_id: str, code: str, description: str) -> str:
     return json.dumps([CALLERROR, message_id, code, description[:255], {}])
 
 
+def while_rejected(reply: str, version: str) -> str | None:
+    """A CALLERROR for a frame dropped here, as it may go out while the CSMS has rejected our boot: none in 1.6
+    (§4.2: "SHALL NOT respond to any Central System initiated message"), SecurityError in 2.0.1 (B03.FR.08) for a
+    request whose id could be read."""
+    if version == "1.6":
+        return None
+    message = json.loads(reply)
+    if message[1] == UNREADABLE_ID:
+        return reply
+    return call_error(message[1], "SecurityError", "BootNotification was Rejected")
+
+
 def outgoing(frame: str) -> str:
     """A frame the station is about to send, as it may go out. The `ocpp` library's CALLERROR for a refused request
     echoes the request in its errorDetails (the whole payload, and jsonschema's message quoting the offending value):

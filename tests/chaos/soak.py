@@ -488,12 +488,16 @@ class Soak:
             self.check_seq_nos()
 
     def check_seq_nos(self) -> None:
-        """2.0.1: the CSMS tells a lost TransactionEvent by a gap in seqNo; the station numbers its events from 0 and
-        keeps a message's number across retries and restarts, so every number up to the last must have arrived."""
-        seen = {
-            m.payload["seqNo"] for m in self.csms.messages("TransactionEvent") if m.unique_id not in self.csms.refused
-        }
-        missing = sorted(set(range(max(seen, default=-1) + 1)) - seen)
+        """2.0.1: the CSMS tells a lost TransactionEvent by a gap in seqNo; the station numbers each transaction's
+        events from 0 (Part 2 E §1.3.2.1) and keeps a message's number across retries and restarts, so every number
+        up to a transaction's last must have arrived."""
+        seen: dict[str, set[int]] = {}
+        for m in self.csms.messages("TransactionEvent"):
+            if m.unique_id not in self.csms.refused:
+                seen.setdefault(str(m.payload["transactionInfo"]["transactionId"]), set()).add(m.payload["seqNo"])
+        missing = [
+            f"{tx[:8]}:{n}" for tx, numbers in seen.items() for n in sorted(set(range(max(numbers) + 1)) - numbers)
+        ]
         self.report.seq_gaps = len(missing)
         if missing:
             self.report.problems.append(f"TransactionEvent seqNo never received: {missing[:20]}")

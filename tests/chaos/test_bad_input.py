@@ -24,7 +24,7 @@ from websockets.exceptions import ConnectionClosed
 from station.app import Station, running_station
 from station.config import ConfigError, load_config, parse_config
 from station.meter import ocmf
-from station.meter.records import examine_record, reading_wh, record_facts
+from station.meter.records import begin_wh, end_wh, examine_record, record_facts
 from tests.meter.test_ocmf_vectors import load as load_vectors
 from tests.ocpp.raw_csms import RawCsms
 
@@ -415,7 +415,8 @@ def test_a_damaged_record_is_never_taken_as_valid_and_never_crashes(case: tuple[
     else:
         assert result.problems
     record_facts(damaged)
-    reading_wh(damaged, "E")
+    begin_wh(damaged)
+    end_wh(damaged)
 
 
 @settings(max_examples=EXAMPLES, deadline=None)

@@ -34,6 +34,8 @@ def config_for(tmp_path: Path, url: str, version: str = "1.6") -> dict[str, Any]
 async def test_sampled_meter_values_16(tmp_path: Path, csms: LocalCsms) -> None:
     async with running_station(parse_config(config_for(tmp_path, csms.url))) as station:
         await csms.wait_for("StatusNotification", lambda p: p["status"] == "Available")
+        measurands = "Energy.Active.Import.Register,Power.Active.Import"
+        assert await csms.change_configuration(STATION, "MeterValuesSampledData", measurands) == "Accepted"
         assert await csms.change_configuration(STATION, "MeterValueSampleInterval", "1") == "Accepted"
         assert await csms.change_configuration(STATION, "MeterValueSampleInterval", "-1") == "Rejected"
         assert csms.messages("MeterValues") == []  # sampled values belong to transactions

@@ -89,10 +89,10 @@ async def test_signed_session_as_transaction_events(tmp_path: Path, csms201: Loc
         assert ledger == [record]
         await csms.wait_until(lambda: station.store.outbox_depth() == 0)
 
-        # The next transaction on this EVSE continues the EVSE's sequence.
+        # The next transaction starts its own sequence at 0 (Part 2 E §1.3.2.1 "Sequence number generation").
         assert await csms.request_start(STATION, "TAG-2", remote_start_id=78) == "Accepted"
         started2, _ = await csms.wait_session_started(STATION, after=csms.received.index(started) + 1)
-        assert started2.payload["seqNo"] == 2
+        assert started2.payload["seqNo"] == 0
 
 
 async def test_device_model_get_set_and_base_report(tmp_path: Path, csms201: LocalCsms) -> None:

@@ -124,6 +124,8 @@ class SimulatedMeter:
         self.device_id = device_id
         self.power_w = power_w
         self.signing_time = signing_time
+        # The TX of a record's end reading: E, or how the transaction was ended (OCMF L, R, A, P), as real meters do.
+        self.end_tx = "E"
         self.faults = Faults()
         self.mem = self._load(serial)
         key = serialization.load_pem_private_key(self.mem.private_key_pem.encode(), password=None)

@@ -56,7 +56,8 @@ class BauerSimulator(SimulatedMeter):
             "IT": "UNDEFINED",
             "ID": (self.mem.open_tx or {}).get("meta", meta)["ID"],
             "RD": [
-                {"TM": ocmf_time(datetime.now(UTC)), "TX": kind, "RV": round(wh / 1000, 3), "RI": "1-0:1.8.0",
+                {"TM": ocmf_time(datetime.now(UTC)), "TX": self.end_tx if kind == "E" else kind,
+                 "RV": round(wh / 1000, 3), "RI": "1-0:1.8.0",
                  "RU": "kWh", "RT": "AC", "EF": "", "ST": "G"}
             ],
         }  # fmt: skip

@@ -97,7 +97,7 @@ class Em580Simulator(SimulatedMeter):
             "RD": [
                 {"TM": tx["begin_tm"], "TX": "B", "RV": round(tx["begin_wh"] / 1000, 3), "RI": "01-00:98.08.00.FF",
                  "RU": "kWh", "RT": "AC", "ST": "G"},
-                {"TM": ocmf_time(datetime.now(UTC)), "TX": "E", "RV": round(end_wh / 1000, 3),
+                {"TM": ocmf_time(datetime.now(UTC)), "TX": self.end_tx, "RV": round(end_wh / 1000, 3),
                  "RI": "01-00:98.08.00.FF", "RU": "kWh", "RT": "AC", "ST": "G"},
             ],
         }  # fmt: skip

@@ -124,7 +124,7 @@ class IskraSimulator(SimulatedMeter):
             + ',"RD":['
             + ocmf_reading(tx["begin_tm"], "B", tx["begin_wh"])
             + ","
-            + ocmf_reading(end_tm, "E", end_wh)
+            + ocmf_reading(end_tm, self.end_tx, end_wh)
             + "]}"
         )
 

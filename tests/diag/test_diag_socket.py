@@ -128,6 +128,8 @@ async def test_bad_requests_get_errors_and_change_nothing(tmp_path: Path, csms: 
     config = parse_config(config_for(tmp_path, csms.url))
     sock = config.diagnostics.socket
     async with running_station(config) as station:
+        await csms.wait_for("SecurityEventNotification", lambda p: p["type"] == "StartupOfTheDevice")
+        await csms.wait_until(lambda: station.store.outbox_depth() == 0)  # so that nothing changes by itself
         before = station.store.outbox_depth()
         reader, writer = await asyncio.open_unix_connection(sock)
         for line in (

@@ -63,8 +63,11 @@ async def run_sim_meter(args: argparse.Namespace) -> int:
     log.info(
         "meter simulator serving", model=args.model, port=port, device_id=args.device_id, public_key=sim.public_key_hex
     )
-    where = f"{link} (-> {cable.path_a})" if link and cable else port
-    print(f"meter simulator {args.model}, device id {args.device_id}: the daemon's port is {where}", flush=True)
+    if link and cable:
+        where = f"the daemon's port is {link} (-> {cable.path_a})"
+    else:
+        where = f"serving on {port} (the daemon opens the other end of its cable)"
+    print(f"meter simulator {args.model}, device id {args.device_id}: {where}", flush=True)
     print(f"  memory {state or '(not kept)'}; ledger {ledger or '(none)'}; Ctrl-C stops", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

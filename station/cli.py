@@ -488,6 +488,13 @@ def _add_nullmodem(sub: argparse._SubParsersAction[_Parser], name: str, help: st
     p.set_defaults(func=_cmd_nullmodem)
 
 
+def _tcp_port(text: str) -> int:
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a TCP port (1..65535)")
+    return port
+
+
 def _add_sim_csms(sub: argparse._SubParsersAction[_Parser]) -> None:
     from station.sim import csms
 
@@ -496,7 +503,7 @@ def _add_sim_csms(sub: argparse._SubParsersAction[_Parser]) -> None:
         o = _Parser(add_help=False)
         o.add_argument(
             "--port",
-            type=int,
+            type=_tcp_port,
             default=default(csms.DEFAULT_PORT),
             help=f"the CSMS's WebSocket port on 127.0.0.1 (default {csms.DEFAULT_PORT})",
         )

@@ -309,6 +309,7 @@ class DiagnosticsServer:
         self.write_timeout = write_timeout
         self.max_clients = max_clients
         self.clients = 0
+        self._saturated = False
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -328,12 +329,15 @@ class DiagnosticsServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.clients >= self.max_clients:
-            log.warning("diagnostics socket: too many clients", limit=self.max_clients)
+            if not self._saturated:  # once per episode: a flood of connections is not also a flood of log lines
+                self._saturated = True
+                log.warning("diagnostics socket: too many clients", limit=self.max_clients)
             with suppress(ConnectionError, TimeoutError):
                 await self._send(writer, {"ok": False, "error": f"too many clients at once ({self.max_clients})"})
             writer.close()
             return
         self.clients += 1
+        self._saturated = False
         try:
             while True:
                 try:

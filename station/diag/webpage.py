@@ -151,12 +151,17 @@ class _BoundedServer(web.Server):
     """aiohttp's server with a cap on connections and on how long one may live (aiohttp itself has no timeout for a
     request head that arrives a byte at a time)."""
 
+    saturated = False
+
     def connection_made(self, handler: web.RequestHandler, transport: asyncio.Transport) -> None:
         super().connection_made(handler, transport)
         if len(self.connections) > MAX_CONNECTIONS:
-            log.warning("diagnostics page: too many connections", limit=MAX_CONNECTIONS)
+            if not self.saturated:  # once per episode, not once per refused connection
+                self.saturated = True
+                log.warning("diagnostics page: too many connections", limit=MAX_CONNECTIONS)
             transport.close()
             return
+        self.saturated = False
         asyncio.get_running_loop().call_later(CONNECTION_LIFETIME_S, transport.close)
 
 

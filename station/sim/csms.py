@@ -84,7 +84,7 @@ COMMANDS: list[tuple[str, str, list[tuple[tuple[str, ...], dict[str, Any]]]]] = 
     ),
     (
         "call",
-        'send any CSMS-initiated message, e.g. call UnlockConnector \'{"connectorId": 1}\'',
+        "send any CSMS-initiated message, e.g. call UnlockConnector '{\"connectorId\": 1}'",
         [
             (("action",), {"help": "the OCPP action, e.g. Reset, UnlockConnector, ChangeAvailability"}),
             (("payload",), {"nargs": "?", "default": "{}", "help": "its payload as JSON, as on the wire (camelCase)"}),

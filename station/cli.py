@@ -400,7 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--user",
         metavar="NAME",
-        help="check file access as this user would have it, e.g. the service user `station` (default: yourself)",
+        help="check file access as this user would have it under the unit (its groups and dialout), e.g. the service "
+        "user `station` (default: yourself)",
     )
     c.set_defaults(func=_cmd_config_check)
 

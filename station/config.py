@@ -390,9 +390,13 @@ def load_config(path: str | Path) -> Config:
 # --------------------------------------------------------------------------- warnings
 
 
+UNIT_SUPPLEMENTARY_GROUPS = ("dialout",)  # systemd/station.service: SupplementaryGroups=dialout
+
+
 class _Access:
     """Whether a user may read or write a path, from the path's mode bits (for a user other than the one running this:
-    `station config check --user station` run as root at install time), or from os.access() for ourselves."""
+    `station config check --user station` run as root at install time, counting the groups the unit adds), or from
+    os.access() for ourselves."""
 
     def __init__(self, user: str | None) -> None:
         self._user: pwd.struct_passwd | None = None
@@ -400,7 +404,9 @@ class _Access:
         if user:
             self._user = pwd.getpwnam(user)  # KeyError: no such user
             self.name = user
-            self._groups = {self._user.pw_gid} | {g.gr_gid for g in grp.getgrall() if user in g.gr_mem}
+            self._groups = {self._user.pw_gid} | {
+                g.gr_gid for g in grp.getgrall() if user in g.gr_mem or g.gr_name in UNIT_SUPPLEMENTARY_GROUPS
+            }
         else:
             try:
                 self.name = pwd.getpwuid(os.geteuid()).pw_name

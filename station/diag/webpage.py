@@ -59,6 +59,7 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
+    "Server": "station",  # not aiohttp's name and version
 }
 
 
@@ -151,7 +152,10 @@ class _BoundedServer(web.Server):
     """aiohttp's server with a cap on connections and on how long one may live (aiohttp itself has no timeout for a
     request head that arrives a byte at a time)."""
 
-    saturated = False
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.saturated = False
+        self._deadlines: dict[web.RequestHandler, asyncio.TimerHandle] = {}
 
     def connection_made(self, handler: web.RequestHandler, transport: asyncio.Transport) -> None:
         super().connection_made(handler, transport)
@@ -162,7 +166,13 @@ class _BoundedServer(web.Server):
             transport.close()
             return
         self.saturated = False
-        asyncio.get_running_loop().call_later(CONNECTION_LIFETIME_S, transport.close)
+        self._deadlines[handler] = asyncio.get_running_loop().call_later(CONNECTION_LIFETIME_S, transport.close)
+
+    def connection_lost(self, handler: web.RequestHandler, exc: BaseException | None = None) -> None:
+        deadline = self._deadlines.pop(handler, None)
+        if deadline is not None:
+            deadline.cancel()
+        super().connection_lost(handler, exc)
 
 
 class DiagnosticsPage:
@@ -175,13 +185,14 @@ class DiagnosticsPage:
         self.limits = RateLimit()
         self.live = LiveSeries()
         self.sample_interval = sample_interval
+        self.server: _BoundedServer | None = None
         self._runner: web.ServerRunner | None = None
         self._sampler: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         # aiohttp logs malformed requests on its own loggers; the client gets its 400, the journal needs no line.
         logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
-        server = _BoundedServer(
+        self.server = server = _BoundedServer(
             self._handle,
             max_line_size=MAX_HEAD,
             max_field_size=MAX_HEAD,

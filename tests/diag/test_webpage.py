@@ -223,6 +223,28 @@ def test_the_chart_has_axes_units_time_labels_and_fills_its_box() -> None:
     assert len(list(root.iter("{http://www.w3.org/2000/svg}circle"))) == 2
 
 
+async def test_connections_are_capped_and_a_slow_client_cannot_hold_one(
+    tmp_path: Path, csms: LocalCsms, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from station.diag import webpage
+
+    monkeypatch.setattr(webpage, "CONNECTION_LIFETIME_S", 1.0)
+    async with running_station(parse_config(config_for(tmp_path, csms.url))) as station:
+        assert station.page is not None
+        held = [await asyncio.open_connection("127.0.0.1", station.page.port) for _ in range(webpage.MAX_CONNECTIONS)]
+        for _, writer in held:
+            writer.write(b"GET / HTTP/1.1\r\n")  # a head that never ends
+        reader, writer = await asyncio.open_connection("127.0.0.1", station.page.port)
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # one more: closed at once
+        writer.close()
+        # Nobody closes them: the server does, at the end of their lifetime.
+        for r, _ in held:
+            assert await asyncio.wait_for(r.read(), 10) == b""
+        for _, w in held:
+            w.close()
+        assert (await fetch(base_url(station) + "/api/status", PASSWORD))[0] == 200
+
+
 def test_page_loads_nothing_from_elsewhere() -> None:
     for name in ("index.html", "app.js", "style.css"):
         text = (WEB / name).read_text()

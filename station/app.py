@@ -32,7 +32,7 @@ from station.ocpp.connection import CsmsConnection
 from station.ocpp.settings import Settings
 from station.runtime import StationRuntime
 from station.service import Notifier, feed_watchdog
-from station.store import Store
+from station.store import Store, StoreError
 
 log = structlog.get_logger("station.app")
 
@@ -180,12 +180,31 @@ def status_line(station: Station) -> str:
 
 
 RESET_EXIT_CODE = 75  # systemd/station.service: RestartForceExitStatus= and SuccessExitStatus= name it
+STORE_EXIT_CODE = 73  # EX_CANTCREAT: the store cannot be opened or written (its error names the file and the cause)
+FAILURE_EXIT_CODE = 70  # EX_SOFTWARE: a loop the daemon cannot work without ended; Restart=on-failure starts it again
+
+
+def ended_loop(station: Station) -> str | None:
+    """The station's long-lived loops (the CSMS connection) never end while it runs; one that did is named here."""
+    for task in station.tasks:
+        if task.done():
+            return f"the {task.get_name()} loop ended"
+    return None
 
 
 async def run_daemon(config: Config, notifier: Notifier | None = None) -> int:
     """`station run`: until SIGTERM or SIGINT (exit 0) or a Reset from the CSMS (exit 75: systemd starts us again).
     Tells systemd when it is ready, what it does, and that it lives."""
     notifier = notifier or Notifier()
+    try:
+        return await _run(config, notifier)
+    except StoreError as exc:
+        # One line that names the file and the cause (a read-only directory, a full disk), not a traceback.
+        log.error("the store cannot be used; the station cannot run", error=str(exc))
+        return STORE_EXIT_CODE
+
+
+async def _run(config: Config, notifier: Notifier) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -194,12 +213,22 @@ async def run_daemon(config: Config, notifier: Notifier | None = None) -> int:
     async with running_station(config) as station:
         # READY once store and meter are up, whether or not the CSMS is reachable.
         notifier.ready(status_line(station))
-        watchdog = asyncio.create_task(feed_watchdog(notifier, lambda: status_line(station)), name="watchdog")
+        watchdog = asyncio.create_task(
+            feed_watchdog(notifier, lambda: status_line(station), lambda: ended_loop(station)), name="watchdog"
+        )
         log.info("station running", station_id=config.station.id, csms=config.csms.url)
         reset = asyncio.create_task(station.runtime.reset_requested.wait(), name="reset")
         stopped = asyncio.create_task(stop.wait(), name="stop")
-        await asyncio.wait([reset, stopped], return_when=asyncio.FIRST_COMPLETED)
-        if reset.done() and not stopped.done():
+        await asyncio.wait([reset, stopped, *station.tasks], return_when=asyncio.FIRST_COMPLETED)
+        if (problem := ended_loop(station)) is not None and not stopped.done():
+            # Never a daemon that looks alive but no longer talks to the CSMS: stop properly and let systemd start a
+            # fresh one (the watchdog is withheld meanwhile, should the shutdown itself hang).
+            task = next(t for t in station.tasks if t.done())
+            error = None if task.cancelled() else task.exception()
+            log.critical("a loop the station needs ended; stopping for a restart", problem=problem, exc_info=error)
+            code = FAILURE_EXIT_CODE
+            notifier.stopping(f"{problem}; restarting")
+        elif reset.done() and not stopped.done():
             code = RESET_EXIT_CODE
             station.store.security_event(security.RESET, "reset requested by the CSMS")
             notifier.stopping("reset requested by the CSMS: delivering what is queued, then restarting")
@@ -208,7 +237,7 @@ async def run_daemon(config: Config, notifier: Notifier | None = None) -> int:
             notifier.stopping("stopping: finishing meter work, flushing the store, closing the CSMS connection")
         reset.cancel()
         stopped.cancel()
-        log.info("stopping", reset=code == RESET_EXIT_CODE)
+        log.info("stopping", reset=code == RESET_EXIT_CODE, failed=code == FAILURE_EXIT_CODE)
         watchdog.cancel()
     log.info("stopped")
     return code

@@ -17,37 +17,85 @@ import structlog
 LogFormat = Literal["auto", "json", "console"]
 
 SECRET_KEYS = re.compile(r"pass(word)?|secret|token|authorization|auth_?key|private|client_key|credential", re.I)
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s:]+:[^/@\s]+@", re.I)
-_AUTH_HEADER = re.compile(r"(?P<name>authorization['\"]?\s*[:=]\s*['\"]?)(basic|bearer)\s+[A-Za-z0-9+/=._-]+", re.I)
+MASK = "***"
+
+# Every pattern below runs in time linear in the text: each repetition is bounded or its character classes cannot
+# overlap with what follows, so no input makes the regex engine backtrack over the text again and again (an unbounded
+# scheme in the URL pattern made a 50,000-letter word take 22 s).
+_URL_CREDENTIALS = re.compile(r"\b(?P<scheme>[a-z][a-z0-9+.-]{0,30}://)[^/@\s:]{1,256}:[^/@\s]{1,256}@", re.I)
+_AUTH_HEADER = re.compile(
+    r"(?P<name>authorization['\"]?\s{0,4}[:=]\s{0,4}['\"]?)(?:basic|bearer)\s{1,4}[A-Za-z0-9+/=._-]+", re.I
+)
 _KEY_VALUE = re.compile(
-    r"(?P<name>['\"]?(?:AuthorizationKey|BasicAuthPassword|basic_auth_password|password)['\"]?\s*[:=]\s*['\"]?)"
-    r"[^'\"\s,}]+",
+    r"(?P<name>['\"]?(?:AuthorizationKey|BasicAuthPassword|basic_auth_password|http_password|password)['\"]?"
+    r"\s{0,4}[:=]\s{0,4}['\"]?)[^'\"\s,}]+",
     re.I,
 )
-# An OCPP frame setting a secret: 1.6 {"key": "AuthorizationKey", "value": ...}, 2.0.1 {..."BasicAuthPassword"},
-# "attributeValue": ...}.
-_OCPP_SECRET = re.compile(
-    r'(?P<head>"(?:AuthorizationKey|BasicAuthPassword)"[^\[\]]{0,120}?"(?:value|attributeValue)"\s*:\s*")[^"]*"'
+# A PEM private key, whole or cut off by truncation.
+_PRIVATE_KEY = re.compile(
+    r"-----BEGIN [A-Z ]{0,24}PRIVATE KEY-----.*?(?:-----END [A-Z ]{0,24}PRIVATE KEY-----|\Z)", re.S
 )
-_OCPP_SECRET_BEFORE = re.compile(
-    r'(?P<head>"(?:value|attributeValue)"\s*:\s*")[^"]*(?P<tail>"[^\[\]]{0,120}?"(?:AuthorizationKey|BasicAuthPassword)")'
+# The names under which OCPP carries a secret in a generic value field: 1.6 ChangeConfiguration {"key":
+# "AuthorizationKey", "value": ...}, 2.0.1 SetVariables {"variable": {"name": "BasicAuthPassword"}, "attributeValue":
+# ...}. Key and value may come in any order and be far apart, and a trace or log line may be cut between them, so a
+# text that names one anywhere has *every* such value field masked, in JSON, Python repr and key=value forms alike.
+SECRET_CARRIERS = ("authorizationkey", "basicauthpassword")
+_VALUE_FIELD = re.compile(
+    r"(?P<name>(?:\\?['\"])?(?:value|attributeValue|attribute_value)(?:\\?['\"])?\s{0,4}[:=]\s{0,4})"
+    r"(?:\"(?:[^\"\\]|\\.)*(?:\"|\Z)"  # a JSON string
+    r"|'(?:[^'\\]|\\.)*(?:'|\Z)"  # a Python repr string
+    r"|\\\"(?:[^\"\\]|\\[^\"])*(?:\\\"|\Z)"  # a JSON string inside a JSON string (a frame echoed in an error)
+    r"|[^\s,}\]]+)"  # a bare word (key=value)
 )
-MASK = "***"
+
+
+def _masked_value(match: re.Match[str]) -> str:
+    """The value field with its value masked, quoted as it was, so that a masked JSON frame stays JSON."""
+    value = match.group(0)[len(match["name"]) :]
+    for quote in ('\\"', '"', "'"):
+        if value.startswith(quote):
+            return f"{match['name']}{quote}{MASK}{quote}"
+    return f"{match['name']}{MASK}"
 
 
 def redact_text(text: str) -> str:
-    text = _OCPP_SECRET.sub(lambda m: f'{m["head"]}{MASK}"', text)
-    text = _OCPP_SECRET_BEFORE.sub(lambda m: f"{m['head']}{MASK}{m['tail']}", text)
-    text = _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{MASK}@", text)
-    text = _AUTH_HEADER.sub(lambda m: f"{m['name']}{MASK}", text)
-    return _KEY_VALUE.sub(lambda m: f"{m['name']}{MASK}", text)
+    """`text` with every secret it may carry masked. Linear in the length of the text; each pattern runs only where
+    its fixed part occurs (most text has none)."""
+    lower = text.lower()
+    if any(name in lower for name in SECRET_CARRIERS):
+        text = _VALUE_FIELD.sub(_masked_value, text)
+    if "private key-----" in lower:
+        text = _PRIVATE_KEY.sub(MASK, text)
+    if "://" in text:
+        text = _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{MASK}@", text)
+    if "authorization" in lower:
+        text = _AUTH_HEADER.sub(lambda m: f"{m['name']}{MASK}", text)
+    if "password" in lower or "authorizationkey" in lower:
+        text = _KEY_VALUE.sub(lambda m: f"{m['name']}{MASK}", text)
+    return text
+
+
+def loggable(text: str, limit: int) -> str:
+    """At most `limit` characters of `text` (plus a note of how much was cut), secrets masked: for frames from a peer,
+    which may be a megabyte. Whether the text carries a secret is decided on the whole text (a cheap substring test),
+    so that a cut between a secret's name and its value still masks the value."""
+    if len(text) <= limit:
+        return redact_text(text)
+    carries = any(name in text.lower() for name in SECRET_CARRIERS)
+    head = text[:limit]
+    if carries:
+        head = _VALUE_FIELD.sub(_masked_value, head)
+    return redact_text(head) + f"... [{len(text) - limit} more characters]"
+
+
+LOG_VALUE_LIMIT = 8192  # characters of one string in a log line; a peer's megabyte never becomes a log line
 
 
 def _redact(value: Any, depth: int = 0) -> Any:
     if depth > 6:
-        return value
+        return MASK  # our own log calls never nest this deep; what does is not shown rather than shown unredacted
     if isinstance(value, str):
-        return redact_text(value)
+        return loggable(value, LOG_VALUE_LIMIT)
     if isinstance(value, dict):
         return {
             k: (MASK if isinstance(k, str) and SECRET_KEYS.search(k) else _redact(v, depth + 1))
@@ -75,7 +123,8 @@ def configure(level: str = "info", fmt: LogFormat = "auto") -> None:
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.processors.format_exc_info if json_lines else structlog.dev.set_exc_info,
+        # Tracebacks become text before the redaction, so that they are masked and bounded like any other value.
+        structlog.processors.format_exc_info,
         redact_secrets,
     ]
     renderer: Any = (
@@ -96,6 +145,7 @@ def configure(level: str = "info", fmt: LogFormat = "auto") -> None:
                 structlog.stdlib.add_logger_name,
                 structlog.processors.add_log_level,
                 structlog.processors.TimeStamper(fmt="iso", utc=True),
+                structlog.processors.format_exc_info,
                 redact_secrets,
             ],
         )

@@ -1,8 +1,9 @@
 """systemd integration: READY/STATUS/WATCHDOG/STOPPING over $NOTIFY_SOCKET, with no dependency beyond the stdlib.
 
-The watchdog is fed by a task on the main event loop, and only while the loop is healthy: if the loop is blocked
+The watchdog is fed by a task on the main event loop, and only while the daemon is healthy: if the loop is blocked
 (a stuck call, a busy loop), the task does not run, the pings stop and systemd restarts the service. A ping is also
-withheld when the loop's own measured lag exceeds half the watchdog interval.
+withheld when the loop's own measured lag exceeds half the watchdog interval, and while `problem()` names one (a loop
+the daemon cannot work without has ended).
 """
 
 from __future__ import annotations
@@ -64,10 +65,18 @@ class Notifier:
         self.send(f"STOPPING=1\nSTATUS={status}")
 
 
-async def feed_watchdog(notifier: Notifier, describe: Callable[[], str]) -> None:
-    """Ping the watchdog at a third of its interval while the loop keeps time, and keep STATUS= current."""
+def _healthy() -> str | None:
+    return None
+
+
+async def feed_watchdog(
+    notifier: Notifier, describe: Callable[[], str], problem: Callable[[], str | None] = _healthy
+) -> None:
+    """Ping the watchdog at a third of its interval while the loop keeps time and `problem()` is None, and keep
+    STATUS= current."""
     interval = notifier.watchdog_interval
     period = interval / 3 if interval else 5.0
+    reported: str | None = None
     while True:
         before = time.monotonic()
         await asyncio.sleep(period)
@@ -77,5 +86,11 @@ async def feed_watchdog(notifier: Notifier, describe: Callable[[], str]) -> None
             continue
         if lag > interval / 2:
             log.error("event loop lagging; withholding the watchdog ping", lag_s=round(lag, 3))
+            continue
+        trouble = problem()
+        if trouble is not None:
+            if trouble != reported:
+                log.critical("daemon unhealthy; withholding the watchdog ping", problem=trouble)
+                reported = trouble
             continue
         notifier.send("WATCHDOG=1")

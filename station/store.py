@@ -164,15 +164,35 @@ def _records_from(text: str) -> tuple[SignedMeterRecord, ...]:
     )
 
 
+def _cause(exc: OSError) -> str:
+    """An OSError in plain words: "permission denied", "read-only file system", "no space left on device"."""
+    return (exc.strerror or str(exc)).lower()
+
+
+def _user_name() -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except (ImportError, KeyError):
+        return str(os.geteuid())
+
+
 class Store:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the store's directory {self.path.parent}: {_cause(exc)}") from None
+        try:
             # It holds the Basic-auth password and the transactions: readable by the service user only. SQLite gives
             # its -wal and -shm files the same mode.
             os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        except OSError as exc:
+            raise StoreError(f"cannot open the store {self.path}: {_cause(exc)}{self._access_hint()}") from None
+        try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -190,9 +210,18 @@ class Store:
             self._db.executescript(SCHEMA)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot open store {self.path}: {exc}") from None
-        except OSError as exc:
-            raise StoreError(f"cannot create store directory for {self.path}: {exc}") from None
+            raise StoreError(f"cannot open the store {self.path}: {exc}{self._access_hint()}") from None
+
+    def _access_hint(self) -> str:
+        """Why the store cannot be written, where the file system can tell: SQLite needs to write the file and, for its
+        journal (-wal, -shm), the directory."""
+        directory = self.path.parent
+        user = _user_name()
+        if not os.access(directory, os.W_OK | os.X_OK):
+            return f" (the directory {directory} is not writable by user {user}; the store needs it for its journal)"
+        if self.path.exists() and not os.access(self.path, os.R_OK | os.W_OK):
+            return f" (the file is not readable and writable by user {user})"
+        return ""
 
     def close(self) -> None:
         with self._lock:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -10,6 +14,7 @@ import pytest
 
 from station.core.model import SignedMeterRecord, StartSource, StopReason, Transaction
 from station.store import Store, StoreError
+from tests.conftest import write_config
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -97,3 +102,81 @@ def test_a_corrupt_file_is_a_clear_error(tmp_path: Path) -> None:
     path.write_bytes(b"this is not a database" * 100)
     with pytest.raises(StoreError, match=r"s\.db"):
         Store(path)
+
+
+@pytest.fixture
+def unwritable_directory(tmp_path: Path) -> Iterator[Path]:
+    """A store directory the daemon cannot write: read-only for the user (chmod) where the test runs as a user, a
+    read-only file system where it runs as root (whom permission bits do not stop; CI runs as root)."""
+    directory = tmp_path / "state"
+    directory.mkdir()
+    if os.geteuid() != 0:
+        directory.chmod(0o555)
+        yield directory
+        directory.chmod(0o755)
+        return
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(directory)], capture_output=True)
+    if mounted.returncode != 0:
+        if os.environ.get("STATION_CI"):
+            pytest.fail(f"cannot mount a read-only tmpfs in CI: {mounted.stderr.decode()}")
+        pytest.skip(f"cannot mount a read-only file system: {mounted.stderr.decode().strip()}")
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], check=False)
+
+
+def test_an_unwritable_store_directory_stops_the_daemon_with_one_clear_line(
+    tmp_path: Path, unwritable_directory: Path
+) -> None:
+    """Issue 14.10: a read-only or unwritable store directory made `station run` exit with a traceback and the
+    misleading "cannot create store directory" (the directory exists). Now: one line naming the file and the cause,
+    and exit status 73 (EX_CANTCREAT)."""
+    config = write_config(
+        tmp_path / "station.toml",
+        {
+            "station": {"id": "CP-RO"},
+            "csms": {"url": "ws://127.0.0.1:9/ocpp"},
+            "meter": {"transport": "simulated", "simulator": {"state": str(tmp_path / "m.json")}},
+            "storage": {"path": str(unwritable_directory / "station.db")},
+        },
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "station", "run", "--config", str(config), "--log-format", "console"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 73, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "store" in line]
+    assert len(lines) == 1, result.stderr
+    assert str(unwritable_directory / "station.db") in lines[0]
+    assert "read-only file system" in lines[0] or "permission denied" in lines[0], lines[0]
+    assert "cannot create store directory" not in result.stderr
+
+
+def test_a_store_that_cannot_write_its_journal_names_the_directory(tmp_path: Path) -> None:
+    """Issue 14.10: a store file that exists in a directory SQLite cannot write its journal (-wal) into."""
+    directory = tmp_path / "state"
+    directory.mkdir()
+    Store(directory / "s.db").close()
+    (directory / "s.db-wal").unlink(missing_ok=True)
+    (directory / "s.db-shm").unlink(missing_ok=True)
+    if os.geteuid() == 0:
+        mounted = subprocess.run(["mount", "--bind", "-o", "ro", str(directory), str(directory)], capture_output=True)
+        if mounted.returncode != 0:
+            pytest.skip(f"cannot bind-mount read-only: {mounted.stderr.decode().strip()}")
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(directory)], check=True)
+    else:
+        directory.chmod(0o555)
+    try:
+        with pytest.raises(StoreError) as raised:
+            Store(directory / "s.db")
+        message = str(raised.value)
+        assert str(directory / "s.db") in message and "not writable" in message, message
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["umount", "-l", str(directory)], check=False)
+        else:
+            directory.chmod(0o755)

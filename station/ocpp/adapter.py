@@ -71,28 +71,57 @@ def security_event_fields(body: dict[str, Any], version: str) -> dict[str, Any]:
 
 class FollowUps:
     """Work a CSMS request asks for after its answer has gone out (a triggered message, a report): run in tasks,
-    because a handler that awaits a CALL deadlocks the `ocpp` library's receive loop."""
+    because a handler that awaits a CALL deadlocks the `ocpp` library's receive loop.
+
+    Bounded, because the CSMS decides how often it asks: work with the same name (one kind of triggered message for
+    one connector, one report) that is still pending is not queued again (5,000 TriggerMessages once queued 1,250
+    BootNotifications and held up the next session for 12 s), and at most `MAX_PENDING` pieces of work wait at a
+    time; beyond that the request is refused (`later` returns False) so the adapter can answer Rejected."""
+
+    MAX_PENDING = 32
 
     def __init__(self) -> None:
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.coalesced = 0  # requests that found the same work already pending
+        self.refused = 0  # requests refused because too much work was pending
 
-    def later(self, coro: Coroutine[Any, Any, Any], what: str) -> None:
+    def later(self, coro: Coroutine[Any, Any, Any], what: str) -> bool:
+        """Run `coro` once the answer is out. False when it was not queued: the same work is already pending (it
+        will do what this request asks) or too much is pending."""
+        if what in self._tasks:
+            coro.close()
+            self.coalesced += 1
+            return True
+        if len(self._tasks) >= self.MAX_PENDING:
+            coro.close()
+            self.refused += 1
+            if self.refused == 1 or self.refused % 1000 == 0:
+                log.warning("follow-up work refused: too much pending", what=what, refused=self.refused)
+            return False
+
         async def run() -> None:
             await asyncio.sleep(0)  # let the answer go out first
             try:
                 await coro
             except Exception as exc:
-                log.warning("follow-up message failed", what=what, error=repr(exc))
+                log.warning("follow-up message failed", what=what, error=repr(exc)[:300])
 
         task = asyncio.create_task(run(), name=what)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks[what] = task
+        task.add_done_callback(lambda done: self._tasks.pop(what, None) if self._tasks.get(what) is done else None)
+        return True
 
-    def send_statuses(self, reports: list[ReportStatus], send: Callable[[ReportStatus], Awaitable[None]]) -> None:
+    @property
+    def pending(self) -> int:
+        return len(self._tasks)
+
+    def send_statuses(
+        self, reports: list[ReportStatus], send: Callable[[ReportStatus], Awaitable[None]], what: str
+    ) -> bool:
         """StatusNotifications the CSMS asked for (TriggerMessage), one after another."""
 
         async def run() -> None:
             for report in reports:
                 await send(report)
 
-        self.later(run(), "triggered StatusNotification")
+        return self.later(run(), what)

@@ -15,6 +15,7 @@ import random
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlparse
 
 import structlog
 from ocpp import messages as ocpp_messages
@@ -25,8 +26,11 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from station.config import Config
 from station.core.model import ReportStatus
+from station.logs import loggable
+from station.ocpp import wire
 from station.ocpp.adapter import BootRefused, CsmsAdapter
-from station.ocpp.security import Security
+from station.ocpp.liblog import LibraryLog
+from station.ocpp.security import Security, TlsOffer, probe_tls, tls_failure_worth_probing
 from station.ocpp.settings import Settings
 from station.ocpp.trace import FrameTrace
 from station.ocpp.v16 import SUBPROTOCOL as V16_SUBPROTOCOL
@@ -68,6 +72,7 @@ class ConnectionState:
     last_error: str = ""
     failures: int = 0  # connection attempts that failed since the last good connection
     messages_sent: int = 0
+    frames_dropped: int = 0  # frames from the CSMS refused at the wire (station/ocpp/wire.py), since start
 
 
 class NoSubprotocol(Exception):
@@ -75,20 +80,56 @@ class NoSubprotocol(Exception):
 
 
 class _LoggedConnection:
-    """Wraps the socket so that every frame in and out is logged (the technician's OCPP trace) and counted."""
+    """The socket as the `ocpp` library sees it: every frame in is checked at the wire first (station/ocpp/wire.py)
+    and dropped, with its CALLERROR where OCPP asks for one, when it is unsafe to hand on; every frame in and out goes
+    into the technician's trace and is counted."""
 
-    def __init__(self, ws: ClientConnection, state: ConnectionState, trace: FrameTrace) -> None:
+    DROP_LOG_FIRST = 10  # dropped frames logged one by one, then one line per DROP_LOG_EVERY
+
+    DROP_LOG_EVERY = 1000
+
+    def __init__(self, ws: ClientConnection, state: ConnectionState, trace: FrameTrace, version: str) -> None:
         self.ws = ws
         self.state = state
         self.trace = trace
+        self.version = version
+        self.awaiting: str | None = None  # the message id of our outstanding CALL (the library sends one at a time)
+        self.dropped = 0
 
-    async def recv(self) -> str | bytes:
-        frame = await self.ws.recv()
-        log.debug("ocpp frame in", frame=frame if isinstance(frame, str) else repr(frame))
-        self.trace.record("in", frame)
-        return frame
+    async def recv(self) -> str:
+        while True:
+            frame = await self.ws.recv()
+            verdict = wire.inspect(frame, version=self.version, awaiting=self.awaiting)
+            if verdict.accept:
+                assert isinstance(frame, str)
+                if verdict.message_type in (wire.CALLRESULT, wire.CALLERROR):
+                    self.awaiting = None  # answered; a repeat of the answer is stale
+                log.debug("ocpp frame in", frame=frame)
+                self.trace.record("in", frame)
+                return frame
+            self._dropped(frame, verdict)
+            if verdict.reply is not None:
+                await self.send(verdict.reply)
+
+    def _dropped(self, frame: str | bytes, verdict: wire.Verdict) -> None:
+        self.dropped += 1
+        self.state.frames_dropped += 1
+        self.trace.record("in", frame, note=verdict.reason)
+        if self.dropped <= self.DROP_LOG_FIRST or self.dropped % self.DROP_LOG_EVERY == 0:
+            log.warning(
+                "CSMS frame dropped",
+                reason=verdict.reason,
+                message_id=loggable(verdict.message_id, 40) if verdict.message_id else None,
+                length=len(frame),
+                dropped=self.dropped,
+                answered=verdict.reply is not None,
+            )
 
     async def send(self, frame: str) -> None:
+        frame = wire.outgoing(frame)
+        call_id = wire.call_id_of(frame)
+        if call_id is not None:
+            self.awaiting = call_id
         log.debug("ocpp frame out", frame=frame)
         self.trace.record("out", frame)
         self.state.messages_sent += 1
@@ -134,6 +175,8 @@ class CsmsConnection:
         return float(wait + random.uniform(0, random_range))
 
     async def run(self) -> None:
+        """Connect, run the session, and after any failure at all reconnect with the back-off: this loop ends only
+        when the connection is closed (close()). Whatever ends a session is logged and shown by `station diag`."""
         failures = 0
         while True:
             try:
@@ -150,12 +193,20 @@ class CsmsConnection:
                 log.error("CSMS url is invalid", error=str(exc))
             except (OSError, InvalidHandshake, TimeoutError, ConnectionClosed) as exc:
                 self.state.last_error = f"{type(exc).__name__}: {exc}"[:300]
-                security_problem = self.security.connection_failed(exc)
+                offer = await self._probe_tls(exc)
+                security_problem = self.security.connection_failed(exc, offer)
                 if security_problem is not None:
                     self.state.last_error = security_problem
                     log.error("CSMS connection refused for security", reason=security_problem, url=self.url)
                 else:
                     log.warning("CSMS connection failed", error=self.state.last_error, url=self.url)
+            except Exception as exc:
+                # Anything else (a bug, a library failing on what the CSMS sent): never a silent end of the
+                # connection. Logged with its traceback (redacted), shown in `station diag status`, and retried.
+                self.state.last_error = f"unexpected {type(exc).__name__}: {loggable(str(exc), 200)}"
+                log.error(
+                    "CSMS connection failed unexpectedly; reconnecting", error=self.state.last_error, exc_info=exc
+                )
             finally:
                 self.state.connected = False
                 self._ws = None
@@ -168,6 +219,15 @@ class CsmsConnection:
             wait = self._backoff(failures)
             log.info("reconnecting", in_s=round(wait, 2), failures=failures)
             await asyncio.sleep(wait)
+
+    async def _probe_tls(self, exc: BaseException) -> TlsOffer | None:
+        """What the CSMS offers, when a TLS handshake failed in a way that may mean an old version or a weak suite."""
+        if self.security.profile < 2 or not tls_failure_worth_probing(exc):
+            return None
+        parsed = urlparse(self.url)
+        if parsed.hostname is None:
+            return None
+        return await asyncio.to_thread(probe_tls, parsed.hostname, parsed.port or 443)
 
     async def close(self) -> None:
         """Close the WebSocket properly (close frame, handshake) and stop reconnecting."""
@@ -212,9 +272,10 @@ class CsmsConnection:
                 raise
 
     def _adapter(self, ws: ClientConnection, subprotocol: str) -> CsmsAdapter:
-        return ADAPTERS[subprotocol](
+        cls = ADAPTERS[subprotocol]
+        adapter = cls(
             self.config.station.id,
-            _LoggedConnection(ws, self.state, self.trace),
+            _LoggedConnection(ws, self.state, self.trace, cls.version),
             runtime=self.runtime,
             store=self.store,
             settings=self.settings,
@@ -223,6 +284,8 @@ class CsmsConnection:
             response_timeout=self.config.csms.response_timeout,
             signed_value_format=self.config.csms.signed_value_format,
         )
+        adapter.logger = LibraryLog()  # the library's own log calls, without payloads or tracebacks
+        return adapter
 
     async def _drive(self, adapter: CsmsAdapter) -> None:
         # BootNotification once per process run, not on every reconnect (again only if the version changed).
@@ -232,14 +295,16 @@ class CsmsConnection:
                     interval = await adapter.boot()
                     break
                 except BootRefused as refused:
-                    log.warning("CSMS did not accept the boot", status=refused.status, retry_in=refused.interval)
-                    await asyncio.sleep(refused.interval if refused.interval > 0 else 30)
+                    # 1.6 §4.2: with interval 0 the station chooses its own wait; a huge one waits at most a day.
+                    wait = self.settings.clamp("HeartbeatInterval", refused.interval) if refused.interval > 0 else 30
+                    log.warning("CSMS did not accept the boot", status=refused.status, retry_in=wait)
+                    await asyncio.sleep(wait)
                 except OCPPError as exc:
                     log.warning("BootNotification got a CALLERROR", error=str(exc))
                     await asyncio.sleep(30)
-            self.store.set_setting("ocpp16.HeartbeatInterval", str(interval))
+            self._heartbeat_from_boot(interval)
             self.state.booted = adapter.version
-            log.info("boot accepted", heartbeat_interval=interval)
+            log.info("boot accepted", heartbeat_interval=self.settings.int_value("HeartbeatInterval"))
         self.runtime.csms_accepted()
         while not self._statuses.empty():
             self._statuses.get_nowait()
@@ -248,6 +313,18 @@ class CsmsConnection:
         await until_first_exits(
             self._heartbeats(adapter), self._forward_statuses(adapter), self._deliver_outbox(adapter)
         )
+
+    def _heartbeat_from_boot(self, interval: int) -> None:
+        """The heartbeat interval an Accepted boot carries, checked like a ChangeConfiguration of it: a value out of
+        the setting's range is clamped (and said once), 0 or less keeps the one in force (interval 0 once gave 24,635
+        heartbeats in 25 s)."""
+        if interval <= 0:
+            log.warning("CSMS sent no usable heartbeat interval; keeping the current one", sent=interval)
+            return
+        used = self.settings.clamp("HeartbeatInterval", interval)
+        if used != interval:
+            log.warning("CSMS sent a heartbeat interval out of range; clamped", sent=interval, used=used)
+        self.store.set_setting("ocpp16.HeartbeatInterval", str(used))
 
     async def _heartbeats(self, adapter: CsmsAdapter) -> None:
         while True:
@@ -333,4 +410,5 @@ def describe(state: ConnectionState, depth: int) -> dict[str, Any]:
         "last_error": state.last_error,
         "queue_depth": depth,
         "messages_sent": state.messages_sent,
+        "frames_dropped": state.frames_dropped,
     }

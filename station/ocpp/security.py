@@ -16,8 +16,11 @@ Owns what the connection needs to be trusted (OCPP 1.6 Security Whitepaper ed.3,
 from __future__ import annotations
 
 import base64
+import socket
 import ssl
+import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
@@ -37,6 +40,64 @@ RECONFIGURED = "ReconfigurationOfSecurityParameters"
 INVALID_CSMS_CERTIFICATE = "InvalidCsmsCertificate"
 FAILED_TO_AUTHENTICATE = "FailedToAuthenticateAtCsms"
 INVALID_TLS = "InvalidTLSVersion"
+INVALID_TLS_CIPHER = "InvalidTLSCipherSuite"
+
+# The TLS 1.2 cipher suites OCPP allows (1.6 security whitepaper A00.FR.317-319 and A00.FR.421-423, 2.0.1 A00.FR.317):
+# AES-GCM with ECDHE (preferred, forward secrecy) or RSA key exchange. TLS 1.3's suites are all AEAD and stay as
+# OpenSSL has them.
+ALLOWED_CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-RSA-AES256-GCM-SHA384",
+    "AES128-GCM-SHA256",
+    "AES256-GCM-SHA384",
+)
+OLD_TLS_VERSIONS = ("SSLv2", "SSLv3", "TLSv1", "TLSv1.1")
+PROBE_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class TlsOffer:
+    """What the CSMS negotiates when the station accepts anything (found by a diagnostic handshake, see probe_tls)."""
+
+    version: str
+    cipher: str
+
+
+def probe_tls(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> TlsOffer | None:
+    """After a TLS handshake the station's own rules refused, find out what the CSMS does offer, so that the refusal
+    can say why (A00.FR.315 / A00.FR.322: InvalidTLSVersion, InvalidTLSCipherSuite). A handshake only: nothing is sent
+    over it, no certificate is trusted because of it, and it is closed at once. Blocking; run it in a thread.
+    First any version and any suite; a server that resets on a modern ClientHello gets a legacy one (TLS <= 1.1)."""
+    for legacy_only in (False, True):
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # TLS 1.0/1.1 are deprecated: that is the point
+            context.minimum_version = ssl.TLSVersion.TLSv1
+            if legacy_only:
+                context.maximum_version = ssl.TLSVersion.TLSv1_1
+        try:
+            context.set_ciphers("ALL:@SECLEVEL=0")
+            with (
+                socket.create_connection((host, port), timeout=timeout) as raw,
+                context.wrap_socket(raw, server_hostname=host) as tls,
+            ):
+                cipher = tls.cipher()
+                return TlsOffer(tls.version() or "?", cipher[0] if cipher else "?")
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def tls_failure_worth_probing(exc: BaseException) -> bool:
+    """A failure during the TLS handshake that may mean an old TLS version or a weak cipher suite on the CSMS: an alert
+    from it, or the connection reset or closed mid-handshake (certificate problems are told apart already)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return False
+    return isinstance(exc, (ssl.SSLError, ConnectionResetError, ConnectionAbortedError, ssl.SSLEOFError))
 
 
 class Security:
@@ -111,6 +172,7 @@ class Security:
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.check_hostname = True  # the CSMS's name must be in its certificate (A00.FR.309)
         context.verify_mode = ssl.CERT_REQUIRED
+        context.set_ciphers(":".join(ALLOWED_CIPHERS))
         if profile == 3:
             context.load_cert_chain(self.config.client_cert, self.config.client_key)
         return context
@@ -118,14 +180,24 @@ class Security:
     def connected(self) -> None:
         self._last_failure = None
 
-    def connection_failed(self, exc: BaseException) -> str | None:
+    def connection_failed(self, exc: BaseException, offer: TlsOffer | None = None) -> str | None:
         """Classify a failed connection attempt; record a security event for the kinds that are one. Returns the
-        plain-words reason for the log when it is a security problem, else None."""
+        plain-words reason for the log when it is a security problem, else None. `offer` is what a diagnostic
+        handshake found the CSMS offering (probe_tls), when the failure was one worth probing."""
         if isinstance(exc, ssl.SSLCertVerificationError):
             kind, info = INVALID_CSMS_CERTIFICATE, f"{exc.verify_message} (code {exc.verify_code})"
             reason = f"the CSMS certificate is not trusted: {exc.verify_message}"
-        elif isinstance(exc, ssl.SSLError) and "version" in str(exc).lower():
-            kind, info = INVALID_TLS, str(exc)
+        elif offer is not None and offer.version in OLD_TLS_VERSIONS:
+            kind, info = INVALID_TLS, f"CSMS offers {offer.version} only"
+            reason = f"the CSMS offers only {offer.version}; OCPP requires TLS 1.2 or newer (A00.FR.315)"
+        elif offer is not None and offer.version == "TLSv1.2" and offer.cipher not in ALLOWED_CIPHERS:
+            kind, info = INVALID_TLS_CIPHER, f"CSMS offers {offer.cipher} only"
+            reason = (
+                f"the CSMS offers only the cipher suite {offer.cipher}, which OCPP does not allow; it needs one of "
+                f"{', '.join(ALLOWED_CIPHERS)} (A00.FR.322)"
+            )
+        elif isinstance(exc, ssl.SSLError) and ("PROTOCOL_VERSION" in str(exc) or "UNSUPPORTED_PROTOCOL" in str(exc)):
+            kind, info = INVALID_TLS, str(exc)[:200]
             reason = f"the CSMS does not offer TLS 1.2 or newer: {exc}"
         elif isinstance(exc, InvalidStatus) and exc.response.status_code in (401, 403):
             kind, info = FAILED_TO_AUTHENTICATE, f"HTTP {exc.response.status_code}"

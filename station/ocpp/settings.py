@@ -20,14 +20,26 @@ from station.store import Store
 Check = Callable[[str], bool]
 
 
-def _int_range(lo: int, hi: int) -> Check:
-    def check(value: str) -> bool:
+@dataclass(frozen=True)
+class IntRange:
+    """An integer setting's allowed range: the check a change must pass, and the bounds a CSMS value is clamped to
+    where OCPP gives no way to refuse it (the heartbeat interval in a BootNotification answer)."""
+
+    lo: int
+    hi: int
+
+    def __call__(self, value: str) -> bool:
         try:
-            return lo <= int(value) <= hi
+            return self.lo <= int(value) <= self.hi
         except ValueError:
             return False
 
-    return check
+    def clamp(self, value: int) -> int:
+        return min(max(value, self.lo), self.hi)
+
+
+def _int_range(lo: int, hi: int) -> Check:
+    return IntRange(lo, hi)
 
 
 def _bool(value: str) -> bool:
@@ -233,6 +245,11 @@ class Settings:
             return int(self.value(name))
         except ValueError:
             return int(BY_NAME[name].default)
+
+    def clamp(self, name: str, value: int) -> int:
+        """`value` within the integer setting's allowed range."""
+        check = BY_NAME[name].check
+        return check.clamp(value) if isinstance(check, IntRange) else value
 
     def stored(self, name: str) -> str | None:
         """What the CSMS set, None when it never did (secrets included: for the connection, never for the CSMS)."""

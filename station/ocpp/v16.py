@@ -352,20 +352,23 @@ class V16Adapter(ChargePoint):  # type: ignore[misc]
     def on_trigger_message(
         self, requested_message: str, connector_id: int | None = None, **_: Any
     ) -> call_result.TriggerMessage:
+        # One pending trigger per message type and connector: a repeat while one is pending is answered Accepted
+        # and sends nothing more (station/ocpp/adapter.py FollowUps).
+        what = f"triggered {requested_message} {connector_id or 0}"
         if requested_message == "Heartbeat":
-            self.follow_ups.later(self.heartbeat(), "triggered Heartbeat")
+            queued = self.follow_ups.later(self.heartbeat(), what)
         elif requested_message == "BootNotification":
-            self.follow_ups.later(self.boot(), "triggered BootNotification")
+            queued = self.follow_ups.later(self.boot(), what)
         elif requested_message == "StatusNotification":
             reports = self.runtime.core.report_all(connector_id)
             if not reports:
                 return call_result.TriggerMessage(status="Rejected")
-            self.follow_ups.send_statuses(reports, self.status)
+            queued = self.follow_ups.send_statuses(reports, self.status, what)
         elif requested_message == "MeterValues":
-            self.follow_ups.later(self._live_meter_values(connector_id or 1), "triggered MeterValues")
+            queued = self.follow_ups.later(self._live_meter_values(connector_id or 1), what)
         else:
             return call_result.TriggerMessage(status="NotImplemented")
-        return call_result.TriggerMessage(status="Accepted")
+        return call_result.TriggerMessage(status="Accepted" if queued else "Rejected")
 
     async def _live_meter_values(self, connector_id: int) -> None:
         live = self.runtime.meter_state.live

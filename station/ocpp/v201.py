@@ -401,7 +401,8 @@ class V201Adapter(ChargePoint):  # type: ignore[misc]
         if report_base not in ("ConfigurationInventory", "FullInventory"):
             return call_result.GetBaseReport(status="NotSupported")
         items = self.settings.report(configuration_only=report_base == "ConfigurationInventory")
-        self.follow_ups.later(self._notify_report(request_id, items), f"NotifyReport {request_id}")
+        if not self.follow_ups.later(self._notify_report(request_id, items), f"NotifyReport {request_id}"):
+            return call_result.GetBaseReport(status="Rejected")
         return call_result.GetBaseReport(status="Accepted")
 
     async def _notify_report(self, request_id: int, items: list[dict[str, Any]]) -> None:
@@ -423,18 +424,20 @@ class V201Adapter(ChargePoint):  # type: ignore[misc]
     def on_trigger_message(
         self, requested_message: str, evse: dict[str, Any] | None = None, **_: Any
     ) -> call_result.TriggerMessage:
+        # One pending trigger per message type and EVSE (station/ocpp/adapter.py FollowUps).
+        what = f"triggered {requested_message} {(evse or {}).get('id', 0)}"
         if requested_message == "Heartbeat":
-            self.follow_ups.later(self.heartbeat(), "triggered Heartbeat")
+            queued = self.follow_ups.later(self.heartbeat(), what)
         elif requested_message == "StatusNotification":
             reports = self.runtime.core.report_all((evse or {}).get("id"))
             if not reports:
                 return call_result.TriggerMessage(status="Rejected")
-            self.follow_ups.send_statuses(reports, self.status)
+            queued = self.follow_ups.send_statuses(reports, self.status, what)
         elif requested_message == "BootNotification":
-            self.follow_ups.later(self.boot(), "triggered BootNotification")
+            queued = self.follow_ups.later(self.boot(), what)
         else:
             return call_result.TriggerMessage(status="NotImplemented")
-        return call_result.TriggerMessage(status="Accepted")
+        return call_result.TriggerMessage(status="Accepted" if queued else "Rejected")
 
     @on(Action.change_availability)
     def on_change_availability(

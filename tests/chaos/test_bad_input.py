@@ -8,6 +8,7 @@ frames no OCPP library would send can be sent); each example is sent to it from 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 from collections.abc import Coroutine, Iterator
@@ -15,16 +16,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from websockets.asyncio.server import serve
+from websockets.exceptions import ConnectionClosed
 
 from station.app import Station, running_station
 from station.config import ConfigError, load_config, parse_config
 from station.meter import ocmf
 from station.meter.records import examine_record, reading_wh, record_facts
 from tests.meter.test_ocmf_vectors import load as load_vectors
-from tests.ocpp.test_bad_frames_v16 import RawCsms
+from tests.ocpp.raw_csms import RawCsms
 
 T = TypeVar("T")
 EXAMPLES = 150  # per property: the fixed budget CI runs
@@ -64,7 +66,12 @@ class StationThread:
             config = parse_config(
                 {
                     "station": {"id": "CP-FUZZ"},
-                    "csms": {"url": f"ws://127.0.0.1:{port}/ocpp", "response_timeout": 5},
+                    "csms": {
+                        "url": f"ws://127.0.0.1:{port}/ocpp",
+                        "response_timeout": 5,
+                        "reconnect_min": 0.2,
+                        "reconnect_max": 1,
+                    },
                     "meter": {"transport": "simulated", "simulator": {"state": str(self.workdir / "m.json")}},
                     "storage": {"path": str(self.workdir / "s.db")},
                     "diagnostics": {"socket": str(self.workdir / "diag.sock")},
@@ -196,6 +203,149 @@ def test_any_frame_from_the_csms_gets_the_right_answer_and_changes_nothing(runni
             assert answer[1] == message[1], (frame[:100], answer)
     if answer is None or answer[0] == 4:
         assert running.snapshot() == before, frame[:200]  # refused or ignored: nothing changed
+
+
+# ---------------------------------------------------------------------- hostile frames against a live connection
+
+HOSTILE_EXAMPLES = 30
+
+
+def nested(depth: int, opener: str) -> str:
+    closer = "]" if opener == "[" else "}"
+    head = "[" if opener == "[" else '{"a":'
+    return head * depth + "0" + closer * depth
+
+
+@st.composite
+def hostile_bursts(draw: st.DrawFn) -> list[str | bytes]:
+    """What an attacker sends rather than what a buggy CSMS sends: deep nesting (balanced or not), huge strings (up to
+    beyond the 1 MiB frame limit, which closes the connection), answers to nothing, binary frames, bursts of valid
+    requests, and garbage, in bursts of several frames sent back to back."""
+    kind = draw(st.sampled_from(["deep", "huge", "stale", "binary", "burst", "garbage", "mixed"]))
+    if kind == "deep":
+        depth = draw(st.sampled_from([33, 100, 1_000, 10_000, 100_000]))
+        frame = nested(depth, draw(st.sampled_from(["[", "{"])))
+        if draw(st.booleans()):
+            frame = frame[: len(frame) // 2]  # unbalanced: never closes
+        if draw(st.booleans()):
+            frame = '[2, "deep", "DataTransfer", {"vendorId": "v", "data": ' + frame + "}]"
+        return [frame]
+    if kind == "huge":
+        size = draw(st.sampled_from([10_000, 100_000, 900_000, 1_100_000]))
+        letter = draw(st.sampled_from(["a", "é", "\\", '"', "ws://a:b@", "AuthorizationKey"]))
+        data = (letter * (size // len(letter) + 1))[:size]
+        return [json.dumps([2, "huge", "DataTransfer", {"vendorId": "v", "data": data}])]
+    if kind == "stale":
+        count = draw(st.integers(1, 2000))
+        ids = draw(st.lists(st.text(max_size=40), min_size=1, max_size=5))
+        return [json.dumps([3 if i % 3 else 4, ids[i % len(ids)], {}]) for i in range(count)]
+    if kind == "binary":
+        return [draw(st.binary(min_size=1, max_size=5000))]
+    if kind == "burst":
+        count = draw(st.integers(10, 3000))
+        request = draw(
+            st.sampled_from(
+                [
+                    '{"requestedMessage": "Heartbeat"}',
+                    '{"requestedMessage": "StatusNotification"}',
+                    '{"requestedMessage": "MeterValues", "connectorId": 1}',
+                ]
+            )
+        )
+        return [f'[2, "b{i}", "TriggerMessage", {request}]' for i in range(count)]
+    if kind == "garbage":
+        return draw(st.lists(st.text(max_size=300), min_size=1, max_size=20))
+    return [draw(st.sampled_from(["[", "]", "[2]", "[3]", "[4,", "{}", "null", "[2, null]"])) for _ in range(20)]
+
+
+def settle(running: StationThread, timeout: float = 20) -> None:
+    """Connected (again, after a drop within the back-off), and answering on the connection it has now."""
+
+    async def go() -> None:
+        raw = running.raw
+        assert running.station is not None
+        async with asyncio.timeout(timeout):
+            while True:
+                if running.station.connection.state.connected and raw.connection is not None:
+                    try:
+                        while not raw.inbox.empty():
+                            raw.inbox.get_nowait()
+                        await raw.connection.send(PROBE)
+                        while True:
+                            message = await asyncio.wait_for(raw.inbox.get(), 2)
+                            if message[:2] == [3, "alive"]:
+                                return
+                    except (TimeoutError, ConnectionError, ConnectionClosed):
+                        pass
+                await asyncio.sleep(0.1)
+
+    running.run(go(), timeout=timeout + 5)
+
+
+def full_session(running: StationThread) -> None:
+    """A remote start is accepted, reaches the CSMS, and its stop brings the signed record."""
+
+    async def go() -> None:
+        raw = running.raw
+        assert running.station is not None and raw.connection is not None
+        starts, stops = len(raw.called("StartTransaction")), len(raw.called("StopTransaction"))
+        await raw.connection.send('[2, "rs", "RemoteStartTransaction", {"idTag": "FUZZ", "connectorId": 1}]')
+        async with asyncio.timeout(30):
+            while len(raw.called("StartTransaction")) == starts or not raw.transaction_ids:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+            connector = running.station.runtime.core.connectors[1]
+            while connector.phase.value != "charging":  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+            stop = {"transactionId": raw.transaction_ids[-1]}
+            await raw.connection.send(json.dumps([2, "rt", "RemoteStopTransaction", stop]))
+            while len(raw.called("StopTransaction")) == stops:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        end = raw.called("StopTransaction")[-1][3]
+        assert any(s.get("format") == "SignedData" for mv in end["transactionData"] for s in mv["sampledValue"])
+
+    running.run(go(), timeout=40)
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 1e6
+
+
+@pytest.fixture(scope="module")
+def hostile_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StationThread]:
+    station = StationThread(tmp_path_factory.mktemp("hostile")).start()
+    station.baseline_rss = rss_mb()  # type: ignore[attr-defined]
+    yield station
+    station.stop()
+
+
+@pytest.mark.slow  # about a minute: megabyte frames, reconnects, a signed session every few examples
+@settings(max_examples=HOSTILE_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(burst=hostile_bursts())
+def test_hostile_frames_never_take_the_station_offline(hostile_target: StationThread, burst: list[str | bytes]) -> None:
+    """Issue 14: whatever frames a hostile CSMS sends, the station is still connected, or reconnects within the
+    back-off (a frame beyond the 1 MiB limit closes the connection, rightly), it still answers, a remote start still
+    becomes a signed session, and its memory stays bounded."""
+    running = hostile_target
+    first = burst[0]
+    event(f"{len(burst)} frame(s), the first {len(first)} long" if len(burst) == 1 else f"a burst of {len(burst)}")
+
+    async def send() -> None:
+        raw = running.raw
+        assert raw.connection is not None
+        with contextlib.suppress(ConnectionClosed):
+            for frame in burst:
+                await raw.connection.send(frame)
+
+    running.run(send(), timeout=60)
+    settle(running)
+    running.examples = getattr(running, "examples", 0) + 1  # type: ignore[attr-defined]
+    if running.examples % 10 == 1:  # type: ignore[attr-defined]
+        full_session(running)
+    assert running.station is not None
+    assert not any(task.done() for task in running.station.tasks)
+    assert running.station.connection.trace.chars <= 512 * 1024
+    assert rss_mb() - running.baseline_rss < 150, "memory grew with what the CSMS sent"  # type: ignore[attr-defined]
 
 
 # ---------------------------------------------------------------------- diagnostics requests

@@ -6,44 +6,13 @@ The CSMS here is a bare `websockets` server that speaks raw frames, so that it c
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
-from typing import Any
 
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import serve
 
 from station.app import running_station
 from station.config import parse_config
-
-BOOT_ANSWER = {"currentTime": "2026-11-24T12:00:00Z", "interval": 300, "status": "Accepted"}
-
-
-class RawCsms:
-    def __init__(self) -> None:
-        self.connection: ServerConnection | None = None
-        self.inbox: asyncio.Queue[list[Any]] = asyncio.Queue()
-        self.connected = asyncio.Event()
-
-    async def handler(self, ws: ServerConnection) -> None:
-        self.connection = ws
-        self.connected.set()
-        async for frame in ws:
-            msg = json.loads(frame)
-            if msg[0] == 2:  # answer the station's CALLs like a polite CSMS
-                answer: dict[str, Any] = {}
-                if msg[2] == "BootNotification":
-                    answer = BOOT_ANSWER
-                elif msg[2] == "Heartbeat":
-                    answer = {"currentTime": "2026-11-24T12:00:00Z"}
-                await ws.send(json.dumps([3, msg[1], answer]))
-            else:
-                await self.inbox.put(msg)
-
-    async def send_raw(self, frame: str) -> list[Any]:
-        assert self.connection is not None
-        await self.connection.send(frame)
-        return await asyncio.wait_for(self.inbox.get(), 10)
-
+from tests.ocpp.raw_csms import RawCsms
 
 BAD_FRAMES: list[tuple[str, str | None]] = [
     ('[2, "a1", "RemoteStartTransaction", {}]', "OccurrenceConstraintViolation"),  # idTag missing

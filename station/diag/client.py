@@ -73,12 +73,10 @@ def _lines(path: str, request: dict[str, Any], timeout: float | None) -> Iterato
             sock.settimeout(timeout)
             sock.connect(path)
             sock.sendall(json.dumps(request).encode() + b"\n")
-            first = True
             for line in sock.makefile("rb"):
                 answer: dict[str, Any] = json.loads(line)
-                if first and not answer.get("ok"):
+                if answer.get("ok") is False:  # the first answer, or a stream ended by the daemon (a lagging follower)
                     raise DiagError(str(answer.get("error", "the daemon refused the request")))
-                first = False
                 yield answer
     except FileNotFoundError:
         raise DiagError(f"no diagnostics socket at {path}: is the daemon running with this config?") from None

@@ -29,6 +29,7 @@ from station.meter.link import PortUnavailable
 from station.meter.ocmf import load_public_key
 from station.meter.transparency import to_transparency_xml
 from station.ocpp.connection import describe
+from station.ocpp.trace import FollowerLagged
 from station.store import StoredTransaction
 
 if TYPE_CHECKING:
@@ -376,7 +377,14 @@ class DiagnosticsServer:
                     if not next_frame.done():
                         next_frame.cancel()
                         break
-                    await self._send(writer, {"frame": next_frame.result().as_json()})
+                    try:
+                        frame = next_frame.result()
+                    except FollowerLagged as exc:  # it did not read: told why (if it reads that), then closed
+                        with suppress(ConnectionError, TimeoutError):
+                            writer.write(json.dumps({"ok": False, "error": f"log --follow: {exc}"}).encode() + b"\n")
+                            await asyncio.wait_for(writer.drain(), 1.0)
+                        return
+                    await self._send(writer, {"frame": frame.as_json()})
             finally:
                 hangup.cancel()
 

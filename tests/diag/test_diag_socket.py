@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import stat
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -209,3 +210,34 @@ async def test_hostile_clients_get_an_answer_and_are_bounded(tmp_path: Path, csm
             writer.close()
         finally:
             await server.close()
+
+
+async def test_a_follower_dropped_for_lagging_is_told_why(tmp_path: Path, csms: LocalCsms) -> None:
+    """The trace drops a follower that falls behind (issue 14.3); the diagnostics socket then tells `diag log -f` why
+    instead of just hanging up, and the command exits 1 with the reason."""
+    config = parse_config(config_for(tmp_path, csms.url))
+    sock = config.diagnostics.socket
+    async with running_station(config) as station:
+        trace = station.connection.trace
+        trace._follower_backlog = 4
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "station",
+            "diag",
+            "log",
+            "-f",
+            "--last",
+            "0",
+            "--socket",
+            sock,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        await csms.wait_until(lambda: trace._followers)
+        for i in range(10):  # in one go: the server's loop cannot take them out in between
+            trace.record("in", json.dumps([2, str(i), "DataTransfer", {"vendorId": "x"}]))
+        _, err = await asyncio.wait_for(process.communicate(), 20)
+        assert process.returncode == 1
+        assert "log --follow: more than 4 frames behind; dropped" in err.decode(), err
+        assert not trace._followers

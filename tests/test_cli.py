@@ -313,3 +313,28 @@ def test_other_connection_errors_in_plain_words(raw: str, plain: str) -> None:
     from station.diag.server import plain_csms_error
 
     assert plain_csms_error(raw, "ws://csms.x:9000/ocpp/CP").startswith(plain)
+
+
+async def test_on_a_station_diag_needs_no_option(
+    tmp_path: Path, csms: LocalCsms, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Item 7 on the paths of a real station (/etc/station/station.toml, /run/station/diag.sock), moved into the
+    test's directory: the socket named in the default config; without a readable config, the unit's socket."""
+    from station.cli import main
+
+    config = parse_config(config_for(tmp_path, csms.url))
+    sock = config.diagnostics.socket
+    default_config = tmp_path / "etc" / "station.toml"
+    default_config.parent.mkdir()
+    default_config.write_text(f'[diagnostics]\nsocket = "{sock}"\n')
+    monkeypatch.delenv("STATION_CONFIG", raising=False)
+    monkeypatch.setattr(client, "DEFAULT_CONFIG", str(default_config))
+    monkeypatch.setattr(client, "DEFAULT_SOCKET", str(tmp_path / "run" / "diag.sock"))
+    async with running_station(config):
+        await csms.wait_for("StatusNotification", lambda p: p["status"] == "Available")
+        capsys.readouterr()  # the in-process daemon logs on the same stdout
+        assert await asyncio.to_thread(main, ["diag", "status"]) == 0
+        assert f"station {STATION}" in capsys.readouterr().out.splitlines()
+        default_config.unlink()  # not readable to this technician: the unit's socket
+        assert await asyncio.to_thread(main, ["diag", "status", "--json"]) == 0
+        assert f'"station_id": "{STATION}"' in capsys.readouterr().out

@@ -128,7 +128,9 @@ def _cmd_sim_csms(args: argparse.Namespace) -> int:
             return asyncio.run(csms.serve(args.port, control=args.control, versions=args.ocpp))
         except KeyboardInterrupt:
             return EXIT_OK
-        except OSError as exc:
+        except BrokenPipeError:
+            raise  # main's quiet exit
+        except OSError as exc:  # the port is taken, the control socket's directory is not ours
             print(f"sim csms: {exc}", file=sys.stderr)
             return EXIT_FAILED
     request = csms.request_from_args(args)

@@ -172,3 +172,16 @@ async def test_the_old_simulator_names_still_work(tmp_path: Path, processes: lis
     finally:
         cable.terminate()
         await cable.wait()
+
+
+async def test_sim_csms_stops_quietly_when_its_output_is_gone(tmp_path: Path) -> None:
+    """`station sim csms | head -2` ends the CSMS like any command on a closed pipe: exit 141, no traceback, its
+    control socket removed."""
+    import os
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    control = tmp_path / "csms.sock"
+    code, _, err = await cli("sim", "csms", "--port", str(free_port()), "--control", str(control), stdout=write_end)
+    os.close(write_end)
+    assert code == 141 and err == "" and not control.exists()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import io
 import itertools
 import json
 import os
@@ -21,6 +22,7 @@ import socket
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -390,7 +392,31 @@ def _stdin_lines(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str | Non
     threading.Thread(target=read, name="sim csms console", daemon=True).start()
 
 
-async def _console(controller: Controller, out: TextIO) -> None:
+class _Terminal:
+    """The CSMS's own terminal. Printing never raises into the CSMS: when the reader is gone (`| head`), the CSMS
+    stops quietly, as every station command does on a closed pipe."""
+
+    def __init__(self, out: TextIO, gone: Callable[[], None]) -> None:
+        self.out = out
+        self.closed = False
+        self._gone = gone
+
+    def say(self, text: str) -> None:
+        if self.closed:
+            return
+        try:
+            print(text, file=self.out, flush=True)
+        except (BrokenPipeError, ValueError):  # ValueError: the stream was closed
+            self.closed = True
+            self._gone()
+
+    def answer(self, request: dict[str, Any], answer: dict[str, Any]) -> None:
+        buffer = io.StringIO()
+        print_answer(request, answer, buffer)
+        self.say(buffer.getvalue().rstrip("\n"))
+
+
+async def _console(controller: Controller, terminal: _Terminal) -> None:
     queue: asyncio.Queue[str | None] = asyncio.Queue()
     _stdin_lines(asyncio.get_running_loop(), queue)
     parser = console_parser()
@@ -400,53 +426,53 @@ async def _console(controller: Controller, out: TextIO) -> None:
             if not words:
                 continue
             if words[0] in ("help", "?"):
-                print(console_help(), file=out, flush=True)
+                terminal.say(console_help())
                 continue
             request = request_from_args(parser.parse_args(words))
         except ValueError as exc:
-            print(f"? {exc} (`help` lists the commands)", file=out, flush=True)
+            terminal.say(f"? {exc} (`help` lists the commands)")
             continue
         answer = await controller.run(request)
         if answer["ok"]:
-            print_answer(request, answer, out)
+            terminal.answer(request, answer)
         else:
-            print(f"! {answer['error']}", file=out)
-        out.flush()
+            terminal.say(f"! {answer['error']}")
 
 
 async def serve(port: int, *, control: str | None = None, versions: str = "both", out: TextIO | None = None) -> int:
-    """Run the CSMS until SIGINT/SIGTERM: print what stations send, take commands on stdin and the control socket."""
+    """Run the CSMS until SIGINT/SIGTERM (exit 0) or until its output is gone (exit 141): print what stations send,
+    take commands on stdin and the control socket."""
     import signal
 
     from station.demo.csms import LocalCsms
 
-    out = out or sys.stdout
+    stop = asyncio.Event()
+    terminal = _Terminal(out or sys.stdout, stop.set)
     subprotocols = {"1.6": ("ocpp1.6",), "2.0.1": ("ocpp2.0.1",), "both": ("ocpp1.6", "ocpp2.0.1")}[versions]
 
     class _PrintingCsms(LocalCsms):
         async def _handle(self, connection: Any) -> None:
             path = connection.request.path if connection.request else "/"
             who = path.rstrip("/").rsplit("/", 1)[-1]
-            print(f"-- {who} connected ({connection.subprotocol or 'no common OCPP version'})", file=out, flush=True)
+            terminal.say(f"-- {who} connected ({connection.subprotocol or 'no common OCPP version'})")
             try:
                 await super()._handle(connection)
             finally:
-                print(f"-- {who} disconnected", file=out, flush=True)
+                terminal.say(f"-- {who} disconnected")
 
     csms = _PrintingCsms(port=port, subprotocols=subprotocols)
-    csms.listeners.append(lambda r: print(format_received(_received_json(r)), file=out, flush=True))
+    csms.listeners.append(lambda r: terminal.say(format_received(_received_json(r))))
     await csms.start()
     controller = Controller(csms)
     path = Path(control_path(port, control))
     server = await _serve_control(controller, path)
-    print(f"CSMS listening on {csms.url} (OCPP {versions}); stations connect to {csms.url}/<station id>", file=out)
-    print(f"control socket {path}; type `help` for the commands, Ctrl-C stops", file=out, flush=True)
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    console = asyncio.create_task(_console(controller, out), name="sim csms console")
+    console = asyncio.create_task(_console(controller, terminal), name="sim csms console")
     try:
+        terminal.say(f"CSMS listening on {csms.url} (OCPP {versions}); stations connect to {csms.url}/<station id>")
+        terminal.say(f"control socket {path}; type `help` for the commands, Ctrl-C stops")
         await stop.wait()
     finally:
         console.cancel()
@@ -454,4 +480,6 @@ async def serve(port: int, *, control: str | None = None, versions: str = "both"
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         await csms.stop()
+    if terminal.closed:
+        raise BrokenPipeError  # the command line's quiet exit on a closed pipe
     return 0

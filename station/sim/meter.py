@@ -63,17 +63,17 @@ async def run_sim_meter(args: argparse.Namespace) -> int:
     log.info(
         "meter simulator serving", model=args.model, port=port, device_id=args.device_id, public_key=sim.public_key_hex
     )
-    if link and cable:
-        where = f"the daemon's port is {link} (-> {cable.path_a})"
-    else:
-        where = f"serving on {port} (the daemon opens the other end of its cable)"
-    print(f"meter simulator {args.model}, device id {args.device_id}: {where}", flush=True)
-    print(f"  memory {state or '(not kept)'}; ledger {ledger or '(none)'}; Ctrl-C stops", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
+        if link and cable:
+            where = f"the daemon's port is {link} (-> {cable.path_a})"
+        else:
+            where = f"serving on {port} (the daemon opens the other end of its cable)"
+        print(f"meter simulator {args.model}, device id {args.device_id}: {where}", flush=True)
+        print(f"  memory {state or '(not kept)'}; ledger {ledger or '(none)'}; Ctrl-C stops", flush=True)
         await stop.wait()
     finally:
         await server.shutdown()  # type: ignore[no-untyped-call]

@@ -22,6 +22,7 @@ import logging
 import math
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -105,7 +106,8 @@ class RateLimit:
     """Wrong passwords per client address: FREE_FAILURES free, then an exponential wait before the next attempt of
     that address is even looked at. There is no global lock-out: others' failures never refuse an address."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
         self._failures: OrderedDict[str, _Failures] = OrderedDict()
 
     def blocked_for(self, address: str) -> float:
@@ -114,10 +116,10 @@ class RateLimit:
         if entry is None or entry.count < FREE_FAILURES:
             return 0.0
         delay = min(MAX_DELAY_S, FIRST_DELAY_S * 2.0 ** (entry.count - FREE_FAILURES))
-        return max(0.0, entry.last + delay - time.monotonic())
+        return max(0.0, entry.last + delay - self.clock())
 
     def failed(self, address: str) -> None:
-        now = time.monotonic()
+        now = self.clock()
         entry = self._failures.pop(address, None) or _Failures()
         if now - entry.last > FORGET_AFTER_S:
             entry = _Failures()

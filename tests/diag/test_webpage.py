@@ -23,7 +23,7 @@ import pytest
 from station.app import Station, running_station
 from station.config import ConfigError, parse_config
 from station.demo.csms import LocalCsms
-from station.diag.webpage import FREE_FAILURES, WEB
+from station.diag.webpage import FREE_FAILURES, WEB, RateLimit
 
 STATION = "CP-WEB"
 PASSWORD = "technician-pass-42"
@@ -82,7 +82,9 @@ async def test_password_rate_limit_and_read_only_api(tmp_path: Path, csms: Local
         assert (await fetch(url + "/api/status", PASSWORD, method="POST"))[0] == 405
         assert (await fetch(url + "/api/status", PASSWORD, method="DELETE"))[0] == 405
 
-        # Guessing: after a few wrong passwords this address is refused, even with the right one, for a while.
+        # Guessing: after a few wrong passwords this address is refused, even with the right one, for a while. (A
+        # clock that stands still: the wait cannot run out between two requests on a slow machine.)
+        station.page.limits = RateLimit(clock=lambda: 1000.0)  # type: ignore[union-attr]
         for _ in range(FREE_FAILURES):
             assert (await fetch(url + "/api/status", "wrong-password"))[0] == 401
         code, headers, _ = await fetch(url + "/api/status", PASSWORD)
@@ -137,6 +139,9 @@ async def test_guessers_elsewhere_never_lock_out_the_technician(tmp_path: Path, 
     refuse the right password from a fifth address; each guessing address waits exponentially longer, alone."""
     async with running_station(parse_config(config_for(tmp_path, csms.url))) as station:
         url = base_url(station) + "/api/status"
+        now = [1000.0]  # the back-off's clock, moved by the test: behaviour, not wall-clock time
+        assert station.page is not None
+        station.page.limits = RateLimit(clock=lambda: now[0])
 
         async def status(source: str, password: str | None) -> tuple[int, dict[str, str]]:
             return await asyncio.to_thread(get_from, source, url, password)
@@ -158,11 +163,16 @@ async def test_guessers_elsewhere_never_lock_out_the_technician(tmp_path: Path, 
 
         # Exponential per address: after the free ones 1 s, then 2 s, ... (and a guessing address's own attempts are
         # not even looked at while it waits, so it cannot guess faster by sending more).
-        first = station.page.limits.blocked_for("127.0.0.2") if station.page else 0.0
-        await asyncio.sleep(first + 0.05)
+        assert station.page.limits.blocked_for("127.0.0.2") == 1.0
+        now[0] += 1.0
         assert (await status("127.0.0.2", "wrong-password"))[0] == 401
         code, headers = await status("127.0.0.2", "wrong-password")
         assert code == 429 and int(headers["Retry-After"]) == 2
+        now[0] += 2.0
+        assert (await status("127.0.0.2", "wrong-password"))[0] == 401
+        code, headers = await status("127.0.0.2", "wrong-password")
+        assert code == 429 and int(headers["Retry-After"]) == 4
+        assert (await status("127.0.0.6", PASSWORD))[0] == 200
 
 
 async def test_the_first_paint_is_rendered_on_the_server(tmp_path: Path, csms: LocalCsms) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from station import __version__
-from station.config import METER_MODELS, ConfigError, config_warnings, load_config
+from station.config import METER_MODELS, ConfigError, config_warnings, load_config, secret_warnings
 
 # `station diag status` exit codes, like `systemctl is-active`: a script or a monitoring probe can use them.
 EXIT_OK = 0
@@ -60,7 +60,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
     _setup_logging(args.log_level, args.log_format)
-    for warning in config_warnings(config):
+    for warning in secret_warnings(config):  # the daemon names a missing port or store directory itself
         structlog.get_logger("station.config").warning("config warning", problem=warning, file=args.config)
     return asyncio.run(run_daemon(config))
 

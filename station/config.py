@@ -495,14 +495,15 @@ def config_warnings(config: Config, *, user: str | None = None) -> list[str]:
         )
         if problem:
             warnings.append(problem)
-    warnings.extend(_secret_warnings(config))
+    warnings.extend(secret_warnings(config))
     return warnings
 
 
-def _secret_warnings(config: Config) -> list[str]:
+def secret_warnings(config: Config) -> list[str]:
     """Files holding secrets that others can read: the config file with passwords in it (group or others: the
     technicians in the service's group may use the socket but must not read the CSMS password) and the store (the
-    AuthorizationKey a CSMS sets is kept there; others)."""
+    AuthorizationKey a CSMS sets is kept there; others). The daemon logs these at start-up (issue 14.7); the rest of
+    `config_warnings` is for `station config check`, since the daemon reports a missing port or store itself."""
     warnings: list[str] = []
     secrets = [
         name

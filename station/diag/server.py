@@ -333,8 +333,12 @@ class DiagnosticsServer:
             if not self._saturated:  # once per episode: a flood of connections is not also a flood of log lines
                 self._saturated = True
                 log.warning("diagnostics socket: too many clients", limit=self.max_clients)
-            with suppress(ConnectionError, TimeoutError):
-                await self._send(writer, {"ok": False, "error": f"too many clients at once ({self.max_clients})"})
+            with suppress(ConnectionError, TimeoutError):  # not counted, so not allowed to linger either
+                writer.write(
+                    json.dumps({"ok": False, "error": f"too many clients at once ({self.max_clients})"}).encode()
+                )
+                writer.write(b"\n")
+                await asyncio.wait_for(writer.drain(), 1.0)
             writer.close()
             return
         self.clients += 1

@@ -3,12 +3,18 @@
 This module owns the config schema (every key, its type, default and allowed values) and the checking of a file
 against it. It reports every problem at once, each with the key, what is wrong and how to fix it, and it never
 lets the daemon start on a file with a problem. Besides reading the file it is given, it only looks at the files the
-config names (certificates, keys): that they exist, and that a private key is not readable by others.
+config names (certificates, keys): that they exist, and that a private key is not readable by others. Its warnings
+(`config_warnings`) look at the places the config names: the serial port, the directories the daemon writes, who can
+read the secrets. They never stop the daemon and never change a file.
 """
 
 from __future__ import annotations
 
+import difflib
+import grp
 import os
+import pwd
+import stat
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -236,6 +242,11 @@ def _type_name(t: type | tuple[type, ...]) -> str:
     return names.get(t, t.__name__)
 
 
+def _did_you_mean(name: str, known: Any) -> str:
+    close = difflib.get_close_matches(str(name).lower(), list(known), n=1, cutoff=0.6)
+    return f"did you mean {close[0]}? " if close else ""
+
+
 def _check_table(section: str, table: Any, schema: dict[str, Key], problems: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if not isinstance(table, dict):
@@ -244,7 +255,8 @@ def _check_table(section: str, table: Any, schema: dict[str, Key], problems: lis
     for key in table:
         if key not in schema:
             problems.append(
-                f"{section}.{key}: unknown key; known keys in [{section}]: {', '.join(schema)} (remove it or fix typo)"
+                f"{section}.{key}: unknown key; {_did_you_mean(key, schema)}known keys in [{section}]: "
+                f"{', '.join(schema)} (remove it or fix typo)"
             )
     for key, spec in schema.items():
         name = f"{section}.{key}"
@@ -269,7 +281,8 @@ def parse_config(data: dict[str, Any], source: str = "") -> Config:
     problems: list[str] = []
     for section in data:
         if section not in SCHEMA:
-            problems.append(f"[{section}]: unknown section; known: {', '.join(SCHEMA)}")
+            hint = _did_you_mean(section, SCHEMA).replace("mean ", "mean [").replace("? ", "]? ")
+            problems.append(f"[{section}]: unknown section; {hint}known: {', '.join(SCHEMA)}")
     sections = {name: _check_table(name, data.get(name, {}), keys, problems) for name, keys in SCHEMA.items()}
     meter = sections["meter"]
     registers: dict[str, int] = {}
@@ -372,3 +385,153 @@ def load_config(path: str | Path) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"not valid TOML: {exc}"], str(p)) from None
     return parse_config(data, str(p))
+
+
+# --------------------------------------------------------------------------- warnings
+
+
+UNIT_SUPPLEMENTARY_GROUPS = ("dialout",)  # systemd/station.service: SupplementaryGroups=dialout
+
+
+class _Access:
+    """Whether a user may read or write a path, from the path's mode bits (for a user other than the one running this:
+    `station config check --user station` run as root at install time, counting the groups the unit adds), or from
+    os.access() for ourselves."""
+
+    def __init__(self, user: str | None) -> None:
+        self._user: pwd.struct_passwd | None = None
+        self._groups: set[int] = set()
+        if user:
+            self._user = pwd.getpwnam(user)  # KeyError: no such user
+            self.name = user
+            self._groups = {self._user.pw_gid} | {
+                g.gr_gid for g in grp.getgrall() if user in g.gr_mem or g.gr_name in UNIT_SUPPLEMENTARY_GROUPS
+            }
+        else:
+            try:
+                self.name = pwd.getpwuid(os.geteuid()).pw_name
+            except KeyError:
+                self.name = f"uid {os.geteuid()}"
+
+    def may(self, path: Path, want: int) -> bool:
+        """`want`: os.R_OK | os.W_OK | os.X_OK."""
+        if self._user is None:
+            return os.access(path, want)
+        if self._user.pw_uid == 0:
+            return True
+        st = path.stat()
+        if st.st_uid == self._user.pw_uid:
+            bits = st.st_mode >> 6
+        elif st.st_gid in self._groups:
+            bits = st.st_mode >> 3
+        else:
+            bits = st.st_mode
+        return bits & want == want
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def _writable_dir_problem(key: str, file_path: str, access: _Access, how: str) -> str | None:
+    """The directory of `file_path` must let the daemon create files (SQLite's journal, a socket)."""
+    directory = Path(file_path).parent
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing != directory:
+        if access.may(existing, os.W_OK | os.X_OK):
+            return None  # the daemon creates the missing directories
+        return (
+            f"{key}: the directory {directory} does not exist and {access.name} cannot create it in {existing}; {how}"
+        )
+    if not directory.is_dir():
+        return f"{key}: {directory} is not a directory; give a path in a directory"
+    if not access.may(directory, os.W_OK | os.X_OK):
+        return f"{key}: {access.name} cannot write in {directory}; {how}"
+    return None
+
+
+def config_warnings(config: Config, *, user: str | None = None) -> list[str]:
+    """What will likely go wrong when the daemon runs on this config as `user` (default: whoever runs this), with how
+    to fix it: a serial port that is absent or not accessible, directories it cannot write, and secrets that others
+    can read. Raises KeyError for an unknown `user`."""
+    access = _Access(user)
+    warnings: list[str] = []
+    meter = config.meter
+    if meter.transport == "rtu":
+        port = Path(meter.port)
+        if not port.exists():
+            warnings.append(
+                f"meter.port: {meter.port} does not exist; plug the meter's adapter in, or correct the name "
+                "(ls /dev/serial/by-id/ shows stable names)"
+            )
+        elif not access.may(port, os.R_OK | os.W_OK):
+            group = _group_name(port.stat().st_gid)
+            warnings.append(
+                f"meter.port: {access.name} may not open {meter.port}; add {access.name} to group {group} "
+                f"(usermod -aG {group} {access.name})"
+            )
+    problem = _writable_dir_problem(
+        "storage.path",
+        config.storage.path,
+        access,
+        "create it writable by the service user (the unit's StateDirectory= does so for /var/lib/station)",
+    )
+    if problem:
+        warnings.append(problem)
+    store = Path(config.storage.path)
+    if store.is_file() and not access.may(store, os.R_OK | os.W_OK):
+        warnings.append(f"storage.path: {access.name} cannot read and write {store}; chown it to the service user")
+    if config.diagnostics.socket:
+        problem = _writable_dir_problem(
+            "diagnostics.socket",
+            config.diagnostics.socket,
+            access,
+            "use a directory the service user owns (the unit's RuntimeDirectory= makes /run/station)",
+        )
+        if problem:
+            warnings.append(problem)
+    warnings.extend(secret_warnings(config))
+    return warnings
+
+
+def secret_warnings(config: Config) -> list[str]:
+    """Files holding secrets that others can read: the config file with passwords in it (group or others: the
+    technicians in the service's group may use the socket but must not read the CSMS password) and the store (the
+    AuthorizationKey a CSMS sets is kept there; others). The daemon logs these at start-up (issue 14.7); the rest of
+    `config_warnings` is for `station config check`, since the daemon reports a missing port or store itself."""
+    warnings: list[str] = []
+    secrets = [
+        name
+        for name, value in (
+            ("csms.basic_auth_password", config.csms.basic_auth_password),
+            ("diagnostics.http_password", config.diagnostics.http_password),
+        )
+        if value
+    ]
+    if secrets and config.source:
+        try:
+            mode = stat.S_IMODE(os.stat(config.source).st_mode)
+        except OSError:
+            mode = 0
+        if mode & 0o044:
+            who = " and ".join(w for w, bit in (("its group", 0o040), ("everyone", 0o004)) if mode & bit)
+            warnings.append(
+                f"{config.source} holds passwords ({', '.join(secrets)}) and is readable by {who} (mode "
+                f"{mode:04o}); chmod 600 it, owned by the service user (chown station: {config.source})"
+            )
+    store = Path(config.storage.path)
+    try:
+        store_mode = stat.S_IMODE(store.stat().st_mode)
+    except OSError:
+        store_mode = 0
+    if store_mode & 0o004:
+        warnings.append(
+            f"storage.path: {store} holds the CSMS password once the CSMS sets one and is readable by everyone "
+            f"(mode {store_mode:04o}); chmod 600 it"
+        )
+    return warnings

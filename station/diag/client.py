@@ -1,18 +1,58 @@
 """`station diag ...`: asks the running daemon over its diagnostics socket and prints the answer for a person or,
-with --json, for a machine. Finds the socket through the same config file the daemon uses."""
+with --json, for a machine. Finds the socket through the same config file the daemon uses, or where the service
+unit puts it. It only reads; it never changes the daemon's config or state."""
 
 from __future__ import annotations
 
 import json
+import os
 import socket
+import tomllib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, TextIO
 
 from station.meter import ocmf
 
+DEFAULT_CONFIG = "/etc/station/station.toml"
+DEFAULT_SOCKET = "/run/station/diag.sock"  # systemd/station.service: RuntimeDirectory=station
+
 
 class DiagError(Exception):
     pass
+
+
+def find_socket(socket_path: str | None, config: str | None) -> str:
+    """Where the daemon listens: --socket; else [diagnostics] socket of --config, of $STATION_CONFIG or of the
+    default config file; else, when no config file can be read (a technician not allowed to read the one holding the
+    passwords), the service unit's socket. Only the socket key is read: a config with an unrelated mistake still
+    leads to the daemon that runs on it."""
+    if socket_path:
+        return socket_path
+    named = config or os.environ.get("STATION_CONFIG") or None
+    path = Path(named or DEFAULT_CONFIG)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        if named is not None:
+            raise DiagError(f"cannot read {path}: {exc.strerror or exc}; give --socket PATH instead") from None
+        if Path(DEFAULT_SOCKET).exists():
+            return DEFAULT_SOCKET
+        raise DiagError(
+            f"no daemon found: no readable config at {DEFAULT_CONFIG} and no socket at {DEFAULT_SOCKET}; "
+            "give --config FILE (or set STATION_CONFIG) or --socket PATH"
+        ) from None
+    except UnicodeDecodeError:
+        raise DiagError(f"{path}: not UTF-8 text") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise DiagError(f"{path}: not valid TOML: {exc}") from None
+    section = data.get("diagnostics")
+    found = section.get("socket") if isinstance(section, dict) else None
+    if isinstance(found, str) and found:
+        return found
+    raise DiagError(f"{path}: diagnostics.socket is not set, so the daemon offers no diagnostics")
 
 
 def ask(path: str, request: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
@@ -33,12 +73,10 @@ def _lines(path: str, request: dict[str, Any], timeout: float | None) -> Iterato
             sock.settimeout(timeout)
             sock.connect(path)
             sock.sendall(json.dumps(request).encode() + b"\n")
-            first = True
             for line in sock.makefile("rb"):
                 answer: dict[str, Any] = json.loads(line)
-                if first and not answer.get("ok"):
+                if answer.get("ok") is False:  # the first answer, or a stream ended by the daemon (a lagging follower)
                     raise DiagError(str(answer.get("error", "the daemon refused the request")))
-                first = False
                 yield answer
     except FileNotFoundError:
         raise DiagError(f"no diagnostics socket at {path}: is the daemon running with this config?") from None
@@ -76,6 +114,12 @@ def _yes(value: object) -> str:
     return "yes" if value else "no"
 
 
+def _signed(tx: dict[str, Any]) -> str:
+    if not tx["records"]:
+        return "MISSING" if tx["state"] == "ended" else "not signed yet"
+    return "yes" if tx["verified"] else "NO (see the records)"
+
+
 def print_status(status: dict[str, Any], out: TextIO) -> None:
     o, m = status["ocpp"], status["meter"]
     print(f"station {status['station_id']}", file=out)
@@ -98,11 +142,28 @@ def print_status(status: dict[str, Any], out: TextIO) -> None:
         print(f"  WARNING: {status['failed_messages']} message(s) the CSMS refused are kept aside", file=out)
 
 
+def print_transactions(transactions: list[dict[str, Any]], out: TextIO) -> None:
+    if not transactions:
+        print("no transactions yet", file=out)
+    for tx in transactions:
+        print_transaction(tx, out)
+
+
+def print_security_log(events: list[dict[str, Any]], out: TextIO) -> None:
+    if not events:
+        print("no security events", file=out)
+    for event in events:
+        print(f"{event['at']}  {event['type']}  {event['tech_info']}", file=out)
+
+
 def print_transaction(tx: dict[str, Any], out: TextIO) -> None:
+    running = tx["state"] != "ended"
+    stop = "running" if running and tx["meter_stop_wh"] is None else f"{tx['meter_stop_wh']} Wh"
+    delivered = tx["delivered_at"] or ("running" if running else "not yet")
     print(
-        f"transaction {tx['ref']} (CSMS id {tx['csms_transaction_id'] or '-'}): {tx['state']}, "
-        f"{tx['meter_start_wh']} -> {tx['meter_stop_wh']} Wh, stop reason {tx['stop_reason'] or '-'}, "
-        f"signed record verified: {_yes(tx['verified'])}, delivered: {tx['delivered_at'] or 'not yet'}",
+        f"transaction {tx['ref']} (CSMS id {tx['csms_transaction_id'] or '-'}): {'running' if running else 'ended'}, "
+        f"{tx['meter_start_wh']} Wh -> {stop}, stop reason {tx['stop_reason'] or '-'}, "
+        f"signed record verified: {_signed(tx)}, delivered: {delivered}",
         file=out,
     )
     for r in tx["records"]:

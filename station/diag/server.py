@@ -5,7 +5,9 @@ object per line, `{"command": "status"}`, and gets one JSON object per line back
 streams one line per OCPP frame until the client hangs up). Every command here only reads: the
 station's state, the store, and (for `meter-test`) the meter through the daemon's own link, which serialises requests
 with the daemon's work. Nothing on this socket can start, stop or change charging. Bad requests get an error answer
-and change nothing.
+and change nothing; a request is bounded in length and nesting (checked before it is parsed, so no peer makes the
+parser recurse), a client that says nothing is timed out, one that does not read is dropped, and the number of
+clients at once is capped.
 """
 
 from __future__ import annotations
@@ -13,17 +15,21 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import time
 from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 import structlog
 
-from station.meter.interface import MeterError
+from station.meter.interface import MeterError, MeterLinkError
+from station.meter.link import PortUnavailable
 from station.meter.ocmf import load_public_key
 from station.meter.transparency import to_transparency_xml
 from station.ocpp.connection import describe
+from station.ocpp.trace import FollowerLagged
 from station.store import StoredTransaction
 
 if TYPE_CHECKING:
@@ -32,6 +38,11 @@ if TYPE_CHECKING:
 log = structlog.get_logger("station.diag")
 
 MAX_REQUEST = 4096
+MAX_DEPTH = 8  # no command needs more than an object of scalars; deeper requests are refused unparsed
+IDLE_TIMEOUT = 60.0  # seconds a client may keep a connection open without sending a request
+WRITE_TIMEOUT = 30.0  # seconds a client may leave an answer (or a followed frame) unread before it is dropped
+MAX_CLIENTS = 16  # connections at once; one more is told so and closed
+MIN_PREFIX = 6  # hex digits of a transaction reference that may stand for it (the web page shows 8)
 COMMANDS = ("status", "meter", "meter-test", "transactions", "transaction", "export", "log", "security-log")
 EXPORT_FORMATS = ("transparency-xml",)
 
@@ -58,9 +69,13 @@ def status_report(station: Station) -> dict[str, Any]:
                 },
             }
         )
+    ocpp = describe(station.connection.state, station.store.outbox_depth())
+    if ocpp["last_error"]:
+        ocpp["last_error_detail"] = ocpp["last_error"]
+        ocpp["last_error"] = plain_csms_error(ocpp["last_error"], ocpp["url"])
     return {
         "station_id": station.config.station.id,
-        "ocpp": describe(station.connection.state, station.store.outbox_depth()),
+        "ocpp": ocpp,
         "meter": {
             "link": "up" if meter.link_up and runtime.core.meter_link_up else "down",
             "model": station.config.meter.model,
@@ -75,14 +90,62 @@ def status_report(station: Station) -> dict[str, Any]:
     }
 
 
+_ERRNO = re.compile(r"\[Errno (-?\d+)\]")
+
+
+def plain_csms_error(raw: str, url: str) -> str:
+    """The connection's last error in the words a technician needs: what failed, with the host, and not the
+    exception's class name. Unknown kinds are passed through as they are."""
+    parsed = urlparse(url)
+    host = parsed.hostname or url
+    where = f"{host}:{parsed.port}" if parsed.port else host
+    kind, _, detail = raw.partition(": ")
+    errno = int(m.group(1)) if (m := _ERRNO.search(raw)) else None
+    if kind == "gaierror":
+        if errno == -3:
+            return f"cannot look up the CSMS host name {host} (no name server reachable?)"
+        return f"CSMS host name not found: {host}"
+    if kind == "ConnectionRefusedError" or errno == 111:
+        return f"the CSMS refused the connection: nothing listens on {where}"
+    if errno in (101, 113):
+        return f"no network route to the CSMS at {where} (is the station online?)"
+    if kind == "TimeoutError" or errno == 110:
+        return f"the CSMS at {where} did not answer in time"
+    if kind == "InvalidStatus":
+        status = re.search(r"HTTP (\d{3})", detail)
+        code = status.group(1) if status else "?"
+        if code in ("401", "403"):
+            return f"the CSMS refused this station's credentials (HTTP {code}): check the password and profile"
+        return f"the CSMS answered HTTP {code} instead of opening the WebSocket: check [csms] url and [station] id"
+    if kind in ("InvalidMessage", "InvalidUpgrade"):
+        return f"the server at {where} does not speak WebSocket: check [csms] url"
+    if kind.startswith("ConnectionClosed"):
+        return f"the CSMS closed the connection ({detail})"
+    if kind == "SSLCertVerificationError" or "CERTIFICATE_VERIFY_FAILED" in raw:
+        return f"the CSMS certificate is not trusted ({detail})"
+    if kind in ("ConnectionResetError", "BrokenPipeError"):
+        return f"the connection to the CSMS at {where} broke off"
+    return raw
+
+
+class AmbiguousReference(LookupError):
+    pass
+
+
 def transaction_report(station: Station, ref: str) -> dict[str, Any] | None:
-    """One transaction by our reference or the CSMS's transaction id."""
+    """One transaction by our reference, a unique start of it (at least MIN_PREFIX hex digits, as the web page shows
+    them), or the CSMS's transaction id. Raises AmbiguousReference when a start fits more than one."""
     stored = station.store.transaction(ref)
     if stored is None:
-        for candidate in station.store.recent_transactions(1000):
-            if candidate.csms_transaction_id == ref:
-                stored = candidate
-                break
+        recent = station.store.recent_transactions(1000)
+        stored = next((c for c in recent if c.csms_transaction_id == ref), None)
+        prefix = ref.lower()
+        if stored is None and len(prefix) >= MIN_PREFIX and all(c in "0123456789abcdef" for c in prefix):
+            matches = [c for c in recent if c.transaction.ref.startswith(prefix)]
+            if len(matches) > 1:
+                refs = ", ".join(m.transaction.ref for m in matches[:5])
+                raise AmbiguousReference(f"{ref} is the start of {len(matches)} transactions ({refs}); give more")
+            stored = matches[0] if matches else None
     return None if stored is None else _report(stored)
 
 
@@ -120,7 +183,10 @@ def export_transaction(station: Station, ref: object, fmt: object) -> dict[str, 
         return {"ok": False, "error": '"id" must be a transaction reference or CSMS transaction id'}
     if fmt not in EXPORT_FORMATS:
         return {"ok": False, "error": f"unknown format {fmt!r}; known: {', '.join(EXPORT_FORMATS)}"}
-    report = transaction_report(station, ref)
+    try:
+        report = transaction_report(station, ref)
+    except AmbiguousReference as exc:
+        return {"ok": False, "error": str(exc)}
     if report is None:
         return {"ok": False, "error": f"no transaction {ref}"}
     if not report["records"]:
@@ -157,11 +223,14 @@ async def meter_test(station: Station) -> dict[str, Any]:
     steps: list[dict[str, Any]] = []
     meter = station.meter
 
+    causes: list[MeterError] = []
+
     async def step(name: str, action: Any) -> Any:
         started = time.monotonic()
         try:
             result = await action()
         except MeterError as exc:
+            causes.append(exc)
             steps.append(
                 {"step": name, "ok": False, "error": str(exc), "ms": round((time.monotonic() - started) * 1000)}
             )
@@ -173,9 +242,12 @@ async def meter_test(station: Station) -> dict[str, Any]:
     key = await step("read the public key", meter.public_key)
     live = await step("read energy and live values", meter.live_values)
     ok = all(s["ok"] for s in steps)
+    # The advice must fit the cause: no wiring hint when the port itself cannot be opened.
     if ok:
         verdict = "the meter answers correctly on this line"
-    elif not any(s["ok"] for s in steps):
+    elif any(isinstance(c, PortUnavailable) for c in causes):
+        verdict = next(str(c) for c in causes if isinstance(c, PortUnavailable))
+    elif not any(s["ok"] for s in steps) and all(isinstance(c, MeterLinkError) for c in causes):
         verdict = (
             "the meter does not answer: check wiring (A/B swapped?), the serial settings in the config "
             "(baud rate, parity) and the meter's Modbus address"
@@ -192,10 +264,53 @@ async def meter_test(station: Station) -> dict[str, Any]:
     }
 
 
+async def _until_hangup(reader: asyncio.StreamReader) -> None:
+    """Whatever a follower sends is read and dropped (not buffered) until it hangs up."""
+    while await reader.read(MAX_REQUEST):
+        pass
+
+
+def too_deep(line: bytes, limit: int = MAX_DEPTH) -> bool:
+    """Whether the JSON text nests deeper than `limit`, by one pass over the bytes (strings skipped), so that the
+    recursive parser never sees a request that could exhaust the stack."""
+    depth = 0
+    in_string = escaped = False
+    for byte in line:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > limit:
+                return True
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return False
+
+
 class DiagnosticsServer:
-    def __init__(self, station: Station, path: str) -> None:
+    def __init__(
+        self,
+        station: Station,
+        path: str,
+        *,
+        idle_timeout: float = IDLE_TIMEOUT,
+        write_timeout: float = WRITE_TIMEOUT,
+        max_clients: int = MAX_CLIENTS,
+    ) -> None:
         self.station = station
         self.path = Path(path)
+        self.idle_timeout = idle_timeout
+        self.write_timeout = write_timeout
+        self.max_clients = max_clients
+        self.clients = 0
+        self._saturated = False
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -214,23 +329,51 @@ class DiagnosticsServer:
             self.path.unlink()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.clients >= self.max_clients:
+            if not self._saturated:  # once per episode: a flood of connections is not also a flood of log lines
+                self._saturated = True
+                log.warning("diagnostics socket: too many clients", limit=self.max_clients)
+            with suppress(ConnectionError, TimeoutError):  # not counted, so not allowed to linger either
+                writer.write(
+                    json.dumps({"ok": False, "error": f"too many clients at once ({self.max_clients})"}).encode()
+                )
+                writer.write(b"\n")
+                await asyncio.wait_for(writer.drain(), 1.0)
+            writer.close()
+            return
+        self.clients += 1
+        self._saturated = False
         try:
-            while line := await reader.readline():
+            while True:
+                try:
+                    line = await asyncio.wait_for(reader.readline(), self.idle_timeout)
+                except TimeoutError:
+                    await self._send(writer, {"ok": False, "error": f"no request for {self.idle_timeout:g} s; bye"})
+                    return
+                except ValueError:  # the line is longer than the stream's limit
+                    await self._send(writer, {"ok": False, "error": f"request longer than {MAX_REQUEST} bytes"})
+                    return
+                if not line:
+                    return
                 answer = await self.answer(line)
-                writer.write(json.dumps(answer, default=str).encode() + b"\n")
-                await writer.drain()
+                await self._send(writer, answer)
                 if answer.get("follow"):
                     await self._follow_frames(reader, writer)
                     return
-        except (ValueError, ConnectionError):  # over-long line or a client that went away
+        except (ConnectionError, TimeoutError):  # a client that went away, or one that does not read its answers
             pass
         finally:
+            self.clients -= 1
             writer.close()
+
+    async def _send(self, writer: asyncio.StreamWriter, answer: dict[str, Any]) -> None:
+        writer.write(json.dumps(answer, default=str).encode() + b"\n")
+        await asyncio.wait_for(writer.drain(), self.write_timeout)
 
     async def _follow_frames(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """`diag log --follow`: one JSON line per OCPP frame until the client hangs up."""
         with self.station.connection.trace.follow() as frames:
-            hangup = asyncio.ensure_future(reader.read())
+            hangup = asyncio.ensure_future(_until_hangup(reader))
             try:
                 while not hangup.done():
                     next_frame = asyncio.ensure_future(frames.get())
@@ -238,12 +381,22 @@ class DiagnosticsServer:
                     if not next_frame.done():
                         next_frame.cancel()
                         break
-                    writer.write(json.dumps({"frame": next_frame.result().as_json()}).encode() + b"\n")
-                    await writer.drain()
+                    try:
+                        frame = next_frame.result()
+                    except FollowerLagged as exc:  # it did not read: told why (if it reads that), then closed
+                        with suppress(ConnectionError, TimeoutError):
+                            writer.write(json.dumps({"ok": False, "error": f"log --follow: {exc}"}).encode() + b"\n")
+                            await asyncio.wait_for(writer.drain(), 1.0)
+                        return
+                    await self._send(writer, {"frame": frame.as_json()})
             finally:
                 hangup.cancel()
 
     async def answer(self, line: bytes) -> dict[str, Any]:
+        if len(line) > MAX_REQUEST:
+            return {"ok": False, "error": f"request longer than {MAX_REQUEST} bytes"}
+        if too_deep(line):
+            return {"ok": False, "error": f"request nested deeper than {MAX_DEPTH} levels"}
         try:
             request = json.loads(line)
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -263,7 +416,10 @@ class DiagnosticsServer:
                 ref = request.get("id")
                 if not isinstance(ref, str) or not ref:
                     return {"ok": False, "error": '"id" must be a transaction reference or CSMS transaction id'}
-                report = transaction_report(self.station, ref)
+                try:
+                    report = transaction_report(self.station, ref)
+                except AmbiguousReference as exc:
+                    return {"ok": False, "error": str(exc)}
                 if report is None:
                     return {"ok": False, "error": f"no transaction {ref}"}
                 return {"ok": True, "transaction": report}

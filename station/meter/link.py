@@ -10,6 +10,7 @@ It reports link up/down through a callback and never raises anything but `MeterE
 from __future__ import annotations
 
 import asyncio
+import os
 import termios
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,11 @@ from pymodbus.exceptions import ModbusException
 from pymodbus.pdu import ExceptionResponse
 
 from station.meter.interface import MeterLinkError, MeterRefused
+
+
+class PortUnavailable(MeterLinkError):
+    """The serial port (or the RTU-over-TCP gateway) cannot be opened at all: no wiring or Modbus advice fits."""
+
 
 log = structlog.get_logger("station.meter.link")
 
@@ -136,16 +142,35 @@ class ModbusLink:
 
     async def _connect(self) -> bool:
         assert self._client is not None
+        detail = ""
         try:
             ok = bool(await self._client.connect())
         except (OSError, termios.error) as exc:
             # termios.error is not an OSError: a pty refuses parity E/O (modbus-testing.md pitfall 1).
             ok = False
-            self.last_error = f"cannot open {self.settings.port}: {exc}"
+            detail = str(exc)
         if not ok:
-            self.last_error = self.last_error or f"cannot open serial port {self.settings.port}"
+            # Set afresh on every attempt, never built on the previous text: one line, the cause first.
+            self.last_error = self._cannot_open(detail)
             self._mark(False, self.last_error)
         return ok
+
+    def _cannot_open(self, detail: str) -> str:
+        port = self.settings.port
+        if self.settings.transport == "tcp":
+            why = f": {detail}" if detail else ""
+            return f"cannot connect to the meter's RTU gateway at {port}{why}; check the address and that it is on"
+        if not os.path.exists(port):
+            return (
+                f"cannot open serial port {port}: no such device; "
+                "check that the adapter is plugged in and that [meter] port names it"
+            )
+        if not os.access(port, os.R_OK | os.W_OK):
+            return (
+                f"cannot open serial port {port}: permission denied; "
+                "the service user needs the device's group (usually dialout)"
+            )
+        return f"cannot open serial port {port}: {detail or 'it refused to open'}; is another program using it?"
 
     async def close(self) -> None:
         async with self._lock:
@@ -221,6 +246,10 @@ class ModbusLink:
                     if attempt > s.retries + 3:
                         raise MeterRefused(reason) from None
                     await asyncio.sleep(s.busy_retry_delay * attempt)
+                except _CannotOpen as exc:
+                    # Nothing was sent, so no late answer can come: no quiet time, no retry of a port that is absent.
+                    self.failures += 1
+                    raise PortUnavailable(str(exc)) from None
                 except _NoAnswer as exc:
                     self.failures += 1
                     reason = f"no valid answer to {where}: {exc}"
@@ -238,9 +267,9 @@ class ModbusLink:
         s = self.settings
         client = self._client
         if client is None:
-            raise _NoAnswer("link not open")
+            raise _CannotOpen(f"the link to {s.port} is closed")
         if not client.connected and not await self._connect():
-            raise _NoAnswer(self.last_error)
+            raise _CannotOpen(self.last_error)
         client.ctx.comm_params.timeout_connect = timeout
         try:
             if fc == 3:
@@ -289,6 +318,10 @@ class ModbusLink:
 
 
 class _NoAnswer(Exception):
+    pass
+
+
+class _CannotOpen(Exception):
     pass
 
 

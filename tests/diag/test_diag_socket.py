@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import stat
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,8 @@ async def test_bad_requests_get_errors_and_change_nothing(tmp_path: Path, csms: 
     config = parse_config(config_for(tmp_path, csms.url))
     sock = config.diagnostics.socket
     async with running_station(config) as station:
+        await csms.wait_for("SecurityEventNotification", lambda p: p["type"] == "StartupOfTheDevice")
+        await csms.wait_until(lambda: station.store.outbox_depth() == 0)  # so that nothing changes by itself
         before = station.store.outbox_depth()
         reader, writer = await asyncio.open_unix_connection(sock)
         for line in (
@@ -148,3 +151,93 @@ async def test_bad_requests_get_errors_and_change_nothing(tmp_path: Path, csms: 
         with pytest.raises(client.DiagError, match="no transaction"):
             await ask(sock, {"command": "transaction", "id": "nope"})
     assert not Path(sock).exists()
+
+
+async def test_hostile_clients_get_an_answer_and_are_bounded(tmp_path: Path, csms: LocalCsms) -> None:
+    """Issue 14.9 through the real Unix socket: a request nested 2,000 deep (4 KB) gets an error answer, not a
+    RecursionError; an over-long line gets an error answer, not a silent drop; a client that says nothing is timed
+    out; a client more than the cap is told so and closed."""
+    from station.diag.server import MAX_DEPTH, MAX_REQUEST, DiagnosticsServer
+
+    config = parse_config(config_for(tmp_path, csms.url))
+    async with running_station(config) as station:
+        sock = str(tmp_path / "hostile.sock")
+        server = DiagnosticsServer(station, sock, idle_timeout=0.5, max_clients=3)
+        await server.start()
+        try:
+
+            async def exchange(line: bytes) -> tuple[dict[str, Any], bytes]:
+                reader, writer = await asyncio.open_unix_connection(sock)
+                writer.write(line)
+                await writer.drain()
+                answer = json.loads(await asyncio.wait_for(reader.readline(), 5))
+                rest = await asyncio.wait_for(reader.read(), 5)  # b"" once the server has hung up
+                writer.close()
+                return answer, rest
+
+            deep = b"[" * 2000 + b"]" * 2000 + b"\n"
+            assert len(deep) < MAX_REQUEST
+            answer, _ = await exchange(deep)
+            assert answer == {"ok": False, "error": f"request nested deeper than {MAX_DEPTH} levels"}
+            deep_object = b'{"command": "status", "x": ' + b'{"a": ' * 500 + b"1" + b"}" * 500 + b"}\n"
+            answer, _ = await exchange(deep_object)
+            assert answer["ok"] is False and "nested" in answer["error"]
+            # Brackets inside strings are not nesting: a normal request with them still works.
+            answer, _ = await exchange(b'{"command": "transaction", "id": "[[[[[[[[[[[[{{{{{{{{{{"}\n')
+            assert answer == {"ok": False, "error": "no transaction [[[[[[[[[[[[{{{{{{{{{{"}
+
+            answer, rest = await exchange(b'{"command": "' + b"x" * (2 * MAX_REQUEST) + b'"}\n')
+            assert answer == {"ok": False, "error": f"request longer than {MAX_REQUEST} bytes"} and rest == b""
+
+            # Idle: the server says why and hangs up.
+            reader, writer = await asyncio.open_unix_connection(sock)
+            answer = json.loads(await asyncio.wait_for(reader.readline(), 5))
+            assert answer["ok"] is False and "no request" in answer["error"]
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+            writer.close()
+
+            # Cap: three clients at once are served; the fourth is told so and closed; the slots come back.
+            held = [await asyncio.open_unix_connection(sock) for _ in range(3)]
+            await csms.wait_until(lambda: server.clients == 3)
+            answer, rest = await exchange(b'{"command": "status"}\n')
+            assert answer == {"ok": False, "error": "too many clients at once (3)"} and rest == b""
+            for _, w in held:
+                w.close()
+            await csms.wait_until(lambda: server.clients == 0)
+            reader, writer = await asyncio.open_unix_connection(sock)
+            writer.write(b'{"command": "status"}\n')
+            assert json.loads(await asyncio.wait_for(reader.readline(), 5))["ok"] is True
+            writer.close()
+        finally:
+            await server.close()
+
+
+async def test_a_follower_dropped_for_lagging_is_told_why(tmp_path: Path, csms: LocalCsms) -> None:
+    """The trace drops a follower that falls behind (issue 14.3); the diagnostics socket then tells `diag log -f` why
+    instead of just hanging up, and the command exits 1 with the reason."""
+    config = parse_config(config_for(tmp_path, csms.url))
+    sock = config.diagnostics.socket
+    async with running_station(config) as station:
+        trace = station.connection.trace
+        trace._follower_backlog = 4
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "station",
+            "diag",
+            "log",
+            "-f",
+            "--last",
+            "0",
+            "--socket",
+            sock,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        await csms.wait_until(lambda: trace._followers)
+        for i in range(10):  # in one go: the server's loop cannot take them out in between
+            trace.record("in", json.dumps([2, str(i), "DataTransfer", {"vendorId": "x"}]))
+        _, err = await asyncio.wait_for(process.communicate(), 20)
+        assert process.returncode == 1
+        assert "log --follow: more than 4 frames behind; dropped" in err.decode(), err
+        assert not trace._followers

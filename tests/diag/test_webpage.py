@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import http.client
 import json
 import os
 import re
 import shutil
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ import pytest
 from station.app import Station, running_station
 from station.config import ConfigError, parse_config
 from station.demo.csms import LocalCsms
-from station.diag.webpage import FAILURES_PER_ADDRESS, WEB
+from station.diag.webpage import FREE_FAILURES, WEB, RateLimit
 
 STATION = "CP-WEB"
 PASSWORD = "technician-pass-42"
@@ -80,8 +82,10 @@ async def test_password_rate_limit_and_read_only_api(tmp_path: Path, csms: Local
         assert (await fetch(url + "/api/status", PASSWORD, method="POST"))[0] == 405
         assert (await fetch(url + "/api/status", PASSWORD, method="DELETE"))[0] == 405
 
-        # Guessing: after a few wrong passwords this address is refused, even with the right one, for a while.
-        for _ in range(FAILURES_PER_ADDRESS):
+        # Guessing: after a few wrong passwords this address is refused, even with the right one, for a while. (A
+        # clock that stands still: the wait cannot run out between two requests on a slow machine.)
+        station.page.limits = RateLimit(clock=lambda: 1000.0)  # type: ignore[union-attr]
+        for _ in range(FREE_FAILURES):
             assert (await fetch(url + "/api/status", "wrong-password"))[0] == 401
         code, headers, _ = await fetch(url + "/api/status", PASSWORD)
         assert code == 429 and int(headers["Retry-After"]) > 0
@@ -102,12 +106,152 @@ async def test_garbage_requests_get_400_and_the_page_keeps_serving(tmp_path: Pat
             await writer.drain()
             answer = await reader.read()
             writer.close()
-            assert answer.startswith(b"HTTP/1.1 400"), answer
+            assert re.match(rb"HTTP/[01]\.[019] 400 ", answer), (
+                answer
+            )  # HTTP/1.0 when not even the version parsed, 0.9 for one
         reader, writer = await asyncio.open_connection("127.0.0.1", station.page.port)
         writer.write(b"GET / HTTP/1.1\r\n" + b"X-Long: " + b"a" * 20000 + b"\r\n\r\n")
         await writer.drain()
-        assert await reader.read() == b""  # over-long head: dropped
+        answer = await reader.read()
+        assert re.match(rb"HTTP/1\.[01] 400 ", answer), answer[:100]  # over-long head: refused with a reason
         writer.close()
+        assert (await fetch(base_url(station) + "/api/status", PASSWORD))[0] == 200
+
+
+def get_from(source: str, url: str, password: str | None) -> tuple[int, dict[str, str]]:
+    """A GET from another loopback address (127.0.0.0/8 is all this machine), as a client elsewhere would be."""
+    parts = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10, source_address=(source, 0))
+    headers = {}
+    if password is not None:
+        headers["Authorization"] = "Basic " + base64.b64encode(f"technician:{password}".encode()).decode()
+    try:
+        connection.request("GET", parts.path or "/", headers=headers)
+        response = connection.getresponse()
+        response.read()
+        return response.status, dict(response.headers)
+    finally:
+        connection.close()
+
+
+async def test_guessers_elsewhere_never_lock_out_the_technician(tmp_path: Path, csms: LocalCsms) -> None:
+    """Issue 14.5: 5 wrong passwords from each of four addresses, and 20+ bad requests a minute after that, do not
+    refuse the right password from a fifth address; each guessing address waits exponentially longer, alone."""
+    async with running_station(parse_config(config_for(tmp_path, csms.url))) as station:
+        url = base_url(station) + "/api/status"
+        now = [1000.0]  # the back-off's clock, moved by the test: behaviour, not wall-clock time
+        assert station.page is not None
+        station.page.limits = RateLimit(clock=lambda: now[0])
+
+        async def status(source: str, password: str | None) -> tuple[int, dict[str, str]]:
+            return await asyncio.to_thread(get_from, source, url, password)
+
+        guessers = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"]
+        for source in guessers:
+            for _ in range(FREE_FAILURES):
+                assert (await status(source, "wrong-password"))[0] == 401
+        assert (await status("127.0.0.6", PASSWORD))[0] == 200
+        for _ in range(6):  # 24 more bad requests within the minute
+            for source in guessers:
+                code, headers = await status(source, "wrong-password")
+                assert code == 429 and int(headers["Retry-After"]) >= 1
+        assert (await status("127.0.0.6", PASSWORD))[0] == 200
+        # A guessing address waits out its own back-off even with the right password: were its attempts looked at
+        # while it waits, it could guess at full speed. Nobody else's failures count against it.
+        assert (await status("127.0.0.3", PASSWORD))[0] == 429
+        assert (await status("127.0.0.6", None))[0] == 401  # no password: asked for one, not counted
+
+        # Exponential per address: after the free ones 1 s, then 2 s, ... (and a guessing address's own attempts are
+        # not even looked at while it waits, so it cannot guess faster by sending more).
+        assert station.page.limits.blocked_for("127.0.0.2") == 1.0
+        now[0] += 1.0
+        assert (await status("127.0.0.2", "wrong-password"))[0] == 401
+        code, headers = await status("127.0.0.2", "wrong-password")
+        assert code == 429 and int(headers["Retry-After"]) == 2
+        now[0] += 2.0
+        assert (await status("127.0.0.2", "wrong-password"))[0] == 401
+        code, headers = await status("127.0.0.2", "wrong-password")
+        assert code == 429 and int(headers["Retry-After"]) == 4
+        assert (await status("127.0.0.6", PASSWORD))[0] == 200
+
+
+async def test_the_first_paint_is_rendered_on_the_server(tmp_path: Path, csms: LocalCsms) -> None:
+    """Issue 16 item 11: without any script the page shows the status, the connectors, the transactions (a running
+    one "running", "not signed yet") and a chart with axes and units."""
+    async with running_station(parse_config(config_for(tmp_path, csms.url))) as station:
+        await csms.wait_for("StatusNotification", lambda p: p["status"] == "Available")
+        url = base_url(station) + "/"
+        code, headers, body = await fetch(url, PASSWORD)
+        page = body.decode()
+        assert code == 200 and headers["Content-Type"].startswith("text/html")
+        assert element(page, "station-id") == STATION
+        assert element(page, "csms-state") == "connected (OCPP 1.6)"
+        assert element(page, "meter-link") == "up"
+        assert element(page, "meter-key").startswith("3059")
+        assert element(page, "live-caption") == "no transaction running"
+        assert "<td>Available</td>" in page and "power (kW)" in page and "energy (kWh)" in page
+
+        assert await csms.remote_start(STATION, "TAG-SSR") == "Accepted"
+        await csms.wait_for("StatusNotification", lambda p: p["status"] == "Charging")
+        await csms.wait_until(lambda: csms.assigned_transaction_ids)
+        page = (await fetch(url, PASSWORD))[2].decode()
+        [row] = re.findall(r"<tr data-ref=.*?</tr>", page, re.S)
+        assert ">running<" in row and ">not signed yet<" in row and "None" not in row
+        assert "TAG-SSR" in page and "<td>Charging</td>" in page
+        # HEAD: the same headers, no body.
+        code, headers, body = await fetch(url, PASSWORD, method="HEAD")
+        assert code == 200 and body == b"" and "default-src 'self'" in headers["Content-Security-Policy"]
+
+
+def test_the_chart_has_axes_units_time_labels_and_fills_its_box() -> None:
+    import xml.etree.ElementTree as ET
+
+    from station.diag.webpage import LiveSeries, render_chart
+
+    live = LiveSeries(ref="ab" * 16)
+    now = 1_800_000_000.0
+    for i in range(120):  # two minutes at 1 s, 11 kW
+        live.points.append((now - 120 + i, 11000.0, 11000 * i / 3600))
+    svg = render_chart(live, now, 800, 340)
+    root = ET.fromstring(svg)
+    assert root.get("viewBox") == "0 0 800 340" and root.get("width") == "800" and root.get("height") == "340"
+    texts = [t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}text")]
+    assert "power (kW)" in texts and "energy (kWh)" in texts and "last 2 min" in texts
+    times = [t for t in texts if re.fullmatch(r"\d\d:\d\d(:\d\d)?", t)]
+    assert len(times) >= 3, texts
+    assert "15" in texts or "12" in texts  # a round power tick above 11 kW
+    for line in root.iter("{http://www.w3.org/2000/svg}polyline"):
+        xs = [float(p.split(",")[0]) for p in (line.get("points") or "").split()]
+        ys = [float(p.split(",")[1]) for p in (line.get("points") or "").split()]
+        assert min(xs) > 0 and max(xs) <= 800 and min(ys) > 0 and max(ys) <= 340
+        assert max(xs) - min(xs) > 600  # the series spans the box, not a corner of it
+    # One reading: a dot, not a line from nowhere.
+    one = LiveSeries(ref="cd" * 16)
+    one.points.append((now, 11000.0, 0.0))
+    root = ET.fromstring(render_chart(one, now, 800, 340))
+    assert not list(root.iter("{http://www.w3.org/2000/svg}polyline"))
+    assert len(list(root.iter("{http://www.w3.org/2000/svg}circle"))) == 2
+
+
+async def test_connections_are_capped_and_a_slow_client_cannot_hold_one(
+    tmp_path: Path, csms: LocalCsms, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from station.diag import webpage
+
+    monkeypatch.setattr(webpage, "CONNECTION_LIFETIME_S", 1.0)
+    async with running_station(parse_config(config_for(tmp_path, csms.url))) as station:
+        assert station.page is not None
+        held = [await asyncio.open_connection("127.0.0.1", station.page.port) for _ in range(webpage.MAX_CONNECTIONS)]
+        for _, writer in held:
+            writer.write(b"GET / HTTP/1.1\r\n")  # a head that never ends
+        reader, writer = await asyncio.open_connection("127.0.0.1", station.page.port)
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # one more: closed at once
+        writer.close()
+        # Nobody closes them: the server does, at the end of their lifetime.
+        for r, _ in held:
+            assert await asyncio.wait_for(r.read(), 10) == b""
+        for _, w in held:
+            w.close()
         assert (await fetch(base_url(station) + "/api/status", PASSWORD))[0] == 200
 
 
@@ -178,6 +322,8 @@ async def test_the_page_in_a_real_browser_shows_status_live_chart_and_verified_t
         assert await csms.remote_start(STATION, "TAG-WEB") == "Accepted"
         await csms.wait_for("StatusNotification", lambda p: p["status"] == "Charging")
         await csms.wait_until(lambda: len(station.page.live.points) >= 3 if station.page else False)
+        # No step from the idle reading taken before the start: every point is a reading while charging.
+        assert min(w for _, w, _ in station.page.live.points) > 0
         dom = await render(url)
         assert element(dom, "station-id") == STATION
         assert element(dom, "csms-state") == "connected (OCPP 1.6)"
@@ -187,6 +333,11 @@ async def test_the_page_in_a_real_browser_shows_status_live_chart_and_verified_t
         points = re.search(r'id="power-line"[^>]*points="([^"]*)"', dom)
         assert points and len(points.group(1).split()) >= 3, "the live chart has no data"
         assert element(dom, "live-caption").startswith("transaction ")
+        assert element(dom, "updated").startswith("updated ")  # app.js's refresh, chart included, went through
+        assert "power (kW)" in dom and "energy (kWh)" in dom and re.search(r">\d\d:\d\d(:\d\d)?<", dom)
+        assert re.search(r'<svg[^>]* id="chart"[^>]*width="\d+"', dom)  # redrawn by app.js at the box's width
+        [row] = re.findall(r"<tr data-ref=.*?</tr>", dom, re.S)
+        assert ">running<" in row  # the running transaction's "delivered"
 
         await csms.wait_until(lambda: csms.assigned_transaction_ids)
         await csms.remote_stop(STATION, csms.assigned_transaction_ids[-1])

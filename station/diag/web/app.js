@@ -1,10 +1,12 @@
 "use strict";
-// The technician's page: polls the daemon's read-only JSON API and fills the tables and the chart. No libraries.
+// The technician's page. The server sends it filled in (status, tables, chart); this script only refreshes it every
+// 2 s from the daemon's read-only JSON API and redraws the chart (an SVG the server renders at this box's size).
+// No libraries, nothing from elsewhere.
 
 function text(id, value, cls) {
   const el = document.getElementById(id);
   el.textContent = value === null || value === undefined || value === "" ? "–" : String(value);
-  el.className = cls || el.className.replace(/\b(ok|bad)\b/g, "").trim();
+  el.className = cls || "";
 }
 
 function cell(row, value, cls) {
@@ -14,11 +16,11 @@ function cell(row, value, cls) {
   row.appendChild(td);
 }
 
-async function getJson(path) {
+async function get(path) {
   // location.origin, not a relative URL: a page opened as http://user:pass@host/ may not fetch URLs with credentials.
   const response = await fetch(location.origin + path, { cache: "no-store", credentials: "same-origin" });
   if (!response.ok) throw new Error(path + ": HTTP " + response.status);
-  return response.json();
+  return response;
 }
 
 function showStatus(s) {
@@ -45,61 +47,58 @@ function showStatus(s) {
   }
 }
 
+// The same cells as transaction_row() in webpage.py.
 function showTransactions(list) {
   const body = document.querySelector("#transactions tbody");
   body.replaceChildren();
   for (const tx of list) {
+    const running = tx.state !== "ended";
     const row = document.createElement("tr");
     row.dataset.ref = tx.ref;
     cell(row, tx.ref.slice(0, 8));
     cell(row, tx.csms_transaction_id);
-    cell(row, tx.stopped_at ? tx.stopped_at.replace("T", " ").slice(0, 19) : "running");
+    cell(row, running || !tx.stopped_at ? "running" : tx.stopped_at.replace("T", " ").slice(0, 19));
     const energy = tx.meter_stop_wh !== null && tx.meter_start_wh !== null ? tx.meter_stop_wh - tx.meter_start_wh : null;
     cell(row, energy === null ? null : energy + " Wh");
-    if (!tx.records.length) cell(row, tx.state === "ended" ? "MISSING" : "not yet", tx.state === "ended" ? "bad" : "");
+    if (!tx.records.length) cell(row, running ? "not signed yet" : "MISSING", running ? "" : "bad");
     else cell(row, tx.verified ? "verified" : "DOES NOT VERIFY", tx.verified ? "ok" : "bad");
-    cell(row, tx.delivered_at ? "delivered" : "queued", tx.delivered_at ? "ok" : "");
+    if (running) cell(row, "running");
+    else cell(row, tx.delivered_at ? "delivered" : "queued", tx.delivered_at ? "ok" : "");
     body.appendChild(row);
   }
 }
 
-function line(points, value, max, t0, span) {
-  return points
-    .map((p) => {
-      const x = span > 0 ? ((p.t - t0) / span) * 590 + 5 : 5;
-      const y = 195 - (max > 0 ? (value(p) / max) * 185 : 0);
-      return x.toFixed(1) + "," + y.toFixed(1);
-    })
-    .join(" ");
-}
-
 function showLive(live) {
   const points = live.points;
-  const power = document.getElementById("power-line");
-  const energy = document.getElementById("energy-line");
-  if (!live.transaction || points.length === 0) {
+  if (!live.transaction) {
     text("live-caption", "no transaction running", "muted");
-    power.setAttribute("points", "");
-    energy.setAttribute("points", "");
-    return;
+  } else if (!points.length) {
+    text("live-caption", "transaction " + live.transaction.slice(0, 8) + ": waiting for the first reading", "muted");
+  } else {
+    const last = points[points.length - 1];
+    text("live-caption", "transaction " + live.transaction.slice(0, 8) + ": " + (last.power_w / 1000).toFixed(1) +
+      " kW, " + last.energy_wh.toFixed(0) + " Wh so far", "");
   }
-  const last = points[points.length - 1];
-  text("live-caption", "transaction " + live.transaction.slice(0, 8) + ": " + (last.power_w / 1000).toFixed(1) +
-    " kW, " + last.energy_wh.toFixed(0) + " Wh so far", "");
-  const t0 = points[0].t;
-  const span = last.t - t0;
-  power.setAttribute("points", line(points, (p) => p.power_w, Math.max(...points.map((p) => p.power_w)), t0, span));
-  energy.setAttribute("points", line(points, (p) => p.energy_wh, Math.max(...points.map((p) => p.energy_wh)), t0, span));
+}
+
+async function showChart() {
+  const box = document.getElementById("chart-box");
+  const width = Math.max(240, Math.round(box.clientWidth));
+  const height = Math.max(160, Math.round(width * 0.42));
+  const svg = await (await get("/chart.svg?w=" + width + "&h=" + height)).text();
+  const chart = new DOMParser().parseFromString(svg, "image/svg+xml").documentElement;
+  if (chart.nodeName === "svg") box.replaceChildren(document.importNode(chart, true));
 }
 
 async function refresh() {
   try {
     const [status, live, transactions] = await Promise.all([
-      getJson("/api/status"), getJson("/api/live"), getJson("/api/transactions?last=20"),
+      get("/api/status"), get("/api/live"), get("/api/transactions?last=20"),
     ]);
-    showStatus(status);
-    showLive(live);
-    showTransactions(transactions);
+    showStatus(await status.json());
+    showLive(await live.json());
+    showTransactions(await transactions.json());
+    await showChart();
     text("updated", "updated " + new Date().toLocaleTimeString(), "muted");
   } catch (error) {
     text("updated", "cannot reach the daemon: " + error.message, "bad");

@@ -247,7 +247,7 @@ class StationRuntime:
         now = self.clock()
         tx = Transaction(
             ref=uuid.uuid4().hex,
-            connector_id=connector_id,
+            evse_id=connector_id,
             id_tag="",
             source=StartSource.REMOTE,
             requested_at=now,
@@ -453,7 +453,7 @@ class StationRuntime:
         releases = [t for t in self._tasks if t.get_name().startswith("meter release")]
         if releases:
             await asyncio.wait(releases)
-        request = MeterTransactionRequest(tx.ref, tx.connector_id, tx.id_tag, self.station_id, tx.requested_at)
+        request = MeterTransactionRequest(tx.ref, tx.evse_id, tx.id_tag, self.station_id, tx.requested_at)
         try:
             started = await self.meter.start_transaction(request)
         except MeterError as exc:

@@ -303,7 +303,7 @@ class Store:
             " started_at, meter_start_wh, state, records) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'started', ?)",
             (
                 tx.ref,
-                tx.connector_id,
+                tx.evse_id,
                 tx.id_tag,
                 tx.source.value,
                 tx.remote_start_id,
@@ -363,7 +363,7 @@ class Store:
     def _row_to_tx(self, row: sqlite3.Row) -> StoredTransaction:
         tx = Transaction(
             ref=row["ref"],
-            connector_id=row["connector_id"],
+            evse_id=row["connector_id"],
             id_tag=row["id_tag"],
             source=StartSource(row["source"]),
             requested_at=_dt(row["requested_at"]) or datetime.now(UTC),

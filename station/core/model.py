@@ -70,11 +70,23 @@ class SignedMeterRecord:
 
 
 @dataclass(frozen=True)
+class MeterStamp:
+    """Which meter metered and signed a transaction, stored with it in the same commit: the bill stays verifiable
+    with this key after the meter has been swapped."""
+
+    model: str
+    serial: str
+    firmware: str
+    public_key: str  # upper-case hex DER SubjectPublicKeyInfo; "" when the meter gave none
+
+
+@dataclass(frozen=True)
 class Transaction:
-    """One charging transaction as the core knows it. `ref` is ours (a UUID), stable before the CSMS knows it."""
+    """One charging transaction as the core knows it. `ref` is ours (a UUID), stable before the CSMS knows it.
+    It runs on one EVSE (the unit with the fiscal meter), on one of that EVSE's connectors."""
 
     ref: str
-    connector_id: int
+    evse_id: int
     id_tag: str
     source: StartSource
     requested_at: datetime
@@ -85,6 +97,8 @@ class Transaction:
     meter_stop_wh: int | None = None
     stop_reason: StopReason | None = None
     signed_records: tuple[SignedMeterRecord, ...] = ()
+    connector_id: int = 1  # the connector of the EVSE (2.0.1 numbering: 1.. within the EVSE)
+    meter: MeterStamp | None = None  # the meter of the EVSE when it started the transaction
 
 
 # ---------------------------------------------------------------- events (adapters -> core)
@@ -106,6 +120,7 @@ class MeterStarted:
     meter_start_wh: int
     at: datetime
     begin_record: SignedMeterRecord | None = None  # the meter's signed begin record, where it makes one at the start
+    meter: MeterStamp | None = None  # the meter that started it (serial, key), kept with the transaction
 
 
 @dataclass(frozen=True)

@@ -114,9 +114,9 @@ class ChargingStation:
         A transaction that never reached the meter is forgotten by the caller; one the meter started (or may have
         started) is brought to STOPPING and ended on the meter, so its signed record is collected and delivered.
         """
-        connector = self.connectors.get(transaction.connector_id)
+        connector = self.connectors.get(transaction.evse_id)
         if connector is None:
-            raise ValueError(f"stored transaction {transaction.ref} names unknown connector {transaction.connector_id}")
+            raise ValueError(f"stored transaction {transaction.ref} names unknown connector {transaction.evse_id}")
         if connector.transaction is not None:
             raise ValueError(f"connector {connector.id} already holds transaction {connector.transaction.ref}")
         connector.transaction = transaction
@@ -242,7 +242,7 @@ class ChargingStation:
         self._advance(connector, event)
         tx = Transaction(
             ref=event.tx_ref,
-            connector_id=connector.id,
+            evse_id=connector.id,
             id_tag=event.id_tag,
             source=event.source,
             requested_at=event.at,

@@ -160,7 +160,7 @@ def _report(stored: StoredTransaction) -> dict[str, Any]:
         "ref": tx.ref,
         "csms_transaction_id": stored.csms_transaction_id,
         "state": stored.state,
-        "connector_id": tx.connector_id,
+        "connector_id": tx.evse_id,
         "id_tag": tx.id_tag,
         "started_at": tx.started_at.isoformat() if tx.started_at else None,
         "stopped_at": tx.stopped_at.isoformat() if tx.stopped_at else None,

@@ -152,7 +152,7 @@ class V16Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
         tx = stored.transaction
         result = await self.call(
             call.StartTransaction(
-                connector_id=tx.connector_id,
+                connector_id=tx.evse_id,
                 id_tag=tx.id_tag,
                 meter_start=int(tx.meter_start_wh or 0),
                 timestamp=iso(tx.started_at),
@@ -239,7 +239,7 @@ class V16Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
         sampled = self._signed_samples([r for r in tx.signed_records if r.context == "Transaction.Begin"])
         await self.call(
             call.MeterValues(
-                connector_id=tx.connector_id,
+                connector_id=tx.evse_id,
                 transaction_id=int(stored.csms_transaction_id),
                 meter_value=[{"timestamp": iso(tx.started_at), "sampled_value": sampled}],
             ),
@@ -469,7 +469,7 @@ class V16Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
         }
         sampled = sampled_values(body, self.settings.measurands("MeterValuesSampledData"), "Trigger")
         for connector_id in connectors:
-            tx = next((t for t in self.runtime.core.running_transactions() if t.connector_id == connector_id), None)
+            tx = next((t for t in self.runtime.core.running_transactions() if t.evse_id == connector_id), None)
             stored = self.store.transaction(tx.ref) if tx else None
             transaction_id = int(stored.csms_transaction_id) if stored and stored.csms_transaction_id else None
             await self.call(

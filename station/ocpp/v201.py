@@ -308,7 +308,7 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
             offline=offline or None,
             id_token=self._id_token(tx),
             meter_value=[{"timestamp": iso(tx.started_at), "sampled_value": [self._begin_sample(tx)]}],
-            evse={"id": tx.connector_id, "connector_id": 1},
+            evse={"id": tx.evse_id, "connector_id": 1},
         )
 
     def _begin_sample(self, tx: Transaction) -> dict[str, Any]:
@@ -390,7 +390,7 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
             transaction_info=info,
             offline=offline or None,
             meter_value=meter_values,
-            evse={"id": tx.connector_id, "connector_id": 1},
+            evse={"id": tx.evse_id, "connector_id": 1},
         )
 
     def _signed_sample(self, tx: Transaction, record: SignedMeterRecord) -> dict[str, Any]:
@@ -544,7 +544,7 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
         ]
         live = self.runtime.meter_state.live
         for evse_id in sorted(core.connectors):
-            charging = any(tx.connector_id == evse_id for tx in core.running_transactions())
+            charging = any(tx.evse_id == evse_id for tx in core.running_transactions())
             power = float(live.power_w) if live is not None and charging else 0.0
             evse = {"name": "EVSE", "evse": {"id": evse_id}}
             connector = {"name": "Connector", "evse": {"id": evse_id, "connectorId": 1}}
@@ -793,7 +793,7 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
     def on_unlock_connector(self, evse_id: int, connector_id: int, **_: Any) -> call_result.UnlockConnector:
         if evse_id not in self.runtime.core.connectors or connector_id != 1:
             return call_result.UnlockConnector(status="UnknownConnector")
-        if any(tx.connector_id == evse_id for tx in self.runtime.core.running_transactions()):
+        if any(tx.evse_id == evse_id for tx in self.runtime.core.running_transactions()):
             return call_result.UnlockConnector(status="OngoingAuthorizedTransaction")
         # A fixed cable has no lock to open: nothing holds the plug.
         return call_result.UnlockConnector(status="Unlocked")

@@ -50,7 +50,7 @@ def config(workdir: Path, url: str, baud: int, **meter: Any) -> dict[str, Any]:
 
 
 def link_of(station: Any) -> ModbusLink:
-    meter = station.meter
+    meter = station.meters[1]
     assert isinstance(meter, SmartMeMeter)
     return meter.link
 

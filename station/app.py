@@ -18,6 +18,7 @@ import structlog
 
 from station.auth import Authorizer
 from station.config import Config
+from station.core.model import Layout
 from station.core.station import ChargingStation
 from station.diag.server import DiagnosticsServer
 from station.diag.webpage import DiagnosticsPage
@@ -29,8 +30,8 @@ from station.meter.sim.base import SimulatedMeter
 from station.meter.sim.server import build_simulator, serve
 from station.ocpp import security
 from station.ocpp.connection import CsmsConnection
-from station.ocpp.settings import Settings
-from station.runtime import StationRuntime
+from station.ocpp.settings import Settings, SettingsPolicy
+from station.runtime import MeterWorker, StationRuntime
 from station.service import Notifier, feed_watchdog
 from station.store import Store, StoreError
 
@@ -54,7 +55,7 @@ class SimulatedLine:
 class Station:
     config: Config
     store: Store
-    meter: Meter
+    meters: dict[int, Meter]  # by EVSE id
     runtime: StationRuntime
     connection: CsmsConnection
     settings: Settings
@@ -109,29 +110,31 @@ async def running_station(config: Config) -> AsyncIterator[Station]:
         if config.meter.transport == "simulated":
             simulated = await start_simulated_line(config)
             port = simulated.cable.path_a
-        meter = build_meter(config, port)
-        connector_ids = tuple(range(1, config.station.connectors + 1))
-        core = ChargingStation(connector_ids)
-        runtime = StationRuntime(core, store, meter, station_id=config.station.id)
-        await runtime.start()
-        settings = Settings(store, connector_ids, lambda: runtime.meter_state.public_key_hex)
-        runtime.authorizer = Authorizer(
+        meters = {1: build_meter(config, port)}
+        layout = Layout.one_connector_each(len(meters))
+        workers = {evse_id: MeterWorker(evse_id, meter) for evse_id, meter in meters.items()}
+        settings = Settings(store, layout, lambda evse_id: workers[evse_id].state.public_key_hex)
+        authorizer = Authorizer(
             store,
             offline_allowed=lambda: settings.value("LocalAuthorizeOffline") == "true",
             list_enabled=lambda: settings.value("LocalAuthListEnabled") == "true",
             cache_enabled=lambda: settings.value("AuthorizationCacheEnabled") == "true",
         )
-        runtime.sample_interval = lambda: settings.int_value("MeterValueSampleInterval")
-        runtime.aligned_interval = lambda: settings.int_value("ClockAlignedDataInterval")
-        runtime.sign_aligned = lambda: settings.value("AlignedDataSignReadings") == "true"
-        runtime.ended_interval = lambda: settings.int_value("TxEndedInterval")
-        runtime.stop_on_invalid_id = lambda: settings.value("StopTxOnInvalidId") == "true"
+        runtime = StationRuntime(
+            ChargingStation(layout),
+            store,
+            workers,
+            station_id=config.station.id,
+            policy=SettingsPolicy(settings),
+            authorizer=authorizer,
+        )
+        await runtime.start()
         settings.listeners.append(lambda _name, _value: runtime.sampling_changed())
         connection = CsmsConnection(config, runtime, store, settings)
         store.security_event(security.STARTUP, f"station started, security profile {connection.security.profile}")
         if connection.security.profile == 0:
             log.warning("security profile 0: the CSMS connection is neither authenticated nor encrypted")
-        station = Station(config, store, meter, runtime, connection, settings, simulated)
+        station = Station(config, store, meters, runtime, connection, settings, simulated)
         station.tasks.append(asyncio.create_task(connection.run(), name="csms connection"))
         diagnostics = DiagnosticsServer(station, config.diagnostics.socket) if config.diagnostics.socket else None
         if diagnostics is not None:
@@ -168,12 +171,12 @@ def status_line(station: Station) -> str:
         csms = f"CSMS connected (OCPP {state.version})"
     else:
         csms = "CSMS unreachable" if state.last_error else "CSMS connecting"
-    meter = "meter up" if station.runtime.meter_state.link_up else "meter DOWN"
-    parts = [csms, meter]
-    for connector in station.runtime.core.connectors.values():
-        text = f"connector {connector.id} {connector.phase.value}"
-        if connector.transaction is not None:
-            text += f" ({connector.transaction.ref[:8]})"
+    parts = [csms]
+    for evse in station.runtime.core.evses.values():
+        text = f"EVSE {evse.id} {evse.phase.value}"
+        if evse.transaction is not None:
+            text += f" ({evse.transaction.ref[:8]})"
+        text += ", meter up" if station.runtime.meter_state(evse.id).link_up else ", meter DOWN"
         parts.append(text)
     queued = station.store.outbox_depth()
     if queued:

@@ -611,6 +611,15 @@ class Store:
         rows = self._read("SELECT value FROM settings WHERE key=?", (key,))
         return str(rows[0]["value"]) if rows else None
 
+    def availability(self, evse_id: int, connector_id: int) -> str | None:
+        """ "Operative" / "Inoperative" as last set for a connector, None when never set."""
+        suffix = f"{evse_id}" if connector_id == 1 else f"{evse_id}.{connector_id}"
+        return self.setting(f"availability.{suffix}")
+
+    def set_availability(self, evse_id: int, connector_id: int, value: str) -> None:
+        suffix = f"{evse_id}" if connector_id == 1 else f"{evse_id}.{connector_id}"
+        self.set_setting(f"availability.{suffix}", value)
+
     def set_setting(self, key: str, value: str) -> None:
         self._write(
             [

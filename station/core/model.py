@@ -101,17 +101,65 @@ class Transaction:
     meter: MeterStamp | None = None  # the meter of the EVSE when it started the transaction
 
 
+@dataclass(frozen=True)
+class Layout:
+    """The station's EVSEs and the connectors of each (ids from 1, in order). Connectors also have a station-wide
+    number, counted over the EVSEs in order: what a protocol with flat connector ids (OCPP 1.6) calls them."""
+
+    evses: tuple[tuple[int, tuple[int, ...]], ...]
+
+    @classmethod
+    def one_connector_each(cls, n_evses: int) -> Layout:
+        return cls(tuple((e, (1,)) for e in range(1, n_evses + 1)))
+
+    def __post_init__(self) -> None:
+        ids = [e for e, _ in self.evses]
+        if ids != list(range(1, len(ids) + 1)):
+            raise ValueError(f"EVSE ids must be 1..N in order, got {ids}")
+        for evse, connectors in self.evses:
+            if list(connectors) != list(range(1, len(connectors) + 1)):
+                raise ValueError(f"EVSE {evse}: connector ids must be 1..N in order, got {list(connectors)}")
+
+    @property
+    def evse_ids(self) -> tuple[int, ...]:
+        return tuple(e for e, _ in self.evses)
+
+    def connectors_of(self, evse_id: int) -> tuple[int, ...]:
+        return dict(self.evses)[evse_id]
+
+    def numbered(self) -> list[tuple[int, int, int]]:
+        """(station-wide number, EVSE id, connector id) of every connector."""
+        out: list[tuple[int, int, int]] = []
+        for evse, connectors in self.evses:
+            out.extend((len(out) + 1, evse, c) for c in connectors)
+        return out
+
+    def number_of(self, evse_id: int, connector_id: int = 1) -> int:
+        for number, evse, connector in self.numbered():
+            if (evse, connector) == (evse_id, connector_id):
+                return number
+        raise KeyError(f"no connector {connector_id} on EVSE {evse_id}")
+
+    def locate(self, number: int) -> tuple[int, int] | None:
+        """(EVSE id, connector id) of a station-wide connector number; None when there is no such connector."""
+        for n, evse, connector in self.numbered():
+            if n == number:
+                return evse, connector
+        return None
+
+
 # ---------------------------------------------------------------- events (adapters -> core)
 
 
 @dataclass(frozen=True)
 class StartRequested:
-    connector_id: int
+    evse_id: int
     id_tag: str
     at: datetime
     tx_ref: str
     source: StartSource = StartSource.REMOTE
     remote_start_id: int | None = None
+    connector_id: int = 1
 
 
 @dataclass(frozen=True)
@@ -142,10 +190,14 @@ class MeterStopped:
     meter_stop_wh: int
     at: datetime
     signed_records: tuple[SignedMeterRecord, ...]
+    meter: MeterStamp | None = None  # the meter that signed; kept only where the start did not name one
 
 
 @dataclass(frozen=True)
 class MeterLinkChanged:
+    """The link to one EVSE's meter went up or down: only that EVSE's connectors fault."""
+
+    evse_id: int
     up: bool
     reason: str = ""
 
@@ -165,11 +217,13 @@ class StationAccepted:
 
 @dataclass(frozen=True)
 class AvailabilityChanged:
-    """The CSMS (or the technician) makes a connector (0: all) operative or inoperative. While a transaction runs the
-    change is scheduled and takes effect when it has ended (1.6 ChangeAvailability Scheduled, 2.0.1 G03)."""
+    """The CSMS (or the technician) makes the station (EVSE 0), an EVSE (connector 0: all of its connectors) or one
+    connector operative or inoperative. While a transaction runs on an EVSE the change is scheduled for its connectors
+    and takes effect when it has ended (1.6 ChangeAvailability Scheduled, 2.0.1 G03/G04)."""
 
-    connector_id: int
+    evse_id: int
     operative: bool
+    connector_id: int = 0
 
 
 Event = (
@@ -190,13 +244,13 @@ Event = (
 
 @dataclass(frozen=True)
 class StartMeterTransaction:
-    connector_id: int
+    evse_id: int
     transaction: Transaction
 
 
 @dataclass(frozen=True)
 class StopMeterTransaction:
-    connector_id: int
+    evse_id: int
     transaction: Transaction
 
 
@@ -224,10 +278,11 @@ class RecordTransactionAborted:
 
 @dataclass(frozen=True)
 class ReportStatus:
-    connector_id: int
+    evse_id: int
     status: ConnectorStatus
     error_code: str = "NoError"
     info: str = ""
+    connector_id: int = 1  # within the EVSE
 
 
 Command = (

@@ -132,12 +132,12 @@ async def run_demo(
                     f"meter started its transaction; {start.action} with start reading {meter_start} Wh, "
                     f"transactionId={transaction_id}"
                 )
-                await csms.wait_until(lambda: station.runtime.core.connectors[1].phase.value == "charging")
+                await csms.wait_until(lambda: station.runtime.core.evses[1].phase.value == "charging")
                 loop = asyncio.get_running_loop()
                 end = loop.time() + seconds
                 while loop.time() < end:
                     await asyncio.sleep(1.0)
-                    live = await station.meter.live_values()
+                    live = await station.meters[1].live_values()
                     say(f"  charging: {live.power_w / 1000:.1f} kW, meter register {live.energy_import_wh} Wh")
 
                 status = await csms.stop_session(STATION_ID, transaction_id)

@@ -49,16 +49,18 @@ EXPORT_FORMATS = ("transparency-xml",)
 
 def status_report(station: Station) -> dict[str, Any]:
     runtime = station.runtime
-    meter = runtime.meter_state
-    identity = meter.identity
+    core = runtime.core
     connectors = []
-    for cid, connector in runtime.core.connectors.items():
-        tx = connector.transaction
+    for number, evse_id, cid in core.layout.numbered():
+        evse = core.evses[evse_id]
+        tx = evse.transaction if evse.transaction is not None and evse.transaction.connector_id == cid else None
         connectors.append(
             {
-                "id": cid,
-                "state": runtime.core.status_of(cid).value,
-                "phase": connector.phase.value,
+                "id": number,
+                "evse_id": evse_id,
+                "connector_id": cid,
+                "state": core.status_of(evse_id, cid).value,
+                "phase": evse.phase.value,  # the EVSE's: its one meter serves one connector at a time
                 "transaction": None
                 if tx is None
                 else {
@@ -73,20 +75,33 @@ def status_report(station: Station) -> dict[str, Any]:
     if ocpp["last_error"]:
         ocpp["last_error_detail"] = ocpp["last_error"]
         ocpp["last_error"] = plain_csms_error(ocpp["last_error"], ocpp["url"])
+    meters = [_meter_report(station, evse.id) for evse in station.config.evses]
     return {
         "station_id": station.config.station.id,
         "ocpp": ocpp,
-        "meter": {
-            "link": "up" if meter.link_up and runtime.core.meter_link_up else "down",
-            "model": station.config.meter.model,
-            "port": station.config.meter.port if station.config.meter.transport != "simulated" else "simulated",
-            "serial": identity.serial_number if identity else None,
-            "firmware": identity.firmware_version if identity else None,
-            "public_key": meter.public_key_hex or None,
-            "last_error": meter.last_error or None,
-        },
+        "meter": meters[0],  # the first EVSE's (the only one on most stations); "meters" has each EVSE's
+        "meters": meters,
         "connectors": connectors,
         "failed_messages": len(station.store.failed_messages()),
+    }
+
+
+def _meter_report(station: Station, evse_id: int) -> dict[str, Any]:
+    meter = station.runtime.meter_state(evse_id)
+    identity = meter.identity
+    evse = station.config.evse(evse_id)
+    bus = station.config.bus_of(evse)
+    return {
+        "evse_id": evse_id,
+        "link": "up" if meter.link_up and station.runtime.core.evses[evse_id].meter_link_up else "down",
+        "model": evse.meter.model,
+        "bus": bus.name,
+        "port": bus.port if bus.transport != "simulated" else "simulated",
+        "device_id": evse.meter.device_id,
+        "serial": identity.serial_number if identity else None,
+        "firmware": identity.firmware_version if identity else None,
+        "public_key": meter.public_key_hex or None,
+        "last_error": meter.last_error or None,
     }
 
 
@@ -160,7 +175,11 @@ def _report(stored: StoredTransaction) -> dict[str, Any]:
         "ref": tx.ref,
         "csms_transaction_id": stored.csms_transaction_id,
         "state": stored.state,
-        "connector_id": tx.evse_id,
+        "evse_id": tx.evse_id,
+        "connector_id": tx.connector_id,
+        "meter": None
+        if tx.meter is None
+        else {"model": tx.meter.model, "serial": tx.meter.serial, "public_key": tx.meter.public_key or None},
         "id_tag": tx.id_tag,
         "started_at": tx.started_at.isoformat() if tx.started_at else None,
         "stopped_at": tx.stopped_at.isoformat() if tx.stopped_at else None,
@@ -191,7 +210,8 @@ def export_transaction(station: Station, ref: object, fmt: object) -> dict[str, 
         return {"ok": False, "error": f"no transaction {ref}"}
     if not report["records"]:
         return {"ok": False, "error": f"transaction {ref} has no signed record (yet)"}
-    key_hex = station.runtime.meter_state.public_key_hex
+    # The key of the meter that signed (stored with the transaction): a meter swapped since keeps the bill verifiable.
+    key_hex = (report["meter"] or {}).get("public_key") or station.runtime.meter_key(report["evse_id"])
     if not key_hex:
         return {"ok": False, "error": "the meter's public key is not known yet (meter not read since start)"}
     entries = [(r["context"], r["data"]) for r in report["records"]]
@@ -199,12 +219,13 @@ def export_transaction(station: Station, ref: object, fmt: object) -> dict[str, 
     return {"ok": True, "export": xml, "verified": report["verified"]}
 
 
-async def meter_report(station: Station) -> dict[str, Any]:
-    meter = station.meter
+async def meter_report(station: Station, evse_id: int = 1) -> dict[str, Any]:
+    meter = station.meters[evse_id]
     live = await meter.live_values()
     identity = await meter.identity()
     return {
-        "model": station.config.meter.model,
+        "evse_id": evse_id,
+        "model": station.config.evse(evse_id).meter.model,
         "serial": identity.serial_number,
         "firmware": identity.firmware_version,
         "public_key": await meter.public_key(),
@@ -218,10 +239,11 @@ async def meter_report(station: Station) -> dict[str, Any]:
     }
 
 
-async def meter_test(station: Station) -> dict[str, Any]:
-    """What a technician runs when commissioning: each step, its round trip, and a plain-words verdict."""
+async def meter_test(station: Station, evse_id: int = 1) -> dict[str, Any]:
+    """What a technician runs when commissioning (one EVSE's meter): each step, its round trip, and a plain-words
+    verdict."""
     steps: list[dict[str, Any]] = []
-    meter = station.meter
+    meter = station.meters[evse_id]
 
     causes: list[MeterError] = []
 
@@ -256,6 +278,7 @@ async def meter_test(station: Station) -> dict[str, Any]:
         verdict = "the meter answers but some registers fail: check the meter model and register map in the config"
     return {
         "ok": ok,
+        "evse_id": evse_id,
         "verdict": verdict,
         "steps": steps,
         "serial": identity.serial_number if identity else None,
@@ -433,10 +456,14 @@ class DiagnosticsServer:
                 return export_transaction(self.station, request.get("id"), request.get("format", "transparency-xml"))
             if command == "security-log":
                 return {"ok": True, "security_log": self.station.store.security_log(100)}
-            if command == "meter":
-                return {"ok": True, "meter": await meter_report(self.station)}
-            if command == "meter-test":
-                return {"ok": True, "meter_test": await meter_test(self.station)}
+            if command in ("meter", "meter-test"):
+                evse = request.get("evse", 1)
+                if isinstance(evse, bool) or evse not in self.station.meters:
+                    known = ", ".join(str(e) for e in self.station.meters)
+                    return {"ok": False, "error": f'"evse" must be one of the EVSE ids {known}'}
+                if command == "meter":
+                    return {"ok": True, "meter": await meter_report(self.station, evse)}
+                return {"ok": True, "meter_test": await meter_test(self.station, evse)}
         except MeterError as exc:
             return {"ok": False, "error": f"meter: {exc}"}
         return {

@@ -73,8 +73,8 @@ class LiveSeries:
     _last: object = None
 
     def sample(self, station: Station) -> None:
-        tx = next((c.transaction for c in station.runtime.core.connectors.values() if c.transaction), None)
-        live = station.runtime.meter_state.live
+        tx = next(iter(station.runtime.core.running_transactions()), None)
+        live = station.runtime.meter_state(tx.evse_id).live if tx is not None else None
         if tx is None or tx.meter_start_wh is None:
             self.ref, self._last = None, None
             self.points.clear()

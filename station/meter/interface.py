@@ -8,6 +8,7 @@ interface and nothing about registers. A driver must never invent, repair or re-
 from __future__ import annotations
 
 import abc
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -114,6 +115,11 @@ class Meter(abc.ABC):
     @abc.abstractmethod
     def set_link_listener(self, listener: Callable[[bool, str], None]) -> None:
         """Have `listener(up, reason)` called whenever the link to the meter goes up or down."""
+
+    def transaction_work(self) -> contextlib.AbstractContextManager[None]:
+        """Mark what is awaited inside as transaction work (start, end, signed record, release): on a shared bus it
+        goes before sampling reads. Meters without a shared line need nothing."""
+        return contextlib.nullcontext()
 
     async def release_record(self, tx_ref: str) -> None:
         """The daemon has stored the record durably; a meter that keeps it until acknowledged may now free it."""

@@ -24,8 +24,11 @@ from ocpp.messages import Call, get_validator
 from ocpp.v16.enums import Action as Action16
 from ocpp.v201.enums import Action as Action201
 
-from station.core.model import ReportStatus
+from station.core.model import ReportStatus, Transaction
 from station.store import IdTagEntry, OutboxMessage
+
+if TYPE_CHECKING:
+    from station.runtime import StationRuntime
 
 log = structlog.get_logger("station.ocpp")
 
@@ -68,6 +71,20 @@ class CsmsAdapter(Protocol):
 
     async def deliver(self, message: OutboxMessage) -> Delivery:
         """Send one outbox entry; returns when the CSMS answered with a CALLRESULT (raises on CALLERROR/timeout)."""
+
+
+def signing_key(runtime: StationRuntime, tx: Transaction) -> str:
+    """The public key of the meter that signed a transaction's records: the one stored with the transaction (a meter
+    swapped since keeps old bills verifiable), else, for transactions stored before meters were stamped, the key of
+    its EVSE's meter now."""
+    if tx.meter is not None and tx.meter.public_key:
+        return tx.meter.public_key
+    return runtime.meter_key(tx.evse_id)
+
+
+def body_evse(body: dict[str, Any]) -> int:
+    """The EVSE a queued reading belongs to; readings queued before EVSEs existed named connector 1 of EVSE 1."""
+    return int(body.get("evse_id", body.get("connector_id", 1)))
 
 
 def iso(at: datetime | None) -> str:

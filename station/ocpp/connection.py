@@ -154,9 +154,8 @@ class CsmsConnection:
         self.trace = FrameTrace()
         self._wakeups = {"transaction": asyncio.Event(), "other": asyncio.Event()}  # one per outbox lane
         self._statuses: asyncio.Queue[ReportStatus] = asyncio.Queue()
-        runtime.outbox_listeners.append(self._wake_lanes)
+        runtime.csms.outbox_listeners.append(self._wake_lanes)
         runtime.status_listeners.append(self._statuses.put_nowait)
-        runtime.csms_online = lambda: self.state.connected
         self._ws: ClientConnection | None = None
         self._stopping = False
         self.security = Security(config.csms, config.station.id, settings, store)
@@ -236,6 +235,7 @@ class CsmsConnection:
                 )
             finally:
                 self.state.connected = False
+                self.runtime.csms.online = False
                 self._ws = None
                 if self.runtime.authorizer is not None:
                     self.runtime.authorizer.ask_csms = None
@@ -291,6 +291,7 @@ class CsmsConnection:
             self._ws = ws
             self._connected = True
             self.state.connected = True
+            self.runtime.csms.online = True
             self.state.version = adapter.version
             self.state.last_connected = datetime.now(UTC)
             self.state.last_error = ""

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from station.core.model import Layout
 from station.ocpp.adapter import iso
 from station.ocpp.signed_value import PUBLIC_KEY_OPTIONS, oca_public_key
 from station.store import Store
@@ -300,9 +301,12 @@ class VariableResult:
 
 
 class Settings:
-    def __init__(self, store: Store, connector_ids: tuple[int, ...], public_key: Callable[[], str]) -> None:
+    def __init__(self, store: Store, layout: Layout, public_key: Callable[[int], str]) -> None:
+        """`public_key(evse_id)`: the key of that EVSE's meter, as upper-case hex DER ("" while unknown)."""
         self.store = store
-        self.connector_ids = connector_ids
+        self.layout = layout
+        self.connector_ids = tuple(number for number, _, _ in layout.numbered())  # 1.6 connectorIds
+        self.evse_ids = layout.evse_ids
         self.public_key = public_key
         self.listeners: list[Callable[[str, str], None]] = []
         self.computed: dict[str, Callable[[], str]] = {
@@ -312,7 +316,7 @@ class Settings:
         }
         # Defaults that depend on the station (its connectors) or its config (the connection sets those).
         self.defaults: dict[str, str] = {
-            "ConnectorPhaseRotation": ",".join(f"{c}.Unknown" for c in connector_ids),
+            "ConnectorPhaseRotation": ",".join(f"{c}.Unknown" for c in self.connector_ids),
         }
         # Checks that need more than the value (station/ocpp/security.py registers SecurityProfile's).
         self.checks: dict[str, Check] = {"ConnectorPhaseRotation": self._phase_rotation}
@@ -374,13 +378,15 @@ class Settings:
     # ------------------------------------------------------------------ 1.6 configuration keys
 
     def _meter_key_connector(self, key: str) -> int | None:
+        """The EVSE whose meter `MeterPublicKey<connectorId>` names (OCA app note), None for any other key."""
         suffix = key[len("MeterPublicKey") :] if key.startswith("MeterPublicKey") else ""
-        return int(suffix) if suffix.isdigit() and int(suffix) in self.connector_ids else None
+        where = self.layout.locate(int(suffix)) if suffix.isdigit() and len(suffix) < 4 else None
+        return None if where is None else where[0]
 
     def get(self, key: str) -> str | None:
         """A 1.6 key's value, None when the key is unknown."""
-        if self._meter_key_connector(key) is not None:
-            return oca_public_key(self.public_key())
+        if (evse := self._meter_key_connector(key)) is not None:
+            return oca_public_key(self.public_key(evse))
         setting = BY_KEY16.get(key)
         return None if setting is None else self.value(setting.name)
 
@@ -411,7 +417,7 @@ class Settings:
     # ------------------------------------------------------------------ 2.0.1 device model
 
     def _fiscal_key(self, component: str, variable: str, evse: int | None) -> bool:
-        return component == "FiscalMetering" and variable == "PublicKey" and evse in self.connector_ids
+        return component == "FiscalMetering" and variable == "PublicKey" and evse in self.evse_ids
 
     def get_variable(
         self,
@@ -422,10 +428,10 @@ class Settings:
         evse: int | None = None,
         attribute: str = "Actual",
     ) -> VariableResult:
-        if self._fiscal_key(component, variable, evse):
+        if evse is not None and self._fiscal_key(component, variable, evse):
             if attribute != "Actual":
                 return VariableResult("NotSupportedAttributeType")
-            return VariableResult("Accepted", oca_public_key(self.public_key()))
+            return VariableResult("Accepted", oca_public_key(self.public_key(evse)))
         setting = BY_VARIABLE.get((component, variable, instance))
         if setting is None:
             return VariableResult("UnknownVariable" if component in COMPONENTS else "UnknownComponent")
@@ -494,15 +500,37 @@ class Settings:
                 }
             )
         if not configuration_only:
-            for connector in self.connector_ids:
+            for evse in self.evse_ids:
+                key = oca_public_key(self.public_key(evse))
                 items.append(
                     {
-                        "component": {"name": "FiscalMetering", "evse": {"id": connector}},
+                        "component": {"name": "FiscalMetering", "evse": {"id": evse}},
                         "variable": {"name": "PublicKey"},
-                        "variableAttribute": [
-                            {"type": "Actual", "value": oca_public_key(self.public_key()), "mutability": "ReadOnly"}
-                        ],
+                        "variableAttribute": [{"type": "Actual", "value": key, "mutability": "ReadOnly"}],
                         "variableCharacteristics": {"dataType": "string", "supportsMonitoring": False},
                     }
                 )
         return items
+
+
+class SettingsPolicy:
+    """What the runtime reads of the settings (station.runtime.policy.RuntimePolicy), read at every use so that a
+    change by the CSMS takes effect at once."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def sample_interval(self) -> int:
+        return self.settings.int_value("MeterValueSampleInterval")
+
+    def aligned_interval(self) -> int:
+        return self.settings.int_value("ClockAlignedDataInterval")
+
+    def sign_aligned(self) -> bool:
+        return self.settings.value("AlignedDataSignReadings") == "true"
+
+    def ended_interval(self) -> int:
+        return self.settings.int_value("TxEndedInterval")
+
+    def stop_on_invalid_id(self) -> bool:
+        return self.settings.value("StopTxOnInvalidId") == "true"

@@ -29,16 +29,19 @@ from ocpp.v16.enums import (
     RemoteStartStopStatus,
 )
 
-from station.core.model import ConnectorStatus, ReportStatus, SignedMeterRecord, StopReason, Transaction
+from station.core.model import ConnectorStatus, Outcome, ReportStatus, SignedMeterRecord, StopReason, Transaction
+from station.meter.interface import LiveValues
 from station.ocpp.adapter import (
     BootRefused,
     CallRefused,
     Delivery,
     FollowUps,
     RpcRules,
+    body_evse,
     iso,
     measured,
     security_event_fields,
+    signing_key,
 )
 from station.ocpp.settings import Settings
 from station.ocpp.signed_value import PUBLIC_KEY_NEVER, v16_signed_sampled_value
@@ -83,7 +86,9 @@ class V16Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
     async def boot(self, reason: str = "PowerUp") -> int:
         """BootNotification; returns the heartbeat interval when Accepted, raises BootRefused otherwise. (1.6 has no
         boot reason.)"""
-        identity = self.runtime.meter_state.identity
+        # meterType / meterSerialNumber name "the main power meter": one there is only with one EVSE.
+        meters = self.runtime.meters
+        identity = next(iter(meters.values())).state.identity if len(meters) == 1 else None
         result = await self.call(
             call.BootNotification(
                 charge_point_model=self.model,
@@ -116,7 +121,7 @@ class V16Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
     async def status(self, report: ReportStatus) -> None:
         await self.call(
             call.StatusNotification(
-                connector_id=report.connector_id,
+                connector_id=self._number(report.evse_id, report.connector_id),
                 error_code=ChargePointErrorCode(report.error_code),
                 status=ChargePointStatus(report.status.value),
                 info=report.info[:50] or None,
@@ -152,7 +157,7 @@ class V16Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
         tx = stored.transaction
         result = await self.call(
             call.StartTransaction(
-                connector_id=tx.evse_id,
+                connector_id=self._number(tx.evse_id, tx.connector_id),
                 id_tag=tx.id_tag,
                 meter_start=int(tx.meter_start_wh or 0),
                 timestamp=iso(tx.started_at),
@@ -212,16 +217,15 @@ class V16Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
             values = sampled_values(sample, measurands)
             if values:
                 data.append({"timestamp": iso(datetime.fromisoformat(sample["at"])), "sampled_value": values})
-        signed = self._signed_samples(tx.signed_records)
+        signed = self._signed_samples(tx.signed_records, signing_key(self.runtime, tx))
         if signed:
             data.append({"timestamp": iso(tx.stopped_at), "sampled_value": signed})
         return data or None
 
-    def _signed_samples(self, records: Sequence[SignedMeterRecord]) -> list[dict[str, Any]]:
-        """Signed records as 1.6 SampledValues (OCA envelope or raw OCMF, with the key per
-        PublicKeyWithSignedMeterValue)."""
+    def _signed_samples(self, records: Sequence[SignedMeterRecord], key: str) -> list[dict[str, Any]]:
+        """Signed records as 1.6 SampledValues (OCA envelope or raw OCMF, with `key`, the key of the meter that signed
+        them, per PublicKeyWithSignedMeterValue)."""
         with_key = self.settings.value("PublicKeyWithSignedMeterValue") != PUBLIC_KEY_NEVER
-        key = self.runtime.meter_state.public_key_hex
         return [v16_signed_sampled_value(r, key, with_key=with_key, raw=self.raw_signed_values) for r in records]
 
     async def _signed_begin(self, message: OutboxMessage) -> None:
@@ -236,10 +240,11 @@ class V16Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
                 f"signed begin value for {message.tx_ref}: no CSMS transactionId (StartTransaction failed)"
             )
         tx = stored.transaction
-        sampled = self._signed_samples([r for r in tx.signed_records if r.context == "Transaction.Begin"])
+        begin = [r for r in tx.signed_records if r.context == "Transaction.Begin"]
+        sampled = self._signed_samples(begin, signing_key(self.runtime, tx))
         await self.call(
             call.MeterValues(
-                connector_id=tx.evse_id,
+                connector_id=self._number(tx.evse_id, tx.connector_id),
                 transaction_id=int(stored.csms_transaction_id),
                 meter_value=[{"timestamp": iso(tx.started_at), "sampled_value": sampled}],
             ),
@@ -249,6 +254,7 @@ class V16Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
 
     async def _meter_values(self, message: OutboxMessage) -> None:
         body = message.body
+        evse = body_evse(body)
         transaction_id = None
         if message.tx_ref is not None:
             stored = self.store.transaction(message.tx_ref)
@@ -257,12 +263,13 @@ class V16Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
         key = "MeterValuesAlignedData" if body["context"] == "Sample.Clock" else "MeterValuesSampledData"
         sampled = sampled_values(body, self.settings.measurands(key))
         if body.get("signed"):  # the meter's own signed reading (signed aligned data)
-            sampled += self._signed_samples([SignedMeterRecord(str(body["signed"]), context=str(body["context"]))])
+            record = SignedMeterRecord(str(body["signed"]), context=str(body["context"]))
+            sampled += self._signed_samples([record], self.runtime.meter_key(evse))
         if not sampled:
             return  # no measurand configured: nothing to report (an empty MeterValue says nothing)
         await self.call(
             call.MeterValues(
-                connector_id=int(body["connector_id"]),
+                connector_id=self._number(evse),
                 transaction_id=transaction_id,
                 meter_value=[{"timestamp": iso(datetime.fromisoformat(body["at"])), "sampled_value": sampled}],
             ),
@@ -284,9 +291,13 @@ class V16Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
             # §4.2: "While in pending state, ... RemoteStartTransaction.req and RemoteStopTransaction.req" are not
             # allowed.
             return call_result.RemoteStartTransaction(status=RemoteStartStopStatus.rejected)
-        # Without a connector id the station picks one: its first connector.
-        target = connector_id if connector_id is not None else min(self.runtime.core.connectors)
-        outcome = self.runtime.remote_start(target, id_tag)
+        # Without a connector id the station picks one: the first available (§5.11 leaves the choice to it).
+        if connector_id is None:
+            outcome = self.runtime.remote_start(None, id_tag)
+        elif (where := self.runtime.core.layout.locate(connector_id)) is None:
+            outcome = Outcome(False, reason=f"no connector {connector_id}")
+        else:
+            outcome = self.runtime.remote_start(where[0], id_tag, connector_id=where[1])
         log.info(
             "RemoteStartTransaction",
             id_tag=id_tag,
@@ -350,7 +361,11 @@ class V16Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
 
     @on(Action.change_availability)
     def on_change_availability(self, connector_id: int, type: str, **_: Any) -> call_result.ChangeAvailability:
-        outcome = self.runtime.change_availability(connector_id, type == "Operative")
+        # Connector 0 is the whole Charge Point (§5.2).
+        where = (0, 0) if connector_id == 0 else self.runtime.core.layout.locate(connector_id)
+        if where is None:
+            return call_result.ChangeAvailability(status=AvailabilityStatus.rejected)
+        outcome = self.runtime.change_availability(where[0], type == "Operative", where[1])
         log.info("ChangeAvailability", connector_id=connector_id, to=type, accepted=outcome.accepted)
         if not outcome.accepted:
             return call_result.ChangeAvailability(status=AvailabilityStatus.rejected)
@@ -415,7 +430,7 @@ class V16Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
         # One pending trigger per message type and connector: a repeat while one is pending is answered Accepted
         # and sends nothing more (station/ocpp/adapter.py FollowUps).
         what = f"triggered {requested_message} {'all' if connector_id is None else connector_id}"
-        connectors = sorted(self.runtime.core.connectors)
+        connectors = [number for number, _, _ in self.runtime.core.layout.numbered()]
         if requested_message == "Heartbeat":
             queued = self.follow_ups.later(self.heartbeat(), what)
         elif requested_message == "BootNotification":
@@ -428,16 +443,20 @@ class V16Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
             # §5.17: connectorId 0 is the Charge Point itself; none means the Charge Point and every connector.
             if connector_id is not None and connector_id != 0 and connector_id not in connectors:
                 return call_result.TriggerMessage(status="Rejected")
-            reports = [] if connector_id == 0 else self.runtime.core.report_all(connector_id)
+            if connector_id in (None, 0):
+                reports = [] if connector_id == 0 else self.runtime.core.report_all()
+            else:
+                evse, connector = self.runtime.core.layout.locate(connector_id) or (0, 0)
+                reports = self.runtime.core.report_all(evse, connector)
             if connector_id in (None, 0):
                 reports.insert(0, self._charge_point_status())
             queued = self.follow_ups.send_statuses(reports, self.status, what)
         elif requested_message == "MeterValues":
             if connector_id is not None and connector_id not in connectors:
                 return call_result.TriggerMessage(status="Rejected")  # 0 too: there is no main meter apart
-            if self.runtime.meter_state.live is None:
-                return call_result.TriggerMessage(status="Rejected")  # nothing measured yet to report
             targets = connectors if connector_id is None else [connector_id]
+            if all(self._live(number) is None for number in targets):
+                return call_result.TriggerMessage(status="Rejected")  # nothing measured yet to report
             queued = self.follow_ups.later(self._live_meter_values(targets), what)
         else:
             return call_result.TriggerMessage(status="NotImplemented")
@@ -447,29 +466,43 @@ class V16Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
         """Connector 0, the Charge Point itself (§4.9: only Available, Unavailable or Faulted): Faulted while the
         meter or the store fails, Unavailable when every connector is inoperative."""
         core = self.runtime.core
-        if not core.meter_link_up:
-            return ReportStatus(0, ConnectorStatus.FAULTED, "PowerMeterFailure", core.meter_link_reason[:50])
+        if all(not e.meter_link_up for e in core.evses.values()):
+            reason = next(iter(core.evses.values())).meter_link_reason
+            return ReportStatus(0, ConnectorStatus.FAULTED, "PowerMeterFailure", reason[:50], connector_id=0)
         if not core.store_ok:
-            return ReportStatus(0, ConnectorStatus.FAULTED, "InternalError", f"store: {core.store_reason}"[:50])
-        if all(not c.operative for c in core.connectors.values()):
-            return ReportStatus(0, ConnectorStatus.UNAVAILABLE)
-        return ReportStatus(0, ConnectorStatus.AVAILABLE)
+            return ReportStatus(
+                0, ConnectorStatus.FAULTED, "InternalError", f"store: {core.store_reason}"[:50], connector_id=0
+            )
+        if core.inoperative():
+            return ReportStatus(0, ConnectorStatus.UNAVAILABLE, connector_id=0)
+        return ReportStatus(0, ConnectorStatus.AVAILABLE, connector_id=0)
+
+    def _number(self, evse_id: int, connector_id: int = 1) -> int:
+        """The 1.6 connectorId: connectors numbered over the EVSEs in order (0: the Charge Point itself)."""
+        return 0 if evse_id == 0 else self.runtime.core.layout.number_of(evse_id, connector_id)
+
+    def _live(self, number: int) -> LiveValues | None:
+        where = self.runtime.core.layout.locate(number)
+        return None if where is None else self.runtime.meter_state(where[0]).live
 
     async def _live_meter_values(self, connectors: list[int]) -> None:
         """§5.17 with errata §3.46: the most recent measurements of exactly the MeterValuesSampledData measurands."""
-        live = self.runtime.meter_state.live
-        if live is None:
-            return
-        body = {
-            "energy_wh": live.energy_import_wh,
-            "export_wh": live.energy_export_wh,
-            "power_w": live.power_w,
-            "voltage_v": list(live.voltage_v),
-            "current_a": list(live.current_a),
-        }
-        sampled = sampled_values(body, self.settings.measurands("MeterValuesSampledData"), "Trigger")
         for connector_id in connectors:
-            tx = next((t for t in self.runtime.core.running_transactions() if t.evse_id == connector_id), None)
+            live = self._live(connector_id)
+            where = self.runtime.core.layout.locate(connector_id)
+            if live is None or where is None:
+                continue
+            body = {
+                "energy_wh": live.energy_import_wh,
+                "export_wh": live.energy_export_wh,
+                "power_w": live.power_w,
+                "voltage_v": list(live.voltage_v),
+                "current_a": list(live.current_a),
+            }
+            sampled = sampled_values(body, self.settings.measurands("MeterValuesSampledData"), "Trigger")
+            tx = self.runtime.core.transaction_on(where[0])
+            if tx is not None and tx.connector_id != where[1]:
+                tx = None
             stored = self.store.transaction(tx.ref) if tx else None
             transaction_id = int(stored.csms_transaction_id) if stored and stored.csms_transaction_id else None
             await self.call(

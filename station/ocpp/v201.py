@@ -30,9 +30,11 @@ from station.ocpp.adapter import (
     Delivery,
     FollowUps,
     RpcRules,
+    body_evse,
     iso,
     measured,
     security_event_fields,
+    signing_key,
 )
 from station.ocpp.settings import CONNECTOR_TYPE, SUPPLY_PHASES, Settings, VariableResult
 from station.ocpp.signed_value import PUBLIC_KEY_NEVER, signed_meter_value
@@ -212,8 +214,8 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
             call.StatusNotification(
                 timestamp=iso(None),
                 connector_status=CONNECTOR_STATUS[report.status],
-                evse_id=report.connector_id,
-                connector_id=1,
+                evse_id=report.evse_id,
+                connector_id=report.connector_id,
             ),
             suppress=False,
         )
@@ -237,7 +239,7 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
                         "tech_code": report.error_code[:50],
                         "tech_info": report.info[:500] or None,
                         "event_notification_type": "HardWiredNotification",
-                        "component": {"name": component, "evse": {"id": report.connector_id}},
+                        "component": {"name": component, "evse": {"id": report.evse_id}},
                         "variable": {"name": "Problem"},
                     }
                 ],
@@ -308,7 +310,7 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
             offline=offline or None,
             id_token=self._id_token(tx),
             meter_value=[{"timestamp": iso(tx.started_at), "sampled_value": [self._begin_sample(tx)]}],
-            evse={"id": tx.evse_id, "connector_id": 1},
+            evse={"id": tx.evse_id, "connector_id": tx.connector_id},
         )
 
     def _begin_sample(self, tx: Transaction) -> dict[str, Any]:
@@ -345,7 +347,7 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
         sampled = _readings(body, measurands)
         if body.get("signed"):
             record = SignedMeterRecord(str(body["signed"]), context=str(body["context"]))
-            sampled[0] = self._with_signature(sampled[0], record, None)
+            sampled[0] = self._with_signature(sampled[0], record, None, self.runtime.meter_key(body_evse(body)))
         return sampled
 
     async def _meter_values(self, message: OutboxMessage) -> None:
@@ -355,7 +357,7 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
             return  # no measurand configured: nothing to report
         await self.call(
             call.MeterValues(
-                evse_id=int(body["connector_id"]),
+                evse_id=body_evse(body),
                 meter_value=[{"timestamp": iso(datetime.fromisoformat(body["at"])), "sampled_value": sampled}],
             ),
             suppress=False,
@@ -390,7 +392,7 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
             transaction_info=info,
             offline=offline or None,
             meter_value=meter_values,
-            evse={"id": tx.evse_id, "connector_id": 1},
+            evse={"id": tx.evse_id, "connector_id": tx.connector_id},
         )
 
     def _signed_sample(self, tx: Transaction, record: SignedMeterRecord) -> dict[str, Any]:
@@ -398,12 +400,17 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
         value_wh = begin_wh(record.data) if begin else end_wh(record.data)
         if value_wh is None:
             value_wh = tx.meter_start_wh if begin else tx.meter_stop_wh
-        return self._with_signature(_energy_value(value_wh, record.context), record, tx.ref)
+        return self._with_signature(
+            _energy_value(value_wh, record.context), record, tx.ref, signing_key(self.runtime, tx)
+        )
 
-    def _with_signature(self, sample: dict[str, Any], record: SignedMeterRecord, tx_ref: str | None) -> dict[str, Any]:
-        """`sample` with the record as its signedMeterValue, within the 2.0.1 limit of 2500 characters."""
+    def _with_signature(
+        self, sample: dict[str, Any], record: SignedMeterRecord, tx_ref: str | None, key: str
+    ) -> dict[str, Any]:
+        """`sample` with the record as its signedMeterValue (with `key`, the key of the meter that signed it), within
+        the 2.0.1 limit of 2500 characters."""
         with_key = self.settings.value("PublicKeyWithSignedMeterValue") != PUBLIC_KEY_NEVER
-        signed = signed_meter_value(record, self.runtime.meter_state.public_key_hex, with_key)
+        signed = signed_meter_value(record, key, with_key)
         if len(signed["signedMeterData"]) > SIGNED_DATA_LIMIT:
             # Never truncated: the numeric value goes out, the record stays in the store (station diag transaction,
             # station export) and the CSMS sees why it is missing.
@@ -432,9 +439,8 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
         if self.registration == "Pending":
             # B02.FR.05: while Pending, RequestStartTransaction is Rejected.
             return call_result.RequestStartTransaction(status="Rejected")
-        # Without an evseId the station picks its first EVSE (F01.FR.07 would allow rejecting).
-        target = evse_id if evse_id is not None else min(self.runtime.core.connectors)
-        outcome = self.runtime.remote_start(target, str(id_token.get("id_token", "")), remote_start_id)
+        # Without an evseId the station picks an available EVSE (F01.FR.07 would allow rejecting).
+        outcome = self.runtime.remote_start(evse_id, str(id_token.get("id_token", "")), remote_start_id)
         log.info(
             "RequestStartTransaction",
             evse_id=evse_id,
@@ -533,30 +539,36 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
         core = self.runtime.core
         options = {"dataType": "OptionList", "valuesList": AVAILABILITY_STATES}
         station_state = "Available"
-        if not core.meter_link_up or not core.store_ok:
+        if all(not e.meter_link_up for e in core.evses.values()) or not core.store_ok:
             station_state = "Faulted"
-        elif all(not c.operative for c in core.connectors.values()):
+        elif core.inoperative():
             station_state = "Unavailable"
         rows: list[tuple[dict[str, Any], str, str, dict[str, Any]]] = [
             ({"name": "ChargingStation"}, "AvailabilityState", station_state, options),
             ({"name": "ChargingStation"}, "Available", "true", {"dataType": "boolean"}),
             ({"name": "ChargingStation"}, "SupplyPhases", SUPPLY_PHASES, {"dataType": "integer"}),
         ]
-        live = self.runtime.meter_state.live
-        for evse_id in sorted(core.connectors):
-            charging = any(tx.evse_id == evse_id for tx in core.running_transactions())
+        for evse_id, connector_ids in core.layout.evses:
+            live = self.runtime.meter_state(evse_id).live
+            charging = core.transaction_on(evse_id) is not None
             power = float(live.power_w) if live is not None and charging else 0.0
             evse = {"name": "EVSE", "evse": {"id": evse_id}}
-            connector = {"name": "Connector", "evse": {"id": evse_id, "connectorId": 1}}
+            first = connector_ids[0]
+            evse_state = CONNECTOR_STATUS[core.status_of(evse_id, first)]
             rows += [
-                (evse, "AvailabilityState", CONNECTOR_STATUS[core.status_of(evse_id)], options),
+                (evse, "AvailabilityState", evse_state, options),
                 (evse, "Available", "true", {"dataType": "boolean"}),
                 (evse, "Power", f"{power:.1f}", {"dataType": "decimal", "unit": "W", "maxLimit": EVSE_MAX_POWER_W}),
                 (evse, "SupplyPhases", SUPPLY_PHASES, {"dataType": "integer"}),
-                (connector, "Available", "true", {"dataType": "boolean"}),
-                (connector, "ConnectorType", CONNECTOR_TYPE, {"dataType": "string"}),
-                (connector, "SupplyPhases", SUPPLY_PHASES, {"dataType": "integer"}),
             ]
+            for connector_id in connector_ids:
+                connector = {"name": "Connector", "evse": {"id": evse_id, "connectorId": connector_id}}
+                rows += [
+                    (connector, "AvailabilityState", CONNECTOR_STATUS[core.status_of(evse_id, connector_id)], options),
+                    (connector, "Available", "true", {"dataType": "boolean"}),
+                    (connector, "ConnectorType", CONNECTOR_TYPE, {"dataType": "string"}),
+                    (connector, "SupplyPhases", SUPPLY_PHASES, {"dataType": "integer"}),
+                ]
         return rows
 
     def _physical_variable(
@@ -628,7 +640,7 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
         self, requested_message: str, evse: dict[str, Any] | None = None, **_: Any
     ) -> call_result.TriggerMessage:
         # One pending trigger per message type and EVSE (station/ocpp/adapter.py FollowUps).
-        evses = sorted(self.runtime.core.connectors)
+        evses = list(self.runtime.core.layout.evse_ids)
         wanted = (evse or {}).get("id")
         what = f"triggered {requested_message} {'all' if wanted is None else wanted}"
         if wanted is not None and requested_message in ("MeterValues", "TransactionEvent") and wanted not in evses:
@@ -637,7 +649,9 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
         if requested_message == "Heartbeat":
             queued = self.follow_ups.later(self.heartbeat(), what)
         elif requested_message == "StatusNotification":
-            reports = self.runtime.core.report_all(wanted)
+            if wanted is not None and wanted not in evses:
+                return call_result.TriggerMessage(status="Rejected")
+            reports = self.runtime.core.report_all(wanted, (evse or {}).get("connector_id"))
             if not reports:
                 return call_result.TriggerMessage(status="Rejected")
             queued = self.follow_ups.send_statuses(reports, self.status, what)
@@ -646,7 +660,7 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
                 return call_result.TriggerMessage(status="Rejected")  # F06.FR.17
             queued = self.follow_ups.later(self.boot("Triggered"), what)
         elif requested_message == "MeterValues":
-            if self.runtime.meter_state.live is None:
+            if all(self.runtime.meter_state(e).live is None for e in targets):
                 return call_result.TriggerMessage(status="Rejected")  # nothing measured yet
             queued = self.follow_ups.later(self._triggered_meter_values(targets), what)
         elif requested_message == "TransactionEvent":
@@ -661,20 +675,20 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
 
     async def _triggered_meter_values(self, evses: list[int]) -> None:
         """F06.FR.06: the most recent measurements of the AlignedDataCtrlr.Measurands, context Trigger."""
-        live = self.runtime.meter_state.live
-        if live is None:
-            return
-        body = {
-            "energy_wh": live.energy_import_wh,
-            "export_wh": live.energy_export_wh,
-            "power_w": live.power_w,
-            "voltage_v": list(live.voltage_v),
-            "current_a": list(live.current_a),
-        }
-        sampled = _readings(body, self.settings.measurands("MeterValuesAlignedData"), "Trigger")
-        if not sampled:
-            sampled = _readings(body, [ENERGY], "Trigger")  # meterValue needs one sampledValue
         for evse_id in evses:
+            live = self.runtime.meter_state(evse_id).live
+            if live is None:
+                continue
+            body = {
+                "energy_wh": live.energy_import_wh,
+                "export_wh": live.energy_export_wh,
+                "power_w": live.power_w,
+                "voltage_v": list(live.voltage_v),
+                "current_a": list(live.current_a),
+            }
+            sampled = _readings(body, self.settings.measurands("MeterValuesAlignedData"), "Trigger")
+            if not sampled:
+                sampled = _readings(body, [ENERGY], "Trigger")  # meterValue needs one sampledValue
             await self.call(
                 call.MeterValues(evse_id=evse_id, meter_value=[{"timestamp": iso(None), "sampled_value": sampled}]),
                 suppress=False,
@@ -780,10 +794,15 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
     def on_change_availability(
         self, operational_status: str, evse: dict[str, Any] | None = None, **_: Any
     ) -> call_result.ChangeAvailability:
+        # G03: no evse is the whole station; an evse without connectorId is that EVSE with all its connectors.
         evse_id = int((evse or {}).get("id", 0))
-        if (evse or {}).get("connector_id", 1) != 1:
+        connector_id = int((evse or {}).get("connector_id", 0))
+        layout = self.runtime.core.layout
+        if evse_id != 0 and evse_id not in layout.evse_ids:
+            return call_result.ChangeAvailability(status="Rejected", status_info={"reason_code": "UnknownEvse"})
+        if evse_id != 0 and connector_id not in (0, *layout.connectors_of(evse_id)):
             return call_result.ChangeAvailability(status="Rejected", status_info={"reason_code": "UnknownConnector"})
-        outcome = self.runtime.change_availability(evse_id, operational_status == "Operative")
+        outcome = self.runtime.change_availability(evse_id, operational_status == "Operative", connector_id)
         log.info("ChangeAvailability", evse_id=evse_id, to=operational_status, accepted=outcome.accepted)
         if not outcome.accepted:
             return call_result.ChangeAvailability(status="Rejected")
@@ -791,9 +810,11 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
 
     @on(Action.unlock_connector)
     def on_unlock_connector(self, evse_id: int, connector_id: int, **_: Any) -> call_result.UnlockConnector:
-        if evse_id not in self.runtime.core.connectors or connector_id != 1:
+        layout = self.runtime.core.layout
+        if evse_id not in layout.evse_ids or connector_id not in layout.connectors_of(evse_id):
             return call_result.UnlockConnector(status="UnknownConnector")
-        if any(tx.evse_id == evse_id for tx in self.runtime.core.running_transactions()):
+        tx = self.runtime.core.transaction_on(evse_id)
+        if tx is not None and tx.connector_id == connector_id:
             return call_result.UnlockConnector(status="OngoingAuthorizedTransaction")
         # A fixed cable has no lock to open: nothing holds the plug.
         return call_result.UnlockConnector(status="Unlocked")

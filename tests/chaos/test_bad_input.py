@@ -106,7 +106,10 @@ class StationThread:
         settings_rows = tuple(
             (r["key"], r["value"]) for r in store._read("SELECT key, value FROM settings WHERE key != 'store.probe'")
         )
-        connectors = tuple((c.phase, c.operative, c.transaction) for c in self.station.runtime.core.connectors.values())
+        connectors = tuple(
+            (e.phase, tuple(c.operative for c in e.connectors.values()), e.transaction)
+            for e in self.station.runtime.core.evses.values()
+        )
         transactions = len(store.recent_transactions(1000))
         return settings_rows, connectors, transactions, store.outbox_depth("transaction_started")
 
@@ -293,7 +296,7 @@ def full_session(running: StationThread) -> None:
         async with asyncio.timeout(30):
             while len(raw.called("StartTransaction")) == starts or not raw.transaction_ids:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
-            connector = running.station.runtime.core.connectors[1]
+            connector = running.station.runtime.core.evses[1]
             while connector.phase.value != "charging":  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
             stop = {"transactionId": raw.transaction_ids[-1]}

@@ -129,7 +129,7 @@ def status_is(status: str) -> Any:
 
 async def wait_station(station: Station, csms: LocalCsms) -> None:
     await csms.wait_for("StatusNotification", status_is("Available"))
-    station.runtime.store_probe_interval = 0.2
+    station.runtime.store_guard.probe_interval = 0.2
 
 
 async def test_a_full_store_refuses_new_charging_and_recovers(
@@ -141,7 +141,7 @@ async def test_a_full_store_refuses_new_charging_and_recovers(
         assert await csms.remote_start(STATION, "TAG-FULL") == "Rejected"
         faulted = await csms.wait_for("StatusNotification", status_is("Faulted"))
         assert faulted.payload["errorCode"] == "InternalError" and "store" in faulted.payload["info"]
-        assert station.runtime.meter_state.link_up and station.runtime.core.connectors[1].transaction is None
+        assert station.runtime.meter_state(1).link_up and station.runtime.core.evses[1].transaction is None
         mark = len(csms.received)
         free_up(station.store)
         await csms.wait_for("StatusNotification", status_is("Available"), after=mark)

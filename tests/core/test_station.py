@@ -12,6 +12,7 @@ from station.core.model import (
     AvailabilityChanged,
     ConnectorStatus,
     Event,
+    Layout,
     MeterLinkChanged,
     MeterStarted,
     MeterStartFailed,
@@ -36,7 +37,7 @@ RECORD = SignedMeterRecord("OCMF|{}|{}", verified=True)
 
 
 def accepted_station() -> ChargingStation:
-    station = ChargingStation((1,))
+    station = ChargingStation(Layout.one_connector_each(1))
     station.handle(StationAccepted())
     return station
 
@@ -47,7 +48,7 @@ def test_a_whole_session_emits_the_commands_in_order() -> None:
     assert out.accepted
     assert [type(c) for c in out.commands] == [StartMeterTransaction, ReportStatus]
     assert out.commands[1] == ReportStatus(1, ConnectorStatus.PREPARING)
-    assert station.connectors[1].phase is Phase.STARTING
+    assert station.evses[1].phase is Phase.STARTING
 
     out = station.handle(MeterStarted("tx1", 1234, T0 + timedelta(seconds=1)))
     started = out.commands[0]
@@ -70,14 +71,14 @@ def test_a_whole_session_emits_the_commands_in_order() -> None:
         (RECORD,),
     )
     assert out.commands[1] == ReportStatus(1, ConnectorStatus.AVAILABLE)
-    assert station.connectors[1].transaction is None
+    assert station.evses[1].transaction is None
 
 
 def test_no_charging_before_the_csms_accepted_the_station() -> None:
-    station = ChargingStation((1,))
+    station = ChargingStation(Layout.one_connector_each(1))
     out = station.handle(StartRequested(1, "TAG", T0, "tx1"))
     assert not out.accepted and "not accepted" in out.reason
-    assert station.connectors[1].phase is Phase.AVAILABLE
+    assert station.evses[1].phase is Phase.AVAILABLE
 
 
 def test_start_is_refused_while_busy_or_on_unknown_connector() -> None:
@@ -93,7 +94,7 @@ def test_meter_start_failure_frees_the_connector_and_tells_nobody_upstream() -> 
     station.handle(StartRequested(1, "TAG", T0, "tx1"))
     out = station.handle(MeterStartFailed("tx1", "meter busy"))
     assert isinstance(out.commands[0], RecordTransactionAborted)
-    assert station.connectors[1].phase is Phase.AVAILABLE
+    assert station.evses[1].phase is Phase.AVAILABLE
 
 
 def test_impossible_events_raise_named_errors() -> None:
@@ -118,10 +119,10 @@ def test_a_second_stop_request_is_harmless() -> None:
 
 def test_meter_link_down_faults_the_connector_and_recovers() -> None:
     station = accepted_station()
-    out = station.handle(MeterLinkChanged(False, "no answer"))
+    out = station.handle(MeterLinkChanged(1, False, "no answer"))
     assert out.commands == (ReportStatus(1, ConnectorStatus.FAULTED, "PowerMeterFailure", "no answer"),)
     assert not station.handle(StartRequested(1, "TAG", T0, "tx1")).accepted
-    out = station.handle(MeterLinkChanged(True))
+    out = station.handle(MeterLinkChanged(1, True))
     assert out.commands == (ReportStatus(1, ConnectorStatus.AVAILABLE),)
 
 
@@ -130,10 +131,10 @@ def test_restore_ends_an_open_transaction_on_the_meter() -> None:
     station.handle(StartRequested(1, "TAG", T0, "tx1"))
     tx = station.handle(MeterStarted("tx1", 10, T0)).transaction
     assert tx is not None
-    fresh = ChargingStation((1,))
+    fresh = ChargingStation(Layout.one_connector_each(1))
     commands = fresh.restore(tx)
     assert isinstance(commands[0], StopMeterTransaction)
-    assert fresh.connectors[1].phase is Phase.STOPPING
+    assert fresh.evses[1].phase is Phase.STOPPING
     out = fresh.handle(MeterStopped("tx1", 20, T0, (RECORD,)))
     assert isinstance(out.commands[0], RecordTransactionEnded)
 
@@ -160,8 +161,8 @@ def make_event(kind: str, ref: str, new_ref: str) -> Event:
         case "stopped":
             return MeterStopped(ref, 2, T0, (RECORD,))
         case "link_down":
-            return MeterLinkChanged(False, "x")
-    return MeterLinkChanged(True)
+            return MeterLinkChanged(1, False, "x")
+    return MeterLinkChanged(1, True)
 
 
 @settings(max_examples=300, deadline=None)
@@ -170,16 +171,16 @@ def test_random_event_sequences_keep_the_invariants(kinds: list[str]) -> None:
     """Whatever arrives, the core either applies it or raises InvalidTransition, and its state stays coherent."""
     station = accepted_station()
     for n, kind in enumerate(kinds):
-        connector = station.connectors[1]
+        connector = station.evses[1]
         ref = connector.transaction.ref if connector.transaction else "none"
         event = make_event(kind, ref, f"tx{n}")
         try:
             station.handle(event)
         except InvalidTransition:
             pass
-        connector = station.connectors[1]
+        connector = station.evses[1]
         assert (connector.phase is Phase.AVAILABLE) == (connector.transaction is None)
-        expected = ConnectorStatus.FAULTED if not station.meter_link_up else None
+        expected = ConnectorStatus.FAULTED if not station.evses[1].meter_link_up else None
         if expected is not None:
             assert station.status_of(1) is expected
 

@@ -147,7 +147,7 @@ async def test_bad_requests_get_errors_and_change_nothing(tmp_path: Path, csms: 
             assert answer["ok"] is False and answer["error"]
         writer.close()
         assert station.store.outbox_depth() == before
-        assert station.runtime.core.connectors[1].transaction is None
+        assert station.runtime.core.evses[1].transaction is None
         with pytest.raises(client.DiagError, match="no transaction"):
             await ask(sock, {"command": "transaction", "id": "nope"})
     assert not Path(sock).exists()

@@ -89,7 +89,7 @@ async def test_password_rate_limit_and_read_only_api(tmp_path: Path, csms: Local
             assert (await fetch(url + "/api/status", "wrong-password"))[0] == 401
         code, headers, _ = await fetch(url + "/api/status", PASSWORD)
         assert code == 429 and int(headers["Retry-After"]) > 0
-        assert station.runtime.core.connectors[1].transaction is None
+        assert station.runtime.core.evses[1].transaction is None
 
 
 async def test_garbage_requests_get_400_and_the_page_keeps_serving(tmp_path: Path, csms: LocalCsms) -> None:
@@ -314,7 +314,7 @@ async def test_the_page_in_a_real_browser_shows_status_live_chart_and_verified_t
 ) -> None:
     async with running_station(parse_config(config_for(tmp_path, csms.url))) as station:
         await csms.wait_for("StatusNotification", lambda p: p["status"] == "Available")
-        station.runtime.monitor_interval = 0.2  # live readings often enough for a chart in a short test
+        station.runtime.meters[1].monitor_interval = 0.2  # live readings often enough for a chart in a short test
         assert station.page is not None
         station.page.sample_interval = 0.1
         url = base_url(station) + "/"

@@ -74,7 +74,7 @@ async def test_power_loss_of_the_meter_mid_transaction(tmp_path: Path, csms: Loc
     async with running_station(parse_config(config_for(tmp_path, csms.url, model))) as station:
         assert station.simulated is not None
         sim = station.simulated.simulator
-        station.runtime.monitor_interval = 0.2  # notice the silent meter soon
+        station.runtime.meters[1].monitor_interval = 0.2  # notice the silent meter soon
         await csms.wait_for("StatusNotification", status_is("Available"))
         assert await csms.remote_start(STATION, "TAG-PWR") == "Accepted"
         await csms.wait_for("StatusNotification", status_is("Charging"), timeout=30)
@@ -93,8 +93,8 @@ async def test_a_release_that_fails_is_retried_and_the_next_session_starts(tmp_p
     async with running_station(parse_config(config_for(tmp_path, csms.url, "smartme"))) as station:
         assert station.simulated is not None
         sim = station.simulated.simulator
-        station.runtime.stop_retry_delay = 0.2
-        release = station.meter.release_record
+        station.runtime.meters[1].retry_delay = 0.2
+        release = station.meters[1].release_record
         failures = 0
 
         async def silent_twice(tx_ref: str) -> None:
@@ -109,7 +109,7 @@ async def test_a_release_that_fails_is_retried_and_the_next_session_starts(tmp_p
                 return
             await release(tx_ref)
 
-        station.meter.release_record = silent_twice  # type: ignore[method-assign]
+        station.meters[1].release_record = silent_twice  # type: ignore[method-assign]
         await csms.wait_for("StatusNotification", status_is("Available"))
         assert await csms.remote_start(STATION, "TAG-R1") == "Accepted"
         await csms.wait_for("StatusNotification", status_is("Charging"), timeout=30)
@@ -132,7 +132,7 @@ async def test_a_meter_that_takes_30_seconds_to_sign(tmp_path: Path, csms: Local
         assert await csms.remote_stop(STATION, csms.assigned_transaction_ids[-1]) == "Accepted"
         await csms.wait_for("StatusNotification", status_is("Finishing"))
         await asyncio.sleep(20)
-        assert csms.messages("StopTransaction") == [] and station.runtime.meter_state.link_up
+        assert csms.messages("StopTransaction") == [] and station.runtime.meter_state(1).link_up
         stop = await csms.wait_for("StopTransaction", timeout=30)
         record, _ = extract_signed_record(stop.payload)
         assert ocmf.verify(ocmf.parse(record), parse_oca_public_key(await csms.meter_public_key(STATION))).valid
@@ -149,7 +149,7 @@ async def test_a_record_stored_but_not_released_before_a_crash_is_not_sent_twice
         async def never(tx_ref: str) -> None:
             raise MeterLinkError("the daemon dies before it tells the meter")
 
-        station.meter.release_record = never  # type: ignore[method-assign]
+        station.meters[1].release_record = never  # type: ignore[method-assign]
         await csms.wait_for("StatusNotification", status_is("Available"))
         assert await csms.remote_start(STATION, "TAG-ONCE") == "Accepted"
         await csms.wait_for("StatusNotification", status_is("Charging"), timeout=30)

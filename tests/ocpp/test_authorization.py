@@ -72,7 +72,7 @@ async def test_local_list_cache_and_offline_start_16(tmp_path: Path) -> None:
         assert not unknown.accepted and "neither" in unknown.reason
         offline = await station.runtime.local_start(1, "CARD-C")
         assert offline.accepted, offline.reason
-        await csms.wait_until(lambda: station.runtime.core.connectors[1].phase.value == "charging")
+        await csms.wait_until(lambda: station.runtime.core.evses[1].phase.value == "charging")
 
         # Back online: the offline start is delivered.
         csms.port = port

@@ -54,5 +54,5 @@ async def test_malformed_frames_get_callerrors_and_change_nothing(tmp_path: Path
             # The connection is still up and the station still answers.
             answer = await raw.send_raw('[2, "ok1", "GetConfiguration", {"key": ["HeartbeatInterval"]}]')
             assert answer[0] == 3 and answer[2]["configurationKey"][0]["value"] == "300"
-            assert station.runtime.core.connectors[1].transaction is None
+            assert station.runtime.core.evses[1].transaction is None
             assert station.store.outbox_depth() == 0

@@ -82,7 +82,7 @@ async def remote_start_works(raw: RawCsms, station: Station) -> None:
     answer = await raw.send_raw('[2, "rs", "RemoteStartTransaction", {"idTag": "TAG-AFTER", "connectorId": 1}]')
     assert answer == [3, "rs", {"status": "Accepted"}], answer
     await wait_until(lambda: len(raw.called("StartTransaction")) > before, timeout=20)
-    tx = station.runtime.core.connectors[1].transaction
+    tx = station.runtime.core.evses[1].transaction
     assert tx is not None
     await wait_until(lambda: (s := station.store.transaction(tx.ref)) is not None and s.csms_transaction_id is not None)
 

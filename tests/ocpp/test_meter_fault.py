@@ -31,7 +31,7 @@ async def test_silent_meter_faults_the_connector_and_recovers(tmp_path: Path, ve
         async with running_station(parse_config(raw)) as station:
             await csms.wait_for("StatusNotification", lambda p: status(p) == "Available")
             assert station.simulated is not None
-            station.runtime.monitor_interval = 0.2
+            station.runtime.meters[1].monitor_interval = 0.2
             station.simulated.simulator.faults.mute = True
             faulted = await csms.wait_for("StatusNotification", lambda p: status(p) == "Faulted", timeout=30)
             if version == "1.6":

@@ -107,7 +107,7 @@ async def test_callerror_codes_are_the_16_ones(tmp_path: Path, csms: LocalCsms) 
         assert await csms.send_raw(STATION, json.dumps([7, "raw-7", "Hello", {}]), timeout=1) is None
         answer = await csms.send_raw(STATION, frame("raw-8", "GetConfiguration", {"key": ["HeartbeatInterval"]}))
         assert answer is not None and answer[0] == 3
-        assert station.runtime.core.connectors[1].operative  # nothing the refused requests asked for happened
+        assert station.runtime.core.evses[1].connectors[1].operative  # nothing the refused requests asked for happened
 
 
 async def test_rpc_framework_201(tmp_path: Path) -> None:
@@ -135,7 +135,7 @@ async def test_rpc_framework_201(tmp_path: Path) -> None:
                 ),
             )
             assert answer is not None and answer[0] == 3  # the connection is up and answers
-            assert station.runtime.core.connectors[1].operative
+            assert station.runtime.core.evses[1].connectors[1].operative
     finally:
         await csms.stop()
     assert csms.violations == []

@@ -210,8 +210,8 @@ def test_a_signed_record_over_the_2500_limit_is_flagged_not_truncated() -> None:
     from station.ocpp.v201 import V201Adapter
 
     class Runtime:
-        class meter_state:
-            public_key_hex = "3059"
+        def meter_key(self, evse_id: int) -> str:
+            return "3059"
 
     class Settings:
         def value(self, name: str) -> str:

@@ -92,7 +92,7 @@ async def signed_session(csms: LocalCsms, station: Station) -> None:
     await csms.wait_for("StatusNotification", lambda p: (p.get("status") or p.get("connectorStatus")) == "Available")
     assert await csms.start_session(STATION, "TAG-SEC") == "Accepted"
     _, transaction_id = await csms.wait_session_started(STATION)
-    await csms.wait_until(lambda: station.runtime.core.connectors[1].phase.value == "charging")
+    await csms.wait_until(lambda: station.runtime.core.evses[1].phase.value == "charging")
     assert await csms.stop_session(STATION, transaction_id) == "Accepted"
     stop = await csms.wait_session_ended(STATION)
     record, _ = extract_signed_record(stop.payload)

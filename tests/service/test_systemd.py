@@ -111,7 +111,7 @@ async def test_daemon_reports_ready_status_watchdog_and_stopping(
     processes.append(daemon)
 
     ready = await notify.wait_for("READY=1")
-    assert "meter up" in ready and "connector 1 available" in ready, ready
+    assert "EVSE 1 available, meter up" in ready, ready
     await notify.wait_for("WATCHDOG=1")
     await notify.wait_for("STATUS=CSMS unreachable")
     assert await daemon.terminate(signal.SIGTERM) == 0, daemon.log()

@@ -1,0 +1,55 @@
+"""What the runtime asks of the station's configuration while it runs, read at every use so that a change by the CSMS
+takes effect at once. The OCPP settings implement it (`station.ocpp.settings.SettingsPolicy`); tests use `Fixed`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class RuntimePolicy(Protocol):
+    def sample_interval(self) -> int:
+        """MeterValueSampleInterval / SampledDataCtrlr.TxUpdatedInterval in s (0: off)."""
+        ...
+
+    def aligned_interval(self) -> int:
+        """ClockAlignedDataInterval / AlignedDataCtrlr.Interval in s (0: off)."""
+        ...
+
+    def sign_aligned(self) -> bool:
+        """AlignedDataSignReadings: clock-aligned readings carry the meter's latest signed reading."""
+        ...
+
+    def ended_interval(self) -> int:
+        """2.0.1 SampledDataCtrlr.TxEndedInterval: readings kept for TransactionEvent(Ended) only (0: none)."""
+        ...
+
+    def stop_on_invalid_id(self) -> bool:
+        """1.6 StopTransactionOnInvalidId / 2.0.1 TxCtrlr.StopTxOnInvalidId."""
+        ...
+
+
+@dataclass
+class Fixed:
+    """A policy of fixed values."""
+
+    sample: int = 0
+    aligned: int = 0
+    sign: bool = False
+    ended: int = 0
+    stop_invalid: bool = True
+
+    def sample_interval(self) -> int:
+        return self.sample
+
+    def aligned_interval(self) -> int:
+        return self.aligned
+
+    def sign_aligned(self) -> bool:
+        return self.sign
+
+    def ended_interval(self) -> int:
+        return self.ended
+
+    def stop_on_invalid_id(self) -> bool:
+        return self.stop_invalid

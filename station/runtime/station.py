@@ -1,0 +1,353 @@
+"""Carries out the core's decisions: feeds it events, runs its meter commands, writes its records to the store.
+
+The runtime is the only caller of `ChargingStation.handle()`, so the core's state changes in one place, always on the
+event loop thread. OCPP handlers call `remote_start` / `remote_stop`, which decide synchronously and never await a
+meter: the meter work runs in tasks (owned by the `Supervisor`) that feed their result back as events. Each EVSE has
+its own `MeterWorker`; status changes go to whoever listens (the OCPP connection); transaction messages go to the
+store's outbox. Sampling (`Sampler`), recovery of what a previous run left (`Recovery`) and the store's health
+(`StoreGuard`) have homes of their own beside this file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Coroutine, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from station.auth import Authorizer
+from station.core.model import (
+    AvailabilityChanged,
+    Command,
+    Event,
+    MeterLinkChanged,
+    MeterStarted,
+    MeterStartFailed,
+    MeterStopped,
+    Outcome,
+    RecordTransactionAborted,
+    RecordTransactionEnded,
+    RecordTransactionStarted,
+    ReportStatus,
+    StartMeterTransaction,
+    StartRequested,
+    StartSource,
+    StationAccepted,
+    StopMeterTransaction,
+    StopReason,
+    StopRequested,
+    StoreHealthChanged,
+    Transaction,
+)
+from station.core.station import ChargingStation, InvalidTransition
+from station.meter.interface import MeterError, MeterState, MeterTransactionRequest
+from station.runtime.meter_worker import MeterWorker
+from station.runtime.policy import Fixed, RuntimePolicy
+from station.runtime.presence import CsmsPresence
+from station.runtime.recovery import Recovery
+from station.runtime.sampling import Sampler
+from station.runtime.store_guard import StoreGuard
+from station.runtime.supervisor import Supervisor, Work
+from station.store import Store
+
+log = structlog.get_logger("station.runtime")
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class StationRuntime:
+    def __init__(
+        self,
+        core: ChargingStation,
+        store: Store,
+        meters: Mapping[int, MeterWorker],
+        *,
+        station_id: str,
+        policy: RuntimePolicy | None = None,
+        authorizer: Authorizer | None = None,
+        clock: Clock = utc_now,
+        store_probe_interval: float = 5.0,
+    ) -> None:
+        if set(meters) != set(core.evses):
+            raise ValueError(f"one meter per EVSE: EVSEs {sorted(core.evses)}, meters {sorted(meters)}")
+        self.core = core
+        self.store = store
+        self.meters = dict(meters)
+        self.station_id = station_id
+        self.policy = policy or Fixed()
+        self.authorizer = authorizer
+        self.clock = clock
+        self.csms = CsmsPresence()
+        self.supervisor = Supervisor()
+        self.recovery = Recovery(store)
+        self.store_guard = StoreGuard(
+            store,
+            self.supervisor,
+            self.csms,
+            on_health=self._store_health,
+            on_recorded_late=self._release,
+            probe_interval=store_probe_interval,
+        )
+        self.sampler = Sampler(core, store, self.meters, self.policy, self.csms, clock)
+        self.status_listeners: list[Callable[[ReportStatus], None]] = []
+        self.pending_remote_stops: set[str] = set()  # 1.6: stops for a transactionId whose StartTransaction.conf is due
+        self._closing = False
+        self.reset_requested = asyncio.Event()  # app.run_daemon restarts the process once the station is idle
+        self._reset_when_idle = False  # a Reset waits for the running transactions to end
+
+    # ------------------------------------------------------------------ what the others read
+
+    def meter_state(self, evse_id: int) -> MeterState:
+        return self.meters[evse_id].state
+
+    def meter_key(self, evse_id: int) -> str:
+        """The public key of an EVSE's meter as last read ("" while unknown)."""
+        worker = self.meters.get(evse_id)
+        return worker.state.public_key_hex if worker is not None else ""
+
+    # ------------------------------------------------------------------ the OCPP side asks
+
+    def remote_start(
+        self, evse_id: int | None, id_tag: str, remote_start_id: int | None = None, connector_id: int = 1
+    ) -> Outcome:
+        """Decide at once whether a remote start is accepted; the meter work follows in a task. Without an EVSE the
+        first available one is taken."""
+        return self._start(evse_id, connector_id, id_tag, StartSource.REMOTE, remote_start_id)
+
+    async def local_start(self, evse_id: int | None, id_tag: str, connector_id: int = 1) -> Outcome:
+        """A start from an identifier presented at the station (a card reader driver calls this): authorized by the
+        CSMS when reachable, else by the local list or cache (LocalAuthorizeOffline)."""
+        if self._closing:
+            return Outcome(False, reason="the station is shutting down")
+        if self.authorizer is None:
+            return Outcome(False, reason="no authorization available")
+        allowed, why = await self.authorizer.authorize(id_tag)
+        log.info("local start authorization", evse_id=evse_id, allowed=allowed, why=why)
+        if not allowed:
+            return Outcome(False, reason=why)
+        return self._start(evse_id, connector_id, id_tag, StartSource.LOCAL, None)
+
+    def _start(
+        self, evse_id: int | None, connector_id: int, id_tag: str, source: StartSource, remote_start_id: int | None
+    ) -> Outcome:
+        if self._closing:
+            return Outcome(False, reason="the station is shutting down")
+        if evse_id is None:
+            free = self.core.first_available()
+            if free is None:
+                return Outcome(False, reason="no EVSE is available")
+            evse_id, connector_id = free
+        self.store_guard.check()
+        event = StartRequested(
+            evse_id, id_tag, self.clock(), uuid.uuid4().hex, source, remote_start_id, connector_id=connector_id
+        )
+        return self._apply(event)
+
+    def remote_stop(self, tx_ref: str, reason: StopReason = StopReason.REMOTE) -> Outcome:
+        try:
+            return self._apply(StopRequested(tx_ref, reason, self.clock()))
+        except InvalidTransition as exc:
+            return Outcome(False, reason=str(exc))
+
+    def csms_refused_id(self, tx_ref: str, status: str) -> Outcome | None:
+        """The CSMS answered a transaction's start with an identifier status other than Accepted (1.6 §4.8 with
+        errata §3.17, §9.1.24; 2.0.1 E05.FR.10): with StopTransactionOnInvalidId the transaction ends at once with
+        reason DeAuthorized. Without it the station would have to stop only the energy, which it cannot: it has no
+        contactor of its own, so the key only takes "true"."""
+        log.warning("the CSMS refused the identifier of a running transaction", tx_ref=tx_ref, status=status)
+        if not self.policy.stop_on_invalid_id():
+            return None
+        return self.remote_stop(tx_ref, StopReason.DE_AUTHORIZED)
+
+    def queue_triggered_reading(self, evse_id: int) -> bool:
+        return self.sampler.queue_triggered(evse_id)
+
+    def change_availability(self, evse_id: int, operative: bool, connector_id: int = 0) -> Outcome:
+        """Make the station (EVSE 0), an EVSE (connector 0: all of it) or one connector operative or not; kept in the
+        store so it survives a restart."""
+        outcome = self._apply(AvailabilityChanged(evse_id, operative, connector_id))
+        if outcome.accepted:
+            value = "Operative" if operative else "Inoperative"
+            for evse in self.core.evses.values():
+                if evse_id not in (0, evse.id):
+                    continue
+                for cid in evse.connectors:
+                    if connector_id in (0, cid):
+                        self.store.set_availability(evse.id, cid, value)
+        return outcome
+
+    def reset(self, *, immediate: bool, reason: StopReason) -> str:
+        """A Reset from the CSMS: end running transactions properly (immediate) or wait for them (on idle), then
+        restart the process. Returns "Accepted" or "Scheduled" (on idle while a transaction runs)."""
+        running = self.core.running_transactions()
+        if running and not immediate:
+            self._reset_when_idle = True
+            log.info("reset scheduled for when the transactions have ended", transactions=len(running))
+            return "Scheduled"
+        for tx in running:
+            self.remote_stop(tx.ref, reason)
+        self._reset_when_idle = True
+        self._check_reset()
+        return "Accepted"
+
+    def _check_reset(self) -> None:
+        if self._reset_when_idle and not self.core.running_transactions():
+            log.warning("reset: no transaction running; restarting")
+            self.reset_requested.set()
+
+    def csms_accepted(self) -> None:
+        self.store.set_setting("accepted_once", "1")
+        self._apply(StationAccepted())
+
+    def transaction_for_csms_id(self, csms_id: str) -> str | None:
+        for tx in self.core.running_transactions():
+            stored = self.store.transaction(tx.ref)
+            if stored is not None and stored.csms_transaction_id == csms_id:
+                return tx.ref
+        return None
+
+    def sampling_changed(self) -> None:
+        """A sampling setting changed (the settings call this): the sampling loops look again at once."""
+        self.sampler.changed()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Open the meters, learn who they are, and pick up whatever a previous run left open."""
+        await asyncio.gather(*(worker.open(self._on_link_change) for worker in self.meters.values()))
+        if self.store.setting("accepted_once") == "1":
+            # Accepted in an earlier run: the station may charge while the CSMS is unreachable (offline start).
+            self.core.accepted_by_csms = True
+        for evse in self.core.evses.values():
+            for cid in evse.connectors:
+                if self.store.availability(evse.id, cid) == "Inoperative":
+                    self._apply(AvailabilityChanged(evse.id, False, cid))
+        left_open = self.recovery.left_open()
+        busy = {tx.evse_id for tx in left_open}
+        for evse_id, worker in self.meters.items():
+            if evse_id not in busy and await worker.transaction_running():
+                self._restore(self.recovery.orphan(evse_id, self.clock()))
+        for tx in left_open:
+            self._restore(tx)
+        for evse_id in self.meters:
+            self.supervisor.keep_running(self._monitor(evse_id), f"meter monitor EVSE {evse_id}")
+        self.sampler.start(self.supervisor)
+
+    def _monitor(self, evse_id: int) -> Callable[[], Coroutine[Any, Any, None]]:
+        worker = self.meters[evse_id]
+        return lambda: worker.monitor(lambda: self.core.transaction_on(evse_id) is not None)
+
+    def _store_health(self, ok: bool, reason: str) -> None:
+        self._apply(StoreHealthChanged(ok, reason))
+
+    def _restore(self, tx: Transaction) -> None:
+        for command in self.core.restore(tx):
+            self._execute(command)
+
+    async def close(self) -> None:
+        """Stop taking work; let a meter stop in flight finish so its record is stored, then close the meters."""
+        self._closing = True
+        await self.supervisor.close()
+        for worker in self.meters.values():
+            try:
+                await worker.close()
+            except MeterError as exc:
+                log.warning("meter did not close cleanly", evse_id=worker.evse_id, error=str(exc))
+
+    async def idle(self) -> None:
+        """Wait until no meter work is in flight (tests and the demo use it)."""
+        await self.supervisor.idle()
+
+    # ------------------------------------------------------------------ core plumbing
+
+    def _apply(self, event: Event) -> Outcome:
+        outcome = self.core.handle(event)
+        if not outcome.accepted:
+            log.info("request refused", request=type(event).__name__, reason=outcome.reason)
+        for command in outcome.commands:
+            self._execute(command)
+        return outcome
+
+    def _execute(self, command: Command) -> None:
+        match command:
+            case StartMeterTransaction(evse_id=evse_id, transaction=tx):
+                self.supervisor.spawn(self._start_on_meter(evse_id, tx), Work.METER_START, f"meter start {tx.ref}")
+            case StopMeterTransaction(evse_id=evse_id, transaction=tx):
+                self.supervisor.spawn(self._stop_on_meter(evse_id, tx), Work.METER_STOP, f"meter stop {tx.ref}")
+            case RecordTransactionStarted(transaction=tx):
+                if not self.store_guard.record(tx, self.store.transaction_started):
+                    # Not charging unrecorded: end it on the meter (its record waits there until the store takes it).
+                    asyncio.get_running_loop().call_soon(self.remote_stop, tx.ref, StopReason.OTHER)
+                    return
+                log.info("transaction started", tx_ref=tx.ref, evse_id=tx.evse_id, meter_start_wh=tx.meter_start_wh)
+                self.csms.outbox_changed()
+            case RecordTransactionEnded(transaction=tx) if tx.ref in self.recovery.orphans:
+                self.recovery.orphans.discard(tx.ref)
+                known = self.recovery.already_stored(tx)
+                if known is not None:
+                    # Killed after storing the record and before telling the meter: it is delivered (or queued)
+                    # already. Only the release is left; recording it again would send it twice.
+                    log.warning("the meter's record is already stored; releasing it", tx_ref=known)
+                    self._release(tx)
+                    return
+                tx = self.recovery.from_record(tx)
+                if not self.store_guard.record(tx, self.store.transaction_recovered):
+                    return
+                log.info("transaction recovered from the meter", tx_ref=tx.ref, evse_id=tx.evse_id, id_tag=tx.id_tag)
+                self.csms.outbox_changed()
+                self._release(tx)
+            case RecordTransactionEnded(transaction=tx):
+                unrecorded = tx.ref in self.store_guard.unrecorded
+                write = self.store.transaction_recovered if unrecorded else self.store.transaction_ended
+                if not self.store_guard.record(tx, write):
+                    return  # no release: the meter keeps the signed record until the store has it
+                log.info(
+                    "transaction ended",
+                    tx_ref=tx.ref,
+                    evse_id=tx.evse_id,
+                    meter_stop_wh=tx.meter_stop_wh,
+                    verified=all(r.verified for r in tx.signed_records),
+                )
+                self.csms.outbox_changed()
+                self._release(tx)
+                self._check_reset()
+            case RecordTransactionAborted(transaction=tx, reason=reason):
+                log.warning("transaction not started on the meter", tx_ref=tx.ref, evse_id=tx.evse_id, reason=reason)
+                self._check_reset()
+            case ReportStatus():
+                for listener in self.status_listeners:
+                    listener(command)
+
+    def _release(self, tx: Transaction) -> None:
+        worker = self.meters[tx.evse_id]
+        self.supervisor.spawn(worker.release(tx.ref), Work.METER_RELEASE, f"meter release {tx.ref}")
+
+    # ------------------------------------------------------------------ meter work
+
+    async def _start_on_meter(self, evse_id: int, tx: Transaction) -> None:
+        worker = self.meters[evse_id]
+        request = MeterTransactionRequest(tx.ref, evse_id, tx.id_tag, self.station_id, tx.requested_at)
+        try:
+            started = await worker.start(request)
+        except MeterError as exc:
+            log.error("meter refused to start", tx_ref=tx.ref, evse_id=evse_id, error=str(exc))
+            self._apply(MeterStartFailed(tx.ref, str(exc)))
+            return
+        self._apply(MeterStarted(tx.ref, started.meter_start_wh, self.clock(), started.begin_record, worker.stamp()))
+
+    async def _stop_on_meter(self, evse_id: int, tx: Transaction) -> None:
+        worker = self.meters[evse_id]
+        ended = await worker.stop(tx.ref)
+        # The meter that signed the end: a recovered transaction learns it here, in the same commit as its record.
+        self._apply(MeterStopped(tx.ref, ended.meter_stop_wh, self.clock(), ended.records, worker.stamp()))
+
+    def _on_link_change(self, evse_id: int, up: bool, reason: str) -> None:
+        if self.core.evses[evse_id].meter_link_up != up:
+            self._apply(MeterLinkChanged(evse_id, up, reason))

@@ -28,19 +28,21 @@ def minimal() -> dict[str, dict[str, object]]:
 def test_the_example_config_is_valid() -> None:
     config = load_config(EXAMPLE)
     assert config.station.id == "CP-0001"
-    assert config.meter.transport == "rtu" and config.meter.baudrate == 9600 and config.meter.parity == "N"
+    bus = config.bus_of(config.evses[0])
+    assert bus.transport == "rtu" and bus.baudrate == 9600 and bus.parity == "N"
 
 
 def test_defaults_fill_what_is_not_given() -> None:
     config = parse_config(minimal())
-    assert config.csms.ocpp_version == "1.6" and config.meter.model == "smartme" and config.meter.device_id == 1
+    meter = config.evses[0].meter
+    assert config.csms.ocpp_version == "1.6" and meter.model == "smartme" and meter.device_id == 1
 
 
 @pytest.mark.parametrize("parity", ["N", "E", "O"])
 def test_serial_settings_8n1_8e1_8o1_are_accepted(parity: str) -> None:
     data = minimal()
     data["meter"]["parity"] = parity
-    assert parse_config(data).meter.parity == parity
+    assert parse_config(data).buses["meter"].parity == parity
 
 
 def test_every_problem_is_reported_at_once_with_its_key() -> None:

@@ -70,6 +70,8 @@ def status_report(station: Station) -> dict[str, Any]:
             }
         )
     ocpp = describe(station.connection.state, station.store.outbox_depth())
+    evse = station.config.evses[0]
+    bus = station.config.bus_of(evse)
     if ocpp["last_error"]:
         ocpp["last_error_detail"] = ocpp["last_error"]
         ocpp["last_error"] = plain_csms_error(ocpp["last_error"], ocpp["url"])
@@ -78,8 +80,8 @@ def status_report(station: Station) -> dict[str, Any]:
         "ocpp": ocpp,
         "meter": {
             "link": "up" if meter.link_up and runtime.core.meter_link_up else "down",
-            "model": station.config.meter.model,
-            "port": station.config.meter.port if station.config.meter.transport != "simulated" else "simulated",
+            "model": evse.meter.model,
+            "port": bus.port if bus.transport != "simulated" else "simulated",
             "serial": identity.serial_number if identity else None,
             "firmware": identity.firmware_version if identity else None,
             "public_key": meter.public_key_hex or None,
@@ -204,7 +206,7 @@ async def meter_report(station: Station) -> dict[str, Any]:
     live = await meter.live_values()
     identity = await meter.identity()
     return {
-        "model": station.config.meter.model,
+        "model": station.config.evses[0].meter.model,
         "serial": identity.serial_number,
         "firmware": identity.firmware_version,
         "public_key": await meter.public_key(),

@@ -467,13 +467,14 @@ def _buses(raw: Any, problems: list[str]) -> tuple[dict[str, BusConfig], list[st
         return {}, []
     if len(raw) > MAX_BUSES:
         problems.append(f"[bus]: {len(raw)} buses; at most {MAX_BUSES} (one per meter)")
-        return {}, []
+        return {}, [name for name in raw if isinstance(name, str)]  # the meters naming them get no second problem
     buses: dict[str, BusConfig] = {}
     names: list[str] = []
     for name, table in raw.items():
         if not isinstance(name, str) or not 0 < len(name) <= MAX_BUS_NAME or not _BUS_NAME.fullmatch(name):
+            shown = str(name)[:MAX_BUS_NAME] + ("..." if len(str(name)) > MAX_BUS_NAME else "")
             problems.append(
-                f"[bus.{name}]: a bus name is 1 to {MAX_BUS_NAME} letters, digits, '-' or '_', e.g. [bus.rs485]"
+                f"[bus.{shown}]: a bus name is 1 to {MAX_BUS_NAME} letters, digits, '-' or '_', e.g. [bus.rs485]"
             )
             continue
         names.append(name)

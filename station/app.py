@@ -17,7 +17,7 @@ from pathlib import Path
 import structlog
 
 from station.auth import Authorizer
-from station.config import Config
+from station.config import Config, sim_state_path
 from station.core.model import Layout
 from station.core.station import ChargingStation
 from station.diag.server import DiagnosticsServer
@@ -65,37 +65,40 @@ class Station:
 
 
 def serial_settings(config: Config, port: str | None = None) -> SerialSettings:
-    m = config.meter
+    evse = config.evses[0]
+    bus = config.bus_of(evse)
     return SerialSettings(
-        port=port or m.port,
-        baudrate=m.baudrate,
-        parity=m.parity,  # type: ignore[arg-type]
-        stopbits=m.stopbits,
-        device_id=m.device_id,
-        transport="tcp" if m.transport == "tcp" else "rtu",
-        meter_latency=m.latency,
+        port=port or bus.port,
+        baudrate=bus.baudrate,
+        parity=bus.parity,  # type: ignore[arg-type]
+        stopbits=bus.stopbits,
+        device_id=evse.meter.device_id,
+        transport="tcp" if bus.transport == "tcp" else "rtu",
+        meter_latency=evse.meter.latency,
+        retries=bus.retries,
     )
 
 
 def build_meter(config: Config, port: str | None = None) -> Meter:
     link = ModbusLink(serial_settings(config, port))
-    return build_driver(config.meter.model, link, config.meter.registers, config.meter.poll_interval)
+    m = config.evses[0].meter
+    return build_driver(m.model, link, m.registers, m.poll_interval)
 
 
 async def start_simulated_line(config: Config) -> SimulatedLine:
-    m = config.meter
-    state_dir = Path(config.storage.path).parent
-    cable = await VirtualNullModem(baudrate=m.baudrate, parity=m.parity, stopbits=m.stopbits).start()
+    evse = config.evses[0]
+    m, bus = evse.meter, config.bus_of(evse)
+    cable = await VirtualNullModem(baudrate=bus.baudrate, parity=bus.parity, stopbits=bus.stopbits).start()
     sim = build_simulator(
         m.model,
-        state=Path(m.sim_state) if m.sim_state else state_dir / "meter-sim.json",
+        state=sim_state_path(config, evse),
         ledger=Path(m.sim_ledger) if m.sim_ledger else None,
         device_id=m.device_id,
         power_w=m.sim_power_w,
         signing_time=m.sim_signing_time,
         registers=m.registers,
     )
-    server = await serve(sim, cable.path_b, baudrate=m.baudrate)
+    server = await serve(sim, cable.path_b, baudrate=bus.baudrate)
     log.info("simulated meter on a virtual serial line", daemon_end=cable.path_a, meter_end=cable.path_b)
     return SimulatedLine(cable, sim, server)
 
@@ -107,7 +110,7 @@ async def running_station(config: Config) -> AsyncIterator[Station]:
     simulated: SimulatedLine | None = None
     try:
         port = None
-        if config.meter.transport == "simulated":
+        if config.bus_of(config.evses[0]).transport == "simulated":
             simulated = await start_simulated_line(config)
             port = simulated.cable.path_a
         meters = {1: build_meter(config, port)}

@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from station import __version__
-from station.config import METER_MODELS, ConfigError, config_warnings, load_config, secret_warnings
+from station.config import (
+    METER_MODELS,
+    ConfigError,
+    config_warnings,
+    describe,
+    load_config,
+    secret_warnings,
+)
 
 # `station diag status` exit codes, like `systemctl is-active`: a script or a monitoring probe can use them.
 EXIT_OK = 0
@@ -162,10 +169,11 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
     except KeyError:
         print(f"config check: no user {args.user!r} on this machine", file=sys.stderr)
         return EXIT_USAGE
-    print(
-        f"{args.file}: OK (station {config.station.id}, OCPP {config.csms.ocpp_version}, meter {config.meter.model} "
-        f"over {config.meter.transport})" + (f", {len(warnings)} warning(s):" if warnings else "")
-    )
+    print(f"{args.file}: OK (station {config.station.id}, OCPP {config.csms.ocpp_version})")
+    for line in describe(config):
+        print(f"  {line}")
+    if warnings:
+        print(f"{len(warnings)} warning(s):")
     for warning in warnings:
         print(f"  WARNING: {warning}")
     return EXIT_OK

@@ -6,14 +6,23 @@ lets the daemon start on a file with a problem. Besides reading the file it is g
 config names (certificates, keys): that they exist, and that a private key is not readable by others. Its warnings
 (`config_warnings`) look at the places the config names: the serial port, the directories the daemon writes, who can
 read the secrets. They never stop the daemon and never change a file.
+
+The meters: `[bus.NAME]` tables (a Modbus line each: serial port or RTU over TCP, or the in-process simulators) and
+`[[evse]]` tables (an EVSE: its id, its connector ids and its fiscal meter on one of the buses, with its device id).
+Today's single `[meter]` table still works: one bus named "meter" and EVSE 1 with connector 1. Errors name the full
+key: `evse[2].meter.device_id` is a key of the second [[evse]] table in the file, `bus.rs485.baudrate` one of
+[bus.rs485]. Checking a file imports no meter driver, only the register table of a model whose registers it
+overrides.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import grp
 import os
 import pwd
+import re
 import stat
 import tomllib
 from collections.abc import Callable
@@ -22,18 +31,24 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from station.meter.models import MODELS
+
 OCPP_VERSIONS = ("1.6", "2.0.1", "auto")
-METER_MODELS = (
-    "smartme",
-    "iskra-wm3m4c",
-    "carlo-gavazzi-em580",
-    "bauer-bsm-ws36a",
-)  # station/meter/models.py has each one's driver
+METER_MODELS = tuple(MODELS)  # station/meter/models.py says where each one's driver is
 METER_TRANSPORTS = ("rtu", "tcp", "simulated")
 PARITIES = ("N", "E", "O")
 BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 SIGNED_VALUE_FORMATS = ("oca", "raw")
 SECURITY_PROFILES = (0, 1, 2, 3)  # OCPP security profiles: none, Basic auth, TLS + Basic auth, TLS + client cert
+
+# Bounds on what a file may ask for (a config may come from anywhere: bound it before acting on it).
+MAX_CONFIG_BYTES = 1 << 20
+MAX_EVSES = 16
+MAX_CONNECTORS_PER_EVSE = 4
+MAX_BUSES = MAX_EVSES  # one bus per meter at most
+MAX_BUS_NAME = 32
+MAX_REGISTER_OVERRIDES = 64
+LEGACY_BUS = "meter"  # the bus a single [meter] table describes
 
 
 class ConfigError(Exception):
@@ -47,7 +62,6 @@ class ConfigError(Exception):
 @dataclass(frozen=True)
 class StationConfig:
     id: str
-    connectors: int = 1
     vendor: str = "station"
     model: str = "station-controller"
 
@@ -74,21 +88,39 @@ class CsmsConfig:
 
 
 @dataclass(frozen=True)
-class MeterConfig:
-    model: str = "smartme"
-    transport: str = "rtu"
+class BusConfig:
+    """One Modbus line: a serial port (or RTU over TCP, or the in-process simulators' virtual line) that one or more
+    meters share, each with its own device id."""
+
+    name: str
+    transport: str = "rtu"  # "rtu", "tcp" (RTU over TCP, port = host:port) or "simulated" (in-process simulators)
     port: str = "/dev/ttyUSB0"
     baudrate: int = 9600
     parity: str = "N"
     stopbits: int = 1
+    latency: float = 0.3  # default worst-case answer time of a device on this bus (s)
+    retries: int = 2
+
+
+@dataclass(frozen=True)
+class MeterConfig:
+    model: str = "smartme"
+    bus: str = LEGACY_BUS  # name of a [bus.NAME]
     device_id: int = 1
-    latency: float = 0.3
+    latency: float = 0.3  # this meter's answer time (defaults to its bus's latency)
     poll_interval: float = 0.1
     registers: dict[str, int] = field(default_factory=dict)
     sim_power_w: float = 11000.0
     sim_signing_time: float = 0.5
     sim_state: str = ""
     sim_ledger: str = ""
+
+
+@dataclass(frozen=True)
+class EvseConfig:
+    id: int
+    meter: MeterConfig
+    connectors: tuple[int, ...] = (1,)  # connector ids within the EVSE (2.0.1 numbering, 1..)
 
 
 @dataclass(frozen=True)
@@ -107,10 +139,30 @@ class DiagnosticsConfig:
 class Config:
     station: StationConfig
     csms: CsmsConfig
-    meter: MeterConfig
+    buses: dict[str, BusConfig]
+    evses: tuple[EvseConfig, ...]  # sorted by id, ids 1..N
     storage: StorageConfig
     diagnostics: DiagnosticsConfig
     source: str = ""
+    legacy: bool = False  # read from the single [meter] table
+
+    def evse(self, evse_id: int) -> EvseConfig:
+        for evse in self.evses:
+            if evse.id == evse_id:
+                return evse
+        raise KeyError(f"no EVSE {evse_id}; this station has EVSEs 1..{len(self.evses)}")
+
+    def bus_of(self, evse: EvseConfig) -> BusConfig:
+        return self.buses[evse.meter.bus]
+
+
+def sim_state_path(config: Config, evse: EvseConfig) -> Path:
+    """The memory file of `evse`'s in-process simulator (a bus with transport = "simulated"): the configured one, else
+    next to the store: meter-sim.json for the single [meter] table (as always), meter-sim-evse{ID}.json otherwise."""
+    if evse.meter.sim_state:
+        return Path(evse.meter.sim_state)
+    name = "meter-sim.json" if config.legacy else f"meter-sim-evse{evse.id}.json"
+    return Path(config.storage.path).parent / name
 
 
 # --------------------------------------------------------------------------- the schema
@@ -128,6 +180,12 @@ def _between(lo: float, hi: float) -> Check:
 
 def _nonempty(v: Any) -> str | None:
     return None if str(v).strip() else "must not be empty"
+
+
+def _port(v: str) -> str | None:
+    if not v.strip():
+        return "must not be empty"
+    return None if v.isprintable() else "must not contain control characters"
 
 
 def _station_id(v: str) -> str | None:
@@ -177,7 +235,9 @@ class Key:
 SCHEMA: dict[str, dict[str, Key]] = {
     "station": {
         "id": Key(str, ..., _station_id, 'the charge point identity the CSMS knows, e.g. "CP-0001"'),
-        "connectors": Key(int, 1, _between(1, 1), "connectors with a fiscal meter (this release: 1)"),
+        "connectors": Key(
+            int, 1, _between(1, 1), "connectors of the single [meter] (1; several: use [[evse]] tables instead)"
+        ),
         "vendor": Key(str, "station", _nonempty, "chargePointVendor in BootNotification"),
         "model": Key(str, "station-controller", _nonempty, "chargePointModel in BootNotification"),
     },
@@ -204,19 +264,6 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "client_cert": Key(str, "", None, "the station's client certificate, PEM (profile 3)"),
         "client_key": Key(str, "", None, "the client certificate's private key, PEM, mode 0600 (profile 3)"),
     },
-    "meter": {
-        "model": Key(str, "smartme", _one_of(METER_MODELS), "the meter driver"),
-        "transport": Key(str, "rtu", _one_of(METER_TRANSPORTS), '"rtu", "tcp" (RTU over TCP) or "simulated"'),
-        "port": Key(str, "/dev/ttyUSB0", _nonempty, "serial device (rtu) or host:port (tcp)"),
-        "baudrate": Key(int, 9600, _one_of(BAUDRATES), "the meter's baud rate"),
-        "parity": Key(str, "N", _one_of(PARITIES), '"N", "E" or "O" (8 data bits)'),
-        "stopbits": Key(int, 1, _one_of((1, 2)), "1 or 2"),
-        "device_id": Key(int, 1, _between(1, 247), "the meter's Modbus address"),
-        "latency": Key((int, float), 0.3, _between(0.0, 10.0), "seconds the meter may take to answer"),
-        "poll_interval": Key((int, float), 0.1, _between(0.01, 5.0), "seconds between status polls"),
-        "registers": Key(dict, {}, None, "register address overrides, e.g. command = 0x0200"),
-        "simulator": Key(dict, {}, None, 'settings of the built-in simulator (transport = "simulated")'),
-    },
     "storage": {
         "path": Key(str, ..., _nonempty, 'the SQLite file, e.g. "/var/lib/station/station.db"'),
     },
@@ -227,6 +274,59 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
 }
 
+# The single [meter] table: one meter on its own line (bus "meter"), EVSE 1 with connector 1.
+LEGACY_METER_KEYS: dict[str, Key] = {
+    "model": Key(str, "smartme", _one_of(METER_MODELS), "the meter driver"),
+    "transport": Key(str, "rtu", _one_of(METER_TRANSPORTS), '"rtu", "tcp" (RTU over TCP) or "simulated"'),
+    "port": Key(str, "/dev/ttyUSB0", _nonempty, "serial device (rtu) or host:port (tcp)"),
+    "baudrate": Key(int, 9600, _one_of(BAUDRATES), "the meter's baud rate"),
+    "parity": Key(str, "N", _one_of(PARITIES), '"N", "E" or "O" (8 data bits)'),
+    "stopbits": Key(int, 1, _one_of((1, 2)), "1 or 2"),
+    "device_id": Key(int, 1, _between(1, 247), "the meter's Modbus address"),
+    "latency": Key((int, float), 0.3, _between(0.0, 10.0), "seconds the meter may take to answer"),
+    "poll_interval": Key((int, float), 0.1, _between(0.01, 5.0), "seconds between status polls"),
+    "registers": Key(dict, {}, None, "register address overrides, e.g. command = 0x0200"),
+    "simulator": Key(dict, {}, None, 'settings of the built-in simulator (transport = "simulated")'),
+}
+
+BUS_KEYS: dict[str, Key] = {
+    "transport": Key(
+        str,
+        "rtu",
+        _one_of(METER_TRANSPORTS),
+        '"rtu", "tcp" (RTU over TCP) or "simulated" (an in-process simulator per meter, on one virtual line)',
+    ),
+    "port": Key(str, "/dev/ttyUSB0", _port, "serial device (rtu) or host:port (tcp)"),
+    "baudrate": Key(int, 9600, _one_of(BAUDRATES), "the line's baud rate (every meter on it uses it)"),
+    "parity": Key(str, "N", _one_of(PARITIES), '"N", "E" or "O" (8 data bits)'),
+    "stopbits": Key(int, 1, _one_of((1, 2)), "1 or 2"),
+    "latency": Key(
+        (int, float),
+        0.3,
+        _between(0.0, 10.0),
+        "seconds a meter on this bus may take to answer (a meter may set its own)",
+    ),
+    "retries": Key(int, 2, _between(0, 10), "times a request that got no answer is sent again"),
+}
+
+EVSE_KEYS: dict[str, Key] = {
+    "id": Key(int, ..., _between(1, MAX_EVSES), "the EVSE id: 1..N, numbered from 1 (1.6: the connector id)"),
+    "connectors": Key(list, [1], None, "the connector ids within the EVSE, 1..k, e.g. [1] or [1, 2]"),
+    "meter": Key(dict, ..., None, "the EVSE's fiscal meter: an [evse.meter] table with model, bus and device_id"),
+}
+
+EVSE_METER_KEYS: dict[str, Key] = {
+    "model": LEGACY_METER_KEYS["model"],
+    "bus": Key(str, None, None, "the name of the [bus.NAME] the meter is wired to"),
+    "device_id": LEGACY_METER_KEYS["device_id"],
+    "latency": Key(
+        (int, float), None, _between(0.0, 10.0), "seconds this meter may take to answer (default: its bus's latency)"
+    ),
+    "poll_interval": LEGACY_METER_KEYS["poll_interval"],
+    "registers": LEGACY_METER_KEYS["registers"],
+    "simulator": Key(dict, {}, None, 'settings of the built-in simulator (its bus has transport = "simulated")'),
+}
+
 SIMULATOR_KEYS: dict[str, Key] = {
     "power_w": Key((int, float), 11000.0, _between(0, 350000), "simulated charging power in W"),
     "signing_time": Key((int, float), 0.5, _between(0, 60), "seconds the simulated meter takes to sign"),
@@ -234,9 +334,19 @@ SIMULATOR_KEYS: dict[str, Key] = {
     "ledger": Key(str, "", None, "JSON-lines file of every record the simulator signs"),
 }
 
+SECTIONS = ("station", "csms", "meter", "bus", "evse", "storage", "diagnostics")
+_SECTION_FORMS = {"bus": "[bus.NAME]", "evse": "[[evse]]"}
+
 
 def _type_name(t: type | tuple[type, ...]) -> str:
-    names = {int: "an integer", float: "a number", str: "a string", dict: "a table", bool: "true/false"}
+    names = {
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        dict: "a table",
+        bool: "true/false",
+        list: "an array",
+    }
     if isinstance(t, tuple):
         return "a number" if set(t) == {int, float} else " or ".join(names.get(x, x.__name__) for x in t)
     return names.get(t, t.__name__)
@@ -247,15 +357,20 @@ def _did_you_mean(name: str, known: Any) -> str:
     return f"did you mean {close[0]}? " if close else ""
 
 
-def _check_table(section: str, table: Any, schema: dict[str, Key], problems: list[str]) -> dict[str, Any]:
+def _check_table(
+    section: str, table: Any, schema: dict[str, Key], problems: list[str], table_name: str = ""
+) -> dict[str, Any]:
+    """The keys of `table` that are fine (defaults for those not given); a problem for each other one. `section` is
+    the keys' prefix in the messages, `table_name` how the table is written in the file (default [section])."""
+    table_name = table_name or f"[{section}]"
     out: dict[str, Any] = {}
     if not isinstance(table, dict):
-        problems.append(f"[{section}] must be a table, got {type(table).__name__}; write it as [{section}]")
+        problems.append(f"{table_name} must be a table, got {type(table).__name__}; write it as {table_name}")
         table = {}
     for key in table:
         if key not in schema:
             problems.append(
-                f"{section}.{key}: unknown key; {_did_you_mean(key, schema)}known keys in [{section}]: "
+                f"{section}.{key}: unknown key; {_did_you_mean(key, schema)}known keys in {table_name}: "
                 f"{', '.join(schema)} (remove it or fix typo)"
             )
     for key, spec in schema.items():
@@ -277,28 +392,268 @@ def _check_table(section: str, table: Any, schema: dict[str, Key], problems: lis
     return out
 
 
+def _registers(prefix: str, model: Any, table: dict[Any, Any], problems: list[str]) -> dict[str, int]:
+    """Register overrides: each a 0..65535 address, each name one of the model's registers (which loads that one
+    model's register table, nothing else)."""
+    if len(table) > MAX_REGISTER_OVERRIDES:
+        problems.append(f"{prefix}: {len(table)} overrides; a meter has at most {MAX_REGISTER_OVERRIDES} registers")
+        return {}
+    registers: dict[str, int] = {}
+    for key, value in table.items():
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0xFFFF:
+            problems.append(f"{prefix}.{key}: must be a register address 0..65535 (e.g. 0x0200), got {value!r}")
+        else:
+            registers[key] = value
+    if table and model in MODELS:
+        register_table = MODELS[model].register_table()
+        known = sorted(f.name for f in dataclasses.fields(register_table))  # type: ignore[arg-type]
+        for key in table:
+            if key not in known:
+                problems.append(
+                    f"{prefix}.{key}: unknown {register_table.VENDOR} register name; {_did_you_mean(key, known)}"
+                    f"known: {', '.join(known)}"
+                )
+    return registers
+
+
+def _meter_config(
+    keys: dict[str, Any], registers: dict[str, int], sim: dict[str, Any], bus: str, latency: float
+) -> MeterConfig:
+    return MeterConfig(
+        model=keys["model"],
+        bus=bus,
+        device_id=keys["device_id"],
+        latency=float(latency),
+        poll_interval=float(keys["poll_interval"]),
+        registers=registers,
+        sim_power_w=float(sim["power_w"]),
+        sim_signing_time=float(sim["signing_time"]),
+        sim_state=sim["state"],
+        sim_ledger=sim["ledger"],
+    )
+
+
+Meters = tuple[dict[str, BusConfig], tuple[EvseConfig, ...]]
+
+
+def _legacy_meter(table: Any, problems: list[str]) -> Meters | None:
+    """The single [meter] table: bus "meter" with its line settings, EVSE 1 (connector 1) with the meter."""
+    before = len(problems)
+    meter = _check_table("meter", table, LEGACY_METER_KEYS, problems)
+    registers = _registers("meter.registers", meter.get("model"), meter.get("registers") or {}, problems)
+    sim = _check_table("meter.simulator", meter.get("simulator", {}), SIMULATOR_KEYS, problems)
+    if len(problems) > before:
+        return None
+    bus = BusConfig(
+        name=LEGACY_BUS,
+        transport=meter["transport"],
+        port=meter["port"],
+        baudrate=meter["baudrate"],
+        parity=meter["parity"],
+        stopbits=meter["stopbits"],
+        latency=float(meter["latency"]),
+    )
+    evse = EvseConfig(id=1, meter=_meter_config(meter, registers, sim, LEGACY_BUS, meter["latency"]))
+    return {LEGACY_BUS: bus}, (evse,)
+
+
+def _buses(raw: Any, problems: list[str]) -> tuple[dict[str, BusConfig], list[str]]:
+    """The [bus.NAME] tables: the valid ones, and the names of all (a meter naming a broken bus gets no second
+    problem)."""
+    if not isinstance(raw, dict):
+        problems.append(
+            f"[bus] must be [bus.NAME] tables, one per serial line, got {type(raw).__name__}; write e.g. [bus.rs485]"
+        )
+        return {}, []
+    if len(raw) > MAX_BUSES:
+        problems.append(f"[bus]: {len(raw)} buses; at most {MAX_BUSES} (one per meter)")
+        return {}, [name for name in raw if isinstance(name, str)]  # the meters naming them get no second problem
+    buses: dict[str, BusConfig] = {}
+    names: list[str] = []
+    for name, table in raw.items():
+        if not isinstance(name, str) or not 0 < len(name) <= MAX_BUS_NAME or not _BUS_NAME.fullmatch(name):
+            shown = str(name)[:MAX_BUS_NAME] + ("..." if len(str(name)) > MAX_BUS_NAME else "")
+            problems.append(
+                f"[bus.{shown}]: a bus name is 1 to {MAX_BUS_NAME} letters, digits, '-' or '_', e.g. [bus.rs485]"
+            )
+            continue
+        names.append(name)
+        before = len(problems)
+        keys = _check_table(f"bus.{name}", table, BUS_KEYS, problems)
+        if len(problems) == before:
+            buses[name] = BusConfig(name=name, **keys | {"latency": float(keys["latency"])})
+    lines: dict[str, str] = {}
+    for name, bus in buses.items():
+        if bus.transport == "simulated":
+            continue
+        line = bus.port if bus.transport == "tcp" else os.path.realpath(bus.port)
+        if line in lines:
+            other = lines[line]
+            problems.append(
+                f"bus.{name}.port: {bus.port!r} is also bus.{other}.port; one line is one bus: put the meters of both "
+                f"on [bus.{other}], each with its own device_id"
+            )
+        else:
+            lines[line] = name
+    return buses, names
+
+
+_BUS_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _connectors(label: str, value: list[Any], problems: list[str]) -> tuple[int, ...] | None:
+    name = f"{label}.connectors"
+    if len(value) > MAX_CONNECTORS_PER_EVSE:
+        problems.append(f"{name}: {len(value)} connectors; at most {MAX_CONNECTORS_PER_EVSE} per EVSE")
+        return None
+    if not value or any(isinstance(c, bool) or not isinstance(c, int) for c in value):
+        problems.append(f"{name}: must be an array of connector ids, got {value!r}; e.g. [1] or [1, 2]")
+        return None
+    if sorted(value) != list(range(1, len(value) + 1)):
+        problems.append(
+            f"{name}: {value!r} must be the ids 1..{len(value)} without gaps or repeats (connectors are numbered "
+            "from 1 within their EVSE)"
+        )
+        return None
+    return tuple(sorted(value))
+
+
+def _evse_meter(
+    prefix: str, table: dict[Any, Any], buses: dict[str, BusConfig], bus_names: list[str], problems: list[str]
+) -> MeterConfig | None:
+    before = len(problems)
+    misplaced = [k for k in table if k in BUS_KEYS and k not in EVSE_METER_KEYS]
+    for key in misplaced:
+        problems.append(
+            f"{prefix}.{key}: a setting of the serial line, not of the meter: set {key} in the [bus.NAME] table the "
+            "meter's bus names"
+        )
+    keys = _check_table(
+        prefix, {k: v for k, v in table.items() if k not in misplaced}, EVSE_METER_KEYS, problems, "[evse.meter]"
+    )
+    bus: str | None = keys.get("bus")
+    known = f"buses: {', '.join(bus_names)}" if bus_names else "no [bus.NAME] table is given"
+    if "bus" not in table:
+        if len(bus_names) == 1:
+            bus = bus_names[0]
+        else:
+            problems.append(f"{prefix}.bus: missing; name the [bus.NAME] the meter is wired to ({known})")
+    elif bus is not None and bus not in bus_names:
+        problems.append(
+            f"{prefix}.bus: {bus!r} is not a bus; {_did_you_mean(bus, bus_names)}{known} (add [bus.{bus}] with its "
+            "port, or fix the name)"
+        )
+    registers = _registers(f"{prefix}.registers", keys.get("model"), keys.get("registers") or {}, problems)
+    sim = _check_table(
+        f"{prefix}.simulator", keys.get("simulator", {}), SIMULATOR_KEYS, problems, "[evse.meter.simulator]"
+    )
+    if len(problems) > before or bus is None or bus not in buses:
+        return None  # a broken bus has its own problem
+    latency = keys["latency"] if keys["latency"] is not None else buses[bus].latency
+    return _meter_config(keys, registers, sim, bus, latency)
+
+
+def _evses(raw: Any, buses: dict[str, BusConfig], bus_names: list[str], problems: list[str]) -> tuple[EvseConfig, ...]:
+    if raw is None:
+        problems.append(
+            "[[evse]]: missing; with [bus.NAME] tables each charging point is an [[evse]] table with its id, "
+            "connectors and [evse.meter]"
+        )
+        return ()
+    if not isinstance(raw, list):
+        problems.append(
+            f"[[evse]] must be an array of tables, got {type(raw).__name__}; write each EVSE as [[evse]] (two brackets)"
+        )
+        return ()
+    if not raw:
+        problems.append("[[evse]]: none given; a station has at least one EVSE")
+        return ()
+    if len(raw) > MAX_EVSES:
+        problems.append(f"[[evse]]: {len(raw)} EVSEs; at most {MAX_EVSES}")
+        return ()
+    count = len(raw)
+    found: list[EvseConfig] = []
+    ids: dict[int, str] = {}  # id -> the label of the first [[evse]] with it
+    devices: dict[tuple[str, int], tuple[str, int]] = {}  # (bus, device id) -> (label, EVSE id)
+    files: dict[str, str] = {}  # a simulator's state or ledger file -> the key naming it
+    for position, table in enumerate(raw, 1):
+        label = f"evse[{position}]"
+        if not isinstance(table, dict):
+            problems.append(f"{label}: must be a table, got {type(table).__name__}; write it as [[evse]]")
+            continue
+        before = len(problems)
+        keys = _check_table(label, table, EVSE_KEYS, problems, "[[evse]]")
+        evse_id: int | None = keys.get("id")
+        if evse_id is not None and evse_id > count:
+            problems.append(
+                f"{label}.id: {evse_id} is more than the {count} EVSE(s) given; EVSE ids are 1..{count}, numbered "
+                "from 1 without gaps (OCPP 2.0.1 numbers EVSEs from 1, 1.6 numbers connectors 1..N)"
+            )
+        elif evse_id is not None and evse_id in ids:
+            problems.append(f"{label}.id: {evse_id} is also {ids[evse_id]}'s id; each EVSE has its own, 1..{count}")
+        elif evse_id is not None:
+            ids[evse_id] = label
+        connectors = _connectors(label, keys["connectors"], problems) if "connectors" in keys else None
+        meter = _evse_meter(f"{label}.meter", keys["meter"], buses, bus_names, problems) if "meter" in keys else None
+        if meter is not None:
+            device = (meter.bus, meter.device_id)
+            if device in devices:
+                other, other_id = devices[device]
+                problems.append(
+                    f"{label}.meter.device_id: EVSE {evse_id} and EVSE {other_id} ({other}) both have device id "
+                    f"{meter.device_id} on bus {meter.bus}; each meter on a bus needs its own Modbus address"
+                )
+            devices.setdefault(device, (label, evse_id or 0))
+            for key, path in (("state", meter.sim_state), ("ledger", meter.sim_ledger)):
+                if path and path in files:
+                    problems.append(
+                        f"{label}.meter.simulator.{key}: {path!r} is also {files[path]}; each simulated meter has "
+                        "its own"
+                    )
+                files.setdefault(path, f"{label}.meter.simulator.{key}")
+        if len(problems) == before and evse_id is not None and connectors is not None and meter is not None:
+            found.append(EvseConfig(id=evse_id, meter=meter, connectors=connectors))
+    return tuple(sorted(found, key=lambda e: e.id))
+
+
+def _new_form(data: dict[str, Any], problems: list[str]) -> Meters | None:
+    before = len(problems)
+    station = data.get("station")
+    if isinstance(station, dict) and "connectors" in station:
+        problems.append(
+            "station.connectors: only with the single [meter] table; with [[evse]] tables each EVSE's connectors "
+            "= [...] says which connectors there are (remove it)"
+        )
+    buses, names = _buses(data.get("bus", {}), problems)
+    evses = _evses(data.get("evse"), buses, names, problems)
+    if len(problems) > before:
+        return None
+    return buses, evses
+
+
 def parse_config(data: dict[str, Any], source: str = "") -> Config:
     problems: list[str] = []
     for section in data:
-        if section not in SCHEMA:
-            hint = _did_you_mean(section, SCHEMA).replace("mean ", "mean [").replace("? ", "]? ")
-            problems.append(f"[{section}]: unknown section; {hint}known: {', '.join(SCHEMA)}")
-    sections = {name: _check_table(name, data.get(name, {}), keys, problems) for name, keys in SCHEMA.items()}
-    meter = sections["meter"]
-    registers: dict[str, int] = {}
-    for key, value in (meter.get("registers") or {}).items():
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0xFFFF:
-            problems.append(f"meter.registers.{key}: must be a register address 0..65535 (e.g. 0x0200), got {value!r}")
-        else:
-            registers[key] = value
-    if registers and meter.get("model") in METER_MODELS:
-        from station.meter.models import MODELS
-
-        try:
-            MODELS[meter["model"]].registers(registers)
-        except ValueError as exc:
-            problems.append(f"meter.registers: {exc}")
-    sim = _check_table("meter.simulator", meter.get("simulator", {}), SIMULATOR_KEYS, problems)
+        if section not in SECTIONS:
+            close = difflib.get_close_matches(str(section).lower(), SECTIONS, n=1, cutoff=0.6)
+            hint = f"did you mean {_SECTION_FORMS.get(close[0], f'[{close[0]}]')}? " if close else ""
+            problems.append(f"[{section}]: unknown section; {hint}known: {', '.join(SECTIONS)}")
+    legacy = "meter" in data or not ("evse" in data or "bus" in data)
+    tables = dict(data)
+    if not legacy and isinstance(data.get("station"), dict):  # [station] connectors: _new_form names it
+        tables["station"] = {k: v for k, v in data["station"].items() if k != "connectors"}
+    sections = {name: _check_table(name, tables.get(name, {}), keys, problems) for name, keys in SCHEMA.items()}
+    meters: Meters | None = None
+    if "meter" in data and ("evse" in data or "bus" in data):
+        problems.append(
+            "[meter]: cannot be combined with [[evse]] and [bus.NAME] tables; use [meter] alone for one meter, or "
+            "move its keys to [bus.NAME] (transport, port, baudrate, parity, stopbits, latency) and to [[evse]] "
+            "tables with [evse.meter] (model, device_id, latency, poll_interval, registers, simulator)"
+        )
+    elif legacy:
+        meters = _legacy_meter(data.get("meter", {}), problems)
+    else:
+        meters = _new_form(data, problems)
     csms = sections["csms"]
     if "reconnect_min" in csms and "reconnect_max" in csms and csms["reconnect_min"] > csms["reconnect_max"]:
         problems.append("csms.reconnect_min: must not exceed csms.reconnect_max")
@@ -310,32 +665,54 @@ def parse_config(data: dict[str, Any], source: str = "") -> Config:
             "diagnostics.http_password: the web page needs a password of at least 12 characters (it shows the "
             "station's state to whoever can reach the address)"
         )
-    if problems:
+    if problems or meters is None:
         raise ConfigError(problems, source)
+    buses, evses = meters
+    station = {k: v for k, v in sections["station"].items() if k != "connectors"}  # legacy only, always 1
     return Config(
-        station=StationConfig(**sections["station"]),
+        station=StationConfig(**station),
         # The [csms] keys are CsmsConfig's fields; the ones TOML may give as integers become floats.
         csms=CsmsConfig(**csms | {k: float(csms[k]) for k in ("response_timeout", "reconnect_min", "reconnect_max")}),
-        meter=MeterConfig(
-            model=meter["model"],
-            transport=meter["transport"],
-            port=meter["port"],
-            baudrate=meter["baudrate"],
-            parity=meter["parity"],
-            stopbits=meter["stopbits"],
-            device_id=meter["device_id"],
-            latency=float(meter["latency"]),
-            poll_interval=float(meter["poll_interval"]),
-            registers=registers,
-            sim_power_w=float(sim["power_w"]),
-            sim_signing_time=float(sim["signing_time"]),
-            sim_state=sim["state"],
-            sim_ledger=sim["ledger"],
-        ),
+        buses=buses,
+        evses=evses,
         storage=StorageConfig(**sections["storage"]),
         diagnostics=DiagnosticsConfig(**sections["diagnostics"]),
         source=source,
+        legacy=legacy,
     )
+
+
+def describe(config: Config) -> list[str]:
+    """How the file was read, for `station config check`: the EVSEs, the buses, which meters are on each."""
+    evses, buses = len(config.evses), len(config.buses)
+    head = f"{evses} EVSE{'s' if evses != 1 else ''} on {buses} bus{'es' if buses != 1 else ''}"
+    lines = [head + (", read from the legacy [meter] table" if config.legacy else "")]
+    for name, bus in config.buses.items():
+        frame = f"{bus.baudrate} baud 8{bus.parity}{bus.stopbits}"
+        if bus.transport == "simulated":
+            line = f"simulated: an in-process simulator per meter on one virtual line, {frame}"
+        elif bus.transport == "tcp":
+            line = f"RTU over TCP to {bus.port}, {frame} timing"
+        else:
+            line = f"RTU on {bus.port}, {frame}"
+        lines.append(f"bus {name}: {line}, latency {bus.latency:g} s, {bus.retries} retries")
+        on = [evse for evse in config.evses if evse.meter.bus == name]
+        for evse in on:
+            connectors = ", ".join(str(c) for c in evse.connectors)
+            text = (
+                f"  EVSE {evse.id} (connector{'s' if len(evse.connectors) > 1 else ''} {connectors}): "
+                f"{evse.meter.model} meter, device id {evse.meter.device_id}"
+            )
+            if evse.meter.latency != bus.latency:
+                text += f", latency {evse.meter.latency:g} s"
+            if evse.meter.registers:
+                text += f", {len(evse.meter.registers)} register override(s)"
+            if bus.transport == "simulated":
+                text += f", memory in {sim_state_path(config, evse)}"
+            lines.append(text)
+        if not on:
+            lines.append("  no meter on this bus")
+    return lines
 
 
 def _security_problems(csms: dict[str, Any]) -> list[str]:
@@ -375,9 +752,16 @@ def _security_problems(csms: dict[str, Any]) -> list[str]:
 def load_config(path: str | Path) -> Config:
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with p.open("rb") as file:
+            raw = file.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError([f"cannot read the file: {exc.strerror or exc}"], str(p)) from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            [f"the file is larger than {MAX_CONFIG_BYTES // 1024} KiB; a station's configuration is a few kB"], str(p)
+        )
+    try:
+        text = raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # as a text file reads it
     except UnicodeDecodeError:
         raise ConfigError(["the file is not UTF-8 text"], str(p)) from None
     try:
@@ -461,18 +845,26 @@ def config_warnings(config: Config, *, user: str | None = None) -> list[str]:
     can read. Raises KeyError for an unknown `user`."""
     access = _Access(user)
     warnings: list[str] = []
-    meter = config.meter
-    if meter.transport == "rtu":
-        port = Path(meter.port)
+    used = {evse.meter.bus for evse in config.evses}
+    for name, bus in config.buses.items():
+        if name not in used:
+            warnings.append(
+                f"bus.{name}: no meter is on this bus; remove [bus.{name}], or name it in the [evse.meter] of the "
+                "meter wired to it"
+            )
+        if bus.transport != "rtu":
+            continue
+        key = "meter.port" if config.legacy else f"bus.{name}.port"
+        port = Path(bus.port)
         if not port.exists():
             warnings.append(
-                f"meter.port: {meter.port} does not exist; plug the meter's adapter in, or correct the name "
+                f"{key}: {bus.port} does not exist; plug the meter's adapter in, or correct the name "
                 "(ls /dev/serial/by-id/ shows stable names)"
             )
         elif not access.may(port, os.R_OK | os.W_OK):
             group = _group_name(port.stat().st_gid)
             warnings.append(
-                f"meter.port: {access.name} may not open {meter.port}; add {access.name} to group {group} "
+                f"{key}: {access.name} may not open {bus.port}; add {access.name} to group {group} "
                 f"(usermod -aG {group} {access.name})"
             )
     problem = _writable_dir_problem(

@@ -113,10 +113,8 @@ async def run_demo(
         )
         try:
             async with running_station(config) as station:
-                say(
-                    f"{meter_model} meter simulator on a virtual serial line at {config.meter.baudrate} baud, "
-                    "RTU framing"
-                )
+                baudrate = config.bus_of(config.evses[0]).baudrate
+                say(f"{meter_model} meter simulator on a virtual serial line at {baudrate} baud, RTU framing")
                 await csms.wait_connected(STATION_ID)
                 await csms.wait_for(
                     "StatusNotification", lambda p: (p.get("status") or p.get("connectorStatus")) == "Available"

@@ -1,59 +1,93 @@
-"""Which meter models exist: model name -> driver, its register table, and its simulator. The one place to add a
-model; config validation, the daemon and `station meter-sim` all look here."""
+"""Which meter models exist: model name -> where its driver, its register table and its simulator live. The one place
+to add a model; config validation, the daemon and `station meter-sim` all look here.
+
+A registry of names and dotted paths: importing it imports no driver and no simulator. A model's driver module is
+imported when that model is asked for (its register table, its driver), its simulator module only when a simulator
+is built, so checking a config loads at most the register table of the models it overrides registers of, and the
+production daemon never imports a simulator it does not run.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from station.meter.bauer import BauerMeter, BauerRegisters
-from station.meter.em580 import Em580Meter, Em580Registers
-from station.meter.interface import Meter
-from station.meter.iskra import IskraMeter, IskraRegisters
-from station.meter.link import ModbusLink
-from station.meter.sim.base import SimulatedMeter
-from station.meter.sim.bauer import BauerSimulator
-from station.meter.sim.em580 import Em580Simulator
-from station.meter.sim.iskra import IskraSimulator
-from station.meter.sim.smartme import SmartMeSimulator
-from station.meter.smartme import SmartMeMeter, SmartMeRegisters
+if TYPE_CHECKING:
+    from station.meter.driver import RegisterTable
+    from station.meter.interface import Meter
+    from station.meter.link import ModbusLink
+    from station.meter.sim.base import SimulatedMeter
+
+
+def _load(module: str, name: str) -> Any:
+    return getattr(importlib.import_module(module), name)
 
 
 @dataclass(frozen=True)
 class MeterModel:
     name: str
-    registers: Callable[[dict[str, int]], Any]  # with_overrides: raises ValueError on unknown names
-    driver: Callable[[ModbusLink, Any, float], Meter]
-    simulator: Callable[..., SimulatedMeter]
+    module: str  # the driver's module, which also holds the register table
+    registers_class: str
+    driver_class: str
+    simulator_module: str
+    simulator_class: str
+
+    def register_table(self) -> type[RegisterTable]:
+        """The model's register table class (imports the driver module, nothing else)."""
+        table: type[RegisterTable] = _load(self.module, self.registers_class)
+        return table
+
+    def registers(self, overrides: dict[str, int]) -> Any:
+        """The register table with `overrides` applied; ValueError names unknown register names."""
+        return self.register_table().with_overrides(overrides)
+
+    def driver(self, link: ModbusLink, registers: Any, poll_interval: float) -> Meter:
+        meter: Meter = _load(self.module, self.driver_class)(link, registers, poll_interval=poll_interval)
+        return meter
+
+    def simulator(self, **settings: Any) -> SimulatedMeter:
+        sim: SimulatedMeter = _load(self.simulator_module, self.simulator_class)(**settings)
+        return sim
 
 
 MODELS: dict[str, MeterModel] = {
-    "smartme": MeterModel(
-        "smartme",
-        SmartMeRegisters.with_overrides,
-        lambda link, regs, poll: SmartMeMeter(link, regs, poll_interval=poll),
-        SmartMeSimulator,
-    ),
-    "iskra-wm3m4c": MeterModel(
-        "iskra-wm3m4c",
-        IskraRegisters.with_overrides,
-        lambda link, regs, poll: IskraMeter(link, regs, poll_interval=poll),
-        IskraSimulator,
-    ),
-    "carlo-gavazzi-em580": MeterModel(
-        "carlo-gavazzi-em580",
-        Em580Registers.with_overrides,
-        lambda link, regs, poll: Em580Meter(link, regs, poll_interval=poll),
-        Em580Simulator,
-    ),
-    "bauer-bsm-ws36a": MeterModel(
-        "bauer-bsm-ws36a",
-        BauerRegisters.with_overrides,
-        lambda link, regs, poll: BauerMeter(link, regs, poll_interval=poll),
-        BauerSimulator,
-    ),
+    model.name: model
+    for model in (
+        MeterModel(
+            "smartme",
+            "station.meter.smartme",
+            "SmartMeRegisters",
+            "SmartMeMeter",
+            "station.meter.sim.smartme",
+            "SmartMeSimulator",
+        ),
+        MeterModel(
+            "iskra-wm3m4c",
+            "station.meter.iskra",
+            "IskraRegisters",
+            "IskraMeter",
+            "station.meter.sim.iskra",
+            "IskraSimulator",
+        ),
+        MeterModel(
+            "carlo-gavazzi-em580",
+            "station.meter.em580",
+            "Em580Registers",
+            "Em580Meter",
+            "station.meter.sim.em580",
+            "Em580Simulator",
+        ),
+        MeterModel(
+            "bauer-bsm-ws36a",
+            "station.meter.bauer",
+            "BauerRegisters",
+            "BauerMeter",
+            "station.meter.sim.bauer",
+            "BauerSimulator",
+        ),
+    )
 }
 
 

@@ -53,7 +53,9 @@ async def test_status_meter_and_transactions_over_the_socket(tmp_path: Path, csm
         assert status["ocpp"]["queue_depth"] == 0
         assert status["meter"]["link"] == "up" and status["meter"]["model"] == "smartme"
         assert status["meter"]["public_key"].startswith("3059")
-        assert status["connectors"] == [{"id": 1, "state": "Available", "phase": "available", "transaction": None}]
+        assert status["connectors"] == [
+            {"id": 1, "evse_id": 1, "connector_id": 1, "state": "Available", "phase": "available", "transaction": None}
+        ]
 
         test = (await ask(sock, {"command": "meter-test"}))["meter_test"]
         assert test["ok"] is True and len(test["steps"]) == 3

@@ -64,7 +64,9 @@ def register_runs(blocks: Sequence[tuple[int, int, bool]]) -> list[tuple[int, in
     Raises ValueError for a block outside the 16-bit address space."""
     writable: dict[int, bool] = {}
     for address, count, readonly in blocks:
-        if count <= 0 or address < 0 or address + count > MODBUS_ADDRESSES:
+        if count <= 0:
+            continue  # a span between two registers that an override put out of order: each still has its own block
+        if address < 0 or address + count > MODBUS_ADDRESSES:
             raise ValueError(f"register block at {address} x{count} is outside the Modbus address space 0..65535")
         for a in range(address, address + count):
             writable[a] = writable.get(a, False) or not readonly

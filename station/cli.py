@@ -467,7 +467,7 @@ def _add_diag(sub: argparse._SubParsersAction[_Parser]) -> None:
 
 def _add_sim_meter(sub: argparse._SubParsersAction[_Parser], name: str, help: str) -> None:
     p = sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".")
-    p.add_argument("--model", default="smartme", choices=list(METER_MODELS), help="which meter to simulate")
+    p.add_argument("--model", choices=list(METER_MODELS), help="which meter to simulate (default smartme)")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--port", help="serve on this serial device (e.g. one end of `station sim nullmodem`)")
     where.add_argument(
@@ -485,7 +485,15 @@ def _add_sim_meter(sub: argparse._SubParsersAction[_Parser], name: str, help: st
     p.add_argument("--state", metavar="FILE", help="file of the meter's non-volatile memory (created if missing)")
     p.add_argument("--ledger", metavar="FILE", help="JSON-lines file: every record the meter signs is appended")
     p.add_argument("--baudrate", type=int, default=9600, help="serial speed in bit/s")
-    p.add_argument("--device-id", type=int, default=1, help="the meter's Modbus address")
+    p.add_argument("--device-id", type=int, help="the meter's Modbus address (default 1)")
+    p.add_argument(
+        "--meter",
+        action="append",
+        metavar="MODEL:ID[:KEY=VALUE,...]",
+        help="one of several meters on the line (repeat it; at most 32, distinct ids 1..247), instead of --model, "
+        "--device-id, --state and --ledger; keys: state=FILE, ledger=FILE, power_w=W, signing_time=S; "
+        "e.g. --meter smartme:1 --meter iskra-wm3m4c:33:ledger=/tmp/l33.jsonl",
+    )
     p.add_argument("--power-w", type=float, default=11000.0, help="simulated charging power")
     p.add_argument("--signing-time", type=float, default=0.5, help="seconds the meter takes to sign")
     p.add_argument("--log-level", default="info", choices=LOG_LEVELS, help="least severe log lines shown")

@@ -4,8 +4,8 @@ The meter knows snapshots, not transactions: a signed "Start" snapshot is the tr
 a signed "End" snapshot its end record (TX E), each a separate OCMF record with a running PG (../shared/docs/
 meters-and-ocmf.md §2.3, docs/meters.md). Both are forwarded, begin first (Transaction.Begin, Transaction.End). A
 snapshot is made by writing 2 (UPDATING) to its status register and polling until 0 (VALID). The begin record stays in
-the meter's registers, so a daemon restarted mid-transaction still finds it. Measurement addresses other than the
-energy registers follow the SunSpec model 203 layout (assumed; overridable).
+the meter's registers, so a daemon restarted mid-transaction still finds it. The addresses are those of bsm-python's
+doc/modbus/bsm-ws36a-modbus-registers.csv (SunSpec model 203 at 40090).
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ class BauerRegisters(RegisterTable):
 
     serial: int = 40052  # common model SN, 16 regs (SunSpec common block, assumed offset)
     firmware: int = 40044  # common model Vr, 8 regs (assumed offset)
-    current: int = 40071  # A, AphA..C, A_SF at +4 (SunSpec 203, assumed)
-    voltage: int = 40077  # PhVphA..C, V_SF at 40084 (assumed)
-    power: int = 40087  # W, W_SF at 40091 (assumed)
+    current: int = 40092  # A, AphA..C, A_SF at +4 (model 203 at 40090, bsm-ws36a-modbus-registers.csv)
+    voltage: int = 40098  # PhVphA..C, V_SF at 40105 (same CSV)
+    power: int = 40108  # W, WphA..C, W_SF at 40112 (same CSV)
     energy_export: int = 40128  # TotWhExp acc32
     energy_import: int = 40136  # TotWhImp acc32
     energy_sf: int = 40144  # TotWh_SF
@@ -53,8 +53,8 @@ class BauerRegisters(RegisterTable):
     public_key_regs: int = 64
     start_status: int = 41286  # St of the Start snapshot
     end_status: int = 41540  # St of the End snapshot
-    start_ocmf: int = 43293  # OCMF string of the Start snapshot instance (header + 2, assumed), 496 regs
-    end_ocmf: int = 43793
+    start_ocmf: int = 43295  # O of "OCMF Signed Start Snapshot" (model 64903 at 43291: Typ, St, then O), 496 regs
+    end_ocmf: int = 43795  # O of "OCMF Signed End Snapshot" (at 43791)
     ocmf_regs: int = 496
 
 

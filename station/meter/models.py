@@ -112,7 +112,7 @@ def build_simulator_for(
     return spec.simulator(
         state_path=state,
         ledger_path=ledger,
-        registers=spec.registers(registers or {}),
+        registers=registers,  # config overrides by the driver's names: each simulator maps them onto its own table
         device_id=device_id,
         power_w=power_w,
         signing_time=signing_time,

@@ -1,22 +1,26 @@
 """What every simulated meter shares: non-volatile memory in a state file, the ledger of signed records, the signing
 key, the energy register that counts while charging, fault injection, and the Modbus face (pymodbus `SimDevice`).
 
-A model's simulator (one file per model, beside this one) declares its register blocks and answers two hooks:
-`on_write(address, values)` when the daemon writes, and `refresh(put)` before a read, where it puts the values the
-read should see. Simulators are test and demo equipment: they must never be taken as evidence of a vendor's map.
+A model's simulator (one file per model, beside this one) has its own register map (a `SimRegisterMap`, written from
+the vendor's public document, never imported from the driver: a simulator that shares the driver's table can only
+confirm the driver's mistakes), declares its register blocks and answers two hooks: `on_write(address, values)` when
+the daemon writes, and `refresh(put)` before a read, where it puts the values the read should see. Register overrides
+from the config (`[meter.registers]`, the driver's names) move the simulator's registers too, through the map's
+explicit `CONFIG_NAMES`. Simulators are test and demo equipment: they must never be taken as evidence of a vendor's map.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -25,6 +29,83 @@ from pymodbus.pdu import ModbusPDU
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 Put = Callable[[int, list[int]], None]
+
+MODBUS_ADDRESSES = 0x10000  # PDU addresses are 0..65535
+
+
+@dataclass(frozen=True)
+class SimRegisterMap:
+    """A simulator's own register map: PDU addresses (and block sizes) from the vendor's public document.
+
+    `CONFIG_NAMES` maps every register name the config may override (the driver's names, `[meter.registers]`) onto a
+    field of this map, explicitly, so that a site with a moved register can still be simulated."""
+
+    MODEL: ClassVar[str] = "meter"
+    CONFIG_NAMES: ClassVar[Mapping[str, str]] = {}
+
+    @classmethod
+    def from_config(cls, overrides: Mapping[str, int] | None) -> Self:
+        overrides = dict(overrides or {})
+        unknown = sorted(set(overrides) - set(cls.CONFIG_NAMES))
+        if unknown:
+            raise ValueError(
+                f"unknown {cls.MODEL} register name(s): {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(cls.CONFIG_NAMES))}"
+            )
+        for name, value in overrides.items():
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < MODBUS_ADDRESSES:
+                raise ValueError(f"register {name}: must be a register address 0..65535, got {value!r}")
+        return dataclasses.replace(cls(), **{cls.CONFIG_NAMES[k]: v for k, v in overrides.items()})
+
+
+def register_runs(blocks: Sequence[tuple[int, int, bool]]) -> list[tuple[int, int, bool]]:
+    """(address, count, readonly) runs that cover `blocks` without overlap: blocks may overlap or touch (after a
+    config override moved a register into or next to another block); an address any block makes writable is writable.
+    Raises ValueError for a block outside the 16-bit address space."""
+    writable: dict[int, bool] = {}
+    for address, count, readonly in blocks:
+        if count <= 0:
+            continue  # a span between two registers that an override put out of order: each still has its own block
+        if address < 0 or address + count > MODBUS_ADDRESSES:
+            raise ValueError(f"register block at {address} x{count} is outside the Modbus address space 0..65535")
+        for a in range(address, address + count):
+            writable[a] = writable.get(a, False) or not readonly
+    runs: list[tuple[int, int, bool]] = []
+    for a in sorted(writable):
+        readonly = not writable[a]
+        if runs and runs[-1][0] + runs[-1][1] == a and runs[-1][2] == readonly:
+            start, count, _ = runs[-1]
+            runs[-1] = (start, count + 1, readonly)
+        else:
+            runs.append((a, 1, readonly))
+    return runs
+
+
+# Register codecs of the simulators' own (two characters or bytes per register, high byte first; 32-bit values high
+# word first unless a model says otherwise): the drivers have theirs, and sharing them would hide a common mistake.
+
+
+def text_regs(text: str, n_regs: int | None = None) -> list[int]:
+    """ASCII text, NUL padded to `n_regs` registers (cut to fit)."""
+    raw = text.encode("ascii", errors="replace")
+    if n_regs is not None:
+        raw = raw[: 2 * n_regs].ljust(2 * n_regs, b"\x00")
+    return byte_regs(raw)
+
+
+def byte_regs(raw: bytes) -> list[int]:
+    if len(raw) % 2:
+        raw += b"\x00"
+    return [int.from_bytes(raw[i : i + 2], "big") for i in range(0, len(raw), 2)]
+
+
+def regs_text(regs: Sequence[int]) -> str:
+    raw = b"".join((v & 0xFFFF).to_bytes(2, "big") for v in regs)
+    return raw.split(b"\x00", 1)[0].decode("ascii", errors="replace")
+
+
+def u32_regs(value: int) -> list[int]:
+    return [(value >> 16) & 0xFFFF, value & 0xFFFF]
 
 
 @dataclass
@@ -102,23 +183,26 @@ class SimulatedMeter:
     DEVICE_ID = 1
     CURVE: ec.EllipticCurve = ec.SECP256R1()
     HASH: type[hashes.HashAlgorithm] = hashes.SHA256
-    REGISTERS: Callable[[], Any] = dict  # the model's register table class
+    MAP: type[SimRegisterMap] = SimRegisterMap  # the model's own register map
+    regs: Any
 
     def __init__(
         self,
         *,
         state_path: Path | None = None,
         ledger_path: Path | None = None,
-        registers: Any = None,
+        registers: Mapping[str, int] | None = None,
         device_id: int | None = None,
         power_w: float = 11000.0,
         signing_time: float = 0.5,
         serial: str | None = None,
     ) -> None:
-        self.regs = registers if registers is not None else self.REGISTERS()
+        self.regs = self.register_map(registers)
         self._init_model()
-        serial = serial or self.SERIAL
         device_id = device_id or self.DEVICE_ID
+        # A meter made fresh at another device id than the model's default gets a serial of its own, so that two
+        # meters of one model on one line are told apart (a transaction remembers its meter's serial).
+        serial = serial or (self.SERIAL if device_id == self.DEVICE_ID else f"{self.SERIAL[:-3]}{device_id:03d}")
         self.state_path = state_path
         self.ledger_path = ledger_path
         self.device_id = device_id
@@ -138,6 +222,11 @@ class SimulatedMeter:
         self._last_save = self._last_tick
         self.requests = 0
         self._save()
+
+    @classmethod
+    def register_map(cls, overrides: Mapping[str, int] | None) -> Any:
+        """The register map with the config's overrides (`[meter.registers]`, the driver's names) applied."""
+        return cls.MAP.from_config(overrides)
 
     def _init_model(self) -> None:
         """Set up model-specific buffers (after `self.regs`, before the memory is loaded)."""
@@ -248,7 +337,10 @@ class SimulatedMeter:
         raise NotImplementedError
 
     def device(self) -> SimDevice:
-        data = [SimData(a, count=n, values=0, datatype=DataType.REGISTERS, readonly=ro) for a, n, ro in self.blocks()]
+        data = [
+            SimData(a, count=n, values=0, datatype=DataType.REGISTERS, readonly=ro)
+            for a, n, ro in register_runs(self.blocks())
+        ]
         return SimDevice(id=self.device_id, simdata=data, action=self.action)
 
     def trace_pdu(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU | None:
@@ -280,7 +372,11 @@ class SimulatedMeter:
                 return ExcCodes(self.faults.exception_next)
 
         def put(addr: int, values: list[int]) -> None:
-            registers[addr - start : addr - start + len(values)] = values
+            at = addr - start
+            if at < 0:  # below the device's first register: only a moved (overridden) block can be there
+                values, at = values[-at:], 0
+            # never past the device's last register: a slice assignment there would grow the list
+            registers[at : at + len(values)] = values[: max(0, len(registers) - at)]
 
         if set_values is not None:
             return self.on_write(address, [int(v) for v in set_values])

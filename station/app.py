@@ -13,21 +13,19 @@ import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
 from station.auth import Authorizer
-from station.config import Config, sim_state_path
+from station.bus import LineSettings, ModbusBus, ModbusDevice
+from station.config import BusConfig, Config, EvseConfig, sim_state_path
 from station.core.model import Layout
 from station.core.station import ChargingStation
 from station.diag.server import DiagnosticsServer
 from station.diag.webpage import DiagnosticsPage
 from station.meter.interface import Meter
-from station.meter.link import ModbusLink, SerialSettings
 from station.meter.models import build_driver
-from station.meter.nullmodem import VirtualNullModem
-from station.meter.sim.base import SimulatedMeter
-from station.meter.sim.server import build_simulator, serve
 from station.ocpp import security
 from station.ocpp.connection import CsmsConnection
 from station.ocpp.settings import Settings, SettingsPolicy
@@ -35,15 +33,20 @@ from station.runtime import MeterWorker, StationRuntime
 from station.service import Notifier, feed_watchdog
 from station.store import Store, StoreError
 
+if TYPE_CHECKING:
+    from station.meter.nullmodem import VirtualNullModem
+    from station.meter.sim.base import SimulatedMeter
+
 log = structlog.get_logger("station.app")
 
 
 @dataclass
 class SimulatedLine:
-    """The in-process simulator of `transport = "simulated"` and the virtual cable it sits on."""
+    """The in-process simulators of a `transport = "simulated"` bus (one per meter on it) and the virtual cable they
+    share."""
 
     cable: VirtualNullModem
-    simulator: SimulatedMeter
+    simulators: dict[int, SimulatedMeter]  # by EVSE id
     server: object
 
     async def close(self) -> None:
@@ -59,62 +62,102 @@ class Station:
     runtime: StationRuntime
     connection: CsmsConnection
     settings: Settings
-    simulated: SimulatedLine | None = None
+    buses: dict[str, ModbusBus] = field(default_factory=dict)
+    simulated: dict[str, SimulatedLine] = field(default_factory=dict)  # by bus name
     page: DiagnosticsPage | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
+    def simulator(self, evse_id: int = 1) -> SimulatedMeter:
+        """The in-process simulator of an EVSE's meter (a simulated bus only)."""
+        return self.simulated[self.config.evse(evse_id).meter.bus].simulators[evse_id]
 
-def serial_settings(config: Config, port: str | None = None) -> SerialSettings:
-    evse = config.evses[0]
-    bus = config.bus_of(evse)
-    return SerialSettings(
+    def simulated_line(self, evse_id: int = 1) -> SimulatedLine:
+        return self.simulated[self.config.evse(evse_id).meter.bus]
+
+
+def line_settings(config: Config, bus: BusConfig, port: str | None = None) -> LineSettings:
+    return LineSettings(
         port=port or bus.port,
         baudrate=bus.baudrate,
         parity=bus.parity,  # type: ignore[arg-type]
         stopbits=bus.stopbits,
-        device_id=evse.meter.device_id,
         transport="tcp" if bus.transport == "tcp" else "rtu",
-        meter_latency=evse.meter.latency,
         retries=bus.retries,
+        config_section="[meter]" if config.legacy else f"[bus.{bus.name}]",
     )
 
 
-def build_meter(config: Config, port: str | None = None) -> Meter:
-    link = ModbusLink(serial_settings(config, port))
-    m = config.evses[0].meter
-    return build_driver(m.model, link, m.registers, m.poll_interval)
+def build_buses(config: Config, ports: dict[str, str] | None = None) -> dict[str, ModbusBus]:
+    """One bus per configured line that a meter uses (`ports`: where a simulated bus's cable ends)."""
+    used = {e.meter.bus for e in config.evses}
+    ports = ports or {}
+    return {
+        name: ModbusBus(line_settings(config, bus, ports.get(name))) for name, bus in config.buses.items() if name in used
+    }
 
 
-async def start_simulated_line(config: Config) -> SimulatedLine:
-    evse = config.evses[0]
-    m, bus = evse.meter, config.bus_of(evse)
-    cable = await VirtualNullModem(baudrate=bus.baudrate, parity=bus.parity, stopbits=bus.stopbits).start()
-    sim = build_simulator(
-        m.model,
-        state=sim_state_path(config, evse),
-        ledger=Path(m.sim_ledger) if m.sim_ledger else None,
-        device_id=m.device_id,
-        power_w=m.sim_power_w,
-        signing_time=m.sim_signing_time,
-        registers=m.registers,
-    )
-    server = await serve(sim, cable.path_b, baudrate=bus.baudrate)
-    log.info("simulated meter on a virtual serial line", daemon_end=cable.path_a, meter_end=cable.path_b)
-    return SimulatedLine(cable, sim, server)
+def build_meters(config: Config, buses: dict[str, ModbusBus]) -> dict[int, Meter]:
+    """Each EVSE's meter driver, as a device on its bus."""
+    return {evse.id: _driver(evse, buses[evse.meter.bus]) for evse in config.evses}
+
+
+def build_meter(config: Config, evse_id: int = 1) -> Meter:
+    """One EVSE's meter on a bus of its own (tools that talk to one meter while the daemon is not running)."""
+    evse = config.evse(evse_id)
+    return _driver(evse, ModbusBus(line_settings(config, config.bus_of(evse))))
+
+
+def _driver(evse: EvseConfig, bus: ModbusBus) -> Meter:
+    m = evse.meter
+    return build_driver(m.model, ModbusDevice(bus, m.device_id, latency=m.latency), m.registers, m.poll_interval)
+
+
+async def start_simulated_lines(config: Config) -> dict[str, SimulatedLine]:
+    """For each `transport = "simulated"` bus: its meters' simulators on one virtual cable. The simulators are
+    imported here, not at the top: a station with real meters never loads them."""
+    from station.meter.nullmodem import VirtualNullModem
+    from station.meter.sim.server import build_simulator, serve
+
+    lines: dict[str, SimulatedLine] = {}
+    for name, bus in config.buses.items():
+        evses = [e for e in config.evses if e.meter.bus == name]
+        if bus.transport != "simulated" or not evses:
+            continue
+        cable = await VirtualNullModem(baudrate=bus.baudrate, parity=bus.parity, stopbits=bus.stopbits).start()
+        sims = {
+            e.id: build_simulator(
+                e.meter.model,
+                state=sim_state_path(config, e),
+                ledger=Path(e.meter.sim_ledger) if e.meter.sim_ledger else None,
+                device_id=e.meter.device_id,
+                power_w=e.meter.sim_power_w,
+                signing_time=e.meter.sim_signing_time,
+                registers=e.meter.registers,
+            )
+            for e in evses
+        }
+        server = await serve(list(sims.values()), cable.path_b, baudrate=bus.baudrate)
+        log.info(
+            "simulated meters on a virtual serial line",
+            bus=name,
+            meters=len(sims),
+            daemon_end=cable.path_a,
+            meter_end=cable.path_b,
+        )
+        lines[name] = SimulatedLine(cable, sims, server)
+    return lines
 
 
 @contextlib.asynccontextmanager
 async def running_station(config: Config) -> AsyncIterator[Station]:
     """Start every part; on exit shut them down in the safe order."""
     store = Store(config.storage.path)
-    simulated: SimulatedLine | None = None
+    simulated: dict[str, SimulatedLine] = {}
     try:
-        port = None
-        if config.bus_of(config.evses[0]).transport == "simulated":
-            simulated = await start_simulated_line(config)
-            port = simulated.cable.path_a
-        meters = {1: build_meter(config, port)}
-        layout = Layout.one_connector_each(len(meters))
+        simulated = await start_simulated_lines(config)
+        buses = build_buses(config, {name: line.cable.path_a for name, line in simulated.items()})
+        meters = build_meters(config, buses)
+        layout = Layout(tuple((e.id, e.connectors) for e in config.evses))
         workers = {evse_id: MeterWorker(evse_id, meter) for evse_id, meter in meters.items()}
         settings = Settings(store, layout, lambda evse_id: workers[evse_id].state.public_key_hex)
         authorizer = Authorizer(
@@ -137,7 +180,7 @@ async def running_station(config: Config) -> AsyncIterator[Station]:
         store.security_event(security.STARTUP, f"station started, security profile {connection.security.profile}")
         if connection.security.profile == 0:
             log.warning("security profile 0: the CSMS connection is neither authenticated nor encrypted")
-        station = Station(config, store, meters, runtime, connection, settings, simulated)
+        station = Station(config, store, meters, runtime, connection, settings, buses, simulated)
         station.tasks.append(asyncio.create_task(connection.run(), name="csms connection"))
         diagnostics = DiagnosticsServer(station, config.diagnostics.socket) if config.diagnostics.socket else None
         if diagnostics is not None:
@@ -162,8 +205,8 @@ async def running_station(config: Config) -> AsyncIterator[Station]:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
     finally:
-        if simulated is not None:
-            await simulated.close()
+        for line in simulated.values():
+            await line.close()
         store.close()
 
 

@@ -161,8 +161,7 @@ async def test_disk_full_while_charging_keeps_the_record_in_the_meter_until_it_c
         fill_up(station.store)
         assert await csms.remote_stop(STATION, csms.assigned_transaction_ids[0]) == "Accepted"
         await csms.wait_for("StatusNotification", status_is("Faulted"))
-        assert station.simulated is not None
-        sim = station.simulated.simulator
+        sim = station.simulator(1)
         await csms.wait_until(lambda: sim.mem.record is not None)  # signed, held by the meter, not released
         await asyncio.sleep(0.5)
         assert sim.mem.record is not None and csms.messages("StopTransaction") == []
@@ -180,8 +179,7 @@ async def test_disk_full_between_accepting_a_start_and_the_meter_starting(
     config = parse_config(config_for(tmp_path, csms.url, small_disk))
     async with running_station(config) as station:
         await wait_station(station, csms)
-        assert station.simulated is not None
-        sim = station.simulated.simulator
+        sim = station.simulator(1)
         sim.faults.latency = 0.2  # the meter takes a moment to start
         assert await csms.remote_start(STATION, "TAG-B") == "Accepted"
         fill_up(station.store)

@@ -57,23 +57,21 @@ async def finish_and_check(csms: LocalCsms, station: Station) -> None:
 @pytest.mark.parametrize("model", sorted(MODELS))
 async def test_corrupt_frames_and_a_busy_meter_are_retried(tmp_path: Path, csms: LocalCsms, model: str) -> None:
     async with running_station(parse_config(config_for(tmp_path, csms.url, model))) as station:
-        assert station.simulated is not None
         await csms.wait_for("StatusNotification", status_is("Available"))
-        station.simulated.cable.faults.corrupt_to_a = 2  # the next two answers arrive with a CRC error
-        station.simulated.simulator.faults.busy_next = 2  # and the meter is busy twice
+        station.simulated_line(1).cable.faults.corrupt_to_a = 2  # the next two answers arrive with a CRC error
+        station.simulator(1).faults.busy_next = 2  # and the meter is busy twice
         assert await csms.remote_start(STATION, "TAG-CRC") == "Accepted"
         await csms.wait_for("StatusNotification", status_is("Charging"), timeout=30)
-        station.simulated.cable.faults.corrupt_to_a = 3
+        station.simulated_line(1).cable.faults.corrupt_to_a = 3
         await finish_and_check(csms, station)
-        assert station.simulated.cable.faults.corrupt_to_a == 0  # the faults did happen
-        assert station.simulated.simulator.faults.busy_next == 0
+        assert station.simulated_line(1).cable.faults.corrupt_to_a == 0  # the faults did happen
+        assert station.simulator(1).faults.busy_next == 0
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))
 async def test_power_loss_of_the_meter_mid_transaction(tmp_path: Path, csms: LocalCsms, model: str) -> None:
     async with running_station(parse_config(config_for(tmp_path, csms.url, model))) as station:
-        assert station.simulated is not None
-        sim = station.simulated.simulator
+        sim = station.simulator(1)
         station.runtime.meters[1].monitor_interval = 0.2  # notice the silent meter soon
         await csms.wait_for("StatusNotification", status_is("Available"))
         assert await csms.remote_start(STATION, "TAG-PWR") == "Accepted"
@@ -91,8 +89,7 @@ async def test_a_release_that_fails_is_retried_and_the_next_session_starts(tmp_p
     """Found by the chaos soak: the meter went silent exactly when the daemon acknowledged a stored record, the
     record stayed in the meter, and the meter refused every later transaction. The release is now retried."""
     async with running_station(parse_config(config_for(tmp_path, csms.url, "smartme"))) as station:
-        assert station.simulated is not None
-        sim = station.simulated.simulator
+        sim = station.simulator(1)
         station.runtime.meters[1].retry_delay = 0.2
         release = station.meters[1].release_record
         failures = 0
@@ -156,10 +153,8 @@ async def test_a_record_stored_but_not_released_before_a_crash_is_not_sent_twice
         await csms.wait_until(lambda: csms.assigned_transaction_ids)
         assert await csms.remote_stop(STATION, csms.assigned_transaction_ids[-1]) == "Accepted"
         await csms.wait_for("StopTransaction", timeout=30)
-        assert station.simulated is not None and station.simulated.simulator.mem.record is not None
     async with running_station(config) as station:  # the next run: the meter still holds the record
-        assert station.simulated is not None
-        sim = station.simulated.simulator
+        sim = station.simulator(1)
         await csms.wait_until(lambda: sim.mem.record is None, timeout=30)  # released now
         await station.runtime.idle()
         await csms.wait_until(lambda: station.store.outbox_depth() == 0)

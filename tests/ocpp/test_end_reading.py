@@ -47,8 +47,7 @@ async def test_meter_stop_from_a_record_that_ends_with_r(tmp_path: Path, csms: L
     """1.6 StopTransaction.req meterStop (§6.49) is the record's end reading, whatever its TX: a record ending with
     TX=R sent meterStop 0 before (records.py read TX=E only)."""
     async with running_station(parse_config(config_for(tmp_path, csms.url, model, "1.6"))) as station:
-        assert station.simulated is not None
-        station.simulated.simulator.end_tx = "R"
+        station.simulator(1).end_tx = "R"
         await csms.wait_for("StatusNotification", lambda p: p["status"] == "Available")
         assert await csms.remote_start(STATION, "TAG-R") == "Accepted"
         _, tx_id = await csms.wait_session_started(STATION)
@@ -72,8 +71,7 @@ async def test_transaction_end_value_from_a_record_that_ends_with_l(tmp_path: Pa
     csms = await LocalCsms(subprotocols=("ocpp2.0.1",)).start()
     try:
         async with running_station(parse_config(config_for(tmp_path, csms.url, "smartme", "2.0.1"))) as station:
-            assert station.simulated is not None
-            station.simulated.simulator.end_tx = "L"
+            station.simulator(1).end_tx = "L"
             await csms.wait_for("StatusNotification", lambda p: p["connectorStatus"] == "Available")
             assert await csms.request_start(STATION, "TAG-L") == "Accepted"
             _, tx_id = await csms.wait_session_started(STATION)

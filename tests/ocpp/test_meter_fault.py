@@ -30,9 +30,8 @@ async def test_silent_meter_faults_the_connector_and_recovers(tmp_path: Path, ve
     try:
         async with running_station(parse_config(raw)) as station:
             await csms.wait_for("StatusNotification", lambda p: status(p) == "Available")
-            assert station.simulated is not None
             station.runtime.meters[1].monitor_interval = 0.2
-            station.simulated.simulator.faults.mute = True
+            station.simulator(1).faults.mute = True
             faulted = await csms.wait_for("StatusNotification", lambda p: status(p) == "Faulted", timeout=30)
             if version == "1.6":
                 assert faulted.payload["errorCode"] == "PowerMeterFailure"
@@ -42,7 +41,7 @@ async def test_silent_meter_faults_the_connector_and_recovers(tmp_path: Path, ve
                 data = event.payload["eventData"][0]
                 assert data["component"]["name"] == "FiscalMetering" and data["techCode"] == "PowerMeterFailure"
                 assert await csms.request_start("CP-FAULT", "TAG") == "Rejected"
-            station.simulated.simulator.faults.mute = False
+            station.simulator(1).faults.mute = False
             mark = csms.received.index(faulted)
             await csms.wait_for("StatusNotification", lambda p: status(p) == "Available", after=mark, timeout=30)
     finally:

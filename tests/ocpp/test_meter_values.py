@@ -112,8 +112,7 @@ async def test_signed_aligned_values_carry_the_meters_fiscal_reading(tmp_path: P
     csms = await LocalCsms(subprotocols=(f"ocpp{version}",)).start()
     try:
         async with running_station(parse_config(config_for(tmp_path, csms.url, version))) as station:
-            assert station.simulated is not None
-            station.simulated.simulator.fiscal_interval = 1.0  # the real meter: 900 s
+            station.simulator(1).fiscal_interval = 1.0  # the real meter: 900 s
             await csms.wait_for("BootNotification")
             await csms.wait_until(lambda: station.runtime.core.accepted_by_csms)
             if version == "1.6":

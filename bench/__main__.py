@@ -23,11 +23,12 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from station.app import running_station
+from station.bus import ModbusDevice, read_frame_sizes, write_frame_sizes
+from station.bus.codec import str_to_regs
 from station.config import parse_config
 from station.demo.csms import LocalCsms
 from station.meter import ocmf
 from station.meter.interface import MeterTransactionRequest
-from station.meter.link import ModbusLink, read_frame_sizes, str_to_regs, write_frame_sizes
 from station.meter.nullmodem import byte_time
 from station.meter.smartme import STATUS_BLOCK_REGS, SmartMeMeter, metadata_json
 from station.store import Store
@@ -49,10 +50,10 @@ def config(workdir: Path, url: str, baud: int, **meter: Any) -> dict[str, Any]:
     }
 
 
-def link_of(station: Any) -> ModbusLink:
+def link_of(station: Any) -> ModbusDevice:
     meter = station.meter
     assert isinstance(meter, SmartMeMeter)
-    return meter.link
+    return meter.device
 
 
 def minimal_session_bytes(record_bytes: int, metadata_regs: int) -> tuple[int, int]:

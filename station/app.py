@@ -17,12 +17,12 @@ from pathlib import Path
 import structlog
 
 from station.auth import Authorizer
+from station.bus import LineSettings, ModbusBus, ModbusDevice
 from station.config import Config
 from station.core.station import ChargingStation
 from station.diag.server import DiagnosticsServer
 from station.diag.webpage import DiagnosticsPage
 from station.meter.interface import Meter
-from station.meter.link import ModbusLink, SerialSettings
 from station.meter.models import build_driver
 from station.meter.nullmodem import VirtualNullModem
 from station.meter.sim.base import SimulatedMeter
@@ -63,22 +63,21 @@ class Station:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
-def serial_settings(config: Config, port: str | None = None) -> SerialSettings:
+def serial_settings(config: Config, port: str | None = None) -> LineSettings:
     m = config.meter
-    return SerialSettings(
+    return LineSettings(
         port=port or m.port,
         baudrate=m.baudrate,
         parity=m.parity,  # type: ignore[arg-type]
         stopbits=m.stopbits,
-        device_id=m.device_id,
         transport="tcp" if m.transport == "tcp" else "rtu",
-        meter_latency=m.latency,
     )
 
 
 def build_meter(config: Config, port: str | None = None) -> Meter:
-    link = ModbusLink(serial_settings(config, port))
-    return build_driver(config.meter.model, link, config.meter.registers, config.meter.poll_interval)
+    bus = ModbusBus(serial_settings(config, port))
+    device = ModbusDevice(bus, config.meter.device_id, latency=config.meter.latency)
+    return build_driver(config.meter.model, device, config.meter.registers, config.meter.poll_interval)
 
 
 async def start_simulated_line(config: Config) -> SimulatedLine:

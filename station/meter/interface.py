@@ -8,6 +8,7 @@ interface and nothing about registers. A driver must never invent, repair or re-
 from __future__ import annotations
 
 import abc
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -123,6 +124,12 @@ class Meter(abc.ABC):
         """The meter's latest signed reading outside transactions (OCMF PG "F<n>"), for meters that make them
         (smart-me signs its registers every 15 minutes); None for meters that do not."""
         return None
+
+    def transaction_work(self) -> contextlib.AbstractContextManager[None]:
+        """A context for the transaction commands (start, stop, reading the signed record, release): `with
+        meter.transaction_work(): await meter.stop_transaction(ref)`. A meter on a shared bus puts the requests made
+        inside it ahead of sampling; the default does nothing."""
+        return contextlib.nullcontext()
 
     @abc.abstractmethod
     async def transaction_running(self) -> bool:

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from station.bus import ModbusDevice
 from station.meter.bauer import BauerMeter, BauerRegisters
 from station.meter.em580 import Em580Meter, Em580Registers
 from station.meter.interface import Meter
 from station.meter.iskra import IskraMeter, IskraRegisters
-from station.meter.link import ModbusLink
 from station.meter.sim.base import SimulatedMeter
 from station.meter.sim.bauer import BauerSimulator
 from station.meter.sim.em580 import Em580Simulator
@@ -25,7 +25,7 @@ from station.meter.smartme import SmartMeMeter, SmartMeRegisters
 class MeterModel:
     name: str
     registers: Callable[[dict[str, int]], Any]  # with_overrides: raises ValueError on unknown names
-    driver: Callable[[ModbusLink, Any, float], Meter]
+    driver: Callable[[ModbusDevice, Any, float], Meter]
     simulator: Callable[..., SimulatedMeter]
 
 
@@ -33,33 +33,33 @@ MODELS: dict[str, MeterModel] = {
     "smartme": MeterModel(
         "smartme",
         SmartMeRegisters.with_overrides,
-        lambda link, regs, poll: SmartMeMeter(link, regs, poll_interval=poll),
+        lambda device, regs, poll: SmartMeMeter(device, regs, poll_interval=poll),
         SmartMeSimulator,
     ),
     "iskra-wm3m4c": MeterModel(
         "iskra-wm3m4c",
         IskraRegisters.with_overrides,
-        lambda link, regs, poll: IskraMeter(link, regs, poll_interval=poll),
+        lambda device, regs, poll: IskraMeter(device, regs, poll_interval=poll),
         IskraSimulator,
     ),
     "carlo-gavazzi-em580": MeterModel(
         "carlo-gavazzi-em580",
         Em580Registers.with_overrides,
-        lambda link, regs, poll: Em580Meter(link, regs, poll_interval=poll),
+        lambda device, regs, poll: Em580Meter(device, regs, poll_interval=poll),
         Em580Simulator,
     ),
     "bauer-bsm-ws36a": MeterModel(
         "bauer-bsm-ws36a",
         BauerRegisters.with_overrides,
-        lambda link, regs, poll: BauerMeter(link, regs, poll_interval=poll),
+        lambda device, regs, poll: BauerMeter(device, regs, poll_interval=poll),
         BauerSimulator,
     ),
 }
 
 
-def build_driver(model: str, link: ModbusLink, overrides: dict[str, int], poll_interval: float) -> Meter:
+def build_driver(model: str, device: ModbusDevice, overrides: dict[str, int], poll_interval: float) -> Meter:
     spec = MODELS[model]
-    return spec.driver(link, spec.registers(overrides), poll_interval)
+    return spec.driver(device, spec.registers(overrides), poll_interval)
 
 
 def build_simulator_for(

@@ -11,8 +11,8 @@ from typing import Any
 import structlog
 from pymodbus.constants import ExcCodes
 
+from station.bus.codec import bytes_to_regs, regs_to_str, str_to_regs, to_u32
 from station.meter.bauer import SNAPSHOT_UPDATING, SNAPSHOT_VALID, BauerRegisters
-from station.meter.link import bytes_to_regs, regs_to_str, str_to_regs, to_u32
 from station.meter.sim.base import Put, SimulatedMeter, ocmf_time
 
 log = structlog.get_logger("station.meter.sim.bauer")

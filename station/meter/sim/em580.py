@@ -16,6 +16,7 @@ import structlog
 from cryptography.hazmat.primitives.asymmetric import ec
 from pymodbus.constants import ExcCodes
 
+from station.bus.codec import bytes_to_regs, regs_to_str, str_to_regs
 from station.meter.em580 import (
     COMMAND_BEGIN,
     COMMAND_END,
@@ -26,7 +27,6 @@ from station.meter.em580 import (
     Em580Registers,
     to_lsw_first,
 )
-from station.meter.link import bytes_to_regs, regs_to_str, str_to_regs
 from station.meter.sim.base import Put, SimulatedMeter, ocmf_time
 
 log = structlog.get_logger("station.meter.sim.em580")

@@ -16,8 +16,8 @@ import structlog
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from pymodbus.constants import ExcCodes
 
+from station.bus.codec import bytes_to_regs, str_to_regs, to_u32
 from station.meter.iskra import COMMAND_START, COMMAND_STOP, SIGNATURE_OK, IskraRegisters
-from station.meter.link import bytes_to_regs, str_to_regs, to_u32
 from station.meter.sim.base import Put, SimulatedMeter, WrittenText, ocmf_reading, ocmf_time
 
 log = structlog.get_logger("station.meter.sim.iskra")

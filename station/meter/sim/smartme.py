@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 from pymodbus.constants import ExcCodes
 
-from station.meter.link import bytes_to_regs, str_to_regs, to_s32, to_u32
+from station.bus.codec import bytes_to_regs, str_to_regs, to_s32, to_u32
 from station.meter.sim.base import Faults, MeterMemory, Put, SimulatedMeter, WrittenText, ocmf_reading, ocmf_time
 from station.meter.smartme import (
     COMMAND_ACK,

@@ -168,9 +168,10 @@ class ModbusBus:
         """Hold the bus open. Opening the port does not fail when it is absent: the devices are marked down and
         the first request says why."""
         holder = self if holder is None else holder
-        first = not self._holders
         self._holders.add(holder)
-        if not first or self._client is not None:
+        if self._client is not None:
+            if not self._client.connected and self.last_error:
+                self._port_down()  # a device joining a bus whose port failed learns it at once
             return
         s = self.settings
         if s.transport == "tcp":
@@ -231,11 +232,17 @@ class ModbusBus:
         if not ok:
             # Set afresh on every attempt, never built on the previous text: one line, the cause first.
             self.last_error = self._cannot_open(detail)
-            for device in self._devices.values():  # no meter on this line can be reached
-                if device in self._holders:
-                    device.last_error = self.last_error
-                    device.mark(False, self.last_error)
+            self._port_down()
+        else:
+            self.last_error = ""
         return ok
+
+    def _port_down(self) -> None:
+        """No device on this line can be reached: every device holding the bus is down, for the port's reason."""
+        for device in self._devices.values():
+            if device in self._holders:
+                device.last_error = self.last_error
+                device.mark(False, self.last_error)
 
     def _cannot_open(self, detail: str) -> str:
         port = self.settings.port

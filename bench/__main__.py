@@ -23,11 +23,12 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from station.app import running_station
+from station.bus import LineSettings, ModbusDevice, read_frame_sizes, write_frame_sizes
+from station.bus.codec import str_to_regs
 from station.config import parse_config
 from station.demo.csms import LocalCsms
 from station.meter import ocmf
 from station.meter.interface import MeterTransactionRequest
-from station.meter.link import ModbusLink, read_frame_sizes, str_to_regs, write_frame_sizes
 from station.meter.nullmodem import byte_time
 from station.meter.smartme import STATUS_BLOCK_REGS, SmartMeMeter, metadata_json
 from station.store import Store
@@ -49,10 +50,10 @@ def config(workdir: Path, url: str, baud: int, **meter: Any) -> dict[str, Any]:
     }
 
 
-def link_of(station: Any) -> ModbusLink:
+def link_of(station: Any) -> ModbusDevice:
     meter = station.meters[1]
     assert isinstance(meter, SmartMeMeter)
-    return meter.link
+    return meter.device
 
 
 def minimal_session_bytes(record_bytes: int, metadata_regs: int) -> tuple[int, int]:
@@ -79,9 +80,18 @@ def minimal_session_bytes(record_bytes: int, metadata_regs: int) -> tuple[int, i
     return start, stop
 
 
+def minimal_session_frames(record_bytes: int, metadata_regs: int) -> tuple[int, int]:
+    """Frames of the same procedures as `minimal_session_bytes`: each one owes the line the RTU inter-frame silence
+    (3.5 characters) before it, which is wire time too."""
+    start = 1 + -(-metadata_regs // 123) + 1 + 1 + 1  # idle check, metadata, length, command, poll
+    stop = 1 + 1 + 1 + -(-((record_bytes + 1) // 2) // 125) + 1 + 1  # check, end, poll, record, ack, poll
+    return start, stop
+
+
 async def sessions(baud: int, count: int) -> dict[str, float]:
     """Remote start and stop latencies against the wire time of the frames each step put on the line."""
     tbyte = byte_time(baud)
+    silence = LineSettings("bench", baudrate=baud).inter_frame_silence
     start_ratios: list[float] = []
     stop_ratios: list[float] = []
     efficiencies: list[float] = []
@@ -116,9 +126,11 @@ async def sessions(baud: int, count: int) -> dict[str, float]:
                     request = MeterTransactionRequest("x", 1, "BENCH", STATION, datetime.now(UTC))
                     meta_regs = len(str_to_regs(metadata_json(request)))
                     min_start, min_stop = minimal_session_bytes(record_bytes, meta_regs)
-                    # Latency against the wire time of the frames the step needs (plus the meter's signing time).
-                    start_ratios.append((t1 - t0) / (min_start * tbyte))
-                    stop_ratios.append((t3 - t2) / (min_stop * tbyte + SIGNING_TIME))
+                    start_frames, stop_frames = minimal_session_frames(record_bytes, meta_regs)
+                    # Latency against the wire time of the frames the step needs, with the silence before each frame
+                    # (plus the meter's signing time).
+                    start_ratios.append((t1 - t0) / (min_start * tbyte + start_frames * silence))
+                    stop_ratios.append((t3 - t2) / (min_stop * tbyte + stop_frames * silence + SIGNING_TIME))
                     efficiencies.append(((b1 - b0) + (b3 - b2)) / (min_start + min_stop))
         finally:
             await csms.stop()

@@ -92,7 +92,9 @@ def build_buses(config: Config, ports: dict[str, str] | None = None) -> dict[str
     used = {e.meter.bus for e in config.evses}
     ports = ports or {}
     return {
-        name: ModbusBus(line_settings(config, bus, ports.get(name))) for name, bus in config.buses.items() if name in used
+        name: ModbusBus(line_settings(config, bus, ports.get(name)))
+        for name, bus in config.buses.items()
+        if name in used
     }
 
 

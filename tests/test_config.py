@@ -666,16 +666,17 @@ def test_parsing_a_config_imports_no_meter_driver_and_no_simulator() -> None:
 
 
 def test_the_registry_finds_each_models_driver_and_simulator(tmp_path: Path) -> None:
+    from station.bus import LineSettings, ModbusBus, ModbusDevice
     from station.meter.driver import RegisterTable
     from station.meter.interface import Meter
-    from station.meter.link import ModbusLink, SerialSettings
     from station.meter.models import MODELS, build_driver, build_simulator_for
     from station.meter.sim.base import SimulatedMeter
 
     assert sorted(MODELS) == ["bauer-bsm-ws36a", "carlo-gavazzi-em580", "iskra-wm3m4c", "smartme"]
     for name, spec in MODELS.items():
         assert issubclass(spec.register_table(), RegisterTable)
-        driver = build_driver(name, ModbusLink(SerialSettings(port=str(tmp_path / "none"))), {}, 0.1)
+        device = ModbusDevice(ModbusBus(LineSettings(port=str(tmp_path / "none"))), 1)
+        driver = build_driver(name, device, {}, 0.1)
         assert isinstance(driver, Meter)
         sim = build_simulator_for(
             name, state=tmp_path / f"{name}.json", ledger=None, device_id=7, power_w=1000, signing_time=0

@@ -24,8 +24,8 @@ from urllib.parse import urlparse
 
 import structlog
 
+from station.bus import PortUnavailable
 from station.meter.interface import MeterError, MeterLinkError
-from station.meter.link import PortUnavailable
 from station.meter.ocmf import load_public_key
 from station.meter.transparency import to_transparency_xml
 from station.ocpp.connection import describe

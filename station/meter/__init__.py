@@ -1,1 +1,2 @@
-"""Meter side: the meter interface, one driver per model, the Modbus link, OCMF, and the simulator."""
+"""Meter side: the meter interface, one driver per model, OCMF, and the simulator. The Modbus bus the drivers talk
+through is station.bus."""

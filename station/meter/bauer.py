@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import structlog
 
+from station.bus import ModbusDevice
+from station.bus.codec import regs_to_bytes, regs_to_str, str_to_regs, u32
 from station.core.model import SignedMeterRecord
 from station.meter.driver import ModbusMeter, RegisterTable, scaled
 from station.meter.interface import (
@@ -25,7 +27,6 @@ from station.meter.interface import (
     MeterTransactionRequest,
     MeterTransactionStarted,
 )
-from station.meter.link import ModbusLink, regs_to_bytes, regs_to_str, str_to_regs, u32
 from station.meter.ocmf import OcmfError, parse
 from station.meter.records import begin_wh, end_wh, examine_record
 
@@ -80,13 +81,13 @@ class BauerMeter(ModbusMeter):
 
     def __init__(
         self,
-        link: ModbusLink,
+        device: ModbusDevice,
         registers: BauerRegisters | None = None,
         *,
         snapshot_timeout: float = 40.0,
         poll_interval: float = 0.1,
     ) -> None:
-        super().__init__(link)
+        super().__init__(device)
         self.regs = registers or BauerRegisters()
         self.snapshot_timeout = snapshot_timeout  # bsm-python: 15 s; meters may take up to 30 s to sign
         self.poll_interval = poll_interval
@@ -94,7 +95,7 @@ class BauerMeter(ModbusMeter):
 
     async def identity(self) -> MeterIdentity:
         r = self.regs
-        block = await self.link.read_holding(r.firmware, r.serial + 16 - r.firmware)
+        block = await self.device.read_holding(r.firmware, r.serial + 16 - r.firmware)
         return MeterIdentity(
             model="BSM-WS36A",
             vendor="BAUER",
@@ -104,7 +105,7 @@ class BauerMeter(ModbusMeter):
 
     async def public_key(self) -> str:
         if self._public_key is None:
-            block = await self.link.read_holding(self.regs.public_key_length, 1 + self.regs.public_key_regs)
+            block = await self.device.read_holding(self.regs.public_key_length, 1 + self.regs.public_key_regs)
             length = block[0]
             if not 0 < length <= 2 * self.regs.public_key_regs:
                 raise MeterRefused(
@@ -115,8 +116,8 @@ class BauerMeter(ModbusMeter):
 
     async def live_values(self) -> LiveValues:
         r = self.regs
-        m = await self.link.read_holding(r.current, r.power + 5 - r.current)
-        e = await self.link.read_holding(r.energy_export, r.energy_sf + 1 - r.energy_export)
+        m = await self.device.read_holding(r.current, r.power + 5 - r.current)
+        e = await self.device.read_holding(r.energy_export, r.energy_sf + 1 - r.energy_export)
 
         def at(addr: int) -> int:
             return m[addr - r.current]
@@ -133,7 +134,7 @@ class BauerMeter(ModbusMeter):
         )
 
     async def _ocmf(self, address: int) -> str:
-        raw = regs_to_bytes(await self.link.read_holding(address, self.regs.ocmf_regs)).split(b"\x00", 1)[0]
+        raw = regs_to_bytes(await self.device.read_holding(address, self.regs.ocmf_regs)).split(b"\x00", 1)[0]
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -147,7 +148,7 @@ class BauerMeter(ModbusMeter):
 
     async def _snapshot(self, status_register: int, what: str) -> None:
         async def status() -> int:
-            return (await self.link.read_holding(status_register, 1))[0]
+            return (await self.device.read_holding(status_register, 1))[0]
 
         def failure(value: int) -> str | None:
             if value == SNAPSHOT_UPDATING:
@@ -155,7 +156,7 @@ class BauerMeter(ModbusMeter):
             name = SNAPSHOT_ERRORS.get(value, f"status {value}")
             return f"meter reports {name} for the {what} snapshot (register {status_register})"
 
-        await self.link.write_register(status_register, SNAPSHOT_UPDATING)
+        await self.device.write_register(status_register, SNAPSHOT_UPDATING)
         await self.poll_until(
             status,
             lambda value: value == SNAPSHOT_VALID,
@@ -169,9 +170,9 @@ class BauerMeter(ModbusMeter):
         if await self.transaction_running():
             raise MeterRefused("meter's latest Start snapshot has no End snapshot: end that transaction first")
         now = int(time.time())
-        await self.link.write_registers(r.epoch, [now >> 16, now & 0xFFFF, 0])
-        await self.link.write_registers(r.meta1, str_to_regs(request.id_tag[:140], 70))
-        await self.link.write_registers(r.meta2, str_to_regs(f"{request.charge_point_id} {request.connector_id}", 50))
+        await self.device.write_registers(r.epoch, [now >> 16, now & 0xFFFF, 0])
+        await self.device.write_registers(r.meta1, str_to_regs(request.id_tag[:140], 70))
+        await self.device.write_registers(r.meta2, str_to_regs(f"{request.charge_point_id} {request.connector_id}", 50))
         await self._snapshot(r.start_status, "Start")
         text = await self._ocmf(r.start_ocmf)
         start_wh = begin_wh(text)

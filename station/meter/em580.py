@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import structlog
 
+from station.bus import ModbusDevice
+from station.bus.codec import regs_to_bytes, regs_to_str, str_to_regs
 from station.meter.driver import ModbusMeter, RegisterTable
 from station.meter.interface import (
     LiveValues,
@@ -24,7 +26,6 @@ from station.meter.interface import (
     MeterTransactionRequest,
     MeterTransactionStarted,
 )
-from station.meter.link import ModbusLink, regs_to_bytes, regs_to_str, str_to_regs
 from station.meter.records import end_wh, examine_record
 
 log = structlog.get_logger("station.meter.em580")
@@ -93,27 +94,27 @@ class Em580Meter(ModbusMeter):
 
     def __init__(
         self,
-        link: ModbusLink,
+        device: ModbusDevice,
         registers: Em580Registers | None = None,
         *,
         signing_timeout: float = 40.0,
         poll_interval: float = 0.1,
     ) -> None:
-        super().__init__(link)
+        super().__init__(device)
         self.regs = registers or Em580Registers()
         self.signing_timeout = signing_timeout  # EVerest: 10 polls of 100 ms; meters may take up to 30 s
         self.poll_interval = poll_interval
         self._public_key: str | None = None
 
     async def identity(self) -> MeterIdentity:
-        block = await self.link.read_input(self.regs.serial, 8)
+        block = await self.device.read_input(self.regs.serial, 8)
         return MeterIdentity(
             model="EM580", vendor="Carlo Gavazzi", serial_number=regs_to_str(block[:7]), firmware_version=""
         )
 
     async def public_key(self) -> str:
         if self._public_key is None:
-            raw = regs_to_bytes(await self.link.read_input(self.regs.public_key_der, self.regs.public_key_regs))
+            raw = regs_to_bytes(await self.device.read_input(self.regs.public_key_der, self.regs.public_key_regs))
             if len(raw) < 2 or raw[0] != 0x30 or raw[1] >= 0x80 or raw[1] + 2 > len(raw):
                 raise MeterRefused(f"meter's public key at register {self.regs.public_key_der:#06x} is not DER")
             self._public_key = raw[: raw[1] + 2].hex().upper()
@@ -121,8 +122,8 @@ class Em580Meter(ModbusMeter):
 
     async def live_values(self) -> LiveValues:
         r = self.regs
-        block = await self.link.read_input(r.voltage, r.power + 2 - r.voltage)
-        energy = await self.link.read_input(r.energy_import, r.energy_export + 4 - r.energy_import)
+        block = await self.device.read_input(r.voltage, r.power + 2 - r.voltage)
+        energy = await self.device.read_input(r.energy_import, r.energy_export + 4 - r.energy_import)
         at_export = r.energy_export - r.energy_import
 
         def int32(at: int) -> int:
@@ -137,7 +138,7 @@ class Em580Meter(ModbusMeter):
         )
 
     async def _state(self) -> tuple[int, int]:
-        state, size = await self.link.read_input(self.regs.ocmf_state, 2)
+        state, size = await self.device.read_input(self.regs.ocmf_state, 2)
         return state, size
 
     async def transaction_running(self) -> bool:
@@ -152,7 +153,7 @@ class Em580Meter(ModbusMeter):
             # A record nobody collected ("spurious transaction", EVerest): the daemon's store decides what it was;
             # here it is acknowledged so that the meter accepts a new transaction.
             log.warning("meter holds an uncollected record; acknowledging it", state=STATE_NAMES[state])
-            await self.link.write_registers(r.ocmf_state, [0])
+            await self.device.write_registers(r.ocmf_state, [0])
         it = request.identification_type if request.identification_type in IDENTIFICATION_TYPES else "UNDEFINED"
         block = [
             *(1, 0, 0, 0, 0, 0, IDENTIFICATION_TYPES.index(it)),  # IS, IL, IF[4], IT
@@ -160,11 +161,11 @@ class Em580Meter(ModbusMeter):
             1,  # CT: 1 = charge point id in CI (assumed code)
             *char_regs(f"{request.charge_point_id} {request.connector_id}", 20),
         ]
-        await self.link.write_registers(r.ocmf_is, block)
-        await self.link.write_registers(r.tariff_text, [*str_to_regs(f"=<{request.tx_ref}>"), 0])
+        await self.device.write_registers(r.ocmf_is, block)
+        await self.device.write_registers(r.tariff_text, [*str_to_regs(f"=<{request.tx_ref}>"), 0])
         now = int(time.time())
-        await self.link.write_registers(r.timezone, [0, *to_lsw_first(now, 4), 0])  # tz, UTC, modality 0 charging
-        await self.link.write_registers(r.command, [COMMAND_BEGIN])
+        await self.device.write_registers(r.timezone, [0, *to_lsw_first(now, 4), 0])  # tz, UTC, modality 0 charging
+        await self.device.write_registers(r.command, [COMMAND_BEGIN])
         await self.poll_until(
             self._state,
             lambda st: st[0] == STATE_RUNNING,
@@ -180,7 +181,7 @@ class Em580Meter(ModbusMeter):
         r = self.regs
         state, _ = await self._state()
         if state == STATE_RUNNING:
-            await self.link.write_registers(r.command, [COMMAND_END])
+            await self.device.write_registers(r.command, [COMMAND_END])
         elif state not in (STATE_READY,):
             raise MeterRefused(f"meter has no transaction to end (OCMF state {STATE_NAMES.get(state, state)})")
         _, size = await self.poll_until(
@@ -193,7 +194,7 @@ class Em580Meter(ModbusMeter):
         )
         if not 0 < size <= r.ocmf_file_regs:
             raise MeterRefused(f"meter reports an OCMF file of {size} words")
-        raw = regs_to_bytes(await self.link.read_input(r.ocmf_file, size)).split(b"\x00", 1)[0]
+        raw = regs_to_bytes(await self.device.read_input(r.ocmf_file, size)).split(b"\x00", 1)[0]
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -206,4 +207,4 @@ class Em580Meter(ModbusMeter):
 
     async def release_record(self, tx_ref: str) -> None:
         if (await self._state())[0] == STATE_READY:
-            await self.link.write_registers(self.regs.ocmf_state, [0])
+            await self.device.write_registers(self.regs.ocmf_state, [0])

@@ -116,11 +116,6 @@ class Meter(abc.ABC):
     def set_link_listener(self, listener: Callable[[bool, str], None]) -> None:
         """Have `listener(up, reason)` called whenever the link to the meter goes up or down."""
 
-    def transaction_work(self) -> contextlib.AbstractContextManager[None]:
-        """Mark what is awaited inside as transaction work (start, end, signed record, release): on a shared bus it
-        goes before sampling reads. Meters without a shared line need nothing."""
-        return contextlib.nullcontext()
-
     async def release_record(self, tx_ref: str) -> None:
         """The daemon has stored the record durably; a meter that keeps it until acknowledged may now free it."""
         return None
@@ -129,6 +124,12 @@ class Meter(abc.ABC):
         """The meter's latest signed reading outside transactions (OCMF PG "F<n>"), for meters that make them
         (smart-me signs its registers every 15 minutes); None for meters that do not."""
         return None
+
+    def transaction_work(self) -> contextlib.AbstractContextManager[None]:
+        """A context for the transaction commands (start, stop, reading the signed record, release): `with
+        meter.transaction_work(): await meter.stop_transaction(ref)`. A meter on a shared bus puts the requests made
+        inside it ahead of sampling; the default does nothing."""
+        return contextlib.nullcontext()
 
     @abc.abstractmethod
     async def transaction_running(self) -> bool:

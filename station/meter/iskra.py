@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import structlog
 
+from station.bus import ModbusDevice
+from station.bus.codec import regs_to_bytes, regs_to_str, str_to_regs, u32
 from station.meter.driver import ModbusMeter, RegisterTable, scaled
 from station.meter.interface import (
     LiveValues,
@@ -26,7 +28,6 @@ from station.meter.interface import (
     MeterTransactionRequest,
     MeterTransactionStarted,
 )
-from station.meter.link import ModbusLink, regs_to_bytes, regs_to_str, str_to_regs, u32
 from station.meter.ocmf import OcmfError, normalize_der_signature
 from station.meter.records import end_wh, examine_record
 
@@ -120,14 +121,14 @@ class IskraMeter(ModbusMeter):
 
     def __init__(
         self,
-        link: ModbusLink,
+        device: ModbusDevice,
         registers: IskraRegisters | None = None,
         *,
         start_timeout: float = 1.0,
         signing_timeout: float = 40.0,
         poll_interval: float = 0.05,
     ) -> None:
-        super().__init__(link)
+        super().__init__(device)
         self.regs = registers or IskraRegisters()
         self.start_timeout = start_timeout  # EVerest: 1 s until Active
         self.signing_timeout = signing_timeout  # EVerest waits 15 s; meters may take "up to 30 s" (app note §2.3.1)
@@ -137,7 +138,7 @@ class IskraMeter(ModbusMeter):
     # ------------------------------------------------------------------ reads
 
     async def identity(self) -> MeterIdentity:
-        block = await self.link.read_input(self.regs.model, 12)
+        block = await self.device.read_input(self.regs.model, 12)
         # The public map names no firmware register; the version is on the meter's display and nameplate.
         return MeterIdentity(
             model=regs_to_str(block[0:8]), vendor="Iskra", serial_number=regs_to_str(block[8:12]), firmware_version=""
@@ -145,7 +146,7 @@ class IskraMeter(ModbusMeter):
 
     async def public_key(self) -> str:
         if self._public_key is None:
-            raw = regs_to_bytes(await self.link.read_holding(self.regs.public_key, 32), 64)
+            raw = regs_to_bytes(await self.device.read_holding(self.regs.public_key, 32), 64)
             if raw == bytes(64):
                 raise MeterRefused(f"meter reports no public key at register {self.regs.public_key}")
             self._public_key = P256_SPKI_PREFIX + raw.hex().upper()
@@ -153,9 +154,9 @@ class IskraMeter(ModbusMeter):
 
     async def live_values(self) -> LiveValues:
         r = self.regs
-        u = await self.link.read_input(r.voltage, 6)
-        measured = await self.link.read_input(r.current, r.power + 2 - r.current)
-        energy = await self.link.read_input(r.energy_exponent, r.energy_import + 4 - r.energy_exponent)
+        u = await self.device.read_input(r.voltage, 6)
+        measured = await self.device.read_input(r.current, r.power + 2 - r.current)
+        energy = await self.device.read_input(r.energy_exponent, r.energy_import + 4 - r.energy_exponent)
         exp_import, exp_export = _int16(energy[0]), _int16(energy[1])
         at = r.energy_import - r.energy_exponent
         return LiveValues(
@@ -167,7 +168,7 @@ class IskraMeter(ModbusMeter):
         )
 
     async def _state(self) -> int:
-        return (await self.link.read_holding(self.regs.tx_state, 1))[0]
+        return (await self.device.read_holding(self.regs.tx_state, 1))[0]
 
     async def transaction_running(self) -> bool:
         return await self._state() in ACTIVE_STATES
@@ -176,15 +177,15 @@ class IskraMeter(ModbusMeter):
 
     async def _set_time(self) -> None:
         now = int(time.time())
-        await self.link.write_registers(self.regs.timezone, [0, now >> 16, now & 0xFFFF])
-        await self.link.write_register(self.regs.time_sync, 2)
+        await self.device.write_registers(self.regs.timezone, [0, now >> 16, now & 0xFFFF])
+        await self.device.write_register(self.regs.time_sync, 2)
 
     async def start_transaction(self, request: MeterTransactionRequest) -> MeterTransactionStarted:
         state = await self._state()
         if state in ACTIVE_STATES:
             raise MeterRefused(f"meter is {ACTIVE_STATES[state]}: an earlier transaction must be ended first")
         await self._set_time()
-        await self.link.write_register(self.regs.signature_algorithm, 0)
+        await self.device.write_register(self.regs.signature_algorithm, 0)
         meta = json.dumps(
             {
                 "FV": "1.0",
@@ -201,9 +202,9 @@ class IskraMeter(ModbusMeter):
         regs = str_to_regs(meta)
         if len(regs) > self.regs.metadata_regs:
             raise MeterError(f"transaction metadata of {len(meta)} bytes does not fit the meter's metadata block")
-        await self.link.write_registers(self.regs.metadata, regs)
-        await self.link.write_register(self.regs.metadata_length, len(meta.encode()))
-        await self.link.write_register(self.regs.command, COMMAND_START)
+        await self.device.write_registers(self.regs.metadata, regs)
+        await self.device.write_register(self.regs.metadata_length, len(meta.encode()))
+        await self.device.write_register(self.regs.command, COMMAND_START)
         await self._poll_state(lambda s: s in ACTIVE_STATES, self.start_timeout, "start the transaction")
         await self._poll_signature("sign the transaction's begin")
         live = await self.live_values()
@@ -213,7 +214,7 @@ class IskraMeter(ModbusMeter):
     async def stop_transaction(self, tx_ref: str) -> MeterTransactionEnded:
         state = await self._state()
         if state == STATE_IDLE:
-            payload_length = (await self.link.read_holding(self.regs.payload_length, 1))[0]
+            payload_length = (await self.device.read_holding(self.regs.payload_length, 1))[0]
             if not payload_length:
                 raise MeterRefused("meter has no transaction to end (idle, no signed record)")
             # Ended already (a stop interrupted after the command): collect the record the meter holds.
@@ -221,19 +222,19 @@ class IskraMeter(ModbusMeter):
             if state == 2:
                 # Active after a power failure: the clock was lost; set it and rewrite the metadata first (manual §6.6).
                 await self._set_time()
-            await self.link.write_register(self.regs.command, COMMAND_STOP)
+            await self.device.write_register(self.regs.command, COMMAND_STOP)
             await self._poll_state(lambda s: s == STATE_IDLE, max(self.start_timeout, 1.0), "end the transaction")
         await self._poll_signature("sign the transaction")
         r = self.regs
-        lengths = await self.link.read_holding(r.payload_length, 2)
+        lengths = await self.device.read_holding(r.payload_length, 2)
         payload_length, signature_length = lengths
         if not 0 < payload_length <= 2 * r.payload_regs or not 0 < signature_length <= 2 * r.signature_regs:
             raise MeterRefused(
                 f"meter reports a record of {payload_length} bytes and a {signature_length}-byte signature"
             )
-        payload = regs_to_bytes(await self.link.read_holding(r.payload, (payload_length + 1) // 2), payload_length)
+        payload = regs_to_bytes(await self.device.read_holding(r.payload, (payload_length + 1) // 2), payload_length)
         raw_sig = regs_to_bytes(
-            await self.link.read_holding(r.signature, (signature_length + 1) // 2), signature_length
+            await self.device.read_holding(r.signature, (signature_length + 1) // 2), signature_length
         )
         try:
             signature = normalize_der_signature(raw_sig)
@@ -255,7 +256,7 @@ class IskraMeter(ModbusMeter):
         )
 
     async def _signature_status(self) -> int:
-        return (await self.link.read_holding(self.regs.signature_status, 1))[0]
+        return (await self.device.read_holding(self.regs.signature_status, 1))[0]
 
     async def _poll_signature(self, what: str) -> None:
         def failure(status: int) -> str | None:

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from station.bus import ModbusDevice
     from station.meter.driver import RegisterTable
     from station.meter.interface import Meter
-    from station.meter.link import ModbusLink
     from station.meter.sim.base import SimulatedMeter
 
 
@@ -43,8 +43,8 @@ class MeterModel:
         """The register table with `overrides` applied; ValueError names unknown register names."""
         return self.register_table().with_overrides(overrides)
 
-    def driver(self, link: ModbusLink, registers: Any, poll_interval: float) -> Meter:
-        meter: Meter = _load(self.module, self.driver_class)(link, registers, poll_interval=poll_interval)
+    def driver(self, device: ModbusDevice, registers: Any, poll_interval: float) -> Meter:
+        meter: Meter = _load(self.module, self.driver_class)(device, registers, poll_interval=poll_interval)
         return meter
 
     def simulator(self, **settings: Any) -> SimulatedMeter:
@@ -91,9 +91,9 @@ MODELS: dict[str, MeterModel] = {
 }
 
 
-def build_driver(model: str, link: ModbusLink, overrides: dict[str, int], poll_interval: float) -> Meter:
+def build_driver(model: str, device: ModbusDevice, overrides: dict[str, int], poll_interval: float) -> Meter:
     spec = MODELS[model]
-    return spec.driver(link, spec.registers(overrides), poll_interval)
+    return spec.driver(device, spec.registers(overrides), poll_interval)
 
 
 def build_simulator_for(

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import structlog
 
+from station.bus import ModbusDevice
+from station.bus.codec import regs_to_bytes, regs_to_str, s32, str_to_regs, u32
 from station.core.model import SignedMeterRecord
 from station.meter.driver import ModbusMeter, RegisterTable
 from station.meter.interface import (
@@ -28,7 +30,6 @@ from station.meter.interface import (
     MeterTransactionRequest,
     MeterTransactionStarted,
 )
-from station.meter.link import ModbusLink, regs_to_bytes, regs_to_str, s32, str_to_regs, u32
 from station.meter.records import end_wh, examine_record
 
 log = structlog.get_logger("station.meter.smartme")
@@ -118,14 +119,14 @@ class SmartMeMeter(ModbusMeter):
 
     def __init__(
         self,
-        link: ModbusLink,
+        device: ModbusDevice,
         registers: SmartMeRegisters | None = None,
         *,
         start_timeout: float = 3.0,
         signing_timeout: float = 40.0,
         poll_interval: float = 0.1,
     ) -> None:
-        super().__init__(link)
+        super().__init__(device)
         self.regs = registers or SmartMeRegisters()
         self.start_timeout = start_timeout
         self.signing_timeout = signing_timeout  # meters may take "up to 30 s" to sign (OCA app note §2.3.1)
@@ -137,7 +138,7 @@ class SmartMeMeter(ModbusMeter):
 
     async def identity(self) -> MeterIdentity:
         r = self.regs
-        block = await self.link.read_holding(r.model, 20)
+        block = await self.device.read_holding(r.model, 20)
         return MeterIdentity(
             model=regs_to_str(block[0:8]),
             vendor="smart-me",
@@ -147,7 +148,7 @@ class SmartMeMeter(ModbusMeter):
 
     async def public_key(self) -> str:
         if self._public_key is None:
-            block = await self.link.read_holding(self.regs.public_key_length, 1 + self.regs.public_key_regs)
+            block = await self.device.read_holding(self.regs.public_key_length, 1 + self.regs.public_key_regs)
             length = block[0]
             if not 0 < length <= 2 * self.regs.public_key_regs:
                 raise MeterRefused(f"meter reports a public key of {length} bytes at register {self.regs.public_key}")
@@ -156,7 +157,7 @@ class SmartMeMeter(ModbusMeter):
 
     async def live_values(self) -> LiveValues:
         r = self.regs
-        block = await self.link.read_holding(r.energy_import, 12)
+        block = await self.device.read_holding(r.energy_import, 12)
         return LiveValues(
             energy_import_wh=u32(block[0:2]),
             energy_export_wh=u32(block[2:4]),
@@ -166,7 +167,7 @@ class SmartMeMeter(ModbusMeter):
         )
 
     async def status(self) -> StatusBlock:
-        return StatusBlock.from_regs(await self.link.read_holding(self.regs.status_block, STATUS_BLOCK_REGS))
+        return StatusBlock.from_regs(await self.device.read_holding(self.regs.status_block, STATUS_BLOCK_REGS))
 
     async def transaction_running(self) -> bool:
         st = await self.status()
@@ -185,9 +186,9 @@ class SmartMeMeter(ModbusMeter):
         meta_regs = str_to_regs(meta)
         if len(meta_regs) > self.regs.metadata_regs:
             raise MeterError(f"transaction metadata of {len(meta)} bytes does not fit the meter's metadata block")
-        await self.link.write_registers(self.regs.metadata, meta_regs)
-        await self.link.write_register(self.regs.metadata_length, len(meta.encode()))
-        await self.link.write_register(self.regs.command, COMMAND_START)
+        await self.device.write_registers(self.regs.metadata, meta_regs)
+        await self.device.write_register(self.regs.metadata_length, len(meta.encode()))
+        await self.device.write_register(self.regs.command, COMMAND_START)
         st = await self._poll(lambda s: s.status == STATUS_RUNNING, self.start_timeout, "start the transaction")
         if st.digital_output != 1:
             # The output enables the charge controller: charging without it would be unmetered, or not happen.
@@ -202,7 +203,7 @@ class SmartMeMeter(ModbusMeter):
     async def stop_transaction(self, tx_ref: str) -> MeterTransactionEnded:
         st = await self.status()
         if st.status == STATUS_RUNNING:
-            await self.link.write_register(self.regs.command, COMMAND_END)
+            await self.device.write_register(self.regs.command, COMMAND_END)
         elif st.status not in (STATUS_SIGNING, STATUS_SIGNED):
             raise MeterRefused(f"meter has no transaction to end ({st.name})")
         st = await self._poll(lambda s: s.status == STATUS_SIGNED, self.signing_timeout, "sign the transaction")
@@ -210,7 +211,7 @@ class SmartMeMeter(ModbusMeter):
             raise MeterRefused(f"meter ended transaction T{st.transaction_number} but its digital output is still on")
         if not 0 < st.record_length <= 2 * self.regs.record_regs:
             raise MeterRefused(f"meter reports a signed record of {st.record_length} bytes")
-        regs = await self.link.read_holding(self.regs.record, (st.record_length + 1) // 2)
+        regs = await self.device.read_holding(self.regs.record, (st.record_length + 1) // 2)
         try:
             text = regs_to_bytes(regs, st.record_length).decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -230,12 +231,12 @@ class SmartMeMeter(ModbusMeter):
         record = None
         key = await self.public_key()
         for _ in range(3):
-            length = (await self.link.read_holding(r.fiscal_length, 1))[0]
+            length = (await self.device.read_holding(r.fiscal_length, 1))[0]
             if length == 0:
                 return None
             if length > 2 * r.fiscal_regs:
                 raise MeterRefused(f"meter reports a fiscal reading of {length} bytes")
-            regs = await self.link.read_holding(r.fiscal_record, (length + 1) // 2)
+            regs = await self.device.read_holding(r.fiscal_record, (length + 1) // 2)
             record = examine_record(
                 regs_to_bytes(regs, length).decode("utf-8", errors="replace"), key, context="Sample.Clock"
             )
@@ -248,7 +249,7 @@ class SmartMeMeter(ModbusMeter):
     async def release_record(self, tx_ref: str) -> None:
         st = await self.status()
         if st.status == STATUS_SIGNED:
-            await self.link.write_register(self.regs.command, COMMAND_ACK)
+            await self.device.write_register(self.regs.command, COMMAND_ACK)
         self._pagination.pop(tx_ref, None)
 
     async def _poll(self, done: Callable[[StatusBlock], bool], timeout: float, what: str) -> StatusBlock:

@@ -489,7 +489,7 @@ class GarbageLine:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     async def _start(self) -> None:
-        from station.meter.link import ModbusLink, SerialSettings
+        from station.bus import LineSettings, ModbusBus, ModbusDevice
         from station.meter.models import MODELS, build_driver
         from station.meter.nullmodem import VirtualNullModem
         from station.meter.sim.server import build_simulator, serve
@@ -503,8 +503,8 @@ class GarbageLine:
 
             sim.refresh = garbage  # type: ignore[method-assign]
             server = await serve(sim, cable.path_b)
-            link = ModbusLink(SerialSettings(cable.path_a, device_id=sim.device_id, meter_latency=0.05, retries=0))
-            driver = build_driver(model, link, {}, 0.01)
+            device = ModbusDevice(ModbusBus(LineSettings(cable.path_a, retries=0)), sim.device_id, latency=0.05)
+            driver = build_driver(model, device, {}, 0.01)
             await driver.open()
             self.drivers[model], self.sims[model] = driver, sim
             self._closers += [driver.close, server.shutdown, cable.stop]

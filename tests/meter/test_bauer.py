@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from station.bus import LineSettings, ModbusBus, ModbusDevice
 from station.meter import ocmf
 from station.meter.bauer import BauerMeter
 from station.meter.interface import MeterRefused, MeterTransactionRequest
-from station.meter.link import ModbusLink, SerialSettings
 from station.meter.nullmodem import VirtualNullModem
 from station.meter.sim.bauer import BauerSimulator
 from station.meter.sim.server import serve
@@ -26,7 +26,7 @@ async def line(tmp_path: Path) -> AsyncIterator[Line]:
     cable = await VirtualNullModem().start()
     sim = BauerSimulator(state_path=tmp_path / "m.json", ledger_path=tmp_path / "ledger.jsonl", signing_time=0.2)
     server = await serve(sim, cable.path_b)
-    meter = BauerMeter(ModbusLink(SerialSettings(port=cable.path_a, device_id=42)))
+    meter = BauerMeter(ModbusDevice(ModbusBus(LineSettings(port=cable.path_a)), 42))
     await meter.open()
     yield meter, sim, cable
     await meter.close()
@@ -77,7 +77,7 @@ async def test_nothing_to_end_on_a_fresh_meter(line: Line) -> None:
 async def test_a_new_driver_finds_the_open_transaction(line: Line) -> None:
     meter, _, _ = line
     await meter.start_transaction(request())
-    fresh = BauerMeter(meter.link)  # a restarted daemon: nothing in memory
+    fresh = BauerMeter(meter.device)  # a restarted daemon: nothing in memory
     assert await fresh.transaction_running()
     ended = await fresh.stop_transaction("ref-b")
     assert [r.context for r in ended.records] == ["Transaction.Begin", "Transaction.End"]

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from station.bus import LineSettings, ModbusBus, ModbusDevice
 from station.meter import ocmf
 from station.meter.em580 import STATE_NOT_READY, STATE_READY, Em580Meter, lsw_first, to_lsw_first
 from station.meter.interface import MeterRefused, MeterTransactionRequest
-from station.meter.link import ModbusLink, SerialSettings
 from station.meter.nullmodem import VirtualNullModem
 from station.meter.sim.em580 import Em580Simulator
 from station.meter.sim.server import serve
@@ -28,7 +28,7 @@ async def line(tmp_path: Path) -> AsyncIterator[Line]:
     ledger = tmp_path / "ledger.jsonl"
     sim = Em580Simulator(state_path=tmp_path / "m.json", ledger_path=ledger, signing_time=0.2)
     server = await serve(sim, cable.path_b)
-    meter = Em580Meter(ModbusLink(SerialSettings(port=cable.path_a, device_id=1)))
+    meter = Em580Meter(ModbusDevice(ModbusBus(LineSettings(port=cable.path_a)), 1))
     await meter.open()
     yield meter, sim, ledger
     await meter.close()

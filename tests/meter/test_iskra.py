@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from station.bus import LineSettings, ModbusBus, ModbusDevice
 from station.meter import ocmf
 from station.meter.interface import MeterRefused, MeterTransactionRequest
 from station.meter.iskra import IskraMeter, t5, t6
-from station.meter.link import ModbusLink, SerialSettings
 from station.meter.nullmodem import VirtualNullModem
 from station.meter.sim.iskra import IskraSimulator, non_minimal_der
 from station.meter.sim.server import serve
@@ -28,7 +28,7 @@ async def line(tmp_path: Path) -> AsyncIterator[Line]:
     ledger = tmp_path / "ledger.jsonl"
     sim = IskraSimulator(state_path=tmp_path / "m.json", ledger_path=ledger, signing_time=0.2)
     server = await serve(sim, cable.path_b)
-    meter = IskraMeter(ModbusLink(SerialSettings(port=cable.path_a, device_id=33)))
+    meter = IskraMeter(ModbusDevice(ModbusBus(LineSettings(port=cable.path_a)), 33))
     await meter.open()
     yield meter, sim, ledger
     await meter.close()

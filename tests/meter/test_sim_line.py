@@ -18,10 +18,10 @@ from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.exceptions import ModbusIOException
 
+from station.bus import LineSettings, ModbusBus, ModbusDevice
 from station.meter import ocmf
 from station.meter.interface import MeterError, MeterRefused, MeterTransactionRequest
 from station.meter.iskra import IskraMeter
-from station.meter.link import ModbusLink, SerialSettings
 from station.meter.models import MODELS, build_driver
 from station.meter.nullmodem import VirtualNullModem
 from station.meter.sim.iskra import IskraSimulator
@@ -203,18 +203,22 @@ async def test_a_site_with_moved_registers_can_still_be_simulated(model: str, tm
     plain = build_simulator(model, state=None, ledger=None, device_id=sim.device_id + 1, signing_time=0.05)
     server = await serve([sim, plain], cable.path_b)
     try:
-        link = ModbusLink(SerialSettings(port=cable.path_a, device_id=sim.device_id, meter_latency=0.05))
-        meter = build_driver(model, link, overrides, 0.02)
+        bus = ModbusBus(LineSettings(port=cable.path_a))
+        meter = build_driver(model, ModbusDevice(bus, sim.device_id, latency=0.05), overrides, 0.02)
         await meter.open()
         try:
             await meter.start_transaction(request("TAG-MOVED", 1))
             ended = await meter.stop_transaction("ref-1")
             assert all(r.verified for r in ended.records)
             # The same driver against the meter that kept the public map: the moved register is not where it looks.
-            link.settings = dataclasses.replace(link.settings, device_id=plain.device_id)
-            with pytest.raises(MeterError):
-                await meter.start_transaction(request("TAG-PLAIN", 1))
-                await meter.stop_transaction("ref-1")
+            other = build_driver(model, ModbusDevice(bus, plain.device_id, latency=0.05), overrides, 0.02)
+            await other.open()
+            try:
+                with pytest.raises(MeterError):
+                    await other.start_transaction(request("TAG-PLAIN", 1))
+                    await other.stop_transaction("ref-1")
+            finally:
+                await other.close()
         finally:
             await meter.close()
     finally:

@@ -168,7 +168,7 @@ class StationRuntime:
         if outcome.accepted:
             targets = self.core.connectors if connector_id == 0 else [connector_id]
             for cid in targets:
-                self.store.set_setting(f"availability.{cid}", "Operative" if operative else "Inoperative")
+                self.store.set_availability(cid, 1, "Operative" if operative else "Inoperative")
         return outcome
 
     def reset(self, *, immediate: bool, reason: StopReason) -> str:
@@ -212,7 +212,7 @@ class StationRuntime:
             # Accepted in an earlier run: the station may charge while the CSMS is unreachable (offline start).
             self.core.accepted_by_csms = True
         for cid in self.core.connectors:
-            if self.store.setting(f"availability.{cid}") == "Inoperative":
+            if self.store.availability(cid, 1) == "Inoperative":
                 self._apply(AvailabilityChanged(cid, False))
         open_transactions = self.store.open_transactions()
         if not open_transactions and await self._meter_reports_running():

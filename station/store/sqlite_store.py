@@ -22,82 +22,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from station.core.model import SignedMeterRecord, StartSource, StopReason, Transaction
+from station.core.model import MeterStamp, SignedMeterRecord, StartSource, StopReason, Transaction
+from station.store.errors import StoreError
+from station.store.migrations import AVAILABILITY, migrate
 
-SCHEMA_VERSION = 2
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS transactions (
-    ref TEXT PRIMARY KEY,
-    connector_id INTEGER NOT NULL,
-    id_tag TEXT NOT NULL,
-    source TEXT NOT NULL,
-    remote_start_id INTEGER,
-    requested_at TEXT NOT NULL,
-    started_at TEXT,
-    meter_start_wh INTEGER,
-    stopped_at TEXT,
-    meter_stop_wh INTEGER,
-    stop_reason TEXT,
-    state TEXT NOT NULL CHECK (state IN ('started', 'ended')),
-    csms_transaction_id TEXT,
-    records TEXT NOT NULL DEFAULT '[]',
-    verified INTEGER,
-    delivered_at TEXT
-);
-CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind TEXT NOT NULL,
-    tx_ref TEXT,
-    body TEXT NOT NULL DEFAULT '{}',
-    created_at TEXT NOT NULL,
-    message_id TEXT NOT NULL,
-    offline INTEGER NOT NULL DEFAULT 0,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT
-);
-CREATE TABLE IF NOT EXISTS outbox_failed (
-    id INTEGER PRIMARY KEY,
-    kind TEXT NOT NULL,
-    tx_ref TEXT,
-    body TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    attempts INTEGER NOT NULL,
-    last_error TEXT,
-    failed_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS settings (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS id_tags (
-    source TEXT NOT NULL CHECK (source IN ('list', 'cache')),
-    id_tag TEXT NOT NULL,
-    status TEXT NOT NULL,
-    expiry TEXT,
-    parent TEXT,
-    updated_at TEXT NOT NULL,
-    PRIMARY KEY (source, id_tag)
-);
-CREATE TABLE IF NOT EXISTS tx_samples (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    tx_ref TEXT NOT NULL,
-    series TEXT NOT NULL,
-    at TEXT NOT NULL,
-    body TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS tx_samples_by_tx ON tx_samples (tx_ref, series, id);
-CREATE TABLE IF NOT EXISTS tx_tokens (
-    tx_ref TEXT PRIMARY KEY,
-    token TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS security_log (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at TEXT NOT NULL,
-    type TEXT NOT NULL,
-    tech_info TEXT NOT NULL DEFAULT ''
-);
-"""
 PROBE_BYTES = 16384  # about what one transaction with its signed records takes
 SECURITY_LOG_KEEP = 1000  # the rolling security log keeps this many newest events (OCPP A04.FR.04)
 # Periodic readings kept per transaction and series for its end message (1.6 StopTransaction.transactionData, 2.0.1
@@ -107,10 +35,6 @@ MAX_SAMPLES_PER_TRANSACTION = 100
 # Outbox lanes: transaction-related messages (1.6 §3.7; 2.0.1 TransactionEvent) keep their order among themselves;
 # everything else (security events) is delivered beside them, so that a message the CSMS refuses holds nothing up.
 TRANSACTION_KINDS = ("transaction_started", "transaction_ended", "meter_values", "signed_begin")
-
-
-class StoreError(Exception):
-    """The store cannot be used (corrupt, full, unwritable). The station must stop offering charging."""
 
 
 @dataclass(frozen=True)
@@ -195,6 +119,22 @@ def _records_from(text: str) -> tuple[SignedMeterRecord, ...]:
     )
 
 
+def _meter_columns(meter: MeterStamp | None) -> tuple[str | None, str | None, str | None, str | None]:
+    """meter_model, meter_serial, meter_firmware, meter_public_key."""
+    if meter is None:
+        return None, None, None, None
+    return meter.model, meter.serial, meter.firmware, meter.public_key
+
+
+def _meter_from(row: sqlite3.Row) -> MeterStamp | None:
+    """The stamp, or None for a transaction stored before transactions remembered their meter (schema 3)."""
+    columns = (row["meter_model"], row["meter_serial"], row["meter_firmware"], row["meter_public_key"])
+    if all(c is None for c in columns):
+        return None
+    model, serial, firmware, public_key = (c or "" for c in columns)
+    return MeterStamp(model, serial, firmware, public_key)
+
+
 def _cause(exc: OSError) -> str:
     """An OSError in plain words: "permission denied", "read-only file system", "no space left on device"."""
     return (exc.strerror or str(exc)).lower()
@@ -225,6 +165,9 @@ class Store:
             raise StoreError(f"cannot open the store {self.path}: {_cause(exc)}{self._access_hint()}") from None
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open the store {self.path}: {exc}{self._access_hint()}") from None
+        try:
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
@@ -238,10 +181,13 @@ class Store:
             check = self._db.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
                 raise StoreError(f"store {self.path} is corrupt ({check}); move it aside and restore from backup")
-            self._db.executescript(SCHEMA)
-            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            migrate(self._db, self.path)
         except sqlite3.DatabaseError as exc:
+            self._db.close()
             raise StoreError(f"cannot open the store {self.path}: {exc}{self._access_hint()}") from None
+        except StoreError as exc:
+            self._db.close()
+            raise StoreError(f"{exc}{self._access_hint()}") from None
 
     def _access_hint(self) -> str:
         """Why the store cannot be written, where the file system can tell: SQLite needs to write the file and, for its
@@ -299,11 +245,13 @@ class Store:
     @staticmethod
     def _started_sql(tx: Transaction) -> tuple[str, tuple[Any, ...]]:
         return (
-            "INSERT INTO transactions (ref, connector_id, id_tag, source, remote_start_id, requested_at,"
-            " started_at, meter_start_wh, state, records) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'started', ?)",
+            "INSERT INTO transactions (ref, evse_id, connector_id, id_tag, source, remote_start_id, requested_at,"
+            " started_at, meter_start_wh, state, records, meter_model, meter_serial, meter_firmware, meter_public_key)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'started', ?, ?, ?, ?, ?)",
             (
                 tx.ref,
                 tx.evse_id,
+                tx.connector_id,
                 tx.id_tag,
                 tx.source.value,
                 tx.remote_start_id,
@@ -311,6 +259,7 @@ class Store:
                 _ts(tx.started_at),
                 tx.meter_start_wh,
                 _records_json(tx.signed_records),  # a signed begin record, where the meter makes one at the start
+                *_meter_columns(tx.meter),
             ),
         )
 
@@ -319,13 +268,15 @@ class Store:
         verified = all(r.verified for r in tx.signed_records) if tx.signed_records else None
         return (
             "UPDATE transactions SET stopped_at=?, meter_stop_wh=?, stop_reason=?, state='ended', records=?,"
-            " verified=? WHERE ref=?",
+            " verified=?, meter_model=coalesce(?, meter_model), meter_serial=coalesce(?, meter_serial),"
+            " meter_firmware=coalesce(?, meter_firmware), meter_public_key=coalesce(?, meter_public_key) WHERE ref=?",
             (
                 _ts(tx.stopped_at),
                 tx.meter_stop_wh,
                 tx.stop_reason.value if tx.stop_reason else None,
                 _records_json(tx.signed_records),
                 None if verified is None else int(verified),
+                *_meter_columns(tx.meter),  # the meter that signed the records, in their commit
                 tx.ref,
             ),
         )
@@ -363,7 +314,8 @@ class Store:
     def _row_to_tx(self, row: sqlite3.Row) -> StoredTransaction:
         tx = Transaction(
             ref=row["ref"],
-            evse_id=row["connector_id"],
+            evse_id=row["evse_id"],
+            connector_id=row["connector_id"],
             id_tag=row["id_tag"],
             source=StartSource(row["source"]),
             requested_at=_dt(row["requested_at"]) or datetime.now(UTC),
@@ -374,6 +326,7 @@ class Store:
             meter_stop_wh=row["meter_stop_wh"],
             stop_reason=StopReason(row["stop_reason"]) if row["stop_reason"] else None,
             signed_records=_records_from(row["records"]),
+            meter=_meter_from(row),
         )
         verified = row["verified"]
         return StoredTransaction(
@@ -443,7 +396,7 @@ class Store:
     def assign_seq_no(self, message_id: int, counter: str) -> int:
         """The message's sequence number from the named persistent counter (2.0.1: one per EVSE), assigned once, at
         its first send, and kept in the message so that a resend carries the same number."""
-        key = f"seq_no.{counter}"
+        name = f"seq_no.{counter}"
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -451,14 +404,10 @@ class Store:
                     row = self._db.execute("SELECT body FROM outbox WHERE id=?", (message_id,)).fetchone()
                     body = json.loads(row["body"]) if row else {}
                     if "seq_no" not in body:
-                        current = self._db.execute("SELECT value FROM settings WHERE key=?", (key,)).fetchone()
+                        current = self._db.execute("SELECT value FROM counters WHERE name=?", (name,)).fetchone()
                         body["seq_no"] = int(current["value"]) if current else 0
                         self._db.execute("UPDATE outbox SET body=? WHERE id=?", (json.dumps(body), message_id))
-                        self._db.execute(
-                            "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET"
-                            " value=excluded.value",
-                            (key, str(body["seq_no"] + 1)),
-                        )
+                        self._db.execute(*self._set_counter_sql(name, body["seq_no"] + 1))
                     self._db.execute("COMMIT")
                 except BaseException:
                     if self._db.in_transaction:  # SQLite has already rolled back after e.g. SQLITE_FULL
@@ -482,7 +431,7 @@ class Store:
                 ("UPDATE transactions SET delivered_at=? WHERE ref=?", (_ts(datetime.now(UTC)), transaction_done))
             )
             # Its last message is through: its sequence counter and periodic samples are needed no more.
-            statements.append(("DELETE FROM settings WHERE key=?", (f"seq_no.tx.{transaction_done}",)))
+            statements.append(("DELETE FROM counters WHERE name=?", (f"seq_no.tx.{transaction_done}",)))
             statements.append(("DELETE FROM tx_samples WHERE tx_ref=?", (transaction_done,)))
         self._write(statements)
 
@@ -622,6 +571,55 @@ class Store:
             ]
         )
 
+    # ------------------------------------------------------------------ counters
+
+    @staticmethod
+    def _set_counter_sql(name: str, value: int) -> tuple[str, tuple[Any, ...]]:
+        return (
+            "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value=excluded.value",
+            (name, value),
+        )
+
+    def counter(self, name: str) -> int | None:
+        """A persistent counter ("list_version": the local authorization list's version; "seq_no.tx.REF": the next
+        2.0.1 seqNo of a transaction), None when never set."""
+        rows = self._read("SELECT value FROM counters WHERE name=?", (name,))
+        return int(rows[0]["value"]) if rows else None
+
+    def set_counter(self, name: str, value: int) -> None:
+        self._write([self._set_counter_sql(name, value)])
+
+    # ------------------------------------------------------------------ connector state
+
+    def availability(self, evse_id: int, connector_id: int) -> str | None:
+        """What the CSMS last made a connector of an EVSE (ChangeAvailability): "Operative", "Inoperative", or None
+        when it never said."""
+        rows = self._read(
+            "SELECT availability FROM connector_state WHERE evse_id=? AND connector_id=?", (evse_id, connector_id)
+        )
+        return rows[0]["availability"] if rows else None
+
+    def set_availability(self, evse_id: int, connector_id: int, value: str) -> None:
+        self.set_availabilities([(evse_id, connector_id, value)])
+
+    def set_availabilities(self, changes: list[tuple[int, int, str]]) -> None:
+        """(evse_id, connector_id, availability) for several connectors (a whole EVSE or station), in one commit."""
+        for evse_id, connector_id, value in changes:
+            if value not in AVAILABILITY:
+                raise ValueError(
+                    f"availability of EVSE {evse_id} connector {connector_id}: {value!r} is not one of {AVAILABILITY}"
+                )
+        self._write(
+            [
+                (
+                    "INSERT INTO connector_state (evse_id, connector_id, availability) VALUES (?, ?, ?)"
+                    " ON CONFLICT(evse_id, connector_id) DO UPDATE SET availability=excluded.availability",
+                    change,
+                )
+                for change in changes
+            ]
+        )
+
     def probe(self) -> None:
         """Can the store take a transaction now? A durable write of a transaction's size (its rows and signed
         records), removed in the same commit. Raises StoreError when it cannot (disk full, read-only, broken)."""
@@ -684,13 +682,7 @@ class Store:
                     )
                 )
         if version is not None:
-            statements.append(
-                (
-                    "INSERT INTO settings (key, value) VALUES (?, ?)"
-                    " ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                    (f"{source}_version", str(version)),
-                )
-            )
+            statements.append(self._set_counter_sql(f"{source}_version", version))
         self._write(statements)
 
     def clear_id_tags(self, source: str) -> None:

@@ -169,7 +169,6 @@ class Store:
             raise StoreError(f"cannot open the store {self.path}: {exc}{self._access_hint()}") from None
         try:
             self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute("PRAGMA busy_timeout=5000")
@@ -182,6 +181,7 @@ class Store:
             if check != "ok":
                 raise StoreError(f"store {self.path} is corrupt ({check}); move it aside and restore from backup")
             migrate(self._db, self.path)
+            self._db.execute("PRAGMA journal_mode=WAL")  # after: a file that cannot be migrated is left as it was
         except sqlite3.DatabaseError as exc:
             self._db.close()
             raise StoreError(f"cannot open the store {self.path}: {exc}{self._access_hint()}") from None

@@ -296,13 +296,13 @@ def test_a_recovered_transaction_is_stored_with_its_meter(tmp_path: Path) -> Non
 def test_two_transactions_with_different_meters_keep_their_own_keys(tmp_path: Path) -> None:
     """A meter swap (or two EVSEs): each bill stays verifiable with the key of the meter that signed it."""
     store = Store(tmp_path / "s.db")
-    keba, em580 = vector("test_ocmf_keba_kcp30.xml"), vector("(key from test_validation.sh)")
-    for ref, v, serial in (("old", keba, "SN-OLD"), ("new", em580, "SN-NEW")):
+    keba, other = vector("test_ocmf_keba_kcp30.xml"), vector("test.xml (value 2)")
+    for ref, v, serial in (("old", keba, "SN-OLD"), ("new", other, "SN-NEW")):
         started, ended = stamped(ref, 1, v, serial)
         store.transaction_started(started, offline=False)
         store.transaction_ended(ended, offline=False)
     keys = {}
-    for ref, v in (("old", keba), ("new", em580)):
+    for ref, v in (("old", keba), ("new", other)):
         stored = store.transaction(ref)
         assert stored is not None and stored.transaction.meter is not None
         assert stored.transaction.meter.public_key == v["public_key"]

@@ -73,7 +73,7 @@ def test_a_released_store_migrates_to_the_latest_with_every_row_keeping_its_mean
 
     # The delivered transaction: ended, its signed record and everything the CSMS taught; no meter stamp (old row).
     done = store.transaction(DONE)
-    assert done is not None and done.state == "ended" and done.csms_transaction_id == "CSMS-1"
+    assert done is not None and done.state == "ended" and done.csms_transaction_id == DONE
     assert done.delivered_at is not None and done.verified is True
     keba = next(v for v in VECTORS if v["source"].endswith("test_ocmf_keba_kcp30.xml"))
     assert [r.data for r in done.transaction.signed_records] == [keba["ocmf"]]
@@ -113,7 +113,7 @@ def test_a_released_store_migrates_to_the_latest_with_every_row_keeping_its_mean
         True,
     )
     assert store.assign_seq_no(started.id, f"tx.{OPEN}") == 0
-    store.delivered(started.id, csms_transaction=(OPEN, "CSMS-3"))
+    store.delivered(started.id, csms_transaction=(OPEN, OPEN))
     reading = store.next_message("transaction")
     assert reading is not None and reading.kind == "meter_values" and reading.body["energy_wh"] == 1431
     assert store.assign_seq_no(reading.id, f"tx.{OPEN}") == 1
@@ -310,3 +310,45 @@ def test_two_transactions_with_different_meters_keep_their_own_keys(tmp_path: Pa
     assert keys["old"] != keys["new"]
     assert store.transaction("old").transaction.meter.serial == "SN-OLD"  # type: ignore[union-attr]
     store.close()
+
+
+# ---------------------------------------------------------------- a migrated store in a running station
+
+
+@pytest.mark.parametrize("version", RELEASED)
+async def test_a_running_station_delivers_what_a_released_store_queued(tmp_path: Path, version: int) -> None:
+    """The release's 2.0.1 station was killed with an end refused once and a start and a reading queued: on the
+    migrated store the station delivers them in order, the refused end under the message id and seqNo it was first
+    sent with, the start with seqNo 0 and the reading with 1; the transaction left open is restored (being ended on
+    the meter, which here never heard of it)."""
+    from station.app import running_station
+    from station.config import parse_config
+    from station.demo.csms import LocalCsms
+
+    path = released_store(tmp_path, version)
+    stored_ids = dict(raw(path, "SELECT tx_ref || kind, message_id FROM outbox WHERE tx_ref IS NOT NULL"))
+    csms = await LocalCsms(subprotocols=("ocpp2.0.1",)).start()
+    config = {
+        "station": {"id": "CP-MIGRATED"},
+        "csms": {"url": csms.url, "ocpp_version": "2.0.1", "reconnect_min": 0.1, "reconnect_max": 1},
+        "meter": {"transport": "simulated", "simulator": {"signing_time": 0.1, "state": str(tmp_path / "m.json")}},
+        "storage": {"path": str(path)},
+    }
+    try:
+        async with running_station(parse_config(config)) as station:
+            await csms.wait_until(lambda: len(csms.messages("TransactionEvent")) >= 3, timeout=30)
+            await csms.wait_until(lambda: station.store.outbox_depth() == 0, timeout=30)
+            restored = station.runtime.core.connectors[1].transaction
+            assert restored is not None and restored.ref == OPEN and restored.stop_reason is StopReason.POWER_LOSS
+    finally:
+        await csms.stop()
+    events = [
+        (m.payload["transactionInfo"]["transactionId"], m.payload["eventType"], m.payload["seqNo"], m.unique_id)
+        for m in csms.messages("TransactionEvent")
+    ]
+    assert events == [
+        (QUEUED, "Ended", {1: 3, 2: 1}[version], stored_ids[QUEUED + "transaction_ended"] + ".1"),
+        (OPEN, "Started", 0, stored_ids[OPEN + "transaction_started"]),
+        (OPEN, "Updated", 1, stored_ids[OPEN + "meter_values"]),
+    ]
+    assert csms.violations == []

@@ -1,5 +1,5 @@
-"""The station's durable memory in SQLite: transactions, the outbox of messages owed to the CSMS, settings, id tags and
-the security log.
+"""The station's durable memory in SQLite: transactions, the outbox of messages owed to the CSMS, counters, connector
+state, settings, id tags and the security log. The schema is migrations.py's; opening a store migrates it.
 
 This module owns every byte the daemon must not lose: a transaction and the message announcing it are written in one
 SQLite transaction, before anything is sent; a signed record is on disk before the meter is told it may forget it;
@@ -8,6 +8,8 @@ returned survives SIGKILL and power loss. It knows no OCPP version and no Modbus
 entries ("transaction_started", "transaction_ended", ...) that the OCPP adapter of the moment turns into messages, in
 two lanes (transaction messages in order; the rest beside them). It also keeps what a transaction's end message needs
 later (its periodic samples, bounded; the idToken as the CSMS gave it) and how the daemon's previous run ended.
+A transaction runs on a connector of an EVSE and is stored with the stamp of the meter that metered and signed it
+(model, serial, firmware, public key) in the commit that stores it, so its bill stays verifiable after a meter swap.
 """
 
 from __future__ import annotations

@@ -62,6 +62,16 @@ def _suffix_number(table: str, key: str, prefix: str) -> int:
     return number
 
 
+def _body(row_id: int, text: str) -> dict[str, object]:
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise MigrationDataError(f"outbox row {row_id}: its body is not a JSON object") from None
+    return body
+
+
 # ---------------------------------------------------------------- 1: the first release's schema
 
 
@@ -163,9 +173,9 @@ CREATE TABLE IF NOT EXISTS tx_tokens (
         for ref, evse in db.execute("SELECT ref, connector_id FROM transactions WHERE delivered_at IS NULL").fetchall():
             if evse not in following:
                 continue
-            queued = db.execute("SELECT kind, body FROM outbox WHERE tx_ref=? ORDER BY id", (ref,)).fetchall()
-            begun = all(kind != "transaction_started" for kind, _ in queued) or any(
-                "seq_no" in json.loads(body) for _, body in queued
+            queued = db.execute("SELECT id, kind, body FROM outbox WHERE tx_ref=? ORDER BY id", (ref,)).fetchall()
+            begun = all(kind != "transaction_started" for _, kind, _ in queued) or any(
+                "seq_no" in _body(row_id, body) for row_id, _, body in queued
             )
             if begun:
                 db.execute(
@@ -236,6 +246,14 @@ def user_version(db: sqlite3.Connection) -> int:
     return int(db.execute("PRAGMA user_version").fetchone()[0])
 
 
+def _refuse_newer(path: Path, found: int, latest: int) -> None:
+    if found > latest:
+        raise StoreError(
+            f"store {path} has schema version {found}, newer than this station software knows (up to {latest}): "
+            "it was written by a newer release; run that release or restore a backup (a store is never downgraded)"
+        )
+
+
 def migrate(db: sqlite3.Connection, path: Path) -> None:
     """Bring the open store (autocommit connection) to the latest version, in one transaction; nothing when it is
     there already. Raises StoreError naming the file, the version and the cause; the file is then unchanged."""
@@ -244,21 +262,19 @@ def migrate(db: sqlite3.Connection, path: Path) -> None:
     found = user_version(db)
     if found == latest:
         return
-    if found > latest:
-        raise StoreError(
-            f"store {path} has schema version {found}, newer than this station software knows (up to {latest}): "
-            "it was written by a newer release; run that release or restore a backup (a store is never downgraded)"
-        )
+    _refuse_newer(path, found, latest)
     step = found
     try:
         db.execute("BEGIN IMMEDIATE")
         try:
             found = step = user_version(db)  # another process may have migrated it meanwhile
+            _refuse_newer(path, found, latest)
             if found == 0:
                 tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
                 if strange := sorted(tables - RELEASED_TABLES):
-                    raise MigrationDataError(
-                        f"not a station store: version 0 with table(s) {', '.join(strange)} that no release made"
+                    raise StoreError(
+                        f"store {path} is not a station store: it has no schema version and table(s) "
+                        f"{', '.join(strange)} that no station release made"
                     )
             for migration in migrations:
                 if migration.version > found:
@@ -276,6 +292,6 @@ def migrate(db: sqlite3.Connection, path: Path) -> None:
             "the file is unchanged"
         ) from None
     if found:
-        log.warning("store migrated", path=str(path), from_version=found, to_version=latest)
+        log.info("store migrated", path=str(path), from_version=found, to_version=latest)
     else:
         log.info("store created", path=str(path), version=latest)

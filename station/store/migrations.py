@@ -291,7 +291,5 @@ def migrate(db: sqlite3.Connection, path: Path) -> None:
             f"store {path}: migration from schema version {found} to {latest} failed at migration {step} ({exc}); "
             "the file is unchanged"
         ) from None
-    if found:
+    if found:  # a fresh file (version 0) is not news
         log.info("store migrated", path=str(path), from_version=found, to_version=latest)
-    else:
-        log.info("store created", path=str(path), version=latest)

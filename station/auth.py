@@ -40,7 +40,7 @@ class Authorizer:
         self.ask_csms: AskCsms | None = None  # set by the CSMS connection while connected
 
     def list_version(self) -> int:
-        return int(self.store.setting(f"{LIST}_version") or "0")
+        return self.store.counter(f"{LIST}_version") or 0
 
     def update_list(self, version: int, entries: list[IdTagEntry], *, full: bool) -> str:
         """Returns "Accepted", "VersionMismatch" or "Failed" (both protocols use these words)."""

@@ -294,6 +294,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
         print(f"wrote {args.out}: open it in the S.A.F.E. Transparenzsoftware to check the bill", file=sys.stderr)
     if not answer["verified"]:
         print("WARNING: the station could not verify this transaction's signed record(s)", file=sys.stderr)
+    if answer.get("key_source") == "current meter":
+        print(
+            "NOTE: this transaction was stored before transactions remembered their meter: the export carries the key"
+            " of the meter in place now, which is the signing key only if the meter has not been swapped since",
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 

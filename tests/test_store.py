@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from station.core.model import SignedMeterRecord, StartSource, StopReason, Transaction
-from station.store import Store, StoreError
+from station.store import IdTagEntry, Store, StoreError
 from tests.conftest import write_config
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -180,3 +180,48 @@ def test_a_store_that_cannot_write_its_journal_names_the_directory(tmp_path: Pat
             subprocess.run(["umount", "-l", str(directory)], check=False)
         else:
             directory.chmod(0o755)
+
+
+def test_a_transaction_keeps_its_evse_and_connector(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    store.transaction_started(Transaction("t2", 2, "TAG", StartSource.REMOTE, T0, connector_id=3), offline=False)
+    stored = store.transaction("t2")
+    assert stored is not None and (stored.transaction.evse_id, stored.transaction.connector_id) == (2, 3)
+    assert stored.transaction.meter is None
+    store.close()
+
+
+def test_availability_is_kept_per_connector_of_an_evse(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    assert store.availability(1, 1) is None
+    store.set_availability(1, 1, "Inoperative")
+    store.set_availabilities([(2, 1, "Inoperative"), (2, 2, "Operative")])
+    store.set_availability(1, 1, "Operative")
+    with pytest.raises(ValueError, match="EVSE 2 connector 1: 'Maybe'"):
+        store.set_availabilities([(2, 2, "Inoperative"), (2, 1, "Maybe")])  # nothing of it is written
+    store.close()
+    again = Store(tmp_path / "s.db")
+    assert [again.availability(1, 1), again.availability(2, 1), again.availability(2, 2)] == [
+        "Operative",
+        "Inoperative",
+        "Operative",
+    ]
+    assert again.availability(1, 2) is None and again.setting("availability.1") is None
+    again.close()
+
+
+def test_counters_are_kept_and_the_list_version_is_one(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    assert store.counter("list_version") is None
+    store.replace_id_tags("list", [IdTagEntry("TAG", "Accepted")], full=True, version=4)
+    assert store.counter("list_version") == 4 and store.setting("list_version") is None
+    store.set_counter("something", 7)
+    msg = store.enqueue("transaction_started", "tx1")
+    assert store.assign_seq_no(msg, "tx.tx1") == 0 and store.assign_seq_no(msg, "tx.tx1") == 0  # once per message
+    assert store.counter("seq_no.tx.tx1") == 1
+    store.delivered(msg, transaction_done="tx1")
+    assert store.counter("seq_no.tx.tx1") is None  # the transaction is through: its counter goes
+    store.close()
+    again = Store(tmp_path / "s.db")
+    assert again.counter("something") == 7 and again.counter("list_version") == 4
+    again.close()

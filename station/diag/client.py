@@ -166,6 +166,12 @@ def print_transaction(tx: dict[str, Any], out: TextIO) -> None:
         f"signed record verified: {_signed(tx)}, delivered: {delivered}",
         file=out,
     )
+    m = tx.get("meter")
+    if m:
+        print(f"  meter {m['model']} serial {m['serial']} firmware {m['firmware'] or '?'}", file=out)
+        print(f"    public key {m['public_key'] or '?'}", file=out)
+    else:
+        print("  meter not recorded (stored before transactions remembered their meter)", file=out)
     for r in tx["records"]:
         problems = "; ".join(r["problems"]) or "none"
         print(f"  {r['context']}: verified {_yes(r['verified'])}, problems: {problems}", file=out)

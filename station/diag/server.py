@@ -177,9 +177,15 @@ def _report(stored: StoredTransaction) -> dict[str, Any]:
         "state": stored.state,
         "evse_id": tx.evse_id,
         "connector_id": tx.connector_id,
+        # The meter that metered and signed it, stored with it; None for a transaction stored before schema 3.
         "meter": None
         if tx.meter is None
-        else {"model": tx.meter.model, "serial": tx.meter.serial, "public_key": tx.meter.public_key or None},
+        else {
+            "model": tx.meter.model,
+            "serial": tx.meter.serial,
+            "firmware": tx.meter.firmware,
+            "public_key": tx.meter.public_key,
+        },
         "id_tag": tx.id_tag,
         "started_at": tx.started_at.isoformat() if tx.started_at else None,
         "stopped_at": tx.stopped_at.isoformat() if tx.stopped_at else None,
@@ -196,8 +202,10 @@ def _report(stored: StoredTransaction) -> dict[str, Any]:
 
 
 def export_transaction(station: Station, ref: object, fmt: object) -> dict[str, Any]:
-    """A transaction's signed records with the meter's public key in the Transparenzsoftware's XML container, so a
-    driver can check the bill with the official tool."""
+    """A transaction's signed records with the public key of the meter that signed them (stored with the
+    transaction) in the Transparenzsoftware's XML container, so a driver can check the bill with the official tool.
+    Only a transaction stored before transactions remembered their meter gets the key of the meter in place now,
+    and the answer says so (`key_source`)."""
     if not isinstance(ref, str) or not ref:
         return {"ok": False, "error": '"id" must be a transaction reference or CSMS transaction id'}
     if fmt not in EXPORT_FORMATS:
@@ -210,13 +218,16 @@ def export_transaction(station: Station, ref: object, fmt: object) -> dict[str, 
         return {"ok": False, "error": f"no transaction {ref}"}
     if not report["records"]:
         return {"ok": False, "error": f"transaction {ref} has no signed record (yet)"}
-    # The key of the meter that signed (stored with the transaction): a meter swapped since keeps the bill verifiable.
-    key_hex = (report["meter"] or {}).get("public_key") or station.runtime.meter_key(report["evse_id"])
-    if not key_hex:
-        return {"ok": False, "error": "the meter's public key is not known yet (meter not read since start)"}
+    stamp = report["meter"]
+    if stamp is not None and stamp["public_key"]:
+        key_hex, key_source = stamp["public_key"], "transaction"
+    else:
+        key_hex, key_source = station.runtime.meter_key(report["evse_id"]), "current meter"
+        if not key_hex:
+            return {"ok": False, "error": "the meter's public key is not known yet (meter not read since start)"}
     entries = [(r["context"], r["data"]) for r in report["records"]]
     xml = to_transparency_xml(entries, load_public_key(key_hex), report["csms_transaction_id"] or report["ref"])
-    return {"ok": True, "export": xml, "verified": report["verified"]}
+    return {"ok": True, "export": xml, "verified": report["verified"], "key_source": key_source}
 
 
 async def meter_report(station: Station, evse_id: int = 1) -> dict[str, Any]:

@@ -175,12 +175,14 @@ class StationRuntime:
         outcome = self._apply(AvailabilityChanged(evse_id, operative, connector_id))
         if outcome.accepted:
             value = "Operative" if operative else "Inoperative"
-            for evse in self.core.evses.values():
-                if evse_id not in (0, evse.id):
-                    continue
-                for cid in evse.connectors:
-                    if connector_id in (0, cid):
-                        self.store.set_availability(evse.id, cid, value)
+            changed = [
+                (evse.id, cid, value)
+                for evse in self.core.evses.values()
+                if evse_id in (0, evse.id)
+                for cid in evse.connectors
+                if connector_id in (0, cid)
+            ]
+            self.store.set_availabilities(changed)  # one commit
         return outcome
 
     def reset(self, *, immediate: bool, reason: StopReason) -> str:

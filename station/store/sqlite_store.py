@@ -1,5 +1,5 @@
-"""The station's durable memory in SQLite: transactions, the outbox of messages owed to the CSMS, settings, id tags and
-the security log.
+"""The station's durable memory in SQLite: transactions, the outbox of messages owed to the CSMS, counters, connector
+state, settings, id tags and the security log. The schema is migrations.py's; opening a store migrates it.
 
 This module owns every byte the daemon must not lose: a transaction and the message announcing it are written in one
 SQLite transaction, before anything is sent; a signed record is on disk before the meter is told it may forget it;
@@ -8,6 +8,8 @@ returned survives SIGKILL and power loss. It knows no OCPP version and no Modbus
 entries ("transaction_started", "transaction_ended", ...) that the OCPP adapter of the moment turns into messages, in
 two lanes (transaction messages in order; the rest beside them). It also keeps what a transaction's end message needs
 later (its periodic samples, bounded; the idToken as the CSMS gave it) and how the daemon's previous run ended.
+A transaction runs on a connector of an EVSE and is stored with the stamp of the meter that metered and signed it
+(model, serial, firmware, public key) in the commit that stores it, so its bill stays verifiable after a meter swap.
 """
 
 from __future__ import annotations
@@ -22,82 +24,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from station.core.model import SignedMeterRecord, StartSource, StopReason, Transaction
+from station.core.model import MeterStamp, SignedMeterRecord, StartSource, StopReason, Transaction
+from station.store.errors import StoreError
+from station.store.migrations import AVAILABILITY, migrate
 
-SCHEMA_VERSION = 2
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS transactions (
-    ref TEXT PRIMARY KEY,
-    connector_id INTEGER NOT NULL,
-    id_tag TEXT NOT NULL,
-    source TEXT NOT NULL,
-    remote_start_id INTEGER,
-    requested_at TEXT NOT NULL,
-    started_at TEXT,
-    meter_start_wh INTEGER,
-    stopped_at TEXT,
-    meter_stop_wh INTEGER,
-    stop_reason TEXT,
-    state TEXT NOT NULL CHECK (state IN ('started', 'ended')),
-    csms_transaction_id TEXT,
-    records TEXT NOT NULL DEFAULT '[]',
-    verified INTEGER,
-    delivered_at TEXT
-);
-CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind TEXT NOT NULL,
-    tx_ref TEXT,
-    body TEXT NOT NULL DEFAULT '{}',
-    created_at TEXT NOT NULL,
-    message_id TEXT NOT NULL,
-    offline INTEGER NOT NULL DEFAULT 0,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT
-);
-CREATE TABLE IF NOT EXISTS outbox_failed (
-    id INTEGER PRIMARY KEY,
-    kind TEXT NOT NULL,
-    tx_ref TEXT,
-    body TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    attempts INTEGER NOT NULL,
-    last_error TEXT,
-    failed_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS settings (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS id_tags (
-    source TEXT NOT NULL CHECK (source IN ('list', 'cache')),
-    id_tag TEXT NOT NULL,
-    status TEXT NOT NULL,
-    expiry TEXT,
-    parent TEXT,
-    updated_at TEXT NOT NULL,
-    PRIMARY KEY (source, id_tag)
-);
-CREATE TABLE IF NOT EXISTS tx_samples (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    tx_ref TEXT NOT NULL,
-    series TEXT NOT NULL,
-    at TEXT NOT NULL,
-    body TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS tx_samples_by_tx ON tx_samples (tx_ref, series, id);
-CREATE TABLE IF NOT EXISTS tx_tokens (
-    tx_ref TEXT PRIMARY KEY,
-    token TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS security_log (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at TEXT NOT NULL,
-    type TEXT NOT NULL,
-    tech_info TEXT NOT NULL DEFAULT ''
-);
-"""
 PROBE_BYTES = 16384  # about what one transaction with its signed records takes
 SECURITY_LOG_KEEP = 1000  # the rolling security log keeps this many newest events (OCPP A04.FR.04)
 # Periodic readings kept per transaction and series for its end message (1.6 StopTransaction.transactionData, 2.0.1
@@ -107,10 +37,6 @@ MAX_SAMPLES_PER_TRANSACTION = 100
 # Outbox lanes: transaction-related messages (1.6 §3.7; 2.0.1 TransactionEvent) keep their order among themselves;
 # everything else (security events) is delivered beside them, so that a message the CSMS refuses holds nothing up.
 TRANSACTION_KINDS = ("transaction_started", "transaction_ended", "meter_values", "signed_begin")
-
-
-class StoreError(Exception):
-    """The store cannot be used (corrupt, full, unwritable). The station must stop offering charging."""
 
 
 @dataclass(frozen=True)
@@ -195,6 +121,22 @@ def _records_from(text: str) -> tuple[SignedMeterRecord, ...]:
     )
 
 
+def _meter_columns(meter: MeterStamp | None) -> tuple[str | None, str | None, str | None, str | None]:
+    """meter_model, meter_serial, meter_firmware, meter_public_key."""
+    if meter is None:
+        return None, None, None, None
+    return meter.model, meter.serial, meter.firmware, meter.public_key
+
+
+def _meter_from(row: sqlite3.Row) -> MeterStamp | None:
+    """The stamp, or None for a transaction stored before transactions remembered their meter (schema 3)."""
+    columns = (row["meter_model"], row["meter_serial"], row["meter_firmware"], row["meter_public_key"])
+    if all(c is None for c in columns):
+        return None
+    model, serial, firmware, public_key = (c or "" for c in columns)
+    return MeterStamp(model, serial, firmware, public_key)
+
+
 def _cause(exc: OSError) -> str:
     """An OSError in plain words: "permission denied", "read-only file system", "no space left on device"."""
     return (exc.strerror or str(exc)).lower()
@@ -225,8 +167,10 @@ class Store:
             raise StoreError(f"cannot open the store {self.path}: {_cause(exc)}{self._access_hint()}") from None
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open the store {self.path}: {exc}{self._access_hint()}") from None
+        try:
             self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute("PRAGMA busy_timeout=5000")
@@ -238,10 +182,14 @@ class Store:
             check = self._db.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
                 raise StoreError(f"store {self.path} is corrupt ({check}); move it aside and restore from backup")
-            self._db.executescript(SCHEMA)
-            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            migrate(self._db, self.path)
+            self._db.execute("PRAGMA journal_mode=WAL")  # after: a file that cannot be migrated is left as it was
         except sqlite3.DatabaseError as exc:
+            self._db.close()
             raise StoreError(f"cannot open the store {self.path}: {exc}{self._access_hint()}") from None
+        except StoreError as exc:
+            self._db.close()
+            raise StoreError(f"{exc}{self._access_hint()}") from None
 
     def _access_hint(self) -> str:
         """Why the store cannot be written, where the file system can tell: SQLite needs to write the file and, for its
@@ -299,11 +247,13 @@ class Store:
     @staticmethod
     def _started_sql(tx: Transaction) -> tuple[str, tuple[Any, ...]]:
         return (
-            "INSERT INTO transactions (ref, connector_id, id_tag, source, remote_start_id, requested_at,"
-            " started_at, meter_start_wh, state, records) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'started', ?)",
+            "INSERT INTO transactions (ref, evse_id, connector_id, id_tag, source, remote_start_id, requested_at,"
+            " started_at, meter_start_wh, state, records, meter_model, meter_serial, meter_firmware, meter_public_key)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'started', ?, ?, ?, ?, ?)",
             (
                 tx.ref,
                 tx.evse_id,
+                tx.connector_id,
                 tx.id_tag,
                 tx.source.value,
                 tx.remote_start_id,
@@ -311,6 +261,7 @@ class Store:
                 _ts(tx.started_at),
                 tx.meter_start_wh,
                 _records_json(tx.signed_records),  # a signed begin record, where the meter makes one at the start
+                *_meter_columns(tx.meter),
             ),
         )
 
@@ -319,13 +270,15 @@ class Store:
         verified = all(r.verified for r in tx.signed_records) if tx.signed_records else None
         return (
             "UPDATE transactions SET stopped_at=?, meter_stop_wh=?, stop_reason=?, state='ended', records=?,"
-            " verified=? WHERE ref=?",
+            " verified=?, meter_model=coalesce(?, meter_model), meter_serial=coalesce(?, meter_serial),"
+            " meter_firmware=coalesce(?, meter_firmware), meter_public_key=coalesce(?, meter_public_key) WHERE ref=?",
             (
                 _ts(tx.stopped_at),
                 tx.meter_stop_wh,
                 tx.stop_reason.value if tx.stop_reason else None,
                 _records_json(tx.signed_records),
                 None if verified is None else int(verified),
+                *_meter_columns(tx.meter),  # the meter that signed the records, in their commit
                 tx.ref,
             ),
         )
@@ -363,7 +316,8 @@ class Store:
     def _row_to_tx(self, row: sqlite3.Row) -> StoredTransaction:
         tx = Transaction(
             ref=row["ref"],
-            evse_id=row["connector_id"],
+            evse_id=row["evse_id"],
+            connector_id=row["connector_id"],
             id_tag=row["id_tag"],
             source=StartSource(row["source"]),
             requested_at=_dt(row["requested_at"]) or datetime.now(UTC),
@@ -374,6 +328,7 @@ class Store:
             meter_stop_wh=row["meter_stop_wh"],
             stop_reason=StopReason(row["stop_reason"]) if row["stop_reason"] else None,
             signed_records=_records_from(row["records"]),
+            meter=_meter_from(row),
         )
         verified = row["verified"]
         return StoredTransaction(
@@ -443,7 +398,7 @@ class Store:
     def assign_seq_no(self, message_id: int, counter: str) -> int:
         """The message's sequence number from the named persistent counter (2.0.1: one per EVSE), assigned once, at
         its first send, and kept in the message so that a resend carries the same number."""
-        key = f"seq_no.{counter}"
+        name = f"seq_no.{counter}"
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -451,14 +406,10 @@ class Store:
                     row = self._db.execute("SELECT body FROM outbox WHERE id=?", (message_id,)).fetchone()
                     body = json.loads(row["body"]) if row else {}
                     if "seq_no" not in body:
-                        current = self._db.execute("SELECT value FROM settings WHERE key=?", (key,)).fetchone()
+                        current = self._db.execute("SELECT value FROM counters WHERE name=?", (name,)).fetchone()
                         body["seq_no"] = int(current["value"]) if current else 0
                         self._db.execute("UPDATE outbox SET body=? WHERE id=?", (json.dumps(body), message_id))
-                        self._db.execute(
-                            "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET"
-                            " value=excluded.value",
-                            (key, str(body["seq_no"] + 1)),
-                        )
+                        self._db.execute(*self._set_counter_sql(name, body["seq_no"] + 1))
                     self._db.execute("COMMIT")
                 except BaseException:
                     if self._db.in_transaction:  # SQLite has already rolled back after e.g. SQLITE_FULL
@@ -482,7 +433,7 @@ class Store:
                 ("UPDATE transactions SET delivered_at=? WHERE ref=?", (_ts(datetime.now(UTC)), transaction_done))
             )
             # Its last message is through: its sequence counter and periodic samples are needed no more.
-            statements.append(("DELETE FROM settings WHERE key=?", (f"seq_no.tx.{transaction_done}",)))
+            statements.append(("DELETE FROM counters WHERE name=?", (f"seq_no.tx.{transaction_done}",)))
             statements.append(("DELETE FROM tx_samples WHERE tx_ref=?", (transaction_done,)))
         self._write(statements)
 
@@ -611,15 +562,6 @@ class Store:
         rows = self._read("SELECT value FROM settings WHERE key=?", (key,))
         return str(rows[0]["value"]) if rows else None
 
-    def availability(self, evse_id: int, connector_id: int) -> str | None:
-        """ "Operative" / "Inoperative" as last set for a connector, None when never set."""
-        suffix = f"{evse_id}" if connector_id == 1 else f"{evse_id}.{connector_id}"
-        return self.setting(f"availability.{suffix}")
-
-    def set_availability(self, evse_id: int, connector_id: int, value: str) -> None:
-        suffix = f"{evse_id}" if connector_id == 1 else f"{evse_id}.{connector_id}"
-        self.set_setting(f"availability.{suffix}", value)
-
     def set_setting(self, key: str, value: str) -> None:
         self._write(
             [
@@ -628,6 +570,55 @@ class Store:
                     " ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                     (key, value),
                 )
+            ]
+        )
+
+    # ------------------------------------------------------------------ counters
+
+    @staticmethod
+    def _set_counter_sql(name: str, value: int) -> tuple[str, tuple[Any, ...]]:
+        return (
+            "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value=excluded.value",
+            (name, value),
+        )
+
+    def counter(self, name: str) -> int | None:
+        """A persistent counter ("list_version": the local authorization list's version; "seq_no.tx.REF": the next
+        2.0.1 seqNo of a transaction), None when never set."""
+        rows = self._read("SELECT value FROM counters WHERE name=?", (name,))
+        return int(rows[0]["value"]) if rows else None
+
+    def set_counter(self, name: str, value: int) -> None:
+        self._write([self._set_counter_sql(name, value)])
+
+    # ------------------------------------------------------------------ connector state
+
+    def availability(self, evse_id: int, connector_id: int) -> str | None:
+        """What the CSMS last made a connector of an EVSE (ChangeAvailability): "Operative", "Inoperative", or None
+        when it never said."""
+        rows = self._read(
+            "SELECT availability FROM connector_state WHERE evse_id=? AND connector_id=?", (evse_id, connector_id)
+        )
+        return rows[0]["availability"] if rows else None
+
+    def set_availability(self, evse_id: int, connector_id: int, value: str) -> None:
+        self.set_availabilities([(evse_id, connector_id, value)])
+
+    def set_availabilities(self, changes: list[tuple[int, int, str]]) -> None:
+        """(evse_id, connector_id, availability) for several connectors (a whole EVSE or station), in one commit."""
+        for evse_id, connector_id, value in changes:
+            if value not in AVAILABILITY:
+                raise ValueError(
+                    f"availability of EVSE {evse_id} connector {connector_id}: {value!r} is not one of {AVAILABILITY}"
+                )
+        self._write(
+            [
+                (
+                    "INSERT INTO connector_state (evse_id, connector_id, availability) VALUES (?, ?, ?)"
+                    " ON CONFLICT(evse_id, connector_id) DO UPDATE SET availability=excluded.availability",
+                    change,
+                )
+                for change in changes
             ]
         )
 
@@ -693,13 +684,7 @@ class Store:
                     )
                 )
         if version is not None:
-            statements.append(
-                (
-                    "INSERT INTO settings (key, value) VALUES (?, ?)"
-                    " ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                    (f"{source}_version", str(version)),
-                )
-            )
+            statements.append(self._set_counter_sql(f"{source}_version", version))
         self._write(statements)
 
     def clear_id_tags(self, source: str) -> None:

@@ -338,7 +338,7 @@ async def test_a_running_station_delivers_what_a_released_store_queued(tmp_path:
         async with running_station(parse_config(config)) as station:
             await csms.wait_until(lambda: len(csms.messages("TransactionEvent")) >= 3, timeout=30)
             await csms.wait_until(lambda: station.store.outbox_depth() == 0, timeout=30)
-            restored = station.runtime.core.connectors[1].transaction
+            restored = station.runtime.core.evses[1].transaction
             assert restored is not None and restored.ref == OPEN and restored.stop_reason is StopReason.POWER_LOSS
     finally:
         await csms.stop()

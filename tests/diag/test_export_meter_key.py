@@ -55,7 +55,7 @@ async def test_export_uses_the_key_stored_with_the_transaction(
     sock = config.diagnostics.socket
     async with running_station(config) as station:
         await csms.wait_for("StatusNotification", lambda p: p["status"] == "Available")
-        current_key = station.runtime.meter_state.public_key_hex
+        current_key = station.runtime.meter_key(1)
         assert current_key and current_key != signed_by_old_meter["public_key"]
         capsys.readouterr()
 

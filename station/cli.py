@@ -244,7 +244,7 @@ def _cmd_diag(args: argparse.Namespace) -> int:
 
 def _status_code(status: dict[str, Any]) -> int:
     csms_up = bool(status["ocpp"]["connected"])
-    meter_up = status["meter"]["link"] == "up"
+    meter_up = all(m["link"] == "up" for m in status.get("meters", [status["meter"]]))  # every EVSE's meter
     if csms_up and meter_up:
         return EXIT_OK
     if meter_up:

@@ -121,19 +121,22 @@ def _signed(tx: dict[str, Any]) -> str:
 
 
 def print_status(status: dict[str, Any], out: TextIO) -> None:
-    o, m = status["ocpp"], status["meter"]
+    o = status["ocpp"]
     print(f"station {status['station_id']}", file=out)
     print(
         f"  CSMS    {'connected' if o['connected'] else 'NOT connected'} ({o['url']}, OCPP {o['version'] or '-'})"
         f"; queue {o['queue_depth']} message(s); last error: {o['last_error'] or 'none'}",
         file=out,
     )
-    print(
-        f"  meter   link {m['link']}; {m['model']} serial {m['serial'] or '?'} firmware {m['firmware'] or '?'}"
-        f"; last error: {m['last_error'] or 'none'}",
-        file=out,
-    )
-    print(f"          public key {m['public_key'] or '?'}", file=out)
+    meters = status.get("meters", [status["meter"]])
+    for m in meters:
+        where = f" (EVSE {m['evse_id']}, {m['bus']} id {m['device_id']})" if len(meters) > 1 else ""
+        print(
+            f"  meter   link {m['link']}; {m['model']} serial {m['serial'] or '?'} firmware {m['firmware'] or '?'}"
+            f"{where}; last error: {m['last_error'] or 'none'}",
+            file=out,
+        )
+        print(f"          public key {m['public_key'] or '?'}", file=out)
     for c in status["connectors"]:
         tx = c["transaction"]
         running = f"; transaction {tx['ref']} since {tx['started_at']} ({tx['id_tag']})" if tx else ""

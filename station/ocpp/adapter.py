@@ -101,7 +101,7 @@ TECH_INFO_NAMES_201 = {
 
 
 def security_event_fields(body: dict[str, Any], version: str) -> dict[str, Any]:
-    """SecurityEventNotification from a queued security event (station/store.py). The 1.6 Security Whitepaper names
+    """SecurityEventNotification from a queued security event (station/store/). The 1.6 Security Whitepaper names
     the CSMS "CentralSystem" where 2.0.1 says "Csms" (InvalidCentralSystemCertificate / InvalidCsmsCertificate), and a
     setting has its 1.6 key or its 2.0.1 component.variable in techInfo."""
     kind = str(body["type"])
@@ -348,8 +348,9 @@ PHASES_CURRENT = ("L1", "L2", "L3")
 
 
 def measured(body: dict[str, Any], measurands: list[str]) -> list[tuple[str, str | None, float, str]]:
-    """(measurand, phase, value, unit) of a queued reading (station/runtime.py `_reading`) for exactly the measurands
-    configured, in their order; voltage and current per phase (1.6 §3.16.3: every phase the meter measures)."""
+    """(measurand, phase, value, unit) of a queued reading (station/runtime/sampling.py `reading`) for exactly the
+    measurands configured, in their order; voltage and current per phase (1.6 §3.16.3: every phase the meter
+    measures)."""
     values: list[tuple[str, str | None, float, str]] = []
     for measurand in measurands:
         if measurand == ENERGY and "energy_wh" in body:

@@ -46,6 +46,7 @@ from station.ocpp.adapter import (
 from station.ocpp.settings import Settings
 from station.ocpp.signed_value import PUBLIC_KEY_NEVER, v16_signed_sampled_value
 from station.runtime import StationRuntime
+from station.runtime.sampling import values_of
 from station.store import IdTagEntry, OutboxMessage, Store
 
 log = structlog.get_logger("station.ocpp.v16")
@@ -492,13 +493,7 @@ class V16Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
             where = self.runtime.core.layout.locate(connector_id)
             if live is None or where is None:
                 continue
-            body = {
-                "energy_wh": live.energy_import_wh,
-                "export_wh": live.energy_export_wh,
-                "power_w": live.power_w,
-                "voltage_v": list(live.voltage_v),
-                "current_a": list(live.current_a),
-            }
+            body = values_of(live)
             sampled = sampled_values(body, self.settings.measurands("MeterValuesSampledData"), "Trigger")
             tx = self.runtime.core.transaction_on(where[0])
             if tx is not None and tx.connector_id != where[1]:

@@ -39,6 +39,7 @@ from station.ocpp.adapter import (
 from station.ocpp.settings import CONNECTOR_TYPE, SUPPLY_PHASES, Settings, VariableResult
 from station.ocpp.signed_value import PUBLIC_KEY_NEVER, signed_meter_value
 from station.runtime import StationRuntime
+from station.runtime.sampling import values_of
 from station.store import IdTagEntry, OutboxMessage, PreviousRun, Store
 
 log = structlog.get_logger("station.ocpp.v201")
@@ -679,13 +680,7 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
             live = self.runtime.meter_state(evse_id).live
             if live is None:
                 continue
-            body = {
-                "energy_wh": live.energy_import_wh,
-                "export_wh": live.energy_export_wh,
-                "power_w": live.power_w,
-                "voltage_v": list(live.voltage_v),
-                "current_a": list(live.current_a),
-            }
+            body = values_of(live)
             sampled = _readings(body, self.settings.measurands("MeterValuesAlignedData"), "Trigger")
             if not sampled:
                 sampled = _readings(body, [ENERGY], "Trigger")  # meterValue needs one sampledValue

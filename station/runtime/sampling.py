@@ -23,18 +23,20 @@ from station.store import Store
 log = structlog.get_logger("station.runtime.sampling")
 
 
-def reading(live: LiveValues, context: str, at: datetime) -> dict[str, Any]:
-    """A reading as the outbox and the samples keep it: every value the meter gives, whatever is configured (the
-    adapter picks the configured measurands when it builds the message)."""
+def values_of(live: LiveValues) -> dict[str, Any]:
+    """Every value the meter gives, as readings keep them (the adapter picks the configured measurands)."""
     return {
-        "context": context,
-        "at": at.isoformat(),
         "energy_wh": live.energy_import_wh,
         "export_wh": live.energy_export_wh,
         "power_w": live.power_w,
         "voltage_v": list(live.voltage_v),
         "current_a": list(live.current_a),
     }
+
+
+def reading(live: LiveValues, context: str, at: datetime) -> dict[str, Any]:
+    """A reading as the outbox and the samples keep it: its context, its time and every value the meter gives."""
+    return {"context": context, "at": at.isoformat(), **values_of(live)}
 
 
 class Sampler:

@@ -14,11 +14,13 @@ A transaction runs on a connector of an EVSE and is stored with the stamp of the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -210,15 +212,14 @@ class Store:
                 pass
             self._db.close()
 
-    def _write(self, statements: list[tuple[str, tuple[Any, ...]]]) -> list[int]:
-        """Run statements in one transaction; returns lastrowids. Durable when this returns."""
-        ids: list[int] = []
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT), rolled back on any failure; durable when it ends."""
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    for sql, params in statements:
-                        ids.append(self._db.execute(sql, params).lastrowid or 0)
+                    yield self._db
                     self._db.execute("COMMIT")
                 except BaseException:
                     if self._db.in_transaction:  # SQLite has already rolled back after e.g. SQLITE_FULL
@@ -226,7 +227,11 @@ class Store:
                     raise
             except sqlite3.DatabaseError as exc:
                 raise StoreError(f"store {self.path}: write failed: {exc}") from None
-        return ids
+
+    def _write(self, statements: list[tuple[str, tuple[Any, ...]]]) -> list[int]:
+        """Run statements in one transaction; returns lastrowids. Durable when this returns."""
+        with self._transaction() as db:
+            return [db.execute(sql, params).lastrowid or 0 for sql, params in statements]
 
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -399,24 +404,14 @@ class Store:
         """The message's sequence number from the named persistent counter (2.0.1: one per EVSE), assigned once, at
         its first send, and kept in the message so that a resend carries the same number."""
         name = f"seq_no.{counter}"
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    row = self._db.execute("SELECT body FROM outbox WHERE id=?", (message_id,)).fetchone()
-                    body = json.loads(row["body"]) if row else {}
-                    if "seq_no" not in body:
-                        current = self._db.execute("SELECT value FROM counters WHERE name=?", (name,)).fetchone()
-                        body["seq_no"] = int(current["value"]) if current else 0
-                        self._db.execute("UPDATE outbox SET body=? WHERE id=?", (json.dumps(body), message_id))
-                        self._db.execute(*self._set_counter_sql(name, body["seq_no"] + 1))
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    if self._db.in_transaction:  # SQLite has already rolled back after e.g. SQLITE_FULL
-                        self._db.execute("ROLLBACK")
-                    raise
-            except sqlite3.DatabaseError as exc:
-                raise StoreError(f"store {self.path}: write failed: {exc}") from None
+        with self._transaction() as db:
+            row = db.execute("SELECT body FROM outbox WHERE id=?", (message_id,)).fetchone()
+            body = json.loads(row["body"]) if row else {}
+            if "seq_no" not in body:
+                current = db.execute("SELECT value FROM counters WHERE name=?", (name,)).fetchone()
+                body["seq_no"] = int(current["value"]) if current else 0
+                db.execute("UPDATE outbox SET body=? WHERE id=?", (json.dumps(body), message_id))
+                db.execute(*self._set_counter_sql(name, body["seq_no"] + 1))
         return int(body["seq_no"])
 
     def delivered(

@@ -21,6 +21,45 @@ class Phase(enum.StrEnum):
     STOPPING = "stopping"  # the meter has been asked to end and sign; waiting for the signed record
 
 
+class Pilot(enum.StrEnum):
+    """IEC 61851-1 control pilot states, as the charge controller reads them."""
+
+    A = "A"  # +12 V: no vehicle
+    B = "B"  # +9 V: vehicle connected, not ready to charge
+    C = "C"  # +6 V: vehicle ready, charging asked for
+    D = "D"  # +3 V: ready, ventilation required
+    E = "E"  # 0 V: no power on the pilot (EVSE off, short circuit)
+    F = "F"  # -12 V: EVSE not available (fault)
+
+    @property
+    def plugged(self) -> bool:
+        return self in (Pilot.B, Pilot.C, Pilot.D)
+
+    @property
+    def wants_power(self) -> bool:
+        return self in (Pilot.C, Pilot.D)
+
+
+class LockState(enum.StrEnum):
+    UNLOCKED = "unlocked"
+    LOCKED = "locked"
+    FAILED = "failed"  # the lock did not reach the state asked for (or reports a fault)
+    NONE = "none"  # no lock (a fixed cable, or a socket without one)
+
+
+class Fault(enum.StrEnum):
+    """Faults a charge controller reports (EVerest evse_board_support's error kinds, in our words)."""
+
+    RCD = "rcd"  # residual current device tripped
+    DIODE = "diode"  # the vehicle's pilot diode is missing or shorted
+    OVERCURRENT = "overcurrent"
+    OVERTEMPERATURE = "overtemperature"
+    RELAY_WELDED = "relay_welded"  # the contactor stays closed when told to open
+    LOCK_FAILURE = "lock_failure"
+    NO_GROUND = "no_ground"
+    CONTROLLER_SILENT = "controller_silent"  # the controller stopped answering
+
+
 class ConnectorStatus(enum.StrEnum):
     """What the CSMS is told (1.6 ChargePointStatus / 2.0.1 ConnectorStatus are both derived from it)."""
 

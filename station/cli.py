@@ -108,7 +108,7 @@ def _evse_count(text: str) -> int:
         return check_evse_count(int(text))
     except ValueError as exc:
         raise argparse.ArgumentTypeError(
-            str(exc) if text.strip().lstrip("-").isdigit() else f"--evses wants a whole number, not {text!r}"
+            str(exc) if text.strip().lstrip("-").isdigit() else f"not a whole number: {text!r}"
         ) from exc
 
 

@@ -64,7 +64,7 @@ def demo_json(results: list[DemoResult]) -> dict[str, Any]:
 
 def check_evse_count(evses: int) -> int:
     if not 1 <= evses <= MAX_EVSES:
-        raise ValueError(f"--evses must be between 1 and {MAX_EVSES} (EVSEs on the demo's one bus), not {evses}")
+        raise ValueError(f"the demo runs 1 to {MAX_EVSES} EVSEs (on its one bus), not {evses}")
     return evses
 
 
@@ -141,10 +141,20 @@ def _evse_of_start(payload: dict[str, Any]) -> Any:
     return payload["connectorId"] if "connectorId" in payload else (payload.get("evse") or {}).get("id")
 
 
-def _ends(payload: dict[str, Any], transaction_id: str) -> bool:
-    if "transactionInfo" in payload:
-        return bool(payload["eventType"] == "Ended" and payload["transactionInfo"]["transactionId"] == transaction_id)
-    return str(payload.get("transactionId")) == transaction_id
+def _available_on(evse_id: int) -> Callable[[dict[str, Any]], bool]:
+    return lambda payload: _status(payload) == "Available" and _where(payload) == evse_id
+
+
+def _ends_transaction(transaction_id: str) -> Callable[[dict[str, Any]], bool]:
+    """Whether a StopTransaction / TransactionEvent is the end of `transaction_id`."""
+
+    def ends(payload: dict[str, Any]) -> bool:
+        if "transactionInfo" in payload:
+            info = payload["transactionInfo"]
+            return bool(payload.get("eventType") == "Ended" and info.get("transactionId") == transaction_id)
+        return str(payload.get("transactionId")) == transaction_id
+
+    return ends
 
 
 @dataclass
@@ -193,9 +203,7 @@ async def run_demo(
                     )
                 await csms.wait_connected(STATION_ID)
                 for n in ids:
-                    await csms.wait_for(
-                        "StatusNotification", lambda p, n=n: _status(p) == "Available" and _where(p) == n
-                    )
+                    await csms.wait_for("StatusNotification", _available_on(n))
                 connectors = "connector 1" if evses == 1 else f"connectors 1..{evses}"
                 say(f"station {STATION_ID} connected (OCPP {ocpp_version}), booted, {connectors} Available")
 
@@ -211,7 +219,8 @@ async def run_demo(
                         f"{on(n)}meter started its transaction; {start.action} with start reading "
                         f"{_start_reading(start.payload)} Wh, transactionId={transaction_id}"
                     )
-                    await csms.wait_until(lambda n=n: station.runtime.core.evses[n].phase.value == "charging")
+                    evse = station.runtime.core.evses[n]
+                    await csms.wait_until(lambda: evse.phase.value == "charging")  # noqa: B023 -- awaited here
                 loop = asyncio.get_running_loop()
                 end = loop.time() + seconds
                 while loop.time() < end:
@@ -230,7 +239,7 @@ async def run_demo(
                     say(f"{on(n)}CSMS -> {stop_name}: {status}; the meter ends and signs the transaction")
                     session.stop = await csms.wait_for(
                         "TransactionEvent" if ocpp_version == "2.0.1" else "StopTransaction",
-                        lambda p, t=session.transaction_id: _ends(p, t),
+                        _ends_transaction(session.transaction_id),
                         after=mark,
                         timeout=60,
                     )

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -22,19 +21,24 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from bench.common import (
+    SIGNING_TIME,
+    STATION,
+    minimal_session_bytes,
+    minimal_session_frames,
+    proc_cpu_seconds,
+    proc_peak_rss_mb,
+)
 from station.app import running_station
-from station.bus import LineSettings, ModbusDevice, read_frame_sizes, write_frame_sizes
+from station.bus import LineSettings, ModbusDevice
 from station.bus.codec import str_to_regs
 from station.config import parse_config
 from station.demo.csms import LocalCsms
 from station.meter import ocmf
 from station.meter.interface import MeterTransactionRequest
 from station.meter.nullmodem import byte_time
-from station.meter.smartme import STATUS_BLOCK_REGS, SmartMeMeter, metadata_json
+from station.meter.smartme import SmartMeMeter, metadata_json
 from station.store import Store
-
-STATION = "BENCH-1"
-SIGNING_TIME = 0.5
 
 
 def config(workdir: Path, url: str, baud: int, **meter: Any) -> dict[str, Any]:
@@ -54,38 +58,6 @@ def link_of(station: Any) -> ModbusDevice:
     meter = station.meters[1]
     assert isinstance(meter, SmartMeMeter)
     return meter.device
-
-
-def minimal_session_bytes(record_bytes: int, metadata_regs: int) -> tuple[int, int]:
-    """Bytes the register map makes unavoidable for (start, stop): every frame the procedure needs, reads in the
-    largest blocks, one status poll after each command."""
-
-    def read(n: int) -> int:
-        total = 0
-        while n > 0:
-            total += sum(read_frame_sizes(min(n, 125)))
-            n -= 125
-        return total
-
-    def write(n: int) -> int:
-        total = 0
-        while n > 0:
-            total += sum(write_frame_sizes(min(n, 123)))
-            n -= 123
-        return total
-
-    status = read(STATUS_BLOCK_REGS)
-    start = status + write(metadata_regs) + 8 + 8 + 8 + 8 + status  # idle check, metadata, length, command, poll
-    stop = status + 8 + 8 + status + read((record_bytes + 1) // 2) + 8 + 8 + status  # check, end, poll, record, ack
-    return start, stop
-
-
-def minimal_session_frames(record_bytes: int, metadata_regs: int) -> tuple[int, int]:
-    """Frames of the same procedures as `minimal_session_bytes`: each one owes the line the RTU inter-frame silence
-    (3.5 characters) before it, which is wire time too."""
-    start = 1 + -(-metadata_regs // 123) + 1 + 1 + 1  # idle check, metadata, length, command, poll
-    stop = 1 + 1 + 1 + -(-((record_bytes + 1) // 2) // 125) + 1 + 1  # check, end, poll, record, ack, poll
-    return start, stop
 
 
 async def sessions(baud: int, count: int) -> dict[str, float]:
@@ -162,18 +134,6 @@ def ocmf_verify_per_s(seconds: float) -> dict[str, float]:
             n += 1
         out[name] = round(n / (time.perf_counter() - t0))
     return out
-
-
-def proc_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def proc_peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 async def daemon_figures(baud: int, idle_seconds: float, charging_seconds: float, n_sessions: int) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--json]`: the figures of issue 7, measured on this machine.
+"""`python -m bench [--quick] [--json] [--only PART]`: the figures of issues 7 and 17, measured on this machine.
 
 Everything runs for real: the daemon (in-process or as `station run`), the local CSMS on loopback, the smart-me
 simulator behind a wire-time-emulating virtual serial line (each byte released after its transmission time at the
@@ -29,6 +29,8 @@ from bench.common import (
     proc_cpu_seconds,
     proc_peak_rss_mb,
 )
+from bench.evses import BAUD, COUNTS, measure_evses, parse_counts
+from bench.evses import TARGETS as EVSE_TARGETS
 from station.app import running_station
 from station.bus import LineSettings, ModbusDevice
 from station.bus.codec import str_to_regs
@@ -242,22 +244,32 @@ TARGETS = {
 }
 
 
-async def measure(quick: bool, say: Callable[[str], None]) -> dict[str, Any]:
+PARTS = ("sessions", "daemon", "backlog", "verify", "evses")
+
+
+async def measure(
+    quick: bool, say: Callable[[str], None], only: str | None = None, evse_counts: tuple[int, ...] = COUNTS
+) -> dict[str, Any]:
     result: dict[str, Any] = {}
+    parts = PARTS if only is None else (only,)
     for baud in (9600, 19200):
-        say(f"sessions at {baud} baud ...")
-        figures = await sessions(baud, 3 if quick else 20)
-        if baud == 9600:
-            say("daemon process figures ...")
-            figures.update(
-                await daemon_figures(baud, 10 if quick else 120, 10 if quick else 120, 20 if quick else 1000)
-            )
-            result.update(figures)
-        else:
-            result["19200"] = figures
-    say("offline backlog ...")
-    result["backlog_msgs_per_s"] = await backlog(1000 if quick else 10000)
-    result["ocmf_verify_per_s"] = ocmf_verify_per_s(1.0 if quick else 5.0)
+        if "sessions" in parts:
+            say(f"sessions at {baud} baud ...")
+            figures = await sessions(baud, 3 if quick else 20)
+            if baud == 9600:
+                result.update(figures)
+            else:
+                result["19200"] = figures
+    if "daemon" in parts:
+        say("daemon process figures ...")
+        result.update(await daemon_figures(9600, 10 if quick else 120, 10 if quick else 120, 20 if quick else 1000))
+    if "backlog" in parts:
+        say("offline backlog ...")
+        result["backlog_msgs_per_s"] = await backlog(1000 if quick else 10000)
+    if "verify" in parts:
+        result["ocmf_verify_per_s"] = ocmf_verify_per_s(1.0 if quick else 5.0)
+    if "evses" in parts:
+        result.update(await measure_evses(evse_counts, 2 if quick else 12, say))
     return result
 
 
@@ -265,21 +277,43 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="a run under a minute or two, fewer samples")
     parser.add_argument("--json", action="store_true", help="one JSON object instead of the table")
+    parser.add_argument("--only", choices=PARTS, help="run one part of the bench")
+    parser.add_argument(
+        "--evse-counts",
+        default=",".join(map(str, COUNTS)),
+        metavar="N,N",
+        help="EVSE counts of the evses part (default 2,4), each against one EVSE",
+    )
     args = parser.parse_args()
+    try:
+        counts = parse_counts(args.evse_counts)
+    except ValueError as exc:
+        parser.error(str(exc))
     from station.logs import configure
 
     configure("error", "console")
-    result = asyncio.run(measure(args.quick, (lambda _: None) if args.json else print))
+    result = asyncio.run(measure(args.quick, (lambda _: None) if args.json else print, args.only, counts))
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"\n{'figure':24} {'9600 baud':>14} {'19200 baud':>14}  target")
-    for key, target in TARGETS.items():
-        value = result.get(key)
-        other = result["19200"].get(key, "")
-        print(f"{key:24} {json.dumps(value):>14} {json.dumps(other) if other != '' else '':>14}  {target}")
-    curve = ", ".join(f"{n}: {mb}" for n, mb in result.get("rss_mb_by_session", {}).items())
-    print(f"\npeak RSS (MB) after session n of `station run`: {curve}")
+    if any(key in result for key in TARGETS):
+        print(f"\n{'figure':24} {'9600 baud':>14} {'19200 baud':>14}  target")
+        for key, target in TARGETS.items():
+            if key not in result:
+                continue
+            value = result.get(key)
+            other = result.get("19200", {}).get(key, "")
+            print(f"{key:24} {json.dumps(value):>14} {json.dumps(other) if other != '' else '':>14}  {target}")
+    if "rss_mb_by_session" in result:
+        curve = ", ".join(f"{n}: {mb}" for n, mb in result["rss_mb_by_session"].items())
+        print(f"\npeak RSS (MB) after session n of `station run`: {curve}")
+    evses = [key for key in result if key.startswith("evses_")]
+    if evses:
+        print(f"\nseveral EVSEs on one {BAUD} baud bus, MeterValues every second ({', '.join(evses)})")
+        print(f"{'figure':24} " + " ".join(f"{key:>10}" for key in evses) + "  target")
+        for key in (*EVSE_TARGETS, "peak_rss_mb", "peak_rss_mb_one_evse", "meter_values_interval_s", "sessions"):
+            values = " ".join(f"{json.dumps(result[e].get(key)):>10}" for e in evses)
+            print(f"{key:24} {values}  {EVSE_TARGETS.get(key, '')}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--json]`: the figures of issue 7, measured on this machine.
+"""`python -m bench [--quick] [--json] [--only PART]`: the figures of issues 7 and 17, measured on this machine.
 
 Everything runs for real: the daemon (in-process or as `station run`), the local CSMS on loopback, the smart-me
 simulator behind a wire-time-emulating virtual serial line (each byte released after its transmission time at the
@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -22,19 +21,26 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from bench.common import (
+    SIGNING_TIME,
+    STATION,
+    minimal_session_bytes,
+    minimal_session_frames,
+    proc_cpu_seconds,
+    proc_peak_rss_mb,
+)
+from bench.evses import BAUD, COUNTS, measure_evses, parse_counts
+from bench.evses import TARGETS as EVSE_TARGETS
 from station.app import running_station
-from station.bus import LineSettings, ModbusDevice, read_frame_sizes, write_frame_sizes
+from station.bus import LineSettings, ModbusDevice
 from station.bus.codec import str_to_regs
 from station.config import parse_config
 from station.demo.csms import LocalCsms
 from station.meter import ocmf
 from station.meter.interface import MeterTransactionRequest
 from station.meter.nullmodem import byte_time
-from station.meter.smartme import STATUS_BLOCK_REGS, SmartMeMeter, metadata_json
+from station.meter.smartme import SmartMeMeter, metadata_json
 from station.store import Store
-
-STATION = "BENCH-1"
-SIGNING_TIME = 0.5
 
 
 def config(workdir: Path, url: str, baud: int, **meter: Any) -> dict[str, Any]:
@@ -54,38 +60,6 @@ def link_of(station: Any) -> ModbusDevice:
     meter = station.meters[1]
     assert isinstance(meter, SmartMeMeter)
     return meter.device
-
-
-def minimal_session_bytes(record_bytes: int, metadata_regs: int) -> tuple[int, int]:
-    """Bytes the register map makes unavoidable for (start, stop): every frame the procedure needs, reads in the
-    largest blocks, one status poll after each command."""
-
-    def read(n: int) -> int:
-        total = 0
-        while n > 0:
-            total += sum(read_frame_sizes(min(n, 125)))
-            n -= 125
-        return total
-
-    def write(n: int) -> int:
-        total = 0
-        while n > 0:
-            total += sum(write_frame_sizes(min(n, 123)))
-            n -= 123
-        return total
-
-    status = read(STATUS_BLOCK_REGS)
-    start = status + write(metadata_regs) + 8 + 8 + 8 + 8 + status  # idle check, metadata, length, command, poll
-    stop = status + 8 + 8 + status + read((record_bytes + 1) // 2) + 8 + 8 + status  # check, end, poll, record, ack
-    return start, stop
-
-
-def minimal_session_frames(record_bytes: int, metadata_regs: int) -> tuple[int, int]:
-    """Frames of the same procedures as `minimal_session_bytes`: each one owes the line the RTU inter-frame silence
-    (3.5 characters) before it, which is wire time too."""
-    start = 1 + -(-metadata_regs // 123) + 1 + 1 + 1  # idle check, metadata, length, command, poll
-    stop = 1 + 1 + 1 + -(-((record_bytes + 1) // 2) // 125) + 1 + 1  # check, end, poll, record, ack, poll
-    return start, stop
 
 
 async def sessions(baud: int, count: int) -> dict[str, float]:
@@ -162,18 +136,6 @@ def ocmf_verify_per_s(seconds: float) -> dict[str, float]:
             n += 1
         out[name] = round(n / (time.perf_counter() - t0))
     return out
-
-
-def proc_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def proc_peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 async def daemon_figures(baud: int, idle_seconds: float, charging_seconds: float, n_sessions: int) -> dict[str, Any]:
@@ -282,22 +244,32 @@ TARGETS = {
 }
 
 
-async def measure(quick: bool, say: Callable[[str], None]) -> dict[str, Any]:
+PARTS = ("sessions", "daemon", "backlog", "verify", "evses")
+
+
+async def measure(
+    quick: bool, say: Callable[[str], None], only: str | None = None, evse_counts: tuple[int, ...] = COUNTS
+) -> dict[str, Any]:
     result: dict[str, Any] = {}
+    parts = PARTS if only is None else (only,)
     for baud in (9600, 19200):
-        say(f"sessions at {baud} baud ...")
-        figures = await sessions(baud, 3 if quick else 20)
-        if baud == 9600:
-            say("daemon process figures ...")
-            figures.update(
-                await daemon_figures(baud, 10 if quick else 120, 10 if quick else 120, 20 if quick else 1000)
-            )
-            result.update(figures)
-        else:
-            result["19200"] = figures
-    say("offline backlog ...")
-    result["backlog_msgs_per_s"] = await backlog(1000 if quick else 10000)
-    result["ocmf_verify_per_s"] = ocmf_verify_per_s(1.0 if quick else 5.0)
+        if "sessions" in parts:
+            say(f"sessions at {baud} baud ...")
+            figures = await sessions(baud, 3 if quick else 20)
+            if baud == 9600:
+                result.update(figures)
+            else:
+                result["19200"] = figures
+    if "daemon" in parts:
+        say("daemon process figures ...")
+        result.update(await daemon_figures(9600, 10 if quick else 120, 10 if quick else 120, 20 if quick else 1000))
+    if "backlog" in parts:
+        say("offline backlog ...")
+        result["backlog_msgs_per_s"] = await backlog(1000 if quick else 10000)
+    if "verify" in parts:
+        result["ocmf_verify_per_s"] = ocmf_verify_per_s(1.0 if quick else 5.0)
+    if "evses" in parts:
+        result.update(await measure_evses(evse_counts, 2 if quick else 12, say))
     return result
 
 
@@ -305,21 +277,43 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="a run under a minute or two, fewer samples")
     parser.add_argument("--json", action="store_true", help="one JSON object instead of the table")
+    parser.add_argument("--only", choices=PARTS, help="run one part of the bench")
+    parser.add_argument(
+        "--evse-counts",
+        default=",".join(map(str, COUNTS)),
+        metavar="N,N",
+        help="EVSE counts of the evses part (default 2,4), each against one EVSE",
+    )
     args = parser.parse_args()
+    try:
+        counts = parse_counts(args.evse_counts)
+    except ValueError as exc:
+        parser.error(str(exc))
     from station.logs import configure
 
     configure("error", "console")
-    result = asyncio.run(measure(args.quick, (lambda _: None) if args.json else print))
+    result = asyncio.run(measure(args.quick, (lambda _: None) if args.json else print, args.only, counts))
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"\n{'figure':24} {'9600 baud':>14} {'19200 baud':>14}  target")
-    for key, target in TARGETS.items():
-        value = result.get(key)
-        other = result["19200"].get(key, "")
-        print(f"{key:24} {json.dumps(value):>14} {json.dumps(other) if other != '' else '':>14}  {target}")
-    curve = ", ".join(f"{n}: {mb}" for n, mb in result.get("rss_mb_by_session", {}).items())
-    print(f"\npeak RSS (MB) after session n of `station run`: {curve}")
+    if any(key in result for key in TARGETS):
+        print(f"\n{'figure':24} {'9600 baud':>14} {'19200 baud':>14}  target")
+        for key, target in TARGETS.items():
+            if key not in result:
+                continue
+            value = result.get(key)
+            other = result.get("19200", {}).get(key, "")
+            print(f"{key:24} {json.dumps(value):>14} {json.dumps(other) if other != '' else '':>14}  {target}")
+    if "rss_mb_by_session" in result:
+        curve = ", ".join(f"{n}: {mb}" for n, mb in result["rss_mb_by_session"].items())
+        print(f"\npeak RSS (MB) after session n of `station run`: {curve}")
+    evses = [key for key in result if key.startswith("evses_")]
+    if evses:
+        print(f"\nseveral EVSEs on one {BAUD} baud bus, MeterValues every second ({', '.join(evses)})")
+        print(f"{'figure':24} " + " ".join(f"{key:>10}" for key in evses) + "  target")
+        for key in (*EVSE_TARGETS, "peak_rss_mb", "peak_rss_mb_one_evse", "meter_values_interval_s", "sessions"):
+            values = " ".join(f"{json.dumps(result[e].get(key)):>10}" for e in evses)
+            print(f"{key:24} {values}  {EVSE_TARGETS.get(key, '')}")
     return 0
 
 

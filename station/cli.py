@@ -73,7 +73,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from station.demo.session import print_result, run_demo
+    from station.demo.session import demo_json, print_results, run_demo
 
     _setup_logging("debug" if args.verbose else "error")
 
@@ -82,17 +82,34 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             print(text, flush=True)
 
     try:
-        result = asyncio.run(
-            run_demo(seconds=args.seconds, ocpp_version=args.ocpp, meter_model=args.meter_model, say=say)
+        results = asyncio.run(
+            run_demo(
+                seconds=args.seconds,
+                ocpp_version=args.ocpp,
+                meter_model=args.meter_model,
+                evses=args.evses,
+                say=say,
+            )
         )
     except (TimeoutError, ValueError) as exc:
         print(f"demo failed: {exc!r}", file=sys.stderr)
         return EXIT_FAILED
     if args.json:
-        print(json.dumps(result.as_json()))
+        print(json.dumps(demo_json(results)))
     else:
-        print_result(result)
-    return EXIT_OK if result.verified else EXIT_FAILED
+        print_results(results)
+    return EXIT_OK if all(result.verified for result in results) else EXIT_FAILED
+
+
+def _evse_count(text: str) -> int:
+    from station.demo.session import check_evse_count
+
+    try:
+        return check_evse_count(int(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            str(exc) if text.strip().lstrip("-").isdigit() else f"not a whole number: {text!r}"
+        ) from exc
 
 
 # --------------------------------------------------------------------------- simulators
@@ -384,11 +401,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_run)
 
-    p = sub.add_parser("demo", help="one whole signed charging session on the built-in simulators")
+    p = sub.add_parser("demo", help="signed charging sessions (one per EVSE) on the built-in simulators")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the story")
     p.add_argument("--ocpp", default="1.6", choices=["1.6", "2.0.1"], help="OCPP version to use")
     p.add_argument("--seconds", type=float, default=4.0, help="how long to charge")
     p.add_argument("--meter-model", default="smartme", choices=list(METER_MODELS), help="which simulated meter")
+    p.add_argument(
+        "--evses",
+        type=_evse_count,
+        default=1,
+        metavar="N",
+        help="EVSEs on one simulated bus, 1..4, each with its own meter: overlapping sessions (default 1)",
+    )
     p.add_argument("--verbose", action="store_true", help="show the daemon's log lines")
     p.set_defaults(func=_cmd_demo)
 

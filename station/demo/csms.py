@@ -491,10 +491,12 @@ class LocalCsms:
     def version_of(self, station_id: str) -> str:
         return str(self.stations[station_id].version)
 
-    async def start_session(self, station_id: str, id_tag: str) -> str:
+    async def start_session(self, station_id: str, id_tag: str, evse_id: int | None = 1) -> str:
+        """A remote start on `evse_id` (1.6: that connector; 2.0.1: that EVSE, its remoteStartId the EVSE's id);
+        None names none (the station picks an available one)."""
         if self.version_of(station_id) == "2.0.1":
-            return await self.request_start(station_id, id_tag)
-        return await self.remote_start(station_id, id_tag)
+            return await self.request_start(station_id, id_tag, evse_id=evse_id, remote_start_id=evse_id or 1)
+        return await self.remote_start(station_id, id_tag, connector_id=evse_id)
 
     async def wait_session_started(
         self, station_id: str, *, after: int = 0, timeout: float = 30
@@ -521,16 +523,23 @@ class LocalCsms:
             )
         return await self.wait_for("StopTransaction", after=after, timeout=timeout)
 
-    async def meter_public_key(self, station_id: str) -> str:
-        """The meter's key the way a CSMS reads it: MeterPublicKey1 (1.6) or FiscalMetering.PublicKey (2.0.1)."""
+    async def meter_public_key(self, station_id: str, evse_id: int = 1) -> str:
+        """The key of `evse_id`'s meter the way a CSMS reads it: MeterPublicKey<N> (1.6, OCA application note) or
+        FiscalMetering.PublicKey of EVSE N (2.0.1)."""
         if self.version_of(station_id) == "2.0.1":
             results = await self.get_variables(
                 station_id,
-                [{"component": {"name": "FiscalMetering", "evse": {"id": 1}}, "variable": {"name": "PublicKey"}}],
+                [
+                    {
+                        "component": {"name": "FiscalMetering", "evse": {"id": evse_id}},
+                        "variable": {"name": "PublicKey"},
+                    }
+                ],
             )
             return str(results[0].get("attribute_value", ""))
-        keys = await self.get_configuration(station_id, ["MeterPublicKey1"])
-        return keys.get("MeterPublicKey1", "")
+        name = f"MeterPublicKey{evse_id}"
+        keys = await self.get_configuration(station_id, [name])
+        return keys.get(name, "")
 
     # ------------------------------------------------------------------ issue 15: boot answers, raw frames and the
     # CSMS-initiated calls the conformance tests need

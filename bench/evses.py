@@ -1,0 +1,187 @@
+"""Several EVSEs on one bus (issue 17 item 11): `station run` with N EVSEs, each with its own smart-me simulator
+(device ids 1..N) on one simulated RS-485 line at 9600 baud whose virtual cable releases every byte after its
+transmission time, all charging with MeterValues every second (MeterValueSampleInterval = 1) so that the line is
+busy with every neighbour's sampling while one EVSE stops.
+
+Two figures per N:
+
+- stop -> signed record ratio: the time from the CSMS's RemoteStopTransaction to the StopTransaction carrying the
+  signed record arriving at the CSMS, divided by the wire time of the stop's own frames (with the RTU inter-frame
+  silence before each, plus the meter's signing time, as in the single-EVSE figure) plus one neighbour frame (the
+  largest sampling exchange, request and answer, that may be on the line when the stop's first frame wants it: the
+  bus puts transaction work first, so it waits for at most that one). Worst and median over the stops, which go
+  round the EVSEs while the others keep charging;
+- peak RSS growth per extra EVSE: the daemon's peak RSS (VmHWM) with N EVSEs minus with 1 after the same number of
+  stops, divided by N - 1. The in-process simulators live in the daemon's process, so this is an upper bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from bench.common import SIGNING_TIME, STATION, minimal_session_bytes, minimal_session_frames, proc_peak_rss_mb
+from station.bus import LineSettings, read_frame_sizes
+from station.demo.csms import LocalCsms, Received
+from station.demo.session import extract_signed_record
+
+BAUD = 9600
+COUNTS = (2, 4)
+MAX_EVSES = 16  # --evse-counts is bounded: each EVSE is a meter on the one 9600 baud line
+# The largest exchange a charging neighbour puts on the line between two samples: SmartMeMeter.live_values reads 12
+# registers (energy import/export, power, voltages, currents); the status poll reads fewer.
+NEIGHBOUR_READ_REGS = 12
+
+TARGETS = {
+    "stop_ratio_worst": "<= 1.15",
+    "stop_ratio_median": "<= 1.15",
+    "rss_mb_per_extra_evse": "<= 2",
+}
+
+
+def station_toml(workdir: Path, url: str, evses: int) -> str:
+    """`station run`'s config: EVSEs 1..`evses` on one simulated bus, a meter each (device id = EVSE id)."""
+    lines = [
+        f'[station]\nid = "{STATION}"\n',
+        f'[csms]\nurl = "{url}"\nreconnect_min = 0.1\n',
+        f'[bus.rs485]\ntransport = "simulated"\nbaudrate = {BAUD}\n',
+    ]
+    for n in range(1, evses + 1):
+        lines.append(
+            f'[[evse]]\nid = {n}\n[evse.meter]\nmodel = "smartme"\nbus = "rs485"\ndevice_id = {n}\n'
+            f'[evse.meter.simulator]\nsigning_time = {SIGNING_TIME}\nstate = "{workdir / f"m{n}.json"}"\n'
+        )
+    lines.append(f'[storage]\npath = "{workdir / "s.db"}"\n')
+    return "\n".join(lines)
+
+
+def stop_wire_time(record_bytes: int, settings: LineSettings) -> float:
+    """The stop's own frames (bytes and the silence before each), the meter's signing time, and one neighbour
+    exchange with its silence."""
+    _, stop_bytes = minimal_session_bytes(record_bytes, 0)
+    _, stop_frames = minimal_session_frames(record_bytes, 0)
+    neighbour = settings.wire_time(sum(read_frame_sizes(NEIGHBOUR_READ_REGS))) + settings.inter_frame_silence
+    return settings.wire_time(stop_bytes) + stop_frames * settings.inter_frame_silence + SIGNING_TIME + neighbour
+
+
+def _status_on(connector: int, *statuses: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda p: p.get("connectorId") == connector and p.get("status") in statuses
+
+
+def _stop_of(transaction_id: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda p: str(p.get("transactionId")) == transaction_id
+
+
+def sample_intervals(meter_values: list[Received]) -> list[float]:
+    """Seconds between consecutive MeterValues of each transaction, as the CSMS received them, sorted."""
+    last: dict[Any, datetime] = {}
+    out: list[float] = []
+    for message in meter_values:
+        tx = message.payload.get("transactionId")
+        if tx in last:
+            out.append((message.at - last[tx]).total_seconds())
+        last[tx] = message.at
+    return sorted(out)
+
+
+async def _start(csms: LocalCsms, connector: int) -> str:
+    mark = len(csms.received)
+    status = await csms.remote_start(STATION, f"BENCH-{connector}", connector_id=connector)
+    if status != "Accepted":
+        raise RuntimeError(f"RemoteStartTransaction on connector {connector}: {status}")
+    start, transaction_id = await csms.wait_session_started(STATION, after=mark, timeout=60)
+    if start.payload.get("connectorId") != connector:
+        raise RuntimeError(f"the start asked of connector {connector} arrived as {start.payload!r}")
+    await csms.wait_for("StatusNotification", _status_on(connector, "Charging"), after=mark, timeout=60)
+    return transaction_id
+
+
+async def one_station(evses: int, stops: int) -> dict[str, Any]:
+    """`station run` with `evses` EVSEs charging; `stops` stops going round them, each restarted afterwards.
+    The stop ratios and the daemon's peak RSS."""
+    settings = LineSettings("bench", baudrate=BAUD)
+    ratios: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        csms = await LocalCsms().start()
+        path = workdir / "station.toml"
+        path.write_text(station_toml(workdir, csms.url, evses))
+        proc = subprocess.Popen(  # noqa: ASYNC220 -- started once; its own process is what is measured
+            [sys.executable, "-m", "station", "run", "--config", str(path), "--log-level", "warning"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            await csms.wait_for("BootNotification", timeout=60)
+            for n in range(1, evses + 1):
+                await csms.wait_for("StatusNotification", _status_on(n, "Available"), timeout=60)
+            if await csms.change_configuration(STATION, "MeterValueSampleInterval", "1") != "Accepted":
+                raise RuntimeError("MeterValueSampleInterval = 1 was not accepted")
+            transactions = {n: await _start(csms, n) for n in range(1, evses + 1)}
+            sampled_from = len(csms.messages("MeterValues"))
+            for i in range(stops):
+                n = i % evses + 1
+                # Let the neighbours sample for a while, and land the stop at a different phase of the 1 s sampling.
+                await asyncio.sleep(1.0 + (i * 0.37) % 1.0)
+                mark = len(csms.received)
+                t0 = time.perf_counter()
+                status = await csms.remote_stop(STATION, int(transactions[n]))
+                if status != "Accepted":
+                    raise RuntimeError(f"RemoteStopTransaction on connector {n}: {status}")
+                stop = await csms.wait_for("StopTransaction", _stop_of(transactions[n]), after=mark, timeout=60)
+                elapsed = time.perf_counter() - t0
+                record, _ = extract_signed_record(stop.payload)
+                ratios.append(elapsed / stop_wire_time(len(record.encode()), settings))
+                await csms.wait_for("StatusNotification", _status_on(n, "Available"), after=mark, timeout=60)
+                transactions[n] = await _start(csms, n)
+            intervals = sample_intervals(csms.messages("MeterValues")[sampled_from:])
+            peak = proc_peak_rss_mb(proc.pid)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+            await csms.stop()
+    ratios.sort()
+    return {
+        "stop_ratio_worst": round(ratios[-1], 3) if ratios else math.nan,
+        "stop_ratio_median": round(ratios[len(ratios) // 2], 3) if ratios else math.nan,
+        "peak_rss_mb": round(peak, 2),
+        "sessions": stops,
+        # the median time between two MeterValues of one transaction while the stops went round
+        "meter_values_interval_s": round(intervals[len(intervals) // 2], 3) if intervals else math.nan,
+    }
+
+
+async def measure_evses(
+    counts: tuple[int, ...], stops: int, say: Callable[[str], None] = print
+) -> dict[str, dict[str, Any]]:
+    """`evses_N` for each N of `counts`: the stop ratios with N EVSEs on one bus, and peak RSS per extra EVSE
+    against the same run with one EVSE."""
+    say(f"one EVSE on a {BAUD} baud bus (the RSS baseline) ...")
+    base = await one_station(1, stops)
+    out: dict[str, dict[str, Any]] = {}
+    for n in counts:
+        say(f"{n} EVSEs on one {BAUD} baud bus, MeterValues every second, {stops} stops ...")
+        figures = await one_station(n, stops)
+        figures["rss_mb_per_extra_evse"] = round((figures["peak_rss_mb"] - base["peak_rss_mb"]) / (n - 1), 2)
+        figures["peak_rss_mb_one_evse"] = base["peak_rss_mb"]
+        out[f"evses_{n}"] = figures
+    return out
+
+
+def parse_counts(text: str) -> tuple[int, ...]:
+    """`--evse-counts 2,4`: EVSE counts 2..MAX_EVSES (one is the baseline every count is compared with)."""
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"--evse-counts wants whole numbers separated by commas, not {text!r}") from None
+    if not counts or len(counts) > 4 or any(not 2 <= n <= MAX_EVSES for n in counts):
+        raise ValueError(f"--evse-counts wants one to four counts, each 2..{MAX_EVSES}, not {text!r}")
+    return counts

@@ -1,0 +1,71 @@
+"""`python -m bench --only evses` (issue 17 item 11) in a tiny configuration: 2 EVSEs on one wire-time-emulating
+9600 baud line, 2 stops. Checks the JSON it prints has the figures and that they are sane; not the targets (this is a
+wall-clock measurement on a shared machine)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.common import minimal_session_bytes, minimal_session_frames
+from bench.evses import parse_counts, station_toml, stop_wire_time
+from station.bus import LineSettings
+from station.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow  # three `station run` processes on a 9600 baud line
+def test_bench_evses_part_prints_both_figures() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--only", "evses", "--quick", "--evse-counts", "2", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert list(result) == ["evses_2"]  # --only evses: nothing else ran
+    figures = result["evses_2"]
+    assert figures["sessions"] == 2
+    for key in ("stop_ratio_worst", "stop_ratio_median", "rss_mb_per_extra_evse", "meter_values_interval_s"):
+        assert math.isfinite(figures[key]), key
+    # The stop took at least about the wire and signing time it needs: a ratio far under 1 means the line did not
+    # emulate wire time, or the figure measures something else.
+    assert 0.5 < figures["stop_ratio_median"] <= figures["stop_ratio_worst"] < 20
+    assert 0 < figures["peak_rss_mb"] < 500 and 0 < figures["peak_rss_mb_one_evse"] < 500
+    assert abs(figures["rss_mb_per_extra_evse"]) < 50
+    assert 0.5 < figures["meter_values_interval_s"] < 5  # MeterValueSampleInterval = 1 took effect
+
+
+def test_the_stop_allowance_is_the_stops_frames_plus_one_neighbour_exchange() -> None:
+    settings = LineSettings("x", baudrate=9600)
+    _, stop_bytes = minimal_session_bytes(700, 0)
+    _, frames = minimal_session_frames(700, 0)
+    own = stop_bytes * settings.byte_time + frames * settings.inter_frame_silence
+    neighbour = stop_wire_time(700, settings) - own - 0.5  # the simulated meter signs in 0.5 s
+    # one FC03 read of 12 registers: 8 bytes out, 29 back, and the silence before it
+    assert neighbour == pytest.approx((8 + 29) * settings.byte_time + settings.inter_frame_silence)
+
+
+def test_the_bench_station_has_every_evse_on_one_simulated_bus(tmp_path: Path) -> None:
+    path = tmp_path / "station.toml"
+    path.write_text(station_toml(tmp_path, "ws://127.0.0.1:1/ocpp", 4))
+    config = load_config(str(path))
+    assert [e.id for e in config.evses] == [1, 2, 3, 4]
+    assert [e.meter.device_id for e in config.evses] == [1, 2, 3, 4]
+    assert {e.meter.bus for e in config.evses} == {"rs485"}
+    assert config.buses["rs485"].transport == "simulated" and config.buses["rs485"].baudrate == 9600
+
+
+@pytest.mark.parametrize("text", ["1", "0,2", "2,x", "", "2,4,8,16,3", "17"])
+def test_evse_counts_are_bounded(text: str) -> None:
+    with pytest.raises(ValueError, match="--evse-counts"):
+        parse_counts(text)
+    assert parse_counts("2,4") == (2, 4)

@@ -16,8 +16,10 @@ class Phase(enum.StrEnum):
     """Where a connector is in its charging cycle. Faults and availability are kept beside it, not in it."""
 
     AVAILABLE = "available"
+    WAITING = "waiting"  # authorized; waiting for the car to be plugged in (EVSEs that see the plug)
     STARTING = "starting"  # the meter has been asked to start a transaction
-    CHARGING = "charging"  # the meter confirmed the start; energy is metered
+    CHARGING = "charging"  # the meter confirmed the start; energy is metered (power flows when the car and EVSE allow)
+    OPENING = "opening"  # the stop is asked for; the relay is opening, the meter ends once it has (feedback)
     STOPPING = "stopping"  # the meter has been asked to end and sign; waiting for the signed record
 
 
@@ -66,6 +68,8 @@ class ConnectorStatus(enum.StrEnum):
     AVAILABLE = "Available"
     PREPARING = "Preparing"
     CHARGING = "Charging"
+    SUSPENDED_EV = "SuspendedEV"
+    SUSPENDED_EVSE = "SuspendedEVSE"
     FINISHING = "Finishing"
     FAULTED = "Faulted"
     UNAVAILABLE = "Unavailable"
@@ -85,6 +89,19 @@ class StopReason(enum.StrEnum):
     DE_AUTHORIZED = "DeAuthorized"
     UNLOCK_COMMAND = "UnlockCommand"
     OTHER = "Other"
+    # 2.0.1 reasons without a 1.6 word (1.6 sends Other for them)
+    GROUND_FAULT = "GroundFault"
+    OVERCURRENT_FAULT = "OvercurrentFault"
+    TIMEOUT = "Timeout"
+
+    @property
+    def ocpp16(self) -> str:
+        """The 1.6 Reason (§7.43) for this stop."""
+        return (
+            "Other"
+            if self in (StopReason.GROUND_FAULT, StopReason.OVERCURRENT_FAULT, StopReason.TIMEOUT)
+            else self.value
+        )
 
 
 class StartSource(enum.StrEnum):
@@ -265,6 +282,53 @@ class AvailabilityChanged:
     connector_id: int = 0
 
 
+@dataclass(frozen=True)
+class EvPilotChanged:
+    """The control pilot of an EVSE changed (the car plugged in, asks for power, pauses, is unplugged). The
+    runtime adds what the settings say about an unplug during a transaction."""
+
+    evse_id: int
+    pilot: Pilot
+    stop_on_ev_disconnect: bool = True  # 1.6 StopTransactionOnEVSideDisconnect / 2.0.1 StopTxOnEVSideDisconnect
+    unlock_on_ev_disconnect: bool = True  # 1.6 UnlockConnectorOnEVSideDisconnect / 2.0.1 UnlockOnEVSideDisconnect
+
+
+@dataclass(frozen=True)
+class EvRelayChanged:
+    evse_id: int
+    closed: bool
+
+
+@dataclass(frozen=True)
+class EvLockChanged:
+    evse_id: int
+    state: LockState
+
+
+@dataclass(frozen=True)
+class EvFaultChanged:
+    evse_id: int
+    fault: Fault
+    active: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ConnectionTimedOut:
+    """The ConnectionTimeOut of a watch (WatchConnection) ran out: a start with no plug in time, or a plug never
+    authorized. Stale tokens (the situation has changed meanwhile) are ignored."""
+
+    evse_id: int
+    token: str
+
+
+@dataclass(frozen=True)
+class UnlockRequested:
+    """Unlock the connector now (UnlockConnector, or the car unplugged with UnlockOnEVSideDisconnect)."""
+
+    evse_id: int
+
+
 Event = (
     StartRequested
     | MeterStarted
@@ -275,6 +339,12 @@ Event = (
     | StoreHealthChanged
     | StationAccepted
     | AvailabilityChanged
+    | EvPilotChanged
+    | EvRelayChanged
+    | EvLockChanged
+    | EvFaultChanged
+    | ConnectionTimedOut
+    | UnlockRequested
 )
 
 
@@ -324,6 +394,37 @@ class ReportStatus:
     connector_id: int = 1  # within the EVSE
 
 
+@dataclass(frozen=True)
+class AllowPower:
+    """Close (on) or open the EVSE's relay. Closed only while the meter's transaction runs, so the signed record
+    covers every Wh; opened before the meter is told to end."""
+
+    evse_id: int
+    on: bool
+
+
+@dataclass(frozen=True)
+class LockConnector:
+    evse_id: int
+    locked: bool
+
+
+@dataclass(frozen=True)
+class WatchConnection:
+    """Start the ConnectionTimeOut clock for `token` (the runtime reports ConnectionTimedOut when it runs out)."""
+
+    evse_id: int
+    token: str
+
+
+@dataclass(frozen=True)
+class RecordChargingState:
+    """The charging state of a running transaction changed (2.0.1 TransactionEvent Updated, ChargingStateChanged)."""
+
+    transaction: Transaction
+    state: str  # 2.0.1 ChargingStateEnumType: EVConnected, Charging, SuspendedEV, SuspendedEVSE, Idle
+
+
 Command = (
     StartMeterTransaction
     | StopMeterTransaction
@@ -331,6 +432,10 @@ Command = (
     | RecordTransactionEnded
     | RecordTransactionAborted
     | ReportStatus
+    | AllowPower
+    | LockConnector
+    | WatchConnection
+    | RecordChargingState
 )
 
 

@@ -10,20 +10,33 @@ being ignored. Adapters feed events in with `handle()` and carry out the command
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 
 from station.core.model import (
+    AllowPower,
     AvailabilityChanged,
     Command,
+    ConnectionTimedOut,
     ConnectorStatus,
     Event,
+    EvFaultChanged,
+    EvLockChanged,
+    EvPilotChanged,
+    EvRelayChanged,
+    Fault,
     Layout,
+    LockConnector,
+    LockState,
     MeterLinkChanged,
     MeterStarted,
     MeterStartFailed,
     MeterStopped,
     Outcome,
     Phase,
+    Pilot,
+    RecordChargingState,
     RecordTransactionAborted,
     RecordTransactionEnded,
     RecordTransactionStarted,
@@ -32,25 +45,56 @@ from station.core.model import (
     StartRequested,
     StationAccepted,
     StopMeterTransaction,
+    StopReason,
     StopRequested,
     StoreHealthChanged,
     Transaction,
+    UnlockRequested,
+    WatchConnection,
 )
 
-# (phase, event type) -> next phase. Anything not listed is impossible and raises InvalidTransition.
-TRANSITIONS: dict[tuple[Phase, type], Phase] = {
-    (Phase.AVAILABLE, StartRequested): Phase.STARTING,
-    (Phase.STARTING, MeterStarted): Phase.CHARGING,
-    (Phase.STARTING, MeterStartFailed): Phase.AVAILABLE,
-    (Phase.CHARGING, StopRequested): Phase.STOPPING,
-    (Phase.STOPPING, MeterStopped): Phase.AVAILABLE,
+# (phase, event type) -> the phases it may lead to. Anything not listed is impossible and raises InvalidTransition.
+# Events about the car (pilot, relay, lock, faults) are taken in every phase; these are the ones that move a phase.
+TRANSITIONS: dict[tuple[Phase, type], tuple[Phase, ...]] = {
+    (Phase.AVAILABLE, StartRequested): (Phase.STARTING, Phase.WAITING),  # WAITING: no car plugged in yet
+    (Phase.WAITING, EvPilotChanged): (Phase.STARTING,),  # the car is plugged in: the meter starts
+    (Phase.WAITING, ConnectionTimedOut): (Phase.AVAILABLE,),  # no car within ConnectionTimeOut: start dropped
+    (Phase.WAITING, StopRequested): (Phase.AVAILABLE,),
+    (Phase.WAITING, EvFaultChanged): (Phase.AVAILABLE,),
+    (Phase.STARTING, MeterStarted): (Phase.CHARGING,),
+    (Phase.STARTING, MeterStartFailed): (Phase.AVAILABLE,),
+    (Phase.CHARGING, StopRequested): (Phase.OPENING, Phase.STOPPING),  # OPENING: the relay opens first
+    (Phase.OPENING, EvRelayChanged): (Phase.STOPPING,),  # the relay reports open: now the meter ends
+    (Phase.OPENING, EvFaultChanged): (Phase.STOPPING,),  # a welded relay cannot open: end the meter anyway
+    (Phase.STOPPING, MeterStopped): (Phase.AVAILABLE,),
 }
 
 PHASE_STATUS: dict[Phase, ConnectorStatus] = {
     Phase.AVAILABLE: ConnectorStatus.AVAILABLE,
+    Phase.WAITING: ConnectorStatus.PREPARING,
     Phase.STARTING: ConnectorStatus.PREPARING,
     Phase.CHARGING: ConnectorStatus.CHARGING,
+    Phase.OPENING: ConnectorStatus.FINISHING,
     Phase.STOPPING: ConnectorStatus.FINISHING,
+}
+
+# A controller fault -> the 1.6 ChargePointErrorCode (§7.6) it is reported with (2.0.1: NotifyEvent's techCode).
+FAULT_CODES: dict[Fault, str] = {
+    Fault.RCD: "GroundFailure",
+    Fault.NO_GROUND: "GroundFailure",
+    Fault.DIODE: "EVCommunicationError",
+    Fault.OVERCURRENT: "OverCurrentFailure",
+    Fault.OVERTEMPERATURE: "HighTemperature",
+    Fault.RELAY_WELDED: "OtherError",
+    Fault.LOCK_FAILURE: "ConnectorLockFailure",
+    Fault.CONTROLLER_SILENT: "InternalError",
+}
+
+# A controller fault during a transaction -> why the transaction ends.
+FAULT_STOP: dict[Fault, StopReason] = {
+    Fault.RCD: StopReason.GROUND_FAULT,
+    Fault.NO_GROUND: StopReason.GROUND_FAULT,
+    Fault.OVERCURRENT: StopReason.OVERCURRENT_FAULT,
 }
 
 
@@ -76,6 +120,26 @@ class Connector:
 
 
 @dataclass
+class EvSide:
+    """What the EVSE's charge controller reported about the car, and what was commanded. An EVSE that does not see
+    the plug (the meter's digital output switches the controller) has `senses_plug` False and behaves as a station
+    without a car view: no Preparing, no relay commands."""
+
+    senses_plug: bool = False
+    has_lock: bool = False
+    pilot: Pilot = Pilot.A
+    relay_closed: bool = False
+    power_on: bool = False  # what was last commanded (AllowPower)
+    lock: LockState = LockState.NONE
+    faults: dict[Fault, str] = field(default_factory=dict)
+    needs_unplug: bool = False  # a transaction ended with the cable in: Finishing until it is removed
+    plug_token: str = ""  # the watch of a plug-in not (yet) authorized
+    plug_timed_out: bool = False  # that watch ran out: Available again although the cable is in
+    plugs: int = 0  # plug-ins so far (watch tokens)
+    charging_state: str = ""  # the 2.0.1 charging state last recorded for the running transaction
+
+
+@dataclass
 class Evse:
     id: int
     connectors: dict[int, Connector]
@@ -83,15 +147,18 @@ class Evse:
     transaction: Transaction | None = None
     meter_link_up: bool = True
     meter_link_reason: str = ""
+    ev: EvSide = field(default_factory=EvSide)
 
 
 class ChargingStation:
     """All EVSEs of one station and the rules that move them."""
 
-    def __init__(self, layout: Layout) -> None:
+    def __init__(self, layout: Layout, ev_sides: Mapping[int, EvSide] | None = None) -> None:
         self.layout = layout
+        sides = ev_sides or {}
         self.evses: dict[int, Evse] = {
-            e: Evse(e, {c: Connector(c) for c in connectors}) for e, connectors in layout.evses
+            e: Evse(e, {c: Connector(c) for c in connectors}, ev=sides.get(e) or EvSide())
+            for e, connectors in layout.evses
         }
         self.store_ok = True
         self.store_reason = ""
@@ -102,18 +169,36 @@ class ChargingStation:
     def status_of(self, evse_id: int, connector_id: int = 1) -> ConnectorStatus:
         evse = self.evses[evse_id]
         connector = evse.connectors[connector_id]
-        if not evse.meter_link_up or not self.store_ok:
+        ev = evse.ev
+        if not evse.meter_link_up or not self.store_ok or ev.faults:
             return ConnectorStatus.FAULTED
         if evse.transaction is not None and evse.transaction.connector_id != connector_id:
             return ConnectorStatus.UNAVAILABLE  # the EVSE (its one meter) is in use on another of its connectors
-        if evse.phase is Phase.AVAILABLE and not connector.operative:
-            return ConnectorStatus.UNAVAILABLE
+        if evse.phase is Phase.AVAILABLE:
+            if ev.senses_plug and ev.pilot.plugged and not ev.plug_timed_out:
+                return ConnectorStatus.FINISHING if ev.needs_unplug else ConnectorStatus.PREPARING
+            return ConnectorStatus.AVAILABLE if connector.operative else ConnectorStatus.UNAVAILABLE
+        if evse.phase is Phase.CHARGING and ev.senses_plug:
+            if ev.relay_closed and ev.pilot.wants_power:
+                return ConnectorStatus.CHARGING
+            return ConnectorStatus.SUSPENDED_EVSE if ev.pilot.wants_power else ConnectorStatus.SUSPENDED_EV
         return PHASE_STATUS[evse.phase]
 
     def find(self, tx_ref: str) -> Evse | None:
         for evse in self.evses.values():
             if evse.transaction is not None and evse.transaction.ref == tx_ref:
                 return evse
+        return None
+
+    def waiting_for_card(self, evse_ids: tuple[int, ...] | None = None) -> int | None:
+        """The EVSE (of `evse_ids`, or any) where a car is plugged in and no transaction runs: where a card presented
+        at a reader for several EVSEs goes first (cable-first start)."""
+        for evse in self.evses.values():
+            ev = evse.ev
+            if evse_ids is not None and evse.id not in evse_ids:
+                continue
+            if evse.phase is Phase.AVAILABLE and ev.senses_plug and ev.pilot.plugged and not ev.needs_unplug:
+                return evse.id
         return None
 
     def running_transactions(self) -> list[Transaction]:
@@ -157,7 +242,9 @@ class ChargingStation:
             return []
         evse.transaction = transaction
         evse.phase = Phase.STOPPING
-        return [StopMeterTransaction(evse.id, transaction), *self._status_changes(evse)]
+        # The relay is opened before the meter ends (a controller starts with it open; this makes sure).
+        power = [AllowPower(evse.id, False)] if evse.ev.senses_plug else []
+        return [*power, StopMeterTransaction(evse.id, transaction), *self._status_changes(evse)]
 
     # ------------------------------------------------------------------ events
 
@@ -182,6 +269,25 @@ class ChargingStation:
                 return self._availability(event)
             case StartRequested():
                 return self._start(event)
+            case EvPilotChanged():
+                return self._pilot(event)
+            case EvRelayChanged():
+                return self._relay(event)
+            case EvLockChanged(evse_id=evse_id, state=state):
+                evse = self._evse(evse_id)
+                evse.ev.lock = state
+                return Outcome(True, tuple(self._follow_up(evse)))
+            case EvFaultChanged():
+                return self._fault(event)
+            case ConnectionTimedOut():
+                return self._timed_out(event)
+            case UnlockRequested(evse_id=evse_id):
+                evse = self._evse(evse_id)
+                if not evse.ev.has_lock:
+                    return Outcome(False, reason=f"EVSE {evse_id} has no lock (fixed cable)")
+                if evse.phase is not Phase.AVAILABLE:
+                    return Outcome(False, reason=f"EVSE {evse_id} is {evse.phase.value}")
+                return Outcome(True, (LockConnector(evse_id, False),))
             case MeterStarted():
                 evse = self._evse_for(event.tx_ref, event)
                 self._advance(evse, event)
@@ -194,7 +300,10 @@ class ChargingStation:
                     meter=event.meter or evse.transaction.meter,
                 )
                 evse.transaction = tx
-                return Outcome(True, (RecordTransactionStarted(tx), *self._status_changes(evse)), transaction=tx)
+                evse.ev.charging_state = self._charging_state(evse)  # the start's own state; changes are recorded
+                lock = [LockConnector(evse.id, True)] if evse.ev.has_lock and evse.ev.senses_plug else []
+                commands = (RecordTransactionStarted(tx), *lock, *self._follow_up(evse))
+                return Outcome(True, commands, transaction=tx)
             case MeterStartFailed():
                 evse = self._evse_for(event.tx_ref, event)
                 self._advance(evse, event)
@@ -209,15 +318,7 @@ class ChargingStation:
                     transaction=tx,
                 )
             case StopRequested():
-                evse = self._evse_for(event.tx_ref, event)
-                if evse.phase is Phase.STOPPING:
-                    # Asking twice is harmless: the meter is already ending it.
-                    return Outcome(True, (), reason="already stopping", transaction=evse.transaction)
-                self._advance(evse, event)
-                assert evse.transaction is not None
-                tx = replace(evse.transaction, stop_reason=event.reason)
-                evse.transaction = tx
-                return Outcome(True, (StopMeterTransaction(evse.id, tx), *self._status_changes(evse)), transaction=tx)
+                return self._stop(self._evse_for(event.tx_ref, event), event)
             case MeterStopped():
                 evse = self._evse_for(event.tx_ref, event)
                 self._advance(evse, event)
@@ -231,7 +332,12 @@ class ChargingStation:
                 )
                 evse.transaction = None
                 self._apply_scheduled(evse)
-                return Outcome(True, (RecordTransactionEnded(tx), *self._status_changes(evse)), transaction=tx)
+                ev = evse.ev
+                ev.needs_unplug = ev.senses_plug and ev.pilot.plugged  # Finishing until the cable is removed
+                ev.charging_state = ""
+                unlock = [LockConnector(evse.id, False)] if ev.has_lock and ev.senses_plug else []
+                commands = (RecordTransactionEnded(tx), *unlock, *self._follow_up(evse))
+                return Outcome(True, commands, transaction=tx)
         raise TypeError(f"not a core event: {event!r}")  # pragma: no cover - the match above is exhaustive
 
     # ------------------------------------------------------------------ internals
@@ -286,7 +392,13 @@ class ChargingStation:
             return Outcome(False, reason=f"EVSE {evse.id} is {evse.phase.value}")
         if not connector.operative:
             return Outcome(False, reason=f"EVSE {evse.id} connector {connector.id} is inoperative (ChangeAvailability)")
-        self._advance(evse, event)
+        if evse.ev.faults:
+            return Outcome(False, reason=f"EVSE {evse.id} is faulted: {', '.join(evse.ev.faults)}")
+        ev = evse.ev
+        waiting = ev.senses_plug and not ev.pilot.plugged
+        self._advance(evse, event, Phase.WAITING if waiting else Phase.STARTING)
+        ev.needs_unplug = ev.plug_timed_out = False
+        ev.plug_token = ""
         tx = Transaction(
             ref=event.tx_ref,
             evse_id=evse.id,
@@ -297,6 +409,9 @@ class ChargingStation:
             remote_start_id=event.remote_start_id,
         )
         evse.transaction = tx
+        if waiting:  # authorize first: the car has ConnectionTimeOut to be plugged in
+            watch = WatchConnection(evse.id, f"tx-{tx.ref}")
+            return Outcome(True, (watch, *self._status_changes(evse)), transaction=tx)
         return Outcome(True, (StartMeterTransaction(evse.id, tx), *self._status_changes(evse)), transaction=tx)
 
     def _evse_for(self, tx_ref: str, event: object) -> Evse:
@@ -305,11 +420,158 @@ class ChargingStation:
             raise InvalidTransition(0, Phase.AVAILABLE, event, f"no running transaction {tx_ref}")
         return evse
 
-    def _advance(self, evse: Evse, event: object) -> None:
-        nxt = TRANSITIONS.get((evse.phase, type(event)))
-        if nxt is None:
+    def _advance(self, evse: Evse, event: object, to: Phase | None = None) -> None:
+        allowed = TRANSITIONS.get((evse.phase, type(event)), ())
+        nxt = to if to is not None else (allowed[0] if allowed else None)
+        if nxt is None or nxt not in allowed:
             raise InvalidTransition(evse.id, evse.phase, event)
         evse.phase = nxt
+
+    def _evse(self, evse_id: int) -> Evse:
+        evse = self.evses.get(evse_id)
+        if evse is None:
+            raise InvalidTransition(evse_id, Phase.AVAILABLE, None, f"unknown EVSE {evse_id}")
+        return evse
+
+    # ------------------------------------------------------------------ the EV side
+
+    def _stop(self, evse: Evse, event: StopRequested) -> Outcome:
+        if evse.phase in (Phase.OPENING, Phase.STOPPING):
+            # Asking twice is harmless: the relay is opening or the meter is already ending it.
+            return Outcome(True, (), reason="already stopping", transaction=evse.transaction)
+        if evse.phase is Phase.WAITING:
+            # Authorized, never plugged in: nothing was metered; the meter never heard of it.
+            self._advance(evse, event, Phase.AVAILABLE)
+            tx = evse.transaction
+            assert tx is not None
+            evse.transaction = None
+            why = f"stopped before a car was plugged in ({event.reason.value})"
+            return Outcome(True, (RecordTransactionAborted(tx, why), *self._status_changes(evse)), transaction=tx)
+        ev = evse.ev
+        opening = ev.senses_plug and ev.relay_closed
+        self._advance(evse, event, Phase.OPENING if opening else Phase.STOPPING)
+        assert evse.transaction is not None
+        tx = replace(evse.transaction, stop_reason=event.reason)
+        evse.transaction = tx
+        commands: list[Command] = self._power(evse)  # opens the relay (the phase no longer wants power)
+        if not opening:
+            commands.append(StopMeterTransaction(evse.id, tx))
+        return Outcome(True, (*commands, *self._status_changes(evse)), transaction=tx)
+
+    def _pilot(self, event: EvPilotChanged) -> Outcome:
+        evse = self._evse(event.evse_id)
+        ev = evse.ev
+        was_plugged = ev.pilot.plugged
+        ev.pilot = event.pilot
+        commands: list[Command] = []
+        plugged_in = ev.pilot.plugged and not was_plugged
+        unplugged = was_plugged and not ev.pilot.plugged
+        if unplugged:
+            ev.needs_unplug = ev.plug_timed_out = False
+            ev.plug_token = ""
+            if ev.has_lock and event.unlock_on_ev_disconnect and evse.phase is not Phase.CHARGING:
+                commands.append(LockConnector(evse.id, False))
+        if evse.phase is Phase.WAITING and plugged_in:
+            self._advance(evse, event, Phase.STARTING)
+            assert evse.transaction is not None
+            commands.append(StartMeterTransaction(evse.id, evse.transaction))
+        elif evse.phase is Phase.AVAILABLE and plugged_in:
+            ev.plugs += 1
+            ev.plug_token = f"plug-{ev.plugs}"  # cable first: ConnectionTimeOut to authorize
+            commands.append(WatchConnection(evse.id, ev.plug_token))
+        elif evse.phase is Phase.CHARGING and unplugged and evse.transaction is not None:
+            if event.unlock_on_ev_disconnect and ev.has_lock:
+                commands.append(LockConnector(evse.id, False))
+            if event.stop_on_ev_disconnect:
+                stop = self._stop(evse, StopRequested(evse.transaction.ref, StopReason.EV_DISCONNECTED, _NO_TIME))
+                return Outcome(True, (*commands, *stop.commands), transaction=stop.transaction)
+        return Outcome(True, (*commands, *self._follow_up(evse)), transaction=evse.transaction)
+
+    def _relay(self, event: EvRelayChanged) -> Outcome:
+        evse = self._evse(event.evse_id)
+        evse.ev.relay_closed = event.closed
+        if evse.phase is Phase.OPENING and not event.closed:
+            self._advance(evse, event, Phase.STOPPING)
+            assert evse.transaction is not None
+            commands: list[Command] = [StopMeterTransaction(evse.id, evse.transaction), *self._status_changes(evse)]
+            return Outcome(True, tuple(commands), transaction=evse.transaction)
+        reason = ""
+        if event.closed and not evse.ev.power_on:
+            reason = "relay closed without being told to"  # a welded relay shows as a fault from the controller
+        return Outcome(True, tuple(self._follow_up(evse)), reason=reason, transaction=evse.transaction)
+
+    def _fault(self, event: EvFaultChanged) -> Outcome:
+        evse = self._evse(event.evse_id)
+        ev = evse.ev
+        if event.active:
+            ev.faults[event.fault] = event.detail
+        else:
+            ev.faults.pop(event.fault, None)
+        commands: list[Command] = []
+        tx = evse.transaction
+        if event.active and tx is not None:
+            if evse.phase is Phase.WAITING:
+                self._advance(evse, event, Phase.AVAILABLE)
+                evse.transaction = None
+                commands.append(RecordTransactionAborted(tx, f"controller fault {event.fault.value}"))
+            elif evse.phase is Phase.CHARGING:
+                reason = FAULT_STOP.get(event.fault, StopReason.OTHER)
+                commands.extend(self._stop(evse, StopRequested(tx.ref, reason, _NO_TIME)).commands)
+            elif evse.phase is Phase.OPENING and event.fault is Fault.RELAY_WELDED:
+                self._advance(evse, event, Phase.STOPPING)  # it will not open: end the meter now
+                commands.append(StopMeterTransaction(evse.id, tx))
+        return Outcome(True, (*commands, *self._follow_up(evse)), transaction=evse.transaction)
+
+    def _timed_out(self, event: ConnectionTimedOut) -> Outcome:
+        evse = self._evse(event.evse_id)
+        ev = evse.ev
+        tx = evse.transaction
+        if evse.phase is Phase.WAITING and tx is not None and event.token == f"tx-{tx.ref}":
+            self._advance(evse, event, Phase.AVAILABLE)
+            evse.transaction = None
+            why = "no car plugged in within ConnectionTimeOut"
+            return Outcome(True, (RecordTransactionAborted(tx, why), *self._status_changes(evse)), transaction=tx)
+        if evse.phase is Phase.AVAILABLE and event.token and event.token == ev.plug_token and ev.pilot.plugged:
+            ev.plug_token = ""
+            ev.plug_timed_out = True  # 1.6 ConnectionTimeOut: back to the original state, Available
+            return Outcome(True, tuple(self._status_changes(evse)))
+        return Outcome(True, (), reason="stale watch")
+
+    def _power(self, evse: Evse) -> list[Command]:
+        """Open or close the relay when what is allowed changed: closed only while the meter's transaction runs,
+        the car asks for power, no fault is active and the lock (where there is one) holds."""
+        ev = evse.ev
+        if not ev.senses_plug:
+            return []  # the meter's output switches the controller: nothing to command
+        wanted = (
+            evse.phase is Phase.CHARGING
+            and ev.pilot.wants_power
+            and not ev.faults
+            and (not ev.has_lock or ev.lock is LockState.LOCKED)
+        )
+        if wanted == ev.power_on:
+            return []
+        ev.power_on = wanted
+        return [AllowPower(evse.id, wanted)]
+
+    def _charging_state(self, evse: Evse) -> str:
+        ev = evse.ev
+        if not ev.pilot.plugged:
+            return "Idle"
+        if ev.relay_closed and ev.pilot.wants_power:
+            return "Charging"
+        return "SuspendedEVSE" if ev.pilot.wants_power else "SuspendedEV"
+
+    def _follow_up(self, evse: Evse) -> list[Command]:
+        """After any change: the relay, the charging state of a running transaction, the connectors' status."""
+        commands = self._power(evse)
+        tx = evse.transaction
+        if evse.ev.senses_plug and tx is not None and evse.phase is Phase.CHARGING:
+            state = self._charging_state(evse)
+            if state != evse.ev.charging_state:
+                evse.ev.charging_state = state
+                commands.append(RecordChargingState(tx, state))
+        return [*commands, *self._status_changes(evse)]
 
     def _status_changes(self, evse: Evse) -> list[ReportStatus]:
         reports: list[ReportStatus] = []
@@ -320,6 +582,10 @@ class ChargingStation:
             connector.reported = status
             if status is ConnectorStatus.FAULTED and not evse.meter_link_up:
                 reports.append(ReportStatus(evse.id, status, "PowerMeterFailure", evse.meter_link_reason, connector.id))
+            elif status is ConnectorStatus.FAULTED and evse.ev.faults:
+                fault, detail = next(iter(evse.ev.faults.items()))
+                info = (detail or fault.value)[:50]
+                reports.append(ReportStatus(evse.id, status, FAULT_CODES[fault], info, connector.id))
             elif status is ConnectorStatus.FAULTED:
                 reports.append(
                     ReportStatus(evse.id, status, "InternalError", f"store: {self.store_reason}"[:50], connector.id)
@@ -344,9 +610,12 @@ class ChargingStation:
         return [r for e in targets for r in self._status_changes(e)]
 
 
+_NO_TIME = datetime.min.replace(tzinfo=UTC)  # a stop the car caused: the runtime's clock is not read here
+
+
 def transition_diagram() -> str:
     """The transition table as Mermaid text (docs/ prints it)."""
     lines = ["stateDiagram-v2"]
-    for (phase, event), nxt in TRANSITIONS.items():
-        lines.append(f"    {phase.value} --> {nxt.value}: {event.__name__}")
+    for (phase, event), targets in TRANSITIONS.items():
+        lines.extend(f"    {phase.value} --> {nxt.value}: {event.__name__}" for nxt in targets)
     return "\n".join(lines)

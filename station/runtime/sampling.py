@@ -106,12 +106,17 @@ class Sampler:
     async def _periodic(self) -> None:
         """MeterValueSampleInterval / SampledDataCtrlr.TxUpdatedInterval: readings of each charging transaction."""
         wakeup = self._wakeup()
+        loop = asyncio.get_running_loop()
+        due: float | None = None  # on a fixed grid: reading N EVSEs' meters must not stretch the interval
         while True:
             interval = self.policy.sample_interval()
             if interval <= 0:
+                due = None
                 await self._off(wakeup)
                 continue
-            await asyncio.sleep(interval)
+            now = loop.time()
+            due = now + interval if due is None or due < now - interval else due + interval
+            await asyncio.sleep(max(0.0, due - loop.time()))
             if self.policy.sample_interval() > 0:
                 await self._queue("Sample.Periodic", transactions_only=True)
 

@@ -32,11 +32,15 @@ class Authorizer:
         offline_allowed: Callable[[], bool] = lambda: True,
         list_enabled: Callable[[], bool] = lambda: True,
         cache_enabled: Callable[[], bool] = lambda: True,
+        pre_authorize: Callable[[], bool] = lambda: False,
+        unknown_offline: Callable[[], bool] = lambda: False,
     ) -> None:
         self.store = store
         self.offline_allowed = offline_allowed  # LocalAuthorizeOffline
         self.list_enabled = list_enabled  # LocalAuthListEnabled
         self.cache_enabled = cache_enabled  # AuthorizationCacheEnabled
+        self.pre_authorize = pre_authorize  # LocalPreAuthorize
+        self.unknown_offline = unknown_offline  # AllowOfflineTxForUnknownId
         self.ask_csms: AskCsms | None = None  # set by the CSMS connection while connected
 
     def list_version(self) -> int:
@@ -73,8 +77,20 @@ class Authorizer:
                 return entry.status
         return None
 
+    def parent_of(self, id_tag: str) -> str | None:
+        """The parentIdTag / groupIdToken the list or the cache knows for an identifier."""
+        for source in (LIST, CACHE):
+            entry = self.store.id_tag_entry(source, id_tag)
+            if entry is not None and entry.parent:
+                return entry.parent
+        return None
+
     async def authorize(self, id_tag: str) -> tuple[bool, str]:
-        """(may charge, why). The CSMS decides when it can be asked; else the list and cache, if allowed."""
+        """(may charge, why). With LocalPreAuthorize an identifier the list or cache holds as valid starts at once
+        (1.6 §3.5.1, 2.0.1 C02/C03); else the CSMS decides when it can be asked; else the list and cache, if
+        allowed (LocalAuthorizeOffline), and an identifier neither knows only with AllowOfflineTxForUnknownId."""
+        if self.pre_authorize() and self.local_status(id_tag) == "Accepted":
+            return True, "local pre-authorization"
         if self.ask_csms is not None:
             answer = await self.ask_csms(id_tag)
             if answer is not None:
@@ -83,6 +99,8 @@ class Authorizer:
         if not self.offline_allowed():
             return False, "CSMS unreachable and LocalAuthorizeOffline is false"
         status = self.local_status(id_tag)
+        if status is None and self.unknown_offline():
+            return True, "offline, unknown identifier allowed (AllowOfflineTxForUnknownId)"
         if status is None:
             return False, "CSMS unreachable and the identifier is in neither the local list nor the cache"
         return status == "Accepted", f"offline, local: {status}"

@@ -117,10 +117,25 @@ class MeterConfig:
 
 
 @dataclass(frozen=True)
+class ChargeControllerConfig:
+    """The EVSE's charge controller: "meter-output" (the meter's digital output switches it; the station does not see
+    the car), "simulated" (a car behind a simulated controller, driven through `control_socket`) or "openevse"
+    (OpenEVSE's RAPI on a serial port)."""
+
+    driver: str = "meter-output"
+    port: str = ""
+    baudrate: int = 115200
+    control_socket: str = ""
+    lock: bool = False  # the socket has a connector lock the controller drives
+    max_current: float = 32.0  # A, what the car may draw at most (PWM per IEC 61851-1 Annex A)
+
+
+@dataclass(frozen=True)
 class EvseConfig:
     id: int
     meter: MeterConfig
     connectors: tuple[int, ...] = (1,)  # connector ids within the EVSE (2.0.1 numbering, 1..)
+    charge_controller: ChargeControllerConfig = ChargeControllerConfig()
 
 
 @dataclass(frozen=True)
@@ -309,8 +324,25 @@ BUS_KEYS: dict[str, Key] = {
     "retries": Key(int, 2, _between(0, 10), "times a request that got no answer is sent again"),
 }
 
+CONTROLLER_DRIVERS = ("meter-output", "simulated", "openevse")
+
+CONTROLLER_KEYS: dict[str, Key] = {
+    "driver": Key(
+        str,
+        "meter-output",
+        _one_of(CONTROLLER_DRIVERS),
+        '"meter-output" (the meter\'s output switches the controller), "simulated" or "openevse"',
+    ),
+    "port": Key(str, "", None, "serial device of the controller (openevse)"),
+    "baudrate": Key(int, 115200, _one_of(BAUDRATES), "the controller's baud rate (openevse: 115200)"),
+    "control_socket": Key(str, "", None, "Unix socket that drives the simulated car (`station sim ev --socket`)"),
+    "lock": Key(bool, False, None, "true when the socket has a connector lock the controller drives"),
+    "max_current": Key((int, float), 32.0, _between(6, 80), "amperes the car may draw at most (6..80)"),
+}
+
 EVSE_KEYS: dict[str, Key] = {
     "id": Key(int, ..., _between(1, MAX_EVSES), "the EVSE id: 1..N, numbered from 1 (1.6: the connector id)"),
+    "charge_controller": Key(dict, {}, None, "the EVSE's charge controller: an [evse.charge_controller] table"),
     "connectors": Key(list, [1], None, "the connector ids within the EVSE, 1..k, e.g. [1] or [1, 2]"),
     "meter": Key(dict, ..., None, "the EVSE's fiscal meter: an [evse.meter] table with model, bus and device_id"),
 }
@@ -334,7 +366,7 @@ SIMULATOR_KEYS: dict[str, Key] = {
     "ledger": Key(str, "", None, "JSON-lines file of every record the simulator signs"),
 }
 
-SECTIONS = ("station", "csms", "meter", "bus", "evse", "storage", "diagnostics")
+SECTIONS = ("station", "csms", "meter", "charge_controller", "bus", "evse", "storage", "diagnostics")
 _SECTION_FORMS = {"bus": "[bus.NAME]", "evse": "[[evse]]"}
 
 
@@ -436,7 +468,7 @@ def _meter_config(
 Meters = tuple[dict[str, BusConfig], tuple[EvseConfig, ...]]
 
 
-def _legacy_meter(table: Any, problems: list[str]) -> Meters | None:
+def _legacy_meter(table: Any, problems: list[str], table_controller: Any = None) -> Meters | None:
     """The single [meter] table: bus "meter" with its line settings, EVSE 1 (connector 1) with the meter."""
     before = len(problems)
     meter = _check_table("meter", table, LEGACY_METER_KEYS, problems)
@@ -453,8 +485,27 @@ def _legacy_meter(table: Any, problems: list[str]) -> Meters | None:
         stopbits=meter["stopbits"],
         latency=float(meter["latency"]),
     )
-    evse = EvseConfig(id=1, meter=_meter_config(meter, registers, sim, LEGACY_BUS, meter["latency"]))
+    controller = _controller("charge_controller", table_controller, problems)
+    if controller is None:
+        return None
+    evse = EvseConfig(
+        id=1, meter=_meter_config(meter, registers, sim, LEGACY_BUS, meter["latency"]), charge_controller=controller
+    )
     return {LEGACY_BUS: bus}, (evse,)
+
+
+def _controller(label: str, table: Any, problems: list[str]) -> ChargeControllerConfig | None:
+    before = len(problems)
+    keys = _check_table(label, table, CONTROLLER_KEYS, problems)
+    if len(problems) > before:
+        return None
+    if keys["driver"] == "openevse" and not keys["port"]:
+        problems.append(f"{label}.port: missing; the openevse driver talks RAPI on a serial port, e.g. /dev/ttyUSB1")
+        return None
+    if keys["driver"] == "meter-output" and keys["lock"]:
+        problems.append(f"{label}.lock: the meter-output driver drives no lock; set driver, or remove lock")
+        return None
+    return ChargeControllerConfig(**keys | {"max_current": float(keys["max_current"])})
 
 
 def _buses(raw: Any, problems: list[str]) -> tuple[dict[str, BusConfig], list[str]]:
@@ -611,8 +662,22 @@ def _evses(raw: Any, buses: dict[str, BusConfig], bus_names: list[str], problems
                         "its own"
                     )
                 files.setdefault(path, f"{label}.meter.simulator.{key}")
-        if len(problems) == before and evse_id is not None and connectors is not None and meter is not None:
-            found.append(EvseConfig(id=evse_id, meter=meter, connectors=connectors))
+        controller = _controller(f"{label}.charge_controller", keys.get("charge_controller", {}), problems)
+        if controller is not None and controller.control_socket:
+            if controller.control_socket in files:
+                problems.append(
+                    f"{label}.charge_controller.control_socket: {controller.control_socket!r} is also "
+                    f"{files[controller.control_socket]}; each simulated car has its own"
+                )
+            files.setdefault(controller.control_socket, f"{label}.charge_controller.control_socket")
+        if (
+            len(problems) == before
+            and evse_id is not None
+            and connectors is not None
+            and meter is not None
+            and controller is not None
+        ):
+            found.append(EvseConfig(id=evse_id, meter=meter, connectors=connectors, charge_controller=controller))
     return tuple(sorted(found, key=lambda e: e.id))
 
 
@@ -644,6 +709,11 @@ def parse_config(data: dict[str, Any], source: str = "") -> Config:
         tables["station"] = {k: v for k, v in data["station"].items() if k != "connectors"}
     sections = {name: _check_table(name, tables.get(name, {}), keys, problems) for name, keys in SCHEMA.items()}
     meters: Meters | None = None
+    if "charge_controller" in data and not legacy:
+        problems.append(
+            "[charge_controller]: only with the single [meter] table; with [[evse]] tables each EVSE has its own "
+            "[evse.charge_controller]"
+        )
     if "meter" in data and ("evse" in data or "bus" in data):
         problems.append(
             "[meter]: cannot be combined with [[evse]] and [bus.NAME] tables; use [meter] alone for one meter, or "
@@ -651,7 +721,7 @@ def parse_config(data: dict[str, Any], source: str = "") -> Config:
             "tables with [evse.meter] (model, device_id, latency, poll_interval, registers, simulator)"
         )
     elif legacy:
-        meters = _legacy_meter(data.get("meter", {}), problems)
+        meters = _legacy_meter(data.get("meter", {}), problems, data.get("charge_controller", {}))
     else:
         meters = _new_form(data, problems)
     csms = sections["csms"]
@@ -709,6 +779,13 @@ def describe(config: Config) -> list[str]:
                 text += f", {len(evse.meter.registers)} register override(s)"
             if bus.transport == "simulated":
                 text += f", memory in {sim_state_path(config, evse)}"
+            cc = evse.charge_controller
+            if cc.driver == "simulated":
+                text += f"; simulated car{' (socket ' + cc.control_socket + ')' if cc.control_socket else ''}"
+            elif cc.driver == "openevse":
+                text += f"; OpenEVSE controller on {cc.port}"
+            if cc.lock:
+                text += ", connector lock"
             lines.append(text)
         if not on:
             lines.append("  no meter on this bus")

@@ -153,11 +153,10 @@ SETTINGS: tuple[Setting, ...] = (
        data_type="integer", check=_int_range(0, 10)),
     _s("FileTransferProtocols", "", component="OCPPCommCtrlr", variable="FileTransferProtocols", readonly=True,
        data_type="MemberList", values_list=""),
-    # A fixed cable: 1.6 errata §3.84 / 2.0.1 §2.1.12 "SHALL report false"; 2.0.1 makes it ReadOnly, 1.6 keeps the
-    # key writable and refuses "true".
+    # Read-write; without a lock (a fixed cable) only "false" (1.6 errata §3.84 / 2.0.1 §2.1.12 "SHALL report
+    # false"): Settings narrows the check and the default per station.
     _s("UnlockConnectorOnEVSideDisconnect", "false", key16="UnlockConnectorOnEVSideDisconnect",
-       component="OCPPCommCtrlr", variable="UnlockOnEVSideDisconnect", readonly201=True, data_type="boolean",
-       check=_one_of(("false",))),
+       component="OCPPCommCtrlr", variable="UnlockOnEVSideDisconnect", data_type="boolean", check=_bool),
     _s("RetryBackOffWaitMinimum", "", component="OCPPCommCtrlr", variable="RetryBackOffWaitMinimum",
        data_type="integer", check=_int_range(0, 3600), unit="s"),
     _s("RetryBackOffRandomRange", "", component="OCPPCommCtrlr", variable="RetryBackOffRandomRange",
@@ -209,10 +208,10 @@ SETTINGS: tuple[Setting, ...] = (
        data_type="MemberList", values_list=",".join(TX_POINTS)),
     _s("EVConnectionTimeOut", "60", key16="ConnectionTimeOut", component="TxCtrlr", variable="EVConnectionTimeOut",
        data_type="integer", check=_int_range(0, 3600), unit="s"),
-    # Read-write (1.6 §9.1), refusing what the product cannot honour: the meter's transaction is the only way to end
-    # energy delivery (no contactor of its own), and Eichrecht ends a transaction when the cable is unplugged.
+    # Read-write (1.6 §9.1); a station that does not see the car (the meter's output switches the controller) can
+    # only end the transaction when the cable goes: Settings narrows it to "true" there.
     _s("StopTxOnEVSideDisconnect", "true", key16="StopTransactionOnEVSideDisconnect", component="TxCtrlr",
-       variable="StopTxOnEVSideDisconnect", data_type="boolean", check=_one_of(("true",))),
+       variable="StopTxOnEVSideDisconnect", data_type="boolean", check=_bool),
     _s("StopTxOnInvalidId", "true", key16="StopTransactionOnInvalidId", component="TxCtrlr",
        variable="StopTxOnInvalidId", data_type="boolean", check=_one_of(("true",))),
     # Authorization
@@ -220,6 +219,8 @@ SETTINGS: tuple[Setting, ...] = (
        variable="AuthorizeRemoteStart", readonly=True, data_type="boolean"),
     _s("LocalAuthorizeOffline", "true", key16="LocalAuthorizeOffline", component="AuthCtrlr",
        variable="LocalAuthorizeOffline", data_type="boolean", check=_bool),
+    _s("AllowOfflineTxForUnknownId", "false", key16="AllowOfflineTxForUnknownId", component="AuthCtrlr",
+       variable="OfflineTxForUnknownIdEnabled", data_type="boolean", check=_bool),
     _s("LocalPreAuthorize", "false", key16="LocalPreAuthorize", component="AuthCtrlr", variable="LocalPreAuthorize",
        data_type="boolean", check=_bool),
     # Core keys of 1.6 §9.1 without a 2.0.1 twin
@@ -301,8 +302,17 @@ class VariableResult:
 
 
 class Settings:
-    def __init__(self, store: Store, layout: Layout, public_key: Callable[[int], str]) -> None:
-        """`public_key(evse_id)`: the key of that EVSE's meter, as upper-case hex DER ("" while unknown)."""
+    def __init__(
+        self,
+        store: Store,
+        layout: Layout,
+        public_key: Callable[[int], str],
+        *,
+        sees_car: bool = False,
+        has_lock: bool = False,
+    ) -> None:
+        """`public_key(evse_id)`: the key of that EVSE's meter, as upper-case hex DER ("" while unknown). `sees_car`:
+        every EVSE's charge controller reports the plug; `has_lock`: every EVSE has a connector lock."""
         self.store = store
         self.layout = layout
         self.connector_ids = tuple(number for number, _, _ in layout.numbered())  # 1.6 connectorIds
@@ -320,6 +330,14 @@ class Settings:
         }
         # Checks that need more than the value (station/ocpp/security.py registers SecurityProfile's).
         self.checks: dict[str, Check] = {"ConnectorPhaseRotation": self._phase_rotation}
+        self.readonly201: set[str] = set()  # read-only as 2.0.1 variables on this station
+        if not sees_car:
+            self.checks["StopTxOnEVSideDisconnect"] = _one_of(("true",))  # the unplug ends it; nothing else can
+        if has_lock:
+            self.defaults["UnlockConnectorOnEVSideDisconnect"] = "true"
+        else:
+            self.checks["UnlockConnectorOnEVSideDisconnect"] = _one_of(("false",))  # no lock to open
+            self.readonly201.add("UnlockConnectorOnEVSideDisconnect")  # 2.0.1 §2.1.12: false and ReadOnly
 
     # ------------------------------------------------------------------ shared
 
@@ -459,7 +477,7 @@ class Settings:
             return "UnknownVariable" if component in COMPONENTS else "UnknownComponent"
         if attribute != "Actual":
             return "NotSupportedAttributeType"
-        if setting.readonly201:
+        if setting.readonly201 or setting.name in self.readonly201:
             return "Rejected"
         return "Accepted" if self._change(setting, value) else "Rejected"
 
@@ -470,7 +488,7 @@ class Settings:
         for setting in SETTINGS:
             if setting.component is None or setting.variable is None:
                 continue
-            readonly = setting.readonly or setting.readonly201
+            readonly = setting.readonly or setting.readonly201 or setting.name in self.readonly201
             if configuration_only and readonly:
                 continue
             variable: dict[str, Any] = {"name": setting.variable}
@@ -534,3 +552,12 @@ class SettingsPolicy:
 
     def stop_on_invalid_id(self) -> bool:
         return self.settings.value("StopTxOnInvalidId") == "true"
+
+    def stop_on_ev_disconnect(self) -> bool:
+        return self.settings.value("StopTxOnEVSideDisconnect") == "true"
+
+    def unlock_on_ev_disconnect(self) -> bool:
+        return self.settings.value("UnlockConnectorOnEVSideDisconnect") == "true"
+
+    def connection_timeout(self) -> int:
+        return self.settings.int_value("EVConnectionTimeOut")

@@ -143,6 +143,8 @@ class V16Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
         if message.kind == "signed_begin":
             await self._signed_begin(message)
             return Delivery()
+        if message.kind == "charging_state":
+            return Delivery()  # 1.6 tells the charging state by StatusNotification only (SuspendedEV, ...)
         if message.kind == "security_event":
             event = call.SecurityEventNotification(**security_event_fields(message.body, "1.6"))
             await self.call(event, suppress=False, unique_id=message.call_id)
@@ -197,7 +199,7 @@ class V16Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
                 meter_stop=int(tx.meter_stop_wh or 0),
                 timestamp=iso(tx.stopped_at),
                 transaction_id=int(stored.csms_transaction_id),
-                reason=(tx.stop_reason or StopReason.OTHER).value,
+                reason=(tx.stop_reason or StopReason.OTHER).ocpp16,
                 id_tag=tx.id_tag,
                 transaction_data=transaction_data,
             ),
@@ -412,9 +414,16 @@ class V16Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
         return call_result.ClearCache(status="Accepted")
 
     @on(Action.unlock_connector)
-    def on_unlock_connector(self, connector_id: int, **_: Any) -> call_result.UnlockConnector:
-        # A fixed cable has no lock this station controls.
-        return call_result.UnlockConnector(status="NotSupported")
+    async def on_unlock_connector(self, connector_id: int, **_: Any) -> call_result.UnlockConnector:
+        """§5.18: a running transaction there is ended first (reason UnlockCommand), then the lock opens: Unlocked,
+        or UnlockFailed when the lock says it did not; NotSupported for a fixed cable (no lock) and for a connector
+        the station does not have."""
+        where = self.runtime.core.layout.locate(connector_id)
+        if where is None:
+            return call_result.UnlockConnector(status="NotSupported")
+        status = await self.runtime.unlock(where[0], where[1], end_transaction=True)
+        log.info("UnlockConnector", connector_id=connector_id, status=status)
+        return call_result.UnlockConnector(status="NotSupported" if status == "UnknownConnector" else status)
 
     @on(Action.reset)
     def on_reset(self, type: str, **_: Any) -> call_result.Reset:

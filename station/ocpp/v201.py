@@ -51,6 +51,8 @@ CONNECTOR_STATUS = {
     ConnectorStatus.AVAILABLE: "Available",
     ConnectorStatus.PREPARING: "Occupied",
     ConnectorStatus.CHARGING: "Occupied",
+    ConnectorStatus.SUSPENDED_EV: "Occupied",
+    ConnectorStatus.SUSPENDED_EVSE: "Occupied",
     ConnectorStatus.FINISHING: "Occupied",
     ConnectorStatus.FAULTED: "Faulted",
     ConnectorStatus.UNAVAILABLE: "Unavailable",
@@ -69,6 +71,20 @@ STOPPED = {
     StopReason.DE_AUTHORIZED: ("DeAuthorized", "Deauthorized"),
     StopReason.UNLOCK_COMMAND: ("Other", "UnlockCommand"),
     StopReason.OTHER: ("Other", "AbnormalCondition"),
+    StopReason.GROUND_FAULT: ("GroundFault", "AbnormalCondition"),
+    StopReason.OVERCURRENT_FAULT: ("OvercurrentFault", "AbnormalCondition"),
+    StopReason.TIMEOUT: ("Timeout", "EVConnectTimeout"),
+}
+
+# The error code of a Faulted report -> the component its NotifyEvent names (Part 2 Referenced Components).
+PROBLEM_COMPONENT = {
+    "PowerMeterFailure": "FiscalMetering",
+    "GroundFailure": "RCD",
+    "OverCurrentFailure": "OverCurrentProtection",
+    "HighTemperature": "TemperatureSensor",
+    "ConnectorLockFailure": "ConnectorPlugRetentionLock",
+    "EVCommunicationError": "ControlPilot",
+    "OtherError": "PowerContactor",
 }
 
 ENERGY = "Energy.Active.Import.Register"
@@ -226,7 +242,7 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
     async def _notify_problem(self, report: ReportStatus) -> None:
         """A fault is also a NotifyEvent (G05/N07): which component, what the problem is."""
         self._event_ids += 1
-        component = "FiscalMetering" if report.error_code == "PowerMeterFailure" else "EVSE"
+        component = PROBLEM_COMPONENT.get(report.error_code, "EVSE")
         await self.call(
             call.NotifyEvent(
                 generated_at=iso(None),
@@ -259,7 +275,7 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
             event = call.SecurityEventNotification(**security_event_fields(message.body, "2.0.1"))
             await self.call(event, suppress=False, unique_id=message.call_id)
             return Delivery()
-        if message.kind not in ("transaction_started", "transaction_ended", "meter_values"):
+        if message.kind not in ("transaction_started", "transaction_ended", "meter_values", "charging_state"):
             raise ValueError(f"2.0.1 adapter cannot send outbox entry of kind {message.kind!r}")
         assert message.tx_ref is not None
         stored = self.store.transaction(message.tx_ref)
@@ -273,6 +289,8 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
             payload = self._started(tx, seq_no, message.offline)
         elif message.kind == "meter_values":
             payload = self._updated(tx, seq_no, message)
+        elif message.kind == "charging_state":
+            payload = self._charging_state(tx, seq_no, message)
         else:
             payload = self._ended(tx, seq_no, message.offline)
         result = await self.call(payload, suppress=False, unique_id=message.call_id)
@@ -280,7 +298,7 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
         if message.kind != "transaction_ended" and status != "Accepted":
             # E05.FR.10 (TxStopPoint PowerPathClosed) with StopTxOnInvalidId: end the transaction, Deauthorized.
             self.runtime.csms_refused_id(tx.ref, status)
-        if message.kind == "meter_values":
+        if message.kind in ("meter_values", "charging_state"):
             return Delivery()
         if message.kind == "transaction_started":
             if self.runtime.authorizer is not None and result.id_token_info:
@@ -336,6 +354,18 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
             offline=message.offline or None,
             # meterValue needs a sampledValue: with no measurand configured it is left out (it is optional).
             meter_value=[{"timestamp": at, "sampled_value": sampled}] if sampled else None,
+        )
+
+    def _charging_state(self, tx: Transaction, seq_no: int, message: OutboxMessage) -> call.TransactionEvent:
+        """E02 / E03: the charging state changed (the car paused or resumed, the relay closed or opened): Updated
+        with triggerReason ChargingStateChanged and the new chargingState."""
+        return call.TransactionEvent(
+            event_type="Updated",
+            timestamp=iso(datetime.fromisoformat(message.body["at"])),
+            trigger_reason="ChargingStateChanged",
+            seq_no=seq_no,
+            transaction_info={"transaction_id": tx.ref, "charging_state": str(message.body["state"])},
+            offline=message.offline or None,
         )
 
     def _readings(self, body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -804,15 +834,13 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
         return call_result.ChangeAvailability(status="Scheduled" if outcome.reason == "scheduled" else "Accepted")
 
     @on(Action.unlock_connector)
-    def on_unlock_connector(self, evse_id: int, connector_id: int, **_: Any) -> call_result.UnlockConnector:
-        layout = self.runtime.core.layout
-        if evse_id not in layout.evse_ids or connector_id not in layout.connectors_of(evse_id):
-            return call_result.UnlockConnector(status="UnknownConnector")
-        tx = self.runtime.core.transaction_on(evse_id)
-        if tx is not None and tx.connector_id == connector_id:
-            return call_result.UnlockConnector(status="OngoingAuthorizedTransaction")
-        # A fixed cable has no lock to open: nothing holds the plug.
-        return call_result.UnlockConnector(status="Unlocked")
+    async def on_unlock_connector(self, evse_id: int, connector_id: int, **_: Any) -> call_result.UnlockConnector:
+        """F05: UnknownConnector for a connector the station does not have; OngoingAuthorizedTransaction while a
+        transaction runs there (F05.FR.02: the CSMS ends it first); else the lock opens: Unlocked, or UnlockFailed
+        when the lock says it did not (F05.FR.04). A fixed cable has no lock to open: nothing holds the plug."""
+        status = await self.runtime.unlock(evse_id, connector_id, end_transaction=False)
+        log.info("UnlockConnector", evse_id=evse_id, connector_id=connector_id, status=status)
+        return call_result.UnlockConnector(status="Unlocked" if status == "NotSupported" else status)
 
     @on(Action.send_local_list)
     def on_send_local_list(

@@ -28,6 +28,19 @@ class RuntimePolicy(Protocol):
         """1.6 StopTransactionOnInvalidId / 2.0.1 TxCtrlr.StopTxOnInvalidId."""
         ...
 
+    def stop_on_ev_disconnect(self) -> bool:
+        """1.6 StopTransactionOnEVSideDisconnect / 2.0.1 TxCtrlr.StopTxOnEVSideDisconnect."""
+        ...
+
+    def unlock_on_ev_disconnect(self) -> bool:
+        """1.6 UnlockConnectorOnEVSideDisconnect / 2.0.1 OCPPCommCtrlr.UnlockOnEVSideDisconnect."""
+        ...
+
+    def connection_timeout(self) -> int:
+        """1.6 ConnectionTimeOut / 2.0.1 TxCtrlr.EVConnectionTimeOut in s: from authorization to plug-in, or from
+        plug-in to authorization."""
+        ...
+
 
 @dataclass
 class Fixed:
@@ -38,6 +51,9 @@ class Fixed:
     sign: bool = False
     ended: int = 0
     stop_invalid: bool = True
+    stop_ev_disconnect: bool = True
+    unlock_ev_disconnect: bool = True
+    connection_timeout_s: int = 60
 
     def sample_interval(self) -> int:
         return self.sample
@@ -53,3 +69,12 @@ class Fixed:
 
     def stop_on_invalid_id(self) -> bool:
         return self.stop_invalid
+
+    def stop_on_ev_disconnect(self) -> bool:
+        return self.stop_ev_disconnect
+
+    def unlock_on_ev_disconnect(self) -> bool:
+        return self.unlock_ev_disconnect
+
+    def connection_timeout(self) -> int:
+        return self.connection_timeout_s

@@ -11,6 +11,7 @@ store's outbox. Sampling (`Sampler`), recovery of what a previous run left (`Rec
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime
@@ -20,14 +21,24 @@ import structlog
 
 from station.auth import Authorizer
 from station.core.model import (
+    AllowPower,
     AvailabilityChanged,
     Command,
+    ConnectionTimedOut,
+    ConnectorStatus,
     Event,
+    EvFaultChanged,
+    EvLockChanged,
+    EvPilotChanged,
+    EvRelayChanged,
+    LockConnector,
+    LockState,
     MeterLinkChanged,
     MeterStarted,
     MeterStartFailed,
     MeterStopped,
     Outcome,
+    RecordChargingState,
     RecordTransactionAborted,
     RecordTransactionEnded,
     RecordTransactionStarted,
@@ -41,9 +52,20 @@ from station.core.model import (
     StopRequested,
     StoreHealthChanged,
     Transaction,
+    WatchConnection,
 )
 from station.core.station import ChargingStation, InvalidTransition
+from station.ev.interface import (
+    ControllerError,
+    ControllerEvent,
+    ControllerState,
+    FaultChanged,
+    LockChanged,
+    PilotChanged,
+    RelayChanged,
+)
 from station.meter.interface import MeterError, MeterState, MeterTransactionRequest
+from station.runtime.controller_worker import ControllerWorker
 from station.runtime.meter_worker import MeterWorker
 from station.runtime.policy import Fixed, RuntimePolicy
 from station.runtime.presence import CsmsPresence
@@ -51,7 +73,7 @@ from station.runtime.recovery import Recovery
 from station.runtime.sampling import Sampler
 from station.runtime.store_guard import StoreGuard
 from station.runtime.supervisor import Supervisor, Work
-from station.store import Store
+from station.store import Store, StoreError
 
 log = structlog.get_logger("station.runtime")
 
@@ -70,6 +92,7 @@ class StationRuntime:
         meters: Mapping[int, MeterWorker],
         *,
         station_id: str,
+        controllers: Mapping[int, ControllerWorker] | None = None,
         policy: RuntimePolicy | None = None,
         authorizer: Authorizer | None = None,
         clock: Clock = utc_now,
@@ -80,6 +103,7 @@ class StationRuntime:
         self.core = core
         self.store = store
         self.meters = dict(meters)
+        self.controllers = dict(controllers or {})  # EVSEs whose charge controller the station talks to
         self.station_id = station_id
         self.policy = policy or Fixed()
         self.authorizer = authorizer
@@ -101,11 +125,16 @@ class StationRuntime:
         self._closing = False
         self.reset_requested = asyncio.Event()  # app.run_daemon restarts the process once the station is idle
         self._reset_when_idle = False  # a Reset waits for the running transactions to end
+        self._changed = asyncio.Event()  # set after every event the core took (until())
 
     # ------------------------------------------------------------------ what the others read
 
     def meter_state(self, evse_id: int) -> MeterState:
         return self.meters[evse_id].state
+
+    def controller_state(self, evse_id: int) -> ControllerState | None:
+        worker = self.controllers.get(evse_id)
+        return None if worker is None else worker.state
 
     def meter_key(self, evse_id: int) -> str:
         """The public key of an EVSE's meter as last read ("" while unknown)."""
@@ -133,6 +162,31 @@ class StationRuntime:
         if not allowed:
             return Outcome(False, reason=why)
         return self._start(evse_id, connector_id, id_tag, StartSource.LOCAL, None)
+
+    async def present_card(self, id_tag: str, evse_ids: tuple[int, ...] | None = None) -> Outcome:
+        """A card at a reader for `evse_ids` (None: every EVSE, OCPP's one reader for several connectors). The card
+        that started a running transaction there, or one with the same parentIdTag / groupIdToken, stops it (reason
+        Local; 1.6 §3.4, 2.0.1 C01 / E07); else it starts one where a car waits (cable first), or on the first
+        available EVSE (authorize first)."""
+        running = [t for t in self.core.running_transactions() if evse_ids is None or t.evse_id in evse_ids]
+        for tx in running:
+            if tx.id_tag == id_tag:
+                log.info("card stops its transaction", evse_id=tx.evse_id, tx_ref=tx.ref)
+                return self.remote_stop(tx.ref, StopReason.LOCAL)
+        if self.authorizer is not None and running:
+            parent = self.authorizer.parent_of(id_tag)
+            for tx in running:
+                if parent is not None and parent == self.authorizer.parent_of(tx.id_tag):
+                    log.info("card of the same group stops the transaction", evse_id=tx.evse_id, tx_ref=tx.ref)
+                    return self.remote_stop(tx.ref, StopReason.LOCAL)
+        target = self.core.waiting_for_card(evse_ids)
+        if target is None:
+            candidates = evse_ids if evse_ids is not None else tuple(self.core.evses)
+            free = [e for e in candidates if self.core.status_of(e) is ConnectorStatus.AVAILABLE]
+            if not free:
+                return Outcome(False, reason="no EVSE for this card: all are busy, faulted or unavailable")
+            target = free[0]
+        return await self.local_start(target, id_tag)
 
     def _start(
         self, evse_id: int | None, connector_id: int, id_tag: str, source: StartSource, remote_start_id: int | None
@@ -165,6 +219,42 @@ class StationRuntime:
         if not self.policy.stop_on_invalid_id():
             return None
         return self.remote_stop(tx_ref, StopReason.DE_AUTHORIZED)
+
+    async def unlock(self, evse_id: int, connector_id: int = 1, *, end_transaction: bool, timeout: float = 5.0) -> str:
+        """UnlockConnector (1.6 §5.18, 2.0.1 F05): "NotSupported" without a lock (a fixed cable); a running
+        transaction there is ended first (1.6: reason UnlockCommand) or, when `end_transaction` is False (2.0.1
+        F05.FR.02), refused with "OngoingAuthorizedTransaction"; then "Unlocked" once the lock reports it, or
+        "UnlockFailed"."""
+        evse = self.core.evses.get(evse_id)
+        worker = self.controllers.get(evse_id)
+        if evse is None or connector_id not in evse.connectors:
+            return "UnknownConnector"
+        if worker is None or not evse.ev.has_lock:
+            return "NotSupported"
+        tx = evse.transaction
+        if tx is not None:
+            if not end_transaction:
+                return "OngoingAuthorizedTransaction"
+            self.remote_stop(tx.ref, StopReason.UNLOCK_COMMAND)
+            with contextlib.suppress(TimeoutError):
+                await self.until(lambda: self.core.transaction_on(evse_id) is None, timeout)
+            if self.core.transaction_on(evse_id) is not None:
+                return "UnlockFailed"
+        try:
+            await asyncio.wait_for(worker.controller.lock(False), timeout)
+        except (ControllerError, TimeoutError) as exc:
+            log.warning("unlock failed", evse_id=evse_id, error=str(exc))
+            return "UnlockFailed"
+        with contextlib.suppress(TimeoutError):
+            await self.until(lambda: worker.state.lock is not LockState.LOCKED, timeout)
+        return "Unlocked" if worker.state.lock is LockState.UNLOCKED else "UnlockFailed"
+
+    async def until(self, condition: Callable[[], bool], timeout: float) -> None:
+        """Until `condition()` holds after some event (raises TimeoutError)."""
+        async with asyncio.timeout(timeout):
+            while not condition():
+                self._changed.clear()
+                await self._changed.wait()
 
     def queue_triggered_reading(self, evse_id: int) -> bool:
         return self.sampler.queue_triggered(evse_id)
@@ -224,6 +314,9 @@ class StationRuntime:
     async def start(self) -> None:
         """Open the meters, learn who they are, and pick up whatever a previous run left open."""
         await asyncio.gather(*(worker.open(self._on_link_change) for worker in self.meters.values()))
+        for controller in self.controllers.values():
+            await controller.open(self._on_controller_event)
+            self.supervisor.keep_running(controller.run, f"controller commands EVSE {controller.evse_id}")
         if self.store.setting("accepted_once") == "1":
             # Accepted in an earlier run: the station may charge while the CSMS is unreachable (offline start).
             self.core.accepted_by_csms = True
@@ -257,6 +350,8 @@ class StationRuntime:
         """Stop taking work; let a meter stop in flight finish so its record is stored, then close the meters."""
         self._closing = True
         await self.supervisor.close()
+        for controller in self.controllers.values():
+            await controller.close()
         for worker in self.meters.values():
             try:
                 await worker.close()
@@ -271,6 +366,7 @@ class StationRuntime:
 
     def _apply(self, event: Event) -> Outcome:
         outcome = self.core.handle(event)
+        self._changed.set()
         if not outcome.accepted:
             log.info("request refused", request=type(event).__name__, reason=outcome.reason)
         for command in outcome.commands:
@@ -326,6 +422,19 @@ class StationRuntime:
             case ReportStatus():
                 for listener in self.status_listeners:
                     listener(command)
+            case AllowPower(evse_id=evse_id) | LockConnector(evse_id=evse_id):
+                if evse_id in self.controllers:
+                    self.controllers[evse_id].command(command)
+            case WatchConnection(evse_id=evse_id, token=token):
+                self.supervisor.spawn(self._watch(evse_id, token), Work.TIMER, f"connection timeout {token}")
+            case RecordChargingState(transaction=tx, state=state):
+                body = {"state": state, "at": self.clock().isoformat(), "evse_id": tx.evse_id}
+                try:
+                    self.store.enqueue("charging_state", tx.ref, body, offline=not self.csms.online)
+                except StoreError as exc:
+                    log.warning("charging state not recorded", tx_ref=tx.ref, error=str(exc))
+                    return
+                self.csms.outbox_changed()
 
     def _release(self, tx: Transaction) -> None:
         worker = self.meters[tx.evse_id]
@@ -349,6 +458,33 @@ class StationRuntime:
         ended = await worker.stop(tx.ref)
         # The meter that signed the end: a recovered transaction learns it here, in the same commit as its record.
         self._apply(MeterStopped(tx.ref, ended.meter_stop_wh, self.clock(), ended.records, worker.stamp()))
+
+    async def _watch(self, evse_id: int, token: str) -> None:
+        """ConnectionTimeOut: when it runs out the core decides whether the watch still matters."""
+        await asyncio.sleep(max(0, self.policy.connection_timeout()))
+        self._apply(ConnectionTimedOut(evse_id, token))
+
+    def _on_controller_event(self, evse_id: int, event: ControllerEvent) -> None:
+        """What the car and the controller did, as core events (with what the settings say about an unplug)."""
+        match event:
+            case PilotChanged(pilot=pilot):
+                policy = self.policy
+                core_event: Event = EvPilotChanged(
+                    evse_id, pilot, policy.stop_on_ev_disconnect(), policy.unlock_on_ev_disconnect()
+                )
+            case RelayChanged(closed=closed):
+                core_event = EvRelayChanged(evse_id, closed)
+            case LockChanged(state=state):
+                core_event = EvLockChanged(evse_id, state)
+            case FaultChanged(fault=fault, active=active, detail=detail):
+                log.warning("charge controller fault", evse_id=evse_id, fault=fault.value, active=active, detail=detail)
+                core_event = EvFaultChanged(evse_id, fault, active, detail)
+            case _:
+                return  # ampacity: kept in the controller's state for diagnostics
+        try:
+            self._apply(core_event)
+        except InvalidTransition as exc:
+            log.warning("controller event not possible now", evse_id=evse_id, error=str(exc))
 
     def _on_link_change(self, evse_id: int, up: bool, reason: str) -> None:
         if self.core.evses[evse_id].meter_link_up != up:

@@ -23,10 +23,11 @@ class Work(enum.Enum):
     METER_STOP = "meter stop"
     METER_RELEASE = "meter release"
     STORE_PROBE = "store probe"
+    TIMER = "timer"  # ConnectionTimeOut watches
     LOOP = "loop"  # long-lived: monitors and sampling
 
 
-BACKGROUND = {Work.LOOP, Work.STORE_PROBE}  # not "work in flight" for idle()
+BACKGROUND = {Work.LOOP, Work.STORE_PROBE, Work.TIMER}  # not "work in flight" for idle()
 
 
 class Supervisor:

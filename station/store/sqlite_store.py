@@ -38,7 +38,7 @@ SECURITY_LOG_KEEP = 1000  # the rolling security log keeps this many newest even
 MAX_SAMPLES_PER_TRANSACTION = 100
 # Outbox lanes: transaction-related messages (1.6 §3.7; 2.0.1 TransactionEvent) keep their order among themselves;
 # everything else (security events) is delivered beside them, so that a message the CSMS refuses holds nothing up.
-TRANSACTION_KINDS = ("transaction_started", "transaction_ended", "meter_values", "signed_begin")
+TRANSACTION_KINDS = ("transaction_started", "transaction_ended", "meter_values", "signed_begin", "charging_state")
 
 
 @dataclass(frozen=True)

@@ -53,8 +53,8 @@ def kinds(outcome: object) -> list[type]:
 
 
 def test_cable_first_then_authorized_starts_the_meter_then_closes_the_relay() -> None:
-    """Cable first (1.6 §3.6 / 2.0.1 E02): plug in -> Preparing (and the ConnectionTimeOut watch); the start starts the meter at
-    once; the relay closes only once the meter confirmed and the car asks for power (state C)."""
+    """Cable first (1.6 §3.6 / 2.0.1 E02): plug in -> Preparing (and the ConnectionTimeOut watch); the start
+    starts the meter at once; the relay closes only once the meter confirmed and the car asks for power (C)."""
     core = station()
     out = core.handle(EvPilotChanged(1, Pilot.B))
     assert WatchConnection in kinds(out) and core.status_of(1) is ConnectorStatus.PREPARING

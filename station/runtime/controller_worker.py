@@ -1,0 +1,123 @@
+"""One EVSE's charge controller as the runtime uses it: its state for diagnostics, and its commands in order.
+
+A worker owns its EVSE's `ControllerState` (nothing else writes it). Commands (relay, lock, current) are carried out
+one after another in the order the core gave them, by one loop; a command the controller does not take is retried
+while it matters (opening the relay is retried until it works) and reported. Events the controller reports go to the
+runtime, which turns them into core events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import structlog
+
+from station.core.model import AllowPower, Fault, LockConnector
+from station.ev.interface import (
+    AmpacityChanged,
+    ChargeController,
+    ControllerError,
+    ControllerEvent,
+    ControllerState,
+    FaultChanged,
+    LockChanged,
+    PilotChanged,
+    RelayChanged,
+)
+
+log = structlog.get_logger("station.runtime.controller")
+
+MAX_PENDING = 64  # commands waiting; the core gives at most a few per event
+RETRY_DELAY = 1.0
+
+
+class ControllerWorker:
+    def __init__(
+        self,
+        evse_id: int,
+        controller: ChargeController,
+        state: ControllerState | None = None,
+        *,
+        max_current_a: float = 0,
+    ) -> None:
+        self.evse_id = evse_id
+        self.controller = controller
+        self.state = state if state is not None else ControllerState()
+        self.max_current_a = max_current_a or controller.capabilities.max_current_a
+        self._commands: asyncio.Queue[AllowPower | LockConnector] = asyncio.Queue(MAX_PENDING)
+        self._log = log.bind(evse_id=evse_id, controller=controller.name)
+
+    @property
+    def senses_plug(self) -> bool:
+        return self.controller.capabilities.senses_plug
+
+    async def open(self, on_event: Callable[[int, ControllerEvent], None]) -> None:
+        def heard(event: ControllerEvent) -> None:
+            self._note(event)
+            on_event(self.evse_id, event)
+
+        await self.controller.open(heard)
+        self.state.online = True
+
+    async def close(self) -> None:
+        try:
+            await self.controller.close()
+        except ControllerError as exc:
+            self._log.warning("controller did not close cleanly", error=str(exc))
+
+    def command(self, command: AllowPower | LockConnector) -> None:
+        """Queue a command; the loop carries it out. A full queue means the controller is stuck: the oldest is
+        dropped and logged (the newest says what is wanted now)."""
+        if self._commands.full():
+            dropped = self._commands.get_nowait()
+            self._log.error("controller commands pile up; dropped one", dropped=repr(dropped))
+        self._commands.put_nowait(command)
+
+    async def run(self) -> None:
+        """Carry out the commands in order, for the runtime's whole life."""
+        while True:
+            command = await self._commands.get()
+            await self._carry_out(command)
+
+    async def _carry_out(self, command: AllowPower | LockConnector) -> None:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                match command:
+                    case AllowPower(on=True):
+                        await self.controller.set_max_current(self.max_current_a)
+                        await self.controller.allow_power(True)
+                        self.state.current_limit_a = self.max_current_a
+                    case AllowPower(on=False):
+                        await self.controller.allow_power(False)
+                    case LockConnector(locked=locked):
+                        await self.controller.lock(locked)
+                return
+            except ControllerError as exc:
+                self.state.last_error = str(exc)
+                must = isinstance(command, AllowPower) and not command.on  # opening the relay is never given up
+                level = self._log.error if must else self._log.warning
+                level("controller command failed", command=repr(command), attempt=attempt, error=str(exc))
+                if not must or self._commands.qsize():
+                    return  # a later command supersedes a failed close or lock
+                await asyncio.sleep(min(RETRY_DELAY * attempt, 10.0))
+
+    def _note(self, event: ControllerEvent) -> None:
+        match event:
+            case PilotChanged(pilot=pilot):
+                self.state.pilot = pilot
+            case RelayChanged(closed=closed):
+                self.state.relay_closed = closed
+            case LockChanged(state=lock):
+                self.state.lock = lock
+            case AmpacityChanged(amps=amps):
+                self.state.ampacity_a = amps
+            case FaultChanged(fault=fault, active=active, detail=detail):
+                if active:
+                    self.state.faults[fault] = detail
+                else:
+                    self.state.faults.pop(fault, None)
+                if fault is Fault.CONTROLLER_SILENT:
+                    self.state.online = not active

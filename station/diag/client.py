@@ -137,6 +137,14 @@ def print_status(status: dict[str, Any], out: TextIO) -> None:
             file=out,
         )
         print(f"          public key {m['public_key'] or '?'}", file=out)
+    for e in status.get("ev", []):
+        faults = ", ".join(f"{k} ({v})" if v else k for k, v in e["faults"].items()) or "none"
+        print(
+            f"  EV side EVSE {e['evse_id']} ({e['controller']}{'' if e['online'] else ', NOT answering'}): "
+            f"pilot {e['pilot']}, relay {e['relay']}, lock {e['lock']}, limit {e['current_limit_a']:g} A; "
+            f"faults: {faults}",
+            file=out,
+        )
     for c in status["connectors"]:
         tx = c["transaction"]
         running = f"; transaction {tx['ref']} since {tx['started_at']} ({tx['id_tag']})" if tx else ""

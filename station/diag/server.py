@@ -76,13 +76,35 @@ def status_report(station: Station) -> dict[str, Any]:
         ocpp["last_error_detail"] = ocpp["last_error"]
         ocpp["last_error"] = plain_csms_error(ocpp["last_error"], ocpp["url"])
     meters = [_meter_report(station, evse.id) for evse in station.config.evses]
+    ev = [_ev_report(station, evse.id) for evse in station.config.evses if runtime.controller_state(evse.id)]
     return {
         "station_id": station.config.station.id,
         "ocpp": ocpp,
         "meter": meters[0],  # the first EVSE's (the only one on most stations); "meters" has each EVSE's
         "meters": meters,
         "connectors": connectors,
+        "ev": ev,  # each EVSE whose charge controller the station talks to: the car's side
         "failed_messages": len(station.store.failed_messages()),
+    }
+
+
+def _ev_report(station: Station, evse_id: int) -> dict[str, Any]:
+    state = station.runtime.controller_state(evse_id)
+    assert state is not None
+    ev = station.runtime.core.evses[evse_id].ev
+    return {
+        "evse_id": evse_id,
+        "controller": station.config.evse(evse_id).charge_controller.driver,
+        "online": state.online,
+        "pilot": state.pilot.value,
+        "plugged": state.pilot.plugged,
+        "relay": "closed" if state.relay_closed else "open",
+        "power_allowed": ev.power_on,
+        "lock": state.lock.value,
+        "current_limit_a": state.current_limit_a,
+        "ampacity_a": state.ampacity_a,
+        "faults": {fault.value: detail for fault, detail in state.faults.items()},
+        "last_error": state.last_error or None,
     }
 
 

@@ -326,6 +326,17 @@ def transaction_row(tx: dict[str, Any]) -> str:
     )
 
 
+def ev_row(e: dict[str, Any]) -> str:
+    """One EVSE's car side: pilot, relay, lock, current limit, faults (app.js builds the same cells)."""
+    faults = ", ".join(e["faults"]) or "none"
+    pilot = _cell(e["pilot"], "") if e["online"] else _cell("controller silent", "bad")
+    limit = f"{e['current_limit_a']:g} A"
+    return (
+        f"<tr>{_cell(e['evse_id'])}{pilot}{_cell(e['relay'])}{_cell(e['lock'])}{_cell(limit)}"
+        f"{_cell(faults, 'bad' if e['faults'] else '')}</tr>"
+    )
+
+
 def render_page(station: Station, live: LiveSeries) -> str:
     """index.html with the status, the tables and the chart filled in: the first paint needs no script."""
     status = status_report(station)
@@ -356,6 +367,7 @@ def render_page(station: Station, live: LiveSeries) -> str:
         for c in status["connectors"]
     )
     page = page.replace("<!--connectors-->", connectors)
+    page = page.replace("<!--ev-->", "".join(ev_row(e) for e in status["ev"]))
     page = page.replace("<!--transactions-->", "".join(transaction_row(tx) for tx in recent_reports(station, 20)))
     return page.replace("<!--chart-->", render_chart(live, time.time(), 720, 320))
 

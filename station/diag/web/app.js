@@ -45,6 +45,20 @@ function showStatus(s) {
     cell(row, c.transaction ? c.transaction.ref + " (" + c.transaction.id_tag + ")" : "none");
     body.appendChild(row);
   }
+  // The same cells as ev_row() in webpage.py.
+  const ev = document.querySelector("#ev tbody");
+  ev.replaceChildren();
+  for (const e of s.ev || []) {
+    const row = document.createElement("tr");
+    const faults = Object.keys(e.faults);
+    cell(row, e.evse_id);
+    cell(row, e.online ? e.pilot : "controller silent", e.online ? "" : "bad");
+    cell(row, e.relay);
+    cell(row, e.lock);
+    cell(row, e.current_limit_a + " A");
+    cell(row, faults.length ? faults.join(", ") : "none", faults.length ? "bad" : "");
+    ev.appendChild(row);
+  }
 }
 
 // The same cells as transaction_row() in webpage.py.

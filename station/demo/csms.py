@@ -43,6 +43,9 @@ class Received:
     payload: dict[str, Any]
     unique_id: str
     at: datetime
+    # Answered with an injected CALLERROR, so not processed. Per copy: a station may send the same message id again
+    # (a retry after a dropped connection), and the CSMS processes that copy.
+    refused: bool = False
 
 
 @dataclass
@@ -90,7 +93,8 @@ async def _intercept(side: Any, csms: LocalCsms, raw_msg: str) -> bool:
         return False
     if isinstance(msg, list) and len(msg) == 4 and msg[0] == 2:
         action = str(msg[2])
-        csms.record(Received(side.id, action, msg[3], str(msg[1]), datetime.now(UTC)))
+        received = Received(side.id, action, msg[3], str(msg[1]), datetime.now(UTC))
+        csms.record(received)
         b = csms.behaviour
         if action == "StartTransaction" and b.stop_before_start_answer:
             b.stop_before_start_answer = False
@@ -106,7 +110,7 @@ async def _intercept(side: Any, csms: LocalCsms, raw_msg: str) -> bool:
             return False
         if b.call_errors.get(action, 0) > 0:
             b.call_errors[action] -= 1
-            csms.refused.add(str(msg[1]))
+            received.refused = True
             await side._connection.send(json.dumps([4, msg[1], "InternalError", "injected failure", {}]))
             return False
     return True
@@ -297,7 +301,6 @@ class LocalCsms:
         self.transaction_by_message_id: dict[str, int] = {}
         self.raw_results: dict[str, Any] = {}  # answers to frames sent around the library (behaviour tricks)
         self.violations: list[str] = []  # CALLERRORs this CSMS had to send: the station broke the protocol
-        self.refused: set[str] = set()  # message ids it answered with an injected CALLERROR: not processed
         self.frames: list[tuple[str, str]] = []  # (station id, frame) of every frame a station sent, as on the wire
         self.raw_errors: list[list[Any]] = []  # the stations' CALLERRORs to frames sent with send_raw
         self.listeners: list[Callable[[Received], None]] = []

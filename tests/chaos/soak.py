@@ -613,7 +613,7 @@ class Soak:
         misattribution."""
         found: dict[str, set[int]] = {}
         for m in self.csms.received:
-            if m.unique_id in self.csms.refused:
+            if m.refused:
                 continue
             if m.action == "StartTransaction":
                 transaction = self.transaction_of(m)
@@ -684,7 +684,7 @@ class Soak:
         keys_sent: dict[str, set[str]] = {}  # record_key -> the public keys sent with it
         first_seen: list[str] = []
         for stop, transaction_id in self.ends():
-            if stop.unique_id in self.csms.refused:
+            if stop.refused:
                 continue  # answered with a CALLERROR: the CSMS did not take it; the station sends it again
             try:
                 text, key = extract_signed_record(stop.payload)
@@ -754,7 +754,7 @@ class Soak:
         up to a transaction's last must have arrived."""
         seen: dict[str, set[int]] = {}
         for m in self.csms.messages("TransactionEvent"):
-            if m.unique_id not in self.csms.refused:
+            if not m.refused:
                 seen.setdefault(str(m.payload["transactionInfo"]["transactionId"]), set()).add(m.payload["seqNo"])
         missing = [
             f"{tx[:8]}:{n}" for tx, numbers in seen.items() for n in sorted(set(range(max(numbers) + 1)) - numbers)

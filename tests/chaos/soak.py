@@ -233,6 +233,11 @@ class Soak:
         self._daemon_lock = asyncio.Lock()
         self._csms_lock = asyncio.Lock()
         self._open: dict[int, str] = {}  # EVSE -> transaction id of the session running on it, once started
+        self.journal = workdir / "soak.log"  # what the soak did when: each session's steps and faults
+
+    def note(self, text: str) -> None:
+        with open(self.journal, "a") as f:
+            f.write(f"{datetime.now(UTC).isoformat(timespec='milliseconds')} {text}\n")
 
     @property
     def sim(self) -> SimulatedMeter:
@@ -320,6 +325,15 @@ class Soak:
             await self.sim_server.shutdown()
         await self.cable.stop()
         await self.csms.stop()
+        with open(self.workdir / "csms.jsonl", "w") as f:  # what the CSMS received, for a post-mortem
+            for m in self.csms.received:
+                f.write(
+                    json.dumps(
+                        {"at": m.at.isoformat(), "action": m.action, "id": m.unique_id, "refused": m.refused}
+                        | {"payload": m.payload}
+                    )
+                    + "\n"
+                )
 
     def start_daemon(self) -> None:
         self.daemons += 1
@@ -399,6 +413,9 @@ class Soak:
             target = rng.choice(sorted(self.sims)) if self.evses > 1 else 1
             self.report.per_evse[target].faults += 1
             sim = self.sims[target]
+            self.note(f"  fault {fault} on the meter of EVSE {target}")
+        else:
+            self.note(f"  fault {fault}")
         if fault == "kill":
             async with self._daemon_lock:
                 await self.daemon.terminate(signal.SIGKILL)
@@ -457,6 +474,7 @@ class Soak:
 
         async def at(this: str) -> None:
             if moment == this and fault != "none":
+                self.note(f"session {number} EVSE {evse_id}: {this}")
                 await self.inject(fault, rng)
 
         await at("before_start")
@@ -464,6 +482,7 @@ class Soak:
             moment = "stopping"  # those are set up right before the stop instead
         mark = len(csms.received)
         tag = f"TAG-{number:05d}"
+        self.note(f"session {number} EVSE {evse_id}: start {tag}, fault {fault} at {moment}")
         # A start whose answer was lost may have started a transaction after all: those are stopped when the
         # station refuses the next start (connector busy).
         await self.retry(
@@ -473,6 +492,7 @@ class Soak:
         )
         await at("starting")
         transaction_id = await self.started(tag, mark, evse_id)
+        self.note(f"session {number} EVSE {evse_id}: transaction {transaction_id}")
         if transaction_id is None:
             return  # the start never got through (e.g. killed before the meter started): the ledger tells the rest
         self.report.starts_seen += 1
@@ -493,8 +513,10 @@ class Soak:
             await stop_sent
             await asyncio.sleep(rng.uniform(0.1, 0.4))
             await at("signing")
+            self.note(f"session {number} EVSE {evse_id}: stop sent")
             with contextlib.suppress(TimeoutError):
                 await csms.wait_until(lambda: transaction_id in {t for _, t in self.ends(mark)}, timeout=60)
+            self.note(f"session {number} EVSE {evse_id}: done")
         finally:
             del self._open[evse_id]
 

@@ -72,6 +72,10 @@ MAX_EVSES = 2
 MAX_GAP = 2.0  # seconds between one session's start and the next one's (several EVSEs): the sessions overlap
 
 
+class Stuck(AssertionError):
+    """The station stopped doing what the soak asks (a start never accepted, no settling): the run ends there."""
+
+
 @dataclass
 class EvseReport:
     """One EVSE's share: its meter's ledger against what the CSMS received on that EVSE's transactions."""
@@ -118,6 +122,7 @@ class Report:
     out_of_order: int = 0
     seq_gaps: int = 0  # 2.0.1: a seqNo of the station's TransactionEvent stream that never reached the CSMS
     crashes: int = 0
+    stuck: int = 0  # the soak gave up waiting for the station (see problems)
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
 
@@ -131,6 +136,7 @@ class Report:
             or self.out_of_order
             or self.seq_gaps
             or self.crashes
+            or self.stuck
             or self.misattributed
             or self.wrong_evse
         )
@@ -147,6 +153,7 @@ class Report:
             f"lost: {self.lost}; duplicated: {self.duplicated}; repeats under the same message id: {self.repeated}",
             f"  not verifying: {self.not_verifying}; out of order: {self.out_of_order}; phantom: {self.phantom}; "
             f"daemon crashes: {self.crashes}; sessions whose start reached the CSMS: {self.starts_seen}"
+            + (f"; STUCK: {self.stuck}" if self.stuck else "")
             + (f"; seqNo gaps: {self.seq_gaps}" if self.ocpp == "2.0.1" else ""),
         ]
         if several:
@@ -380,7 +387,7 @@ class Soak:
             if answer is not None and refused is not None:
                 await refused()
             await asyncio.sleep(0.3)
-        raise AssertionError(f"the station did not answer {accept} within {timeout} s; logs in {self.workdir}")
+        raise Stuck(f"the station did not answer {accept} within {timeout} s; logs in {self.workdir}")
 
     def diag_status(self) -> dict[str, Any] | None:
         try:
@@ -675,7 +682,7 @@ class Soak:
                 if not running and not open_at_csms and status["ocpp"]["queue_depth"] == 0 and not charging:
                     return
             await asyncio.sleep(1)
-        raise AssertionError(f"the station did not settle within {timeout} s; logs in {self.workdir}")
+        raise Stuck(f"the station did not settle within {timeout} s; logs in {self.workdir}")
 
     async def stop_leftovers(self, evse_id: int | None = None) -> None:
         """Stop the transactions open at the CSMS that no session is running: all, or those on one EVSE."""
@@ -796,8 +803,13 @@ class Soak:
         began = time.monotonic()
         await self.start()
         try:
-            await self.sessions()
-            await self.settle()
+            try:
+                await self.sessions()
+                await self.settle()
+            except* Stuck as stuck:  # the report still says what was signed and delivered up to there
+                for exc in stuck.exceptions:
+                    report.stuck += 1
+                    report.problems.append(f"stuck: {exc}")
         finally:
             await self.close()
         self.compare()

@@ -345,7 +345,9 @@ class Soak:
     def start_daemon(self) -> None:
         self.daemons += 1
         log = self.workdir / f"daemon-{self.daemons}.log"
-        self.daemon = Process(["run", "--config", str(self.config_path), "--log-format", "json"], log)
+        # PYTHONFAULTHANDLER: a stuck daemon is sent SIGABRT and writes every thread's stack into its log.
+        args = ["run", "--config", str(self.config_path), "--log-format", "json"]
+        self.daemon = Process(args, log, env={"PYTHONFAULTHANDLER": "1"})
 
     # ------------------------------------------------------------------ talking to the station
 
@@ -810,6 +812,9 @@ class Soak:
                 for exc in stuck.exceptions:
                     report.stuck += 1
                     report.problems.append(f"stuck: {exc}")
+                if self.daemon is not None and self.daemon.proc.poll() is None:
+                    self.daemon.proc.send_signal(signal.SIGABRT)
+                    report.problems.append(f"the daemon's threads at that moment: {self.daemon.log_path}")
         finally:
             await self.close()
         self.compare()

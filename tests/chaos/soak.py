@@ -312,16 +312,22 @@ class Soak:
             sections["meter"] = {"model": self.model, "port": self.cable.path_a, "latency": 0.3}
             write_config(self.config_path, sections | tail)
             return
-        write_config(self.config_path, sections | {"bus": {"rs485": {"port": self.cable.path_a, "latency": 0.3}}})
-        lines = [self.config_path.read_text()]
-        for n, sim in self.sims.items():  # [[evse]] arrays of tables, which write_config does not write
-            meter = {"model": self.models[n - 1], "bus": "rs485", "device_id": sim.device_id}
-            lines += ["[[evse]]", f"id = {n}", "[evse.meter]"]
-            lines += [f"{k} = {toml_value(v)}" for k, v in meter.items()]
-            lines.append("")
-        text = "\n".join(lines)
-        write_config(self.workdir / "tail.toml", tail)
-        self.config_path.write_text(text + "\n" + (self.workdir / "tail.toml").read_text())
+        # Several: one [bus.rs485] on the pty, an [[evse]] with its [evse.meter] per meter (arrays of tables, which
+        # write_config does not write).
+        lines: list[str] = []
+
+        def table(header: str, keys: dict[str, Any]) -> None:
+            lines.extend([header, *(f"{k} = {toml_value(v)}" for k, v in keys.items()), ""])
+
+        for name, keys in sections.items():
+            table(f"[{name}]", keys)
+        table("[bus.rs485]", {"port": self.cable.path_a, "latency": 0.3})
+        for n, sim in self.sims.items():
+            table("[[evse]]", {"id": n})
+            table("[evse.meter]", {"model": self.models[n - 1], "bus": "rs485", "device_id": sim.device_id})
+        for name, keys in tail.items():
+            table(f"[{name}]", keys)
+        self.config_path.write_text("\n".join(lines))
 
     async def close(self) -> None:
         for task in self._background:

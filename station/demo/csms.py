@@ -43,6 +43,9 @@ class Received:
     payload: dict[str, Any]
     unique_id: str
     at: datetime
+    # Answered with an injected CALLERROR, so not processed. Per copy: a station may send the same message id again
+    # (a retry after a dropped connection), and the CSMS processes that copy.
+    refused: bool = False
 
 
 @dataclass
@@ -90,7 +93,8 @@ async def _intercept(side: Any, csms: LocalCsms, raw_msg: str) -> bool:
         return False
     if isinstance(msg, list) and len(msg) == 4 and msg[0] == 2:
         action = str(msg[2])
-        csms.record(Received(side.id, action, msg[3], str(msg[1]), datetime.now(UTC)))
+        received = Received(side.id, action, msg[3], str(msg[1]), datetime.now(UTC))
+        csms.record(received)
         b = csms.behaviour
         if action == "StartTransaction" and b.stop_before_start_answer:
             b.stop_before_start_answer = False
@@ -101,14 +105,24 @@ async def _intercept(side: Any, csms: LocalCsms, raw_msg: str) -> bool:
             await side._send(json.dumps(frame))
         if action in b.late:
             await asyncio.sleep(b.late.pop(action))
+            if received.unique_id in csms.refused:
+                # A copy of this message was refused while this one waited: the CSMS said it did not take this
+                # message id, so it does not take it now either (else one record would arrive twice, once under the
+                # station's retry id after that CALLERROR).
+                received.refused = True
+                return False
         if b.silent.get(action, 0) > 0:
             b.silent[action] -= 1
             return False
-        if b.call_errors.get(action, 0) > 0:
+        # A message id the CSMS has already taken is answered as a repeat, never refused: a CSMS that processed a
+        # message and then told the station it did not would make the station send it again under a new id.
+        if b.call_errors.get(action, 0) > 0 and received.unique_id not in csms.taken_ids:
             b.call_errors[action] -= 1
-            csms.refused.add(str(msg[1]))
+            received.refused = True
+            csms.refused.add(received.unique_id)
             await side._connection.send(json.dumps([4, msg[1], "InternalError", "injected failure", {}]))
             return False
+        csms.taken_ids.add(received.unique_id)
     return True
 
 
@@ -297,7 +311,10 @@ class LocalCsms:
         self.transaction_by_message_id: dict[str, int] = {}
         self.raw_results: dict[str, Any] = {}  # answers to frames sent around the library (behaviour tricks)
         self.violations: list[str] = []  # CALLERRORs this CSMS had to send: the station broke the protocol
-        self.refused: set[str] = set()  # message ids it answered with an injected CALLERROR: not processed
+        # Message ids of the CALLs it processed, and of those it answered with an injected CALLERROR (a copy of each
+        # received message says whether it was refused: Received.refused)
+        self.taken_ids: set[str] = set()
+        self.refused: set[str] = set()
         self.frames: list[tuple[str, str]] = []  # (station id, frame) of every frame a station sent, as on the wire
         self.raw_errors: list[list[Any]] = []  # the stations' CALLERRORs to frames sent with send_raw
         self.listeners: list[Callable[[Received], None]] = []

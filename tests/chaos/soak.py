@@ -1,13 +1,21 @@
 """The chaos soak: many charging sessions while a seeded random schedule breaks the CSMS link, the daemon and the
-meter, then the meter's own ledger is compared with what the CSMS received.
+meters, then each meter's own ledger is compared with what the CSMS received.
 
-Real at every boundary: the daemon is a `station run` process (so it can be SIGKILLed), the meter simulator serves
+Real at every boundary: the daemon is a `station run` process (so it can be SIGKILLed), the meter simulators serve
 on one end of a real pty pair (the daemon opens the other), the CSMS is a WebSocket server on loopback. The promise
-checked: every record the meter signed reaches the CSMS exactly once (a repeat under the same message id, which
+checked: every record a meter signed reaches the CSMS exactly once (a repeat under the same message id, which
 OCPP's at-least-once delivery allows, is counted apart), in order, and verifies; the daemon never crashes; over
 OCPP 2.0.1 also every TransactionEvent seqNo arrives. Either OCPP version, any simulated meter model.
 
-    python -m tests.chaos.soak --sessions 2000 [--seed N] [--ocpp 1.6|2.0.1] [--model MODEL] [--workdir DIR]
+With `--evses 2` two EVSEs share the one line, each with its own meter (its own device id, key and ledger): sessions
+overlap (each starts on a random free EVSE, the stops come in whatever order the sessions draw), and the faults hit
+either EVSE (one meter muted, busy, slow to sign or losing power; CRC errors on the shared line). Each meter's ledger
+is then compared with what the CSMS received for THAT EVSE (1.6: the connectorId of the transaction's
+StartTransaction; 2.0.1: the evse of its TransactionEvents): a record of meter 2 arriving on a transaction of EVSE 1,
+or sent with another meter's key, is misattributed. `--model A,B` puts a different model on each EVSE.
+
+    python -m tests.chaos.soak --sessions 2000 [--seed N] [--ocpp 1.6|2.0.1] [--model MODEL[,MODEL]] [--evses 1|2]
+        [--workdir DIR]
 
 prints the seed first, so a failing run can be replayed with `--seed`.
 """
@@ -16,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import binascii
 import contextlib
 import json
 import random
@@ -37,7 +47,7 @@ from station.meter import ocmf
 from station.meter.nullmodem import LineFaults, VirtualNullModem
 from station.meter.sim.base import Faults, SimulatedMeter
 from station.meter.sim.server import SIMULATED_MODELS, build_simulator, serve
-from tests.conftest import Process, write_config
+from tests.conftest import Process, toml_value, write_config
 
 STATION = "CP-SOAK"
 
@@ -57,6 +67,36 @@ FAULTS = {
     "power_loss": 2,  # the meter loses power and comes back
 }
 MOMENTS = ("before_start", "starting", "charging", "stopping", "signing", "sending_stop")
+METER_FAULTS = ("meter_slow", "meter_busy", "meter_silent", "power_loss")  # hit one meter: either EVSE's
+MAX_EVSES = 2
+MAX_GAP = 2.0  # seconds between one session's start and the next one's (several EVSEs): the sessions overlap
+
+
+class Stuck(AssertionError):
+    """The station stopped doing what the soak asks (a start never accepted, no settling): the run ends there."""
+
+
+@dataclass
+class EvseReport:
+    """One EVSE's share: its meter's ledger against what the CSMS received on that EVSE's transactions."""
+
+    model: str
+    device_id: int
+    sessions: int = 0  # sessions the soak ran on this EVSE
+    starts_seen: int = 0
+    signed: int = 0
+    delivered: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    misattributed: int = 0  # delivered on another EVSE's transaction, or with another meter's key
+    faults: int = 0  # meter faults aimed at this EVSE's meter
+
+    def text(self, evse_id: int) -> str:
+        return (
+            f"  EVSE {evse_id} ({self.model}, device id {self.device_id}): sessions {self.sessions}, started "
+            f"{self.starts_seen}; signed {self.signed}; delivered {self.delivered}; lost {self.lost}; duplicated "
+            f"{self.duplicated}; misattributed {self.misattributed}; meter faults {self.faults}"
+        )
 
 
 @dataclass
@@ -65,18 +105,24 @@ class Report:
     sessions: int
     ocpp: str = "1.6"
     model: str = "smartme"
+    evses: int = 1
     faults: Counter[str] = field(default_factory=Counter)
+    per_evse: dict[int, EvseReport] = field(default_factory=dict)
     starts_seen: int = 0
+    overlapping: int = 0  # sessions whose start reached the CSMS while another EVSE's transaction was open
     signed: int = 0
     delivered: int = 0
     duplicated: int = 0  # a record that reached the CSMS in two different messages
     repeated: int = 0  # a message that arrived again under the same message id (allowed)
     lost: int = 0
-    phantom: int = 0  # delivered but never signed by the meter
+    phantom: int = 0  # delivered but never signed by any meter
+    misattributed: int = 0  # a record delivered on another EVSE's transaction or with another meter's key
+    wrong_evse: int = 0  # a start that reached the CSMS on another EVSE than the one the CSMS asked for
     not_verifying: int = 0
     out_of_order: int = 0
     seq_gaps: int = 0  # 2.0.1: a seqNo of the station's TransactionEvent stream that never reached the CSMS
     crashes: int = 0
+    stuck: int = 0  # the soak gave up waiting for the station (see problems)
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
 
@@ -90,20 +136,32 @@ class Report:
             or self.out_of_order
             or self.seq_gaps
             or self.crashes
+            or self.stuck
+            or self.misattributed
+            or self.wrong_evse
         )
 
     def text(self) -> str:
         faults = ", ".join(f"{k} {v}" for k, v in sorted(self.faults.items()))
+        several = self.evses > 1
         lines = [
-            f"chaos soak: seed {self.seed}, {self.sessions} sessions, OCPP {self.ocpp}, meter {self.model}, "
-            f"{self.seconds:.0f} s",
+            f"chaos soak: seed {self.seed}, {self.sessions} sessions, OCPP {self.ocpp}, "
+            + (f"{self.evses} EVSEs on one line, meters {self.model}" if several else f"meter {self.model}")
+            + f", {self.seconds:.0f} s",
             f"  faults injected: {faults}",
-            f"  records signed by the meter: {self.signed}; delivered: {self.delivered}; lost: {self.lost}; "
-            f"duplicated: {self.duplicated}; repeats under the same message id: {self.repeated}",
+            f"  records signed by the meter{'s' if several else ''}: {self.signed}; delivered: {self.delivered}; "
+            f"lost: {self.lost}; duplicated: {self.duplicated}; repeats under the same message id: {self.repeated}",
             f"  not verifying: {self.not_verifying}; out of order: {self.out_of_order}; phantom: {self.phantom}; "
             f"daemon crashes: {self.crashes}; sessions whose start reached the CSMS: {self.starts_seen}"
+            + (f"; STUCK: {self.stuck}" if self.stuck else "")
             + (f"; seqNo gaps: {self.seq_gaps}" if self.ocpp == "2.0.1" else ""),
         ]
+        if several:
+            lines.append(
+                f"  misattributed: {self.misattributed}; starts on another EVSE than asked: {self.wrong_evse}; "
+                f"sessions overlapping another EVSE's: {self.overlapping}"
+            )
+            lines += [evse.text(n) for n, evse in sorted(self.per_evse.items())]
         lines += [f"  PROBLEM: {p}" for p in self.problems[:20]]
         lines.append("  verdict: " + ("OK" if self.ok else "FAILED"))
         return "\n".join(lines)
@@ -117,6 +175,32 @@ def record_key(text: str) -> str:
     return f"{record.payload_text}|{signature.hex()}"
 
 
+def key_hex(text: str) -> str:
+    """A public key as the envelope carries it (hex or base64 DER), as upper-case hex."""
+    try:
+        return bytes.fromhex(text).hex().upper()
+    except ValueError:
+        try:
+            return base64.b64decode(text, validate=True).hex().upper()
+        except (binascii.Error, ValueError):
+            return text
+
+
+def models_of(model: str, evses: int) -> list[str]:
+    """`--model`: one model for every EVSE, or one per EVSE separated by commas. ValueError naming what is wrong."""
+    if not 1 <= evses <= MAX_EVSES:
+        raise ValueError(f"--evses: {evses}; the soak runs 1..{MAX_EVSES} EVSEs on one line")
+    models = [m.strip() for m in model.split(",")]
+    unknown = [m for m in models if m not in SIMULATED_MODELS]
+    if unknown:
+        raise ValueError(f"--model: unknown {', '.join(unknown)}; simulated models: {', '.join(SIMULATED_MODELS)}")
+    if len(models) == 1:
+        return models * evses
+    if len(models) != evses:
+        raise ValueError(f"--model: {len(models)} models for {evses} EVSEs; give one, or one per EVSE")
+    return models
+
+
 class Soak:
     def __init__(
         self,
@@ -126,49 +210,70 @@ class Soak:
         say: Callable[[str], None] = print,
         ocpp: str = "1.6",
         model: str = "smartme",
+        evses: int = 1,
     ) -> None:
         self.workdir = workdir
         self.rng = random.Random(seed)
-        self.report = Report(seed, sessions, ocpp, model)
+        self.models = models_of(model, evses)
+        self.evses = evses
+        self.report = Report(seed, sessions, ocpp, "+".join(self.models) if evses > 1 else model, evses)
         self.ocpp = ocpp
         self.model = model
         self.say = say
         self.csms = LocalCsms()
         self.cable = VirtualNullModem()
-        self.sim: SimulatedMeter | None = None
+        self.sims: dict[int, SimulatedMeter] = {}  # EVSE id -> its meter's simulator, all on the one line
         self.sim_server: Any = None
         self.daemon: Process | None = None
         self.daemons = 0
         self.config_path = workdir / "station.toml"
         self.socket = str(workdir / "diag.sock")
-        self.ledger = workdir / "ledger.jsonl"
+        # One EVSE: today's file names. Several: one memory and one ledger per meter.
+        self.ledgers = (
+            {1: workdir / "ledger.jsonl"}
+            if evses == 1
+            else {n: workdir / f"ledger-evse{n}.jsonl" for n in range(1, evses + 1)}
+        )
         self._background: set[asyncio.Task[None]] = set()
+        # Sessions overlap with several EVSEs: one daemon kill / CSMS restart at a time, and a daemon the soak is
+        # killing is not a crash.
+        self._daemon_lock = asyncio.Lock()
+        self._csms_lock = asyncio.Lock()
+        self._open: dict[int, str] = {}  # EVSE -> transaction id of the session running on it, once started
+        self.journal = workdir / "soak.log"  # what the soak did when: each session's steps and faults
+
+    def note(self, text: str) -> None:
+        with open(self.journal, "a") as f:
+            f.write(f"{datetime.now(UTC).isoformat(timespec='milliseconds')} {text}\n")
+
+    @property
+    def sim(self) -> SimulatedMeter:
+        """The first EVSE's meter (the only one of a one-EVSE soak)."""
+        return self.sims[1]
 
     # ------------------------------------------------------------------ set-up
 
     async def start(self) -> None:
         await self.csms.start()
         await self.cable.start()
-        self.sim = build_simulator(
-            self.model, state=self.workdir / "meter.json", ledger=self.ledger, power_w=22000, signing_time=0.2
-        )
-        self.sim_server = await serve(self.sim, self.cable.path_b)
-        write_config(
-            self.config_path,
-            {
-                "station": {"id": STATION},
-                "csms": {
-                    "url": self.csms.url,
-                    "ocpp_version": self.ocpp,
-                    "response_timeout": 2,
-                    "reconnect_min": 0.2,
-                    "reconnect_max": 1,
-                },
-                "meter": {"model": self.model, "port": self.cable.path_a, "latency": 0.3},
-                "storage": {"path": str(self.workdir / "station.db")},
-                "diagnostics": {"socket": self.socket},
-            },
-        )
+        if self.evses == 1:
+            self.sims[1] = build_simulator(
+                self.model, state=self.workdir / "meter.json", ledger=self.ledgers[1], power_w=22000, signing_time=0.2
+            )
+        else:
+            for n, model in enumerate(self.models, start=1):
+                self.sims[n] = build_simulator(
+                    model,
+                    state=self.workdir / f"meter-evse{n}.json",
+                    ledger=self.ledgers[n],
+                    device_id=n,
+                    power_w=22000,
+                    signing_time=0.2,
+                )
+        for n, sim in self.sims.items():
+            self.report.per_evse[n] = EvseReport(self.models[n - 1], sim.device_id)
+        self.sim_server = await serve(list(self.sims.values()), self.cable.path_b)
+        self.write_config()
         self.start_daemon()
         await self.until_connected()
         # Retry quickly after a CALLERROR, and do not set a message aside after the one or two the soak injects.
@@ -188,6 +293,42 @@ class Soak:
                 answer = await self.ask(lambda k=key, v=value: self.csms.change_configuration(STATION, k, v))
                 assert answer == "Accepted", (key, answer)
 
+    def write_config(self) -> None:
+        sections: dict[str, dict[str, Any]] = {
+            "station": {"id": STATION},
+            "csms": {
+                "url": self.csms.url,
+                "ocpp_version": self.ocpp,
+                "response_timeout": 2,
+                "reconnect_min": 0.2,
+                "reconnect_max": 1,
+            },
+        }
+        tail: dict[str, dict[str, Any]] = {
+            "storage": {"path": str(self.workdir / "station.db")},
+            "diagnostics": {"socket": self.socket},
+        }
+        if self.evses == 1:  # today's single [meter] table: one EVSE on bus "meter"
+            sections["meter"] = {"model": self.model, "port": self.cable.path_a, "latency": 0.3}
+            write_config(self.config_path, sections | tail)
+            return
+        # Several: one [bus.rs485] on the pty, an [[evse]] with its [evse.meter] per meter (arrays of tables, which
+        # write_config does not write).
+        lines: list[str] = []
+
+        def table(header: str, keys: dict[str, Any]) -> None:
+            lines.extend([header, *(f"{k} = {toml_value(v)}" for k, v in keys.items()), ""])
+
+        for name, keys in sections.items():
+            table(f"[{name}]", keys)
+        table("[bus.rs485]", {"port": self.cable.path_a, "latency": 0.3})
+        for n, sim in self.sims.items():
+            table("[[evse]]", {"id": n})
+            table("[evse.meter]", {"model": self.models[n - 1], "bus": "rs485", "device_id": sim.device_id})
+        for name, keys in tail.items():
+            table(f"[{name}]", keys)
+        self.config_path.write_text("\n".join(lines))
+
     async def close(self) -> None:
         for task in self._background:
             task.cancel()
@@ -197,11 +338,22 @@ class Soak:
             await self.sim_server.shutdown()
         await self.cable.stop()
         await self.csms.stop()
+        with open(self.workdir / "csms.jsonl", "w") as f:  # what the CSMS received, for a post-mortem
+            for m in self.csms.received:
+                f.write(
+                    json.dumps(
+                        {"at": m.at.isoformat(), "action": m.action, "id": m.unique_id, "refused": m.refused}
+                        | {"payload": m.payload}
+                    )
+                    + "\n"
+                )
 
     def start_daemon(self) -> None:
         self.daemons += 1
         log = self.workdir / f"daemon-{self.daemons}.log"
-        self.daemon = Process(["run", "--config", str(self.config_path), "--log-format", "json"], log)
+        # PYTHONFAULTHANDLER: a stuck daemon is sent SIGABRT and writes every thread's stack into its log.
+        args = ["run", "--config", str(self.config_path), "--log-format", "json"]
+        self.daemon = Process(args, log, env={"PYTHONFAULTHANDLER": "1"})
 
     # ------------------------------------------------------------------ talking to the station
 
@@ -218,6 +370,8 @@ class Soak:
 
     async def check_daemon(self) -> None:
         """A daemon that exited without being killed by the soak crashed: count it, keep its log, start another."""
+        if self._daemon_lock.locked():
+            return  # being killed and started again by a fault
         assert self.daemon is not None
         if self.daemon.proc.poll() is not None:
             self.report.crashes += 1
@@ -241,13 +395,21 @@ class Soak:
             if answer is not None and refused is not None:
                 await refused()
             await asyncio.sleep(0.3)
-        raise AssertionError(f"the station did not answer {accept} within {timeout} s; logs in {self.workdir}")
+        raise Stuck(f"the station did not answer {accept} within {timeout} s; logs in {self.workdir}")
 
     def diag_status(self) -> dict[str, Any] | None:
         try:
             return client.ask(self.socket, {"command": "status"}, timeout=5)["status"]  # type: ignore[no-any-return]
         except (client.DiagError, ValueError):
             return None
+
+    def start_call(self, tag: str, evse_id: int, number: int) -> Callable[[], Awaitable[str]]:
+        """The CSMS's remote start of one session: on the EVSE the soak chose (one EVSE: no EVSE named, as always)."""
+        if self.evses == 1:
+            return lambda: self.csms.start_session(STATION, tag)
+        if self.ocpp == "2.0.1":
+            return lambda: self.csms.request_start(STATION, tag, evse_id=evse_id, remote_start_id=number + 1)
+        return lambda: self.csms.remote_start(STATION, tag, connector_id=evse_id)
 
     # ------------------------------------------------------------------ faults
 
@@ -259,25 +421,33 @@ class Soak:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def inject(self, fault: str) -> None:
-        assert self.sim is not None and self.daemon is not None
+    async def inject(self, fault: str, rng: random.Random) -> None:
+        assert self.daemon is not None
         self.report.faults[fault] += 1
-        rng = self.rng
+        if fault in METER_FAULTS:  # one meter: with several EVSEs, the session's own or a neighbour's
+            target = rng.choice(sorted(self.sims)) if self.evses > 1 else 1
+            self.report.per_evse[target].faults += 1
+            sim = self.sims[target]
+            self.note(f"  fault {fault} on the meter of EVSE {target}")
+        else:
+            self.note(f"  fault {fault}")
         if fault == "kill":
-            await self.daemon.terminate(signal.SIGKILL)
-            await asyncio.sleep(rng.uniform(0, 0.5))
-            self.start_daemon()
+            async with self._daemon_lock:
+                await self.daemon.terminate(signal.SIGKILL)
+                await asyncio.sleep(rng.uniform(0, 0.5))
+                self.start_daemon()
         elif fault == "drop":
             await self.csms.drop_connections()
         elif fault == "csms_restart":
-            port = self.csms.port
-            await self.csms.stop()
-            await self.csms.drop_connections()
-            await asyncio.sleep(rng.uniform(0.2, 1.5))
-            self.csms.port = port
-            await self.csms.start()
+            async with self._csms_lock:
+                port = self.csms.port
+                await self.csms.stop()
+                await self.csms.drop_connections()
+                await asyncio.sleep(rng.uniform(0.2, 1.5))
+                self.csms.port = port
+                await self.csms.start()
         elif fault in ("late", "callerror", "no_answer"):
-            # 2.0.1: Started, Updated or Ended, whichever goes next
+            # 2.0.1: Started, Updated or Ended, whichever goes next (with several EVSEs: of either)
             action = "TransactionEvent" if self.ocpp == "2.0.1" else rng.choice(["StartTransaction", "StopTransaction"])
             if fault == "late":
                 self.csms.behaviour.late[action] = rng.uniform(0.5, 3.0)  # the station waits 2 s
@@ -286,73 +456,123 @@ class Soak:
             else:
                 self.csms.behaviour.silent[action] = 1
         elif fault == "meter_slow":
-            self.sim.faults.latency = rng.uniform(0.02, 0.1)
-            self.sim.signing_time = rng.uniform(1.0, 4.0)
-            self.later(self._restore_meter_speed(rng.uniform(2, 6)))
+            sim.faults.latency = rng.uniform(0.02, 0.1)
+            sim.signing_time = rng.uniform(1.0, 4.0)
+            self.later(self._restore_meter_speed(sim, rng.uniform(2, 6)))
         elif fault == "meter_busy":
-            self.sim.faults.busy_next = rng.randint(1, 4)
+            sim.faults.busy_next = rng.randint(1, 4)
         elif fault == "meter_silent":
-            self.sim.faults.mute = True
-            self.later(self._unmute(rng.uniform(0.5, 4)))
-        elif fault == "corrupt":
+            sim.faults.mute = True
+            self.later(self._unmute(sim, rng.uniform(0.5, 4)))
+        elif fault == "corrupt":  # the one line: whichever meter answers next
             self.cable.faults.corrupt_to_a = rng.randint(1, 3)
         elif fault == "power_loss":
-            self.later(self.sim.power_cycle(rng.uniform(0.3, 3)))
+            self.later(sim.power_cycle(rng.uniform(0.3, 3)))
 
-    async def _restore_meter_speed(self, after: float) -> None:
+    async def _restore_meter_speed(self, sim: SimulatedMeter, after: float) -> None:
         await asyncio.sleep(after)
-        assert self.sim is not None
-        self.sim.faults.latency = 0.0
-        self.sim.signing_time = 0.2
+        sim.faults.latency = 0.0
+        sim.signing_time = 0.2
 
-    async def _unmute(self, after: float) -> None:
+    async def _unmute(self, sim: SimulatedMeter, after: float) -> None:
         await asyncio.sleep(after)
-        assert self.sim is not None
-        self.sim.faults.mute = False
+        sim.faults.mute = False
 
     # ------------------------------------------------------------------ one session
 
-    async def session(self, number: int) -> None:
-        rng = self.rng
+    async def session(self, number: int, evse_id: int = 1, rng: random.Random | None = None) -> None:
+        rng = rng or self.rng
         fault = rng.choices(list(FAULTS), weights=list(FAULTS.values()))[0]
         moment = rng.choice(MOMENTS)
         csms = self.csms
+        self.report.per_evse[evse_id].sessions += 1
 
         async def at(this: str) -> None:
             if moment == this and fault != "none":
-                await self.inject(fault)
+                self.note(f"session {number} EVSE {evse_id}: {this}")
+                await self.inject(fault, rng)
 
         await at("before_start")
         if moment == "sending_stop" and fault in ("late", "callerror", "no_answer"):
             moment = "stopping"  # those are set up right before the stop instead
         mark = len(csms.received)
         tag = f"TAG-{number:05d}"
+        self.note(f"session {number} EVSE {evse_id}: start {tag}, fault {fault} at {moment}")
         # A start whose answer was lost may have started a transaction after all: those are stopped when the
         # station refuses the next start (connector busy).
-        await self.retry(lambda: csms.start_session(STATION, tag), ("Accepted",), refused=self.stop_leftovers)
+        await self.retry(
+            self.start_call(tag, evse_id, number),
+            ("Accepted",),
+            refused=lambda: self.stop_leftovers(None if self.evses == 1 else evse_id),
+        )
         await at("starting")
-        transaction_id = await self.started(tag, mark)
+        transaction_id = await self.started(tag, mark, evse_id)
+        self.note(f"session {number} EVSE {evse_id}: transaction {transaction_id}")
         if transaction_id is None:
             return  # the start never got through (e.g. killed before the meter started): the ledger tells the rest
         self.report.starts_seen += 1
-        await asyncio.sleep(rng.uniform(0.1, 0.8))
-        await at("charging")
-        await asyncio.sleep(rng.uniform(0.1, 0.5))
-        await at("sending_stop")
-        stop_sent = asyncio.create_task(
-            self.retry(lambda: csms.stop_session(STATION, transaction_id), ("Accepted", "Rejected"))
-        )
-        await asyncio.sleep(rng.uniform(0, 0.3))
-        await at("stopping")
-        await stop_sent
-        await asyncio.sleep(rng.uniform(0.1, 0.4))
-        await at("signing")
-        with contextlib.suppress(TimeoutError):
-            await csms.wait_until(lambda: transaction_id in {t for _, t in self.ends(mark)}, timeout=60)
+        self.report.per_evse[evse_id].starts_seen += 1
+        if any(n != evse_id for n in self._open):
+            self.report.overlapping += 1
+        self._open[evse_id] = transaction_id
+        try:
+            await asyncio.sleep(rng.uniform(0.1, 0.8))
+            await at("charging")
+            await asyncio.sleep(rng.uniform(0.1, 0.5))
+            await at("sending_stop")
+            stop_sent = asyncio.create_task(
+                self.retry(lambda: csms.stop_session(STATION, transaction_id), ("Accepted", "Rejected"))
+            )
+            await asyncio.sleep(rng.uniform(0, 0.3))
+            await at("stopping")
+            await stop_sent
+            await asyncio.sleep(rng.uniform(0.1, 0.4))
+            await at("signing")
+            self.note(f"session {number} EVSE {evse_id}: stop sent")
+            with contextlib.suppress(TimeoutError):
+                await csms.wait_until(lambda: transaction_id in {t for _, t in self.ends(mark)}, timeout=60)
+            self.note(f"session {number} EVSE {evse_id}: done")
+        finally:
+            del self._open[evse_id]
 
-    async def started(self, tag: str, mark: int, timeout: float = 30) -> str | None:
-        """The CSMS's transaction id of this session's start; None once the station has shown Available for 2 s with
-        no start on its way (the start was lost, e.g. the daemon was killed before the meter started)."""
+    async def sessions(self) -> None:
+        """One EVSE: one session after the other. Several: each session starts on a random free EVSE a random moment
+        after the previous one started, so that sessions overlap and stop in either order; each session draws its
+        own schedule from a generator seeded in turn, so that one session's timing does not reshuffle the others'."""
+        total = self.report.sessions
+        if self.evses == 1:
+            for number in range(total):
+                await self.session(number)
+                self.progress(number + 1)
+            return
+        free = set(self.sims)
+        freed = asyncio.Event()
+
+        async def on(number: int, evse_id: int, rng: random.Random) -> None:
+            try:
+                await self.session(number, evse_id, rng)
+            finally:
+                free.add(evse_id)
+                freed.set()
+            self.progress(number + 1)
+
+        async with asyncio.TaskGroup() as group:
+            for number in range(total):
+                while not free:
+                    freed.clear()
+                    await freed.wait()
+                evse_id = self.rng.choice(sorted(free))
+                free.discard(evse_id)
+                group.create_task(on(number, evse_id, random.Random(self.rng.randrange(2**32))))
+                await asyncio.sleep(self.rng.uniform(0, MAX_GAP))
+
+    def progress(self, done: int) -> None:
+        if done % 25 == 0:
+            self.say(f"  ... {done} sessions, faults so far: {dict(self.report.faults)}")
+
+    async def started(self, tag: str, mark: int, evse_id: int = 1, timeout: float = 30) -> str | None:
+        """The CSMS's transaction id of this session's start; None once the station has shown its EVSE Available for
+        2 s with no start on its way (the start was lost, e.g. the daemon was killed before the meter started)."""
         csms = self.csms
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -360,10 +580,18 @@ class Soak:
             found = [m for m, _, id_tag in self.starts(mark) if id_tag == tag]
             if found:
                 start = found[0]
+                where = self.evse_of_start(start)
+                if self.evses > 1 and where != evse_id:
+                    self.report.wrong_evse += 1
+                    self.report.problems.append(f"{tag}: asked to start on EVSE {evse_id}, started on {where}")
                 with contextlib.suppress(TimeoutError):  # 1.6: the id is the CSMS's answer to StartTransaction
                     await csms.wait_until(lambda s=start: self.transaction_of(s) is not None, timeout=60)
                 return self.transaction_of(start)
-            statuses = [m for m in csms.received[mark:] if m.action == "StatusNotification"]
+            statuses = [
+                m
+                for m in csms.received[mark:]
+                if m.action == "StatusNotification" and (self.evses == 1 or self.evse_of_status(m) == evse_id)
+            ]
             if (
                 statuses
                 and statuses[-1].payload.get("status", statuses[-1].payload.get("connectorStatus")) == "Available"
@@ -381,6 +609,20 @@ class Soak:
             return str(start.payload["transactionInfo"]["transactionId"])
         known = self.csms.transaction_by_message_id.get(start.unique_id)
         return None if known is None else str(known)
+
+    @staticmethod
+    def evse_of_start(start: Received) -> int | None:
+        """The EVSE a transaction's start names: 1.6 its connectorId (connectors 1..N are EVSEs 1..N), 2.0.1 the
+        evse of the event."""
+        if start.action == "StartTransaction":
+            return int(start.payload["connectorId"])
+        evse = start.payload.get("evse")
+        return None if evse is None else int(evse["id"])
+
+    @staticmethod
+    def evse_of_status(status: Received) -> int | None:
+        where = status.payload.get("connectorId") if "status" in status.payload else status.payload.get("evseId")
+        return None if where is None else int(where)
 
     def starts(self, after: int = 0) -> list[tuple[Received, str | None, str]]:
         """(message, transaction id, id tag) of each transaction start the CSMS received."""
@@ -402,6 +644,25 @@ class Soak:
                 found.append((m, str(m.payload["transactionInfo"]["transactionId"])))
         return found
 
+    def transaction_evses(self) -> dict[str, set[int]]:
+        """Transaction id -> the EVSE(s) the CSMS was told it runs on: 1.6 the connectorId of its StartTransaction,
+        2.0.1 the evse of each of its TransactionEvents that carries one. Two EVSEs for one transaction is itself a
+        misattribution."""
+        found: dict[str, set[int]] = {}
+        for m in self.csms.received:
+            if m.refused:
+                continue
+            if m.action == "StartTransaction":
+                transaction = self.transaction_of(m)
+                if transaction is not None:
+                    found.setdefault(transaction, set()).add(int(m.payload["connectorId"]))
+            elif m.action == "TransactionEvent":
+                evse = self.evse_of_start(m)
+                ids = found.setdefault(str(m.payload["transactionInfo"]["transactionId"]), set())
+                if evse is not None:
+                    ids.add(evse)
+        return found
+
     def diag_outbox_empty(self) -> bool:
         status = self.diag_status()
         return status is not None and status["ocpp"]["queue_depth"] == 0
@@ -410,9 +671,9 @@ class Soak:
 
     async def settle(self, timeout: float = 180) -> None:
         """No more faults: wait until the daemon has delivered everything and no transaction is open anywhere."""
-        assert self.sim is not None
-        self.sim.faults = Faults()
-        self.sim.signing_time = 0.2
+        for sim in self.sims.values():
+            sim.faults = Faults()
+            sim.signing_time = 0.2
         self.cable.faults = LineFaults()
         self.csms.behaviour = CsmsBehaviour()
         await asyncio.sleep(4)  # let timed faults (a meter off, a mute) run out
@@ -425,13 +686,18 @@ class Soak:
                 running = [c for c in status["connectors"] if c["transaction"]]
                 open_at_csms = self._open_at_csms()
                 await self.stop_leftovers()
-                if not running and not open_at_csms and status["ocpp"]["queue_depth"] == 0 and not self.sim.charging:
+                charging = any(sim.charging for sim in self.sims.values())
+                if not running and not open_at_csms and status["ocpp"]["queue_depth"] == 0 and not charging:
                     return
             await asyncio.sleep(1)
-        raise AssertionError(f"the station did not settle within {timeout} s; logs in {self.workdir}")
+        raise Stuck(f"the station did not settle within {timeout} s; logs in {self.workdir}")
 
-    async def stop_leftovers(self) -> None:
+    async def stop_leftovers(self, evse_id: int | None = None) -> None:
+        """Stop the transactions open at the CSMS that no session is running: all, or those on one EVSE."""
+        where = self.transaction_evses() if evse_id is not None else {}
         for transaction_id in self._open_at_csms():
+            if evse_id is not None and where.get(transaction_id) != {evse_id}:
+                continue
             await self.ask(lambda t=transaction_id: self.csms.stop_session(STATION, t))
 
     def _open_at_csms(self) -> list[str]:
@@ -439,19 +705,26 @@ class Soak:
         return sorted({t for _, t, _ in self.starts() if t is not None and t not in stopped})
 
     def compare(self) -> None:
-        assert self.sim is not None
         report = self.report
-        ledger = [json.loads(line) for line in self.ledger.read_text().splitlines()] if self.ledger.exists() else []
-        ledger = [entry for entry in ledger if entry["end_wh"] is not None]  # end records (BAUER signs begins too)
-        report.signed = len(ledger)
+        ledgers: dict[int, list[dict[str, Any]]] = {}
+        owner: dict[str, int] = {}  # record_key -> the EVSE whose meter's ledger holds it
+        for n, path in self.ledgers.items():
+            entries = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+            ledgers[n] = [entry for entry in entries if entry["end_wh"] is not None]  # end records (BAUER: begins)
+            for entry in ledgers[n]:
+                owner[record_key(entry["ocmf"])] = n
+        report.signed = sum(len(entries) for entries in ledgers.values())
+        on_evses = self.transaction_evses()
         by_record: dict[str, set[str]] = {}  # record_key -> ids of the messages that carried it
         as_delivered: dict[str, str] = {}  # record_key -> the text the CSMS received
+        delivered_on: dict[str, set[int | None]] = {}  # record_key -> EVSEs of the transactions that carried it
+        keys_sent: dict[str, set[str]] = {}  # record_key -> the public keys sent with it
         first_seen: list[str] = []
-        for stop, _ in self.ends():
-            if stop.unique_id in self.csms.refused:
+        for stop, transaction_id in self.ends():
+            if stop.refused:
                 continue  # answered with a CALLERROR: the CSMS did not take it; the station sends it again
             try:
-                text, _ = extract_signed_record(stop.payload)
+                text, key = extract_signed_record(stop.payload)
                 record = record_key(text)
             except (ValueError, KeyError) as exc:
                 report.problems.append(f"transaction end {stop.unique_id} without a usable signed record: {exc}")
@@ -463,29 +736,54 @@ class Soak:
             if stop.unique_id in ids:
                 report.repeated += 1
             ids.add(stop.unique_id)
-        signed = [record_key(entry["ocmf"]) for entry in ledger]
-        for entry, record in zip(ledger, signed, strict=True):
-            ids = by_record.get(record, set())
-            if not ids:
-                report.lost += 1
-                report.problems.append(f"lost: {entry['pagination']} was signed but never delivered")
-                continue
-            report.delivered += 1
-            if len(ids) > 1:
-                report.duplicated += 1
-                report.problems.append(f"duplicated: {entry['pagination']} in messages {sorted(ids)}")
-            if not ocmf.verify(ocmf.parse(as_delivered[record]), self.sim.public_key_hex).valid:
-                report.not_verifying += 1
-                report.problems.append(f"not verifying: {entry['pagination']} as the CSMS received it")
-        phantom = [r for r in by_record if r not in set(signed)]
-        report.phantom = len(phantom)
-        delivered_order = [r for r in first_seen if r in set(signed)]
-        expected_order = [r for r in signed if r in by_record]
-        if delivered_order != expected_order:
-            report.out_of_order = sum(1 for a, b in zip(delivered_order, expected_order, strict=False) if a != b)
-            report.problems.append("records reached the CSMS in another order than the meter signed them")
+            delivered_on.setdefault(record, set()).update(on_evses.get(transaction_id) or {None})
+            if key is not None:
+                keys_sent.setdefault(record, set()).add(key_hex(key))
+        for n, entries in ledgers.items():
+            evse = report.per_evse[n]
+            sim = self.sims[n]
+            evse.signed = len(entries)
+            signed = [record_key(entry["ocmf"]) for entry in entries]
+            for entry, record in zip(entries, signed, strict=True):
+                ids = by_record.get(record, set())
+                label = f"EVSE {n} {entry['pagination']}" if self.evses > 1 else entry["pagination"]
+                if not ids:
+                    evse.lost += 1
+                    report.problems.append(f"lost: {label} was signed but never delivered")
+                    continue
+                evse.delivered += 1
+                if len(ids) > 1:
+                    evse.duplicated += 1
+                    report.problems.append(f"duplicated: {label} in messages {sorted(ids)}")
+                if not ocmf.verify(ocmf.parse(as_delivered[record]), sim.public_key_hex).valid:
+                    report.not_verifying += 1
+                    report.problems.append(f"not verifying: {label} as the CSMS received it")
+                wrong_keys = keys_sent.get(record, set()) - {sim.public_key_hex}
+                if self.evses > 1 and (delivered_on[record] != {n} or wrong_keys):
+                    evse.misattributed += 1
+                    on = sorted(str(e) for e in delivered_on[record])
+                    report.problems.append(
+                        f"misattributed: {label} (meter {sim.mem.serial}) delivered on EVSE(s) {', '.join(on)}"
+                        + (f" with another meter's key {sorted(wrong_keys)[0][-16:]}" if wrong_keys else "")
+                    )
+            # Each meter's records reach the CSMS in the order it signed them (the EVSEs' relative order is free).
+            delivered_order = [r for r in first_seen if owner.get(r) == n]
+            expected_order = [r for r in signed if r in by_record]
+            if delivered_order != expected_order:
+                report.out_of_order += sum(1 for a, b in zip(delivered_order, expected_order, strict=False) if a != b)
+                report.problems.append(
+                    f"records of EVSE {n}'s meter reached the CSMS in another order than the meter signed them"
+                )
+        for name in ("lost", "delivered", "duplicated", "misattributed"):
+            setattr(report, name, sum(getattr(e, name) for e in report.per_evse.values()))
+        report.phantom = len([r for r in by_record if r not in owner])
         if self.ocpp == "2.0.1":
             self.check_seq_nos()
+        if self.evses > 1:
+            for transaction_id, evses in on_evses.items():
+                if len(evses) > 1:
+                    report.problems.append(f"transaction {transaction_id} named EVSEs {sorted(evses)}")
+                    report.misattributed += 1
 
     def check_seq_nos(self) -> None:
         """2.0.1: the CSMS tells a lost TransactionEvent by a gap in seqNo; the station numbers each transaction's
@@ -493,7 +791,7 @@ class Soak:
         up to a transaction's last must have arrived."""
         seen: dict[str, set[int]] = {}
         for m in self.csms.messages("TransactionEvent"):
-            if m.unique_id not in self.csms.refused:
+            if not m.refused:
                 seen.setdefault(str(m.payload["transactionInfo"]["transactionId"]), set()).add(m.payload["seqNo"])
         missing = [
             f"{tx[:8]}:{n}" for tx, numbers in seen.items() for n in sorted(set(range(max(numbers) + 1)) - numbers)
@@ -506,16 +804,23 @@ class Soak:
         report = self.report
         self.say(
             f"chaos soak: seed {report.seed} (replay with --seed {report.seed}), {report.sessions} sessions, "
-            f"OCPP {self.ocpp}, meter {self.model}, work directory {self.workdir}"
+            f"OCPP {self.ocpp}, "
+            + (f"{self.evses} EVSEs, meters {report.model}" if self.evses > 1 else f"meter {self.model}")
+            + f", work directory {self.workdir}"
         )
         began = time.monotonic()
         await self.start()
         try:
-            for number in range(self.report.sessions):
-                await self.session(number)
-                if (number + 1) % 25 == 0:
-                    self.say(f"  ... {number + 1} sessions, faults so far: {dict(self.report.faults)}")
-            await self.settle()
+            try:
+                await self.sessions()
+                await self.settle()
+            except* Stuck as stuck:  # the report still says what was signed and delivered up to there
+                for exc in stuck.exceptions:
+                    report.stuck += 1
+                    report.problems.append(f"stuck: {exc}")
+                if self.daemon is not None and self.daemon.proc.poll() is None:
+                    self.daemon.proc.send_signal(signal.SIGABRT)
+                    report.problems.append(f"the daemon's threads at that moment: {self.daemon.log_path}")
         finally:
             await self.close()
         self.compare()
@@ -528,13 +833,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sessions", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--ocpp", choices=("1.6", "2.0.1"), default="1.6")
-    parser.add_argument("--model", choices=SIMULATED_MODELS, default="smartme")
+    parser.add_argument(
+        "--model", default="smartme", help=f"one of {', '.join(SIMULATED_MODELS)}, or one per EVSE: A,B"
+    )
+    parser.add_argument("--evses", type=int, choices=range(1, MAX_EVSES + 1), default=1, help="EVSEs on the one line")
     parser.add_argument("--workdir", type=Path, default=None, help="keep logs, store and ledger here")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="station-soak-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    report = asyncio.run(Soak(workdir, seed, args.sessions, ocpp=args.ocpp, model=args.model).run())
+    try:
+        soak = Soak(workdir, seed, args.sessions, ocpp=args.ocpp, model=args.model, evses=args.evses)
+    except ValueError as exc:
+        parser.error(str(exc))
+    report = asyncio.run(soak.run())
     print(report.text())
     return 0 if report.ok else 1
 

@@ -51,3 +51,40 @@ async def test_chaos_soak_loses_and_duplicates_nothing(
     assert report.signed >= sessions // 2 and report.delivered == report.signed
     assert report.lost == 0 and report.duplicated == 0
     assert sum(report.faults.values()) >= sessions // 2
+
+
+# Two EVSEs on one line (issue 17): (OCPP version, meter model per EVSE, sessions). Overlapping sessions, faults on
+# either EVSE; each meter's ledger against what the CSMS received for its EVSE. Run i replays seed + len(RUNS) + i.
+TWIN_RUNS = [
+    ("1.6", "smartme", max(2, SESSIONS * 2 // 5)),
+    ("2.0.1", "iskra-wm3m4c,carlo-gavazzi-em580", max(2, SESSIONS // 5)),
+]
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize(
+    ("offset", "ocpp", "model", "sessions"),
+    [(len(RUNS) + i, *run) for i, run in enumerate(TWIN_RUNS)],
+    ids=[f"{v}-{m.replace(',', '+')}-2evses" for v, m, _ in TWIN_RUNS],
+)
+async def test_chaos_soak_two_evses_on_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], offset: int, ocpp: str, model: str, sessions: int
+) -> None:
+    chosen = os.environ.get("STATION_SOAK_SEED", DEFAULT_SEED)
+    seed = random.SystemRandom().randrange(2**31) if chosen == "random" else int(chosen) + offset
+
+    def say(text: str) -> None:
+        with capsys.disabled():
+            print("\n" + text, flush=True)
+
+    report = await Soak(tmp_path, seed, sessions, say=say, ocpp=ocpp, model=model, evses=2).run()
+    say(report.text())
+    assert report.ok, report.text()
+    assert report.signed >= sessions // 2 and report.delivered == report.signed
+    assert report.misattributed == 0 and report.wrong_evse == 0
+    assert sorted(report.per_evse) == [1, 2]
+    for evse in report.per_evse.values():  # both meters signed, and each one's records all arrived on its own EVSE
+        assert evse.signed >= 1 and evse.delivered == evse.signed, report.text()
+        assert evse.lost == 0 and evse.duplicated == 0 and evse.misattributed == 0
+    assert report.overlapping >= 1, report.text()  # the sessions did overlap
+    assert sum(report.faults.values()) >= sessions // 2

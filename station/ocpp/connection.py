@@ -43,6 +43,7 @@ from station.runtime import StationRuntime
 from station.store import Store, StoreError
 from station.tasks import until_first_exits
 
+DELIVERY_SLACK = 10.0  # seconds beyond two response timeouts that one outbox delivery may take
 log = structlog.get_logger("station.ocpp")
 
 # The `ocpp` library validates every message against its JSON schema in a thread-pool hop by default. For messages of
@@ -426,7 +427,14 @@ class CsmsConnection:
                     await asyncio.wait_for(wakeup.wait(), None if lane == "transaction" else 30)
             return
         try:
-            delivery = await adapter.deliver(message)
+            # Bounded as a whole: the library's response timeout starts only once the frame is out, and a send that
+            # never completes (a peer that stops reading) would hold the lane for good. Past the bound the session
+            # ends like a missed answer and the message goes again after the reconnect, under the same id.
+            async with asyncio.timeout(2 * self.config.csms.response_timeout + DELIVERY_SLACK):
+                delivery = await adapter.deliver(message)
+        except TimeoutError:
+            log.warning("outbox delivery did not complete in time; reconnecting", kind=message.kind, id=message.id)
+            raise
         except OCPPError as exc:
             if message.kind == "security_event" and isinstance(exc, (CallNotImplemented, NotSupportedError)):
                 # A 1.6 CSMS without the security extension: the event stays in the security log.

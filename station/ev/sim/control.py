@@ -197,7 +197,7 @@ class ControlServer:
                 except ValueError:  # longer than the limit: the rest of it is not worth reading
                     await self._send(writer, {"ok": False, "error": f"request longer than {MAX_REQUEST_BYTES} bytes"})
                     return
-                if not line:
+                if not line.endswith(b"\n"):  # end of input, perhaps mid-request: nothing complete to do
                     return
                 if not line.strip():
                     continue

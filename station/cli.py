@@ -170,6 +170,12 @@ def _cmd_sim_csms(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_sim_ev(args: argparse.Namespace) -> int:
+    from station.sim import ev
+
+    return ev.run(args)
+
+
 # --------------------------------------------------------------------------- offline tools
 
 
@@ -451,9 +457,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON for machines")
     p.set_defaults(func=_cmd_verify)
 
-    p = sub.add_parser("sim", help="simulators for trying the daemon by hand: sim csms, sim meter, sim nullmodem")
+    p = sub.add_parser(
+        "sim", help="simulators for trying the daemon by hand: sim csms, sim meter, sim ev, sim nullmodem"
+    )
     simsub = _commands(p, "sim_command")
     _add_sim_csms(simsub)
+    _add_sim_ev(simsub)
     _add_sim_meter(simsub, "meter", help="a simulated meter (Modbus RTU server), on its own virtual cable or a port")
     _add_nullmodem(simsub, "nullmodem")
     # The names from before `station sim` keep working.
@@ -528,6 +537,53 @@ def _add_sim_meter(sub: argparse._SubParsersAction[_Parser], name: str, help: st
     p.add_argument("--signing-time", type=float, default=0.5, help="seconds the meter takes to sign")
     p.add_argument("--log-level", default="info", choices=LOG_LEVELS, help="least severe log lines shown")
     p.set_defaults(func=_cmd_sim_meter)
+
+
+def _add_sim_ev(sub: argparse._SubParsersAction[_Parser]) -> None:
+    def socket_option(top: bool) -> _Parser:
+        o = _Parser(add_help=False)
+        o.add_argument(
+            "--socket",
+            metavar="PATH",
+            default=None if top else argparse.SUPPRESS,
+            help="the simulated charge controller's control socket (its `control_socket`)",
+        )
+        o.add_argument(
+            "--json", action="store_true", default=False if top else argparse.SUPPRESS, help="print the answer as JSON"
+        )
+        return o
+
+    p = sub.add_parser(
+        "ev",
+        help='drive a running station\'s simulated car, faults and card reader (driver = "simulated")',
+        description='Drive the simulated charge controller of a running station\'s EVSE (`driver = "simulated"`, '
+        "`control_socket = PATH`): plug the car in, make it ask for power or pause, present a card, inject faults. "
+        "Exit status: 0 done, 1 refused by the simulation, 2 wrong arguments or nothing at the socket.",
+        parents=[socket_option(True)],
+    )
+    esub = _commands(p, "ev_command")
+    common = [socket_option(False)]
+
+    def command(name: str, help: str) -> _Parser:
+        c = esub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".", parents=common)
+        c.set_defaults(func=_cmd_sim_ev)
+        return c
+
+    command("plug", "plug the car in (pilot B)")
+    command("unplug", "unplug the car (pilot A)")
+    command("ready", "the car asks for power (pilot C)")
+    command("suspend", "the car pauses (back to pilot B)")
+    c = command("card", "present a card at this EVSE's reader")
+    c.add_argument("uid", help="the card's UID in hex (4, 7 or 10 bytes), e.g. 04A1B2C3")
+    c = command("fault", "make the controller report a fault")
+    c.add_argument(
+        "name",
+        help="rcd, diode, overcurrent, overtemperature, no_ground, relay_welded, lock_failure, controller_silent",
+    )
+    c.add_argument("--detail", default="", help="text the fault carries")
+    c = command("clear", "clear a fault, or all of them")
+    c.add_argument("name", nargs="?", default="", help="the fault to clear (default: every active one)")
+    command("state", "pilot, relay, lock, current limit, power and faults")
 
 
 def _add_nullmodem(sub: argparse._SubParsersAction[_Parser], name: str, help: str | None = None) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -207,6 +208,10 @@ class SimulatedMeter:
         self.ledger_path = ledger_path
         self.device_id = device_id
         self.power_w = power_w
+        # What flows through the meter, when something (a simulated charge controller's car) says so: None keeps the
+        # meter on its own (`power_w` while a transaction runs); a number is counted whether a transaction runs or
+        # not, as a real meter counts whatever flows. Set it through `set_load`, which counts up to the change first.
+        self.load_w: float | None = None
         self.signing_time = signing_time
         # The TX of a record's end reading: E, or how the transaction was ended (OCMF L, R, A, P), as real meters do.
         self.end_tx = "E"
@@ -296,11 +301,27 @@ class SimulatedMeter:
     def charging(self) -> bool:
         return self.mem.open_tx is not None and self.mem.record is None
 
+    @property
+    def drawn_w(self) -> float:
+        """The power flowing now: the load when one is set, else `power_w` while a transaction runs."""
+        if self.load_w is not None:
+            return self.load_w
+        return self.power_w if self.charging else 0.0
+
+    def set_load(self, watts: float | None) -> None:
+        """What flows from now on (e.g. a simulated car's draw: `controller.add_power_listener(meter.set_load)`);
+        None goes back to the meter's own `power_w` while a transaction runs. What flowed so far is counted first."""
+        if watts is not None and (not math.isfinite(watts) or watts < 0):
+            raise ValueError(f"load must be a finite number of watts >= 0, got {watts!r}")
+        self.tick()
+        self.load_w = None if watts is None else float(watts)
+
     def tick(self) -> None:
         """Advance the energy register by what was drawn since the last look."""
         now = time.monotonic()
-        if self.charging:
-            self.mem.energy_wh += self.power_w * (now - self._last_tick) / 3600.0
+        drawn = self.drawn_w
+        if drawn:
+            self.mem.energy_wh += drawn * (now - self._last_tick) / 3600.0
             if now - self._last_save > 5.0:
                 self._save()
         self._last_tick = now

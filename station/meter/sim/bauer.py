@@ -193,7 +193,7 @@ class BauerSimulator(SimulatedMeter):
         r = self.regs
         put(r.common_vr, text_regs(self.FIRMWARE, 8))
         put(r.common_sn, text_regs(self.mem.serial, 16))
-        power = self.power_w if self.charging else 0.0
+        power = self.drawn_w
         amps = round(power / 230 / 3 * 100)
         put(r.ac_meter_a, [amps * 3, amps, amps, amps, 0xFFFE])  # A, AphA..C, A_SF -2
         put(r.ac_meter_phv_pha, [2301, 2299, 2302, 0, 0, 0, 0, 0xFFFF])  # PhVphA..C, PPV, PhVphAB..CA, V_SF -1

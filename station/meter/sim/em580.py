@@ -219,7 +219,7 @@ class Em580Simulator(SimulatedMeter):
 
     def refresh(self, put: Put, address: int, count: int) -> None:
         r = self.regs
-        power = self.power_w if self.charging else 0.0
+        power = self.drawn_w
         amps = power / 230 / 3
         for i, volts in enumerate((230.1, 229.9, 230.2)):
             put(r.real_time_values + 2 * i, lsw_first(round(volts * 10), 2))

@@ -256,7 +256,7 @@ class IskraSimulator(SimulatedMeter):
         r = self.regs
         put(r.ir_device_model, text_regs(self.MODEL, 8))
         put(r.ir_serial_number, text_regs(self.mem.serial, 4))
-        power = self.power_w if self.charging else 0.0
+        power = self.drawn_w
         amps = power / 230 / 3
         put(r.ir_frequency, t5(50.0, -2))
         for i, volts in enumerate((230.1, 229.9, 230.2)):

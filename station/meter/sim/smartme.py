@@ -210,7 +210,7 @@ class SmartMeSimulator(SimulatedMeter):
         status = self._visible_status()
         identity = text_regs(self.MODEL, 8) + text_regs(self.mem.serial, 8) + text_regs(self.FIRMWARE, 4)
         put(r.model, identity)
-        power = int(self.power_w) if self.charging else 0
+        power = int(self.drawn_w)
         amps = int(power / 230 / 3 * 1000) if power else 0
         put(
             r.energy_import,

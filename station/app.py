@@ -21,15 +21,17 @@ from station.auth import Authorizer
 from station.bus import LineSettings, ModbusBus, ModbusDevice
 from station.config import BusConfig, Config, EvseConfig, sim_state_path
 from station.core.model import Layout
-from station.core.station import ChargingStation
+from station.core.station import ChargingStation, EvSide
 from station.diag.server import DiagnosticsServer
 from station.diag.webpage import DiagnosticsPage
+from station.ev.interface import ChargeController
 from station.meter.interface import Meter
 from station.meter.models import build_driver
 from station.ocpp import security
 from station.ocpp.connection import CsmsConnection
 from station.ocpp.settings import Settings, SettingsPolicy
 from station.runtime import MeterWorker, StationRuntime
+from station.runtime.controller_worker import ControllerWorker
 from station.service import Notifier, feed_watchdog
 from station.store import Store, StoreError
 
@@ -75,6 +77,17 @@ class Station:
         return self.simulated[self.config.evse(evse_id).meter.bus]
 
 
+def tie_simulated_load(
+    controller: ChargeController, simulated: dict[str, SimulatedLine], config: Config, evse_id: int
+) -> None:
+    """A simulated car on an in-process simulated meter: the meter counts only what the car draws (relay closed,
+    car asking, current allowed). A meter in another process keeps its constant power while a transaction runs."""
+    bus = config.evse(evse_id).meter.bus
+    listen = getattr(controller, "add_power_listener", None)
+    if bus in simulated and listen is not None:
+        listen(simulated[bus].simulators[evse_id].set_load)
+
+
 def line_settings(config: Config, bus: BusConfig, port: str | None = None) -> LineSettings:
     return LineSettings(
         port=port or bus.port,
@@ -107,6 +120,24 @@ def build_meter(config: Config, evse_id: int = 1) -> Meter:
     """One EVSE's meter on a bus of its own (tools that talk to one meter while the daemon is not running)."""
     evse = config.evse(evse_id)
     return _driver(evse, ModbusBus(line_settings(config, config.bus_of(evse))))
+
+
+def build_controller(evse: EvseConfig) -> ChargeController | None:
+    """The EVSE's charge controller, None for "meter-output" (the meter's output switches it: nothing to talk to).
+    Each driver is imported only when configured."""
+    cc = evse.charge_controller
+    name = f"evse-{evse.id}"
+    if cc.driver == "simulated":
+        from station.ev.simulated import SimulatedController
+
+        return SimulatedController(
+            name, has_lock=cc.lock, control_socket=cc.control_socket, max_current_a=cc.max_current
+        )
+    if cc.driver == "openevse":
+        from station.ev.openevse import OpenEvseController
+
+        return OpenEvseController(cc.port, baudrate=cc.baudrate, name=name, has_lock=cc.lock)
+    return None
 
 
 def _driver(evse: EvseConfig, bus: ModbusBus) -> Meter:
@@ -160,19 +191,39 @@ async def running_station(config: Config) -> AsyncIterator[Station]:
         buses = build_buses(config, {name: line.cable.path_a for name, line in simulated.items()})
         meters = build_meters(config, buses)
         layout = Layout(tuple((e.id, e.connectors) for e in config.evses))
+        controllers = {e.id: c for e in config.evses if (c := build_controller(e)) is not None}
+        sides = {
+            evse_id: EvSide(senses_plug=c.capabilities.senses_plug, has_lock=c.capabilities.has_lock)
+            for evse_id, c in controllers.items()
+        }
+        for evse_id, controller in controllers.items():
+            tie_simulated_load(controller, simulated, config, evse_id)
         workers = {evse_id: MeterWorker(evse_id, meter) for evse_id, meter in meters.items()}
-        settings = Settings(store, layout, lambda evse_id: workers[evse_id].state.public_key_hex)
+        all_sides = [sides.get(e.id) for e in config.evses]
+        settings = Settings(
+            store,
+            layout,
+            lambda evse_id: workers[evse_id].state.public_key_hex,
+            sees_car=all(s is not None and s.senses_plug for s in all_sides),
+            has_lock=all(s is not None and s.has_lock for s in all_sides),
+        )
         authorizer = Authorizer(
             store,
             offline_allowed=lambda: settings.value("LocalAuthorizeOffline") == "true",
             list_enabled=lambda: settings.value("LocalAuthListEnabled") == "true",
             cache_enabled=lambda: settings.value("AuthorizationCacheEnabled") == "true",
+            pre_authorize=lambda: settings.value("LocalPreAuthorize") == "true",
+            unknown_offline=lambda: settings.value("AllowOfflineTxForUnknownId") == "true",
         )
         runtime = StationRuntime(
-            ChargingStation(layout),
+            ChargingStation(layout, sides),
             store,
             workers,
             station_id=config.station.id,
+            controllers={
+                e: ControllerWorker(e, c, max_current_a=config.evse(e).charge_controller.max_current)
+                for e, c in controllers.items()
+            },
             policy=SettingsPolicy(settings),
             authorizer=authorizer,
         )

@@ -1,4 +1,4 @@
-"""A simulated card reader: cards are put on it by a call (`station sim ev ... card UID`, the tests), each delivered once.
+"""A simulated card reader: a call puts a card on it (`station sim ev ... card UID`, the tests); each is delivered once.
 
 The queue between `present()` and `run()` is bounded: a flood of presentations (a script gone wrong, a hostile
 control-socket client) keeps the first `MAX_PENDING` and drops the rest, each drop logged, so memory stays bounded.

@@ -694,6 +694,9 @@ def _card_readers(raw: Any, evse_ids: set[int] | None, problems: list[str]) -> t
     devices: dict[str, str] = {}  # a PC/SC device -> label of the first reader with it
     for position, table in enumerate(raw, 1):
         label = f"card_reader[{position}]"
+        if not isinstance(table, dict):
+            problems.append(f"{label}: must be a table, got {type(table).__name__}; write it as [[card_reader]]")
+            continue
         before = len(problems)
         keys = _check_table(label, table, CARD_READER_KEYS, problems, "[[card_reader]]")
         name, driver, device, evse = (keys.get(k) for k in ("name", "driver", "device", "evse"))

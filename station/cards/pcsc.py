@@ -135,7 +135,7 @@ class PcscCardReader(CardReader):
                 "driver, package libccid; pcsc_scan lists the readers pcscd sees)"
             )
         if _code(hresult) in SERVICE_GONE:
-            raise CardReaderError(f"card reader {self.name}: pcscd went away: {_message(hresult)}; is pcscd running?")
+            raise self._service_gone(hresult)
         if _code(hresult) != SUCCESS:
             raise CardReaderError(f"card reader {self.name}: cannot list the PC/SC readers: {_message(hresult)}")
         names = [str(r) for r in readers]
@@ -160,14 +160,11 @@ class PcscCardReader(CardReader):
             if code == CANCELLED:
                 return
             if code in SERVICE_GONE:
-                raise CardReaderError(
-                    f"card reader {self.name}: pcscd went away: {_message(hresult)}; is pcscd running? "
-                    "(systemctl status pcscd)"
-                )
+                raise self._service_gone(hresult)
             if code in READER_GONE:
                 raise self._unplugged(reader, _message(hresult))
             if code != SUCCESS:
-                raise CardReaderError(f"card reader {self.name}: waiting for a card failed: {_message(hresult)}")
+                raise self._failure(context, reader, hresult, stop)
             event = int(states[0][1])
             current = event & ~scard.SCARD_STATE_CHANGED
             if event & STATE_GONE:
@@ -181,6 +178,22 @@ class PcscCardReader(CardReader):
                         found(uid)
             else:
                 handled = None
+
+    def _failure(self, context: Any, reader: str, hresult: int, stop: threading.Event) -> CardReaderError:
+        """What an unexpected answer to a wait means: pcscd shutting down answers its waiting clients with all sorts
+        of codes (Access denied, ...), so ask again after a moment whether pcscd and the reader are still there."""
+        stop.wait(self.poll_interval)
+        probe, readers = scard.SCardListReaders(context, [])
+        if _code(probe) in SERVICE_GONE:
+            return self._service_gone(probe)
+        if _code(probe) == NO_READERS or (_code(probe) == SUCCESS and reader not in readers):
+            return self._unplugged(reader, _message(hresult))
+        return CardReaderError(f"card reader {self.name}: waiting for a card failed: {_message(hresult)}")
+
+    def _service_gone(self, hresult: int) -> CardReaderError:
+        return CardReaderError(
+            f"card reader {self.name}: pcscd went away: {_message(hresult)}; is pcscd running? (systemctl status pcscd)"
+        )
 
     def _unplugged(self, reader: str, why: str) -> CardReaderError:
         return CardReaderError(

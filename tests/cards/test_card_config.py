@@ -161,3 +161,16 @@ def test_without_pyscard_the_pcsc_reader_says_how_to_install_it(monkeypatch: pyt
     monkeypatch.delitem(sys.modules, "station.cards.pcsc", raising=False)
     with pytest.raises(CardReaderError, match=r"pip install 'station\[pcsc\]'"):
         build_card_reader(CardReaderConfig(name="front", driver="pcsc"))
+
+
+def test_the_example_configs_commented_card_reader_is_valid(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[2] / "config" / "station.example.toml"
+    keys = ("[[card_reader]]", "driver =", "name =", "device =", "evse =")
+    lines = [
+        line[2:] if line.startswith("# ") and line[2:].startswith(keys) else line
+        for line in example.read_text().splitlines()
+    ]
+    (tmp_path / "station.toml").write_text("\n".join(lines))
+    config = load_config(tmp_path / "station.toml")
+    assert config.card_readers == (CardReaderConfig(name="front", driver="pcsc", device="ACR122U", evse=0),)
+    assert load_config(example).card_readers == ()

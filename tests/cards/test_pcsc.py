@@ -166,6 +166,26 @@ async def test_pcscd_going_away_ends_the_reader_with_advice(pcscd: Pcscd) -> Non
     await threads_gone()
 
 
+async def test_a_reader_pcscd_no_longer_knows_is_reported_unplugged(pcscd: Pcscd) -> None:
+    """After a USB reader is pulled, pcsc-lite's client answers a wait on its name with SCARD_STATE_UNKNOWN |
+    UNAVAILABLE (winscard_clnt.c: a reader name not in pcscd's list). vpcd's readers cannot be unplugged, so the wait is
+    given a name pcscd does not know, through the real stack, which is what the client sees after an unplug."""
+    from smartcard import scard
+
+    from station.cards.pcsc import PcscCardReader
+
+    front = PcscCardReader("front", poll_interval=0.05)
+    hresult, context = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
+    assert hresult == scard.SCARD_S_SUCCESS
+    try:
+        with pytest.raises(CardReaderError) as caught:
+            await asyncio.to_thread(front._wait_for_cards, context, "ACS ACR122U 00 00", threading.Event(), print)
+    finally:
+        scard.SCardReleaseContext(context)
+    assert str(caught.value).startswith("card reader front: PC/SC reader 'ACS ACR122U 00 00' is gone")
+    assert "unplugged? Plug it in again" in str(caught.value) and "pcsc_scan" in str(caught.value)
+
+
 @pytest.mark.parametrize(
     ("answer", "logged"),
     [

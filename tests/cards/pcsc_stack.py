@@ -83,6 +83,18 @@ class Pcscd:
         return self.run_dir / "pcscd.comm"
 
     def start(self) -> None:
+        """Starts pcscd; tries other ports when another process took ours between the check and vpcd's bind (vpcd
+        then leaves the reader out)."""
+        for attempt in range(3):
+            try:
+                self._start_once()
+                return
+            except RuntimeError:
+                self.stop()
+                if attempt == 2:
+                    raise
+
+    def _start_once(self) -> None:
         shutil.rmtree(self.run_dir, ignore_errors=True)  # a pid file or socket left by a pcscd killed hard
         self.run_dir.mkdir(parents=True)
         self.conf_dir.mkdir(parents=True, exist_ok=True)
@@ -106,7 +118,7 @@ class Pcscd:
     def _wait_until_ready(self) -> None:
         from smartcard import scard
 
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"pcscd exited with {self.proc.returncode}: {self.log()}")

@@ -19,6 +19,7 @@ import structlog
 
 from station.auth import Authorizer
 from station.bus import LineSettings, ModbusBus, ModbusDevice
+from station.cards.drivers import build_card_reader
 from station.config import BusConfig, Config, EvseConfig, sim_state_path
 from station.core.model import Layout
 from station.core.station import ChargingStation, EvSide
@@ -31,6 +32,7 @@ from station.ocpp import security
 from station.ocpp.connection import CsmsConnection
 from station.ocpp.settings import Settings, SettingsPolicy
 from station.runtime import MeterWorker, StationRuntime
+from station.runtime.cards import Desk
 from station.runtime.controller_worker import ControllerWorker
 from station.service import Notifier, feed_watchdog
 from station.store import Store, StoreError
@@ -75,6 +77,19 @@ class Station:
 
     def simulated_line(self, evse_id: int = 1) -> SimulatedLine:
         return self.simulated[self.config.evse(evse_id).meter.bus]
+
+
+def card_desks(config: Config, controllers: dict[int, ChargeController]) -> list[Desk]:
+    """The configured card readers, and one simulated reader per simulated car (`station sim ev card UID`)."""
+    desks = [Desk(build_card_reader(c), None if c.evse == 0 else (c.evse,)) for c in config.card_readers]
+    for evse_id, controller in controllers.items():
+        if hasattr(controller, "card_reader"):
+            from station.cards.simulated import SimulatedCardReader
+
+            reader = SimulatedCardReader(f"evse-{evse_id}")
+            controller.card_reader = reader
+            desks.append(Desk(reader, (evse_id,)))
+    return desks
 
 
 def tie_simulated_load(
@@ -224,6 +239,7 @@ async def running_station(config: Config) -> AsyncIterator[Station]:
                 e: ControllerWorker(e, c, max_current_a=config.evse(e).charge_controller.max_current)
                 for e, c in controllers.items()
             },
+            card_readers=card_desks(config, controllers),
             policy=SettingsPolicy(settings),
             authorizer=authorizer,
         )

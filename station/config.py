@@ -13,6 +13,10 @@ Today's single `[meter]` table still works: one bus named "meter" and EVSE 1 wit
 key: `evse[2].meter.device_id` is a key of the second [[evse]] table in the file, `bus.rs485.baudrate` one of
 [bus.rs485]. Checking a file imports no meter driver, only the register table of a model whose registers it
 overrides.
+
+Card readers: `[[card_reader]]` tables, each with a driver ("pcsc" or "simulated"), a unique name, the PC/SC reader's
+name (part of it) as `device`, and the EVSE it belongs to (`evse = 0`: one reader for all EVSEs). Errors name
+`card_reader[2].evse` and so on.
 """
 
 from __future__ import annotations
@@ -49,6 +53,9 @@ MAX_BUSES = MAX_EVSES  # one bus per meter at most
 MAX_BUS_NAME = 32
 MAX_REGISTER_OVERRIDES = 64
 LEGACY_BUS = "meter"  # the bus a single [meter] table describes
+CARD_READER_DRIVERS = ("pcsc", "simulated")  # station/cards/drivers.py builds them
+MAX_CARD_READERS = MAX_EVSES
+MAX_CARD_READER_NAME = 32
 
 
 class ConfigError(Exception):
@@ -139,6 +146,16 @@ class EvseConfig:
 
 
 @dataclass(frozen=True)
+class CardReaderConfig:
+    """A card reader: `evse` 0 serves every EVSE (OCPP's one reader for several connectors), else that EVSE only."""
+
+    name: str
+    driver: str  # "pcsc" or "simulated"
+    device: str = ""  # pcsc: part of the PC/SC reader's name ("" = the first reader pcscd lists)
+    evse: int = 0
+
+
+@dataclass(frozen=True)
 class StorageConfig:
     path: str
 
@@ -160,6 +177,7 @@ class Config:
     diagnostics: DiagnosticsConfig
     source: str = ""
     legacy: bool = False  # read from the single [meter] table
+    card_readers: tuple[CardReaderConfig, ...] = ()  # in the file's order
 
     def evse(self, evse_id: int) -> EvseConfig:
         for evse in self.evses:
@@ -201,6 +219,14 @@ def _port(v: str) -> str | None:
     if not v.strip():
         return "must not be empty"
     return None if v.isprintable() else "must not contain control characters"
+
+
+def _printable(v: str) -> str | None:
+    return None if v.isprintable() and len(v) <= 128 else "must be at most 128 characters without control characters"
+
+
+def _reader_name(v: str) -> str | None:
+    return None if 0 < len(v) <= MAX_CARD_READER_NAME and _BUS_NAME.fullmatch(v) else "is not a valid name"
 
 
 def _station_id(v: str) -> str | None:
@@ -366,8 +392,37 @@ SIMULATOR_KEYS: dict[str, Key] = {
     "ledger": Key(str, "", None, "JSON-lines file of every record the simulator signs"),
 }
 
-SECTIONS = ("station", "csms", "meter", "charge_controller", "bus", "evse", "storage", "diagnostics")
-_SECTION_FORMS = {"bus": "[bus.NAME]", "evse": "[[evse]]"}
+CARD_READER_KEYS: dict[str, Key] = {
+    "driver": Key(
+        str,
+        ...,
+        _one_of(CARD_READER_DRIVERS),
+        '"pcsc" (a PC/SC reader through pcscd; pip install \'station[pcsc]\') or "simulated"',
+    ),
+    "name": Key(
+        str,
+        ...,
+        _reader_name,
+        f'the reader\'s name, 1 to {MAX_CARD_READER_NAME} letters, digits, "-" or "_", e.g. "front"',
+    ),
+    "device": Key(
+        str, "", _printable, "pcsc: part of the PC/SC reader's name as pcsc_scan shows it (default: the first reader)"
+    ),
+    "evse": Key(int, 0, _between(0, MAX_EVSES), "the EVSE id the reader belongs to, or 0 for one reader for all"),
+}
+
+SECTIONS = (
+    "station",
+    "csms",
+    "meter",
+    "charge_controller",
+    "bus",
+    "evse",
+    "card_reader",
+    "storage",
+    "diagnostics",
+)
+_SECTION_FORMS = {"bus": "[bus.NAME]", "evse": "[[evse]]", "card_reader": "[[card_reader]]"}
 
 
 def _type_name(t: type | tuple[type, ...]) -> str:
@@ -696,6 +751,56 @@ def _new_form(data: dict[str, Any], problems: list[str]) -> Meters | None:
     return buses, evses
 
 
+def _card_readers(raw: Any, evse_ids: set[int] | None, problems: list[str]) -> tuple[CardReaderConfig, ...]:
+    """The [[card_reader]] tables; `evse_ids`: the EVSEs there are (None: the EVSEs have problems of their own)."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        problems.append(
+            f"[[card_reader]] must be an array of tables, got {type(raw).__name__}; write each reader as "
+            "[[card_reader]] (two brackets)"
+        )
+        return ()
+    if len(raw) > MAX_CARD_READERS:
+        problems.append(f"[[card_reader]]: {len(raw)} readers; at most {MAX_CARD_READERS}")
+        return ()
+    readers: list[CardReaderConfig] = []
+    names: dict[str, str] = {}  # name -> label of the first reader with it
+    devices: dict[str, str] = {}  # a PC/SC device -> label of the first reader with it
+    for position, table in enumerate(raw, 1):
+        label = f"card_reader[{position}]"
+        if not isinstance(table, dict):
+            problems.append(f"{label}: must be a table, got {type(table).__name__}; write it as [[card_reader]]")
+            continue
+        before = len(problems)
+        keys = _check_table(label, table, CARD_READER_KEYS, problems, "[[card_reader]]")
+        name, driver, device, evse = (keys.get(k) for k in ("name", "driver", "device", "evse"))
+        if name is not None and name in names:
+            problems.append(f"{label}.name: {name!r} is also {names[name]}'s name; each card reader has its own")
+        elif name is not None:
+            names[name] = label
+        if driver == "simulated" and device:
+            problems.append(f"{label}.device: only a pcsc reader has a device; remove it from the simulated reader")
+        if driver == "pcsc" and device is not None:
+            if device.lower() in devices:
+                problems.append(
+                    f"{label}.device: {device!r} is also {devices[device.lower()]}'s device; two readers on one PC/SC "
+                    "reader would report each card twice ("
+                    + ('"" is the first reader pcscd lists; ' if not device else "")
+                    + "name each reader by part of its name as pcsc_scan shows it)"
+                )
+            else:
+                devices[device.lower()] = label
+        if evse and evse_ids is not None and evse not in evse_ids:
+            known = ", ".join(str(i) for i in sorted(evse_ids))
+            problems.append(
+                f"{label}.evse: there is no EVSE {evse}; this station has EVSE(s) {known} (or 0: one reader for all)"
+            )
+        if len(problems) == before:
+            readers.append(CardReaderConfig(**keys))
+    return tuple(readers)
+
+
 def parse_config(data: dict[str, Any], source: str = "") -> Config:
     problems: list[str] = []
     for section in data:
@@ -724,6 +829,9 @@ def parse_config(data: dict[str, Any], source: str = "") -> Config:
         meters = _legacy_meter(data.get("meter", {}), problems, data.get("charge_controller", {}))
     else:
         meters = _new_form(data, problems)
+    card_readers = _card_readers(
+        data.get("card_reader"), {evse.id for evse in meters[1]} if meters is not None else None, problems
+    )
     csms = sections["csms"]
     if "reconnect_min" in csms and "reconnect_max" in csms and csms["reconnect_min"] > csms["reconnect_max"]:
         problems.append("csms.reconnect_min: must not exceed csms.reconnect_max")
@@ -749,6 +857,7 @@ def parse_config(data: dict[str, Any], source: str = "") -> Config:
         diagnostics=DiagnosticsConfig(**sections["diagnostics"]),
         source=source,
         legacy=legacy,
+        card_readers=card_readers,
     )
 
 
@@ -789,6 +898,14 @@ def describe(config: Config) -> list[str]:
             lines.append(text)
         if not on:
             lines.append("  no meter on this bus")
+    for reader in config.card_readers:
+        where = f"EVSE {reader.evse}" if reader.evse else "all EVSEs"
+        what = (
+            (f"PC/SC reader {reader.device!r}" if reader.device else "the first PC/SC reader")
+            if reader.driver == "pcsc"
+            else "simulated"
+        )
+        lines.append(f"card reader {reader.name}: {what}, for {where}")
     return lines
 
 

@@ -65,6 +65,7 @@ from station.ev.interface import (
     RelayChanged,
 )
 from station.meter.interface import MeterError, MeterState, MeterTransactionRequest
+from station.runtime.cards import CardDesk, Desk
 from station.runtime.controller_worker import ControllerWorker
 from station.runtime.meter_worker import MeterWorker
 from station.runtime.policy import Fixed, RuntimePolicy
@@ -93,6 +94,7 @@ class StationRuntime:
         *,
         station_id: str,
         controllers: Mapping[int, ControllerWorker] | None = None,
+        card_readers: list[Desk] | None = None,
         policy: RuntimePolicy | None = None,
         authorizer: Authorizer | None = None,
         clock: Clock = utc_now,
@@ -120,6 +122,7 @@ class StationRuntime:
             probe_interval=store_probe_interval,
         )
         self.sampler = Sampler(core, store, self.meters, self.policy, self.csms, clock)
+        self.cards = CardDesk(card_readers or [], self.present_card, self.supervisor)
         self.status_listeners: list[Callable[[ReportStatus], None]] = []
         self.pending_remote_stops: set[str] = set()  # 1.6: stops for a transactionId whose StartTransaction.conf is due
         self._closing = False
@@ -334,6 +337,7 @@ class StationRuntime:
         for evse_id in self.meters:
             self.supervisor.keep_running(self._monitor(evse_id), f"meter monitor EVSE {evse_id}")
         self.sampler.start(self.supervisor)
+        self.cards.start()
 
     def _monitor(self, evse_id: int) -> Callable[[], Coroutine[Any, Any, None]]:
         worker = self.meters[evse_id]

@@ -24,6 +24,7 @@ class Work(enum.Enum):
     METER_RELEASE = "meter release"
     STORE_PROBE = "store probe"
     TIMER = "timer"  # ConnectionTimeOut watches
+    CARD = "card"  # a card presented at a reader, being authorized
     LOOP = "loop"  # long-lived: monitors and sampling
 
 

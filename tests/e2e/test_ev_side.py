@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,7 +17,6 @@ from typing import Any
 import pytest
 
 from station.app import running_station
-from station.cli import main
 from station.config import parse_config
 from station.demo.csms import LocalCsms, Received
 from station.meter import ocmf
@@ -257,13 +258,20 @@ async def test_an_rcd_trip_faults_the_connector_and_ends_the_transaction_with_it
         await csms.wait_for("StatusNotification", lambda p: status(p) != "Faulted", after=len(csms.received) - 1)
 
 
-async def test_station_sim_ev_cli_drives_the_car(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """`station sim ev --socket PATH plug|state --json` as a technician types it."""
+async def test_station_sim_ev_cli_drives_the_car(tmp_path: Path) -> None:
+    """`station sim ev --socket PATH plug|state --json` as a technician types it, in a process of its own."""
+
+    async def sim_ev(*args: str) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "station", "sim", "ev", "--socket", socket, *args, stdout=subprocess.PIPE
+        )
+        out, _ = await proc.communicate()
+        return proc.returncode or 0, out.decode()
+
     async with ev_station(tmp_path, "1.6") as (csms, socket):
-        assert await asyncio.to_thread(main, ["sim", "ev", "--socket", socket, "plug"]) == 0
+        assert (await sim_ev("plug"))[0] == 0
         await csms.wait_for("StatusNotification", lambda p: p["status"] == "Preparing")
-        capsys.readouterr()
-        assert await asyncio.to_thread(main, ["sim", "ev", "--socket", socket, "state", "--json"]) == 0
-        state = json.loads(capsys.readouterr().out)
-        assert state["pilot"] == "B" and state["relay"] == "open"
-        assert await asyncio.to_thread(main, ["sim", "ev", "--socket", socket, "plug"]) == 1  # already plugged in
+        code, out = await sim_ev("state", "--json")
+        state = json.loads(out)
+        assert code == 0 and state["pilot"] == "B" and state["relay"] == "open"
+        assert (await sim_ev("plug"))[0] == 1  # already plugged in: refused

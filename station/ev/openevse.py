@@ -228,7 +228,8 @@ class OpenEvseController(ChargeController):
             self._first_cycle.set()
             self._kick.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), self.poll_interval)
+                async with asyncio.timeout(self.poll_interval):  # not wait_for: 3.11's can swallow a cancel
+                    await self._kick.wait()
 
     async def _connect(self) -> None:
         import serial_asyncio_fast
@@ -422,7 +423,7 @@ class OpenEvseController(ChargeController):
             self._emit(LockChanged(state=state))
 
     def _emit(self, event: ControllerEvent) -> None:
-        log.info("openevse.event", controller=self.name, event=type(event).__name__, **dataclasses.asdict(event))
+        log.info("openevse.event", controller=self.name, kind=type(event).__name__, **dataclasses.asdict(event))
         if self._listener is None:
             return
         try:

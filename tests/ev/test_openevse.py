@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -25,7 +26,7 @@ from station.ev.interface import (
     RelayChanged,
 )
 from station.ev.openevse import OpenEvseController
-from station.ev.sim.openevse import OpenEvseSimulator
+from station.ev.sim.openevse import OpenEvseSimulator, by_hand_command
 from station.meter.nullmodem import VirtualNullModem
 
 
@@ -281,3 +282,47 @@ async def test_the_lock_in_manual_mode() -> None:
         rig.sim.lock_jammed = False
         await rig.ctl.lock(True)
         assert rig.lock() is LockState.LOCKED and Fault.LOCK_FAILURE not in rig.faults()
+
+
+async def test_station_sim_openevse_by_hand_drives_the_car_from_stdin() -> None:
+    cable = await VirtualNullModem().start()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "station", "sim", "openevse", "--port", cable.path_b,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    assert proc.stdin is not None and proc.stdout is not None
+    ctl = OpenEvseController(cable.path_a, poll_interval=0.1, command_timeout=0.5)
+    events: list[ControllerEvent] = []
+    try:
+        first = await asyncio.wait_for(proc.stdout.readline(), 30)
+        assert b"simulated OpenEVSE on" in first
+        await ctl.open(events.append)
+        assert PilotChanged(Pilot.A) in events
+        proc.stdin.write(b"plug\n")
+        await proc.stdin.drain()
+        await until(lambda: PilotChanged(Pilot.B) in events, "plugged by hand")
+        proc.stdin.write(b"fault gfci\nnonsense\n")
+        await proc.stdin.drain()
+        await until(lambda: FaultChanged(Fault.RCD, True, "EVSE state 06: GFCI fault") in events, "fault by hand")
+        proc.stdin.write(b"quit\n")
+        await proc.stdin.drain()
+        out = await asyncio.wait_for(proc.stdout.read(), 30)
+        assert await proc.wait() == 0
+        assert b"mode=sleeping" in out and b"unknown command 'nonsense'" in out
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await ctl.close()
+        await cable.stop()
+
+
+def test_by_hand_commands_are_checked() -> None:
+    sim = OpenEvseSimulator()
+    assert "plugged=True" in by_hand_command(sim, "plug")
+    assert "ready=True" in by_hand_command(sim, "ready")
+    for bad in ("fault nosuch", "silent maybe", "badsum x", "plug now"):
+        with pytest.raises(ValueError):
+            by_hand_command(sim, bad)
+    by_hand_command(sim, "badsum 99999")
+    assert sim.corrupt_checksums == 1000

@@ -123,6 +123,7 @@ class OpenEvseController(ChargeController):
         self._first_cycle = asyncio.Event()
         self._need_setup = True
         self._misses = 0
+        self._cycle_error = ""
         # What the station asked for.
         self._power_allowed = False
         self._limit_a: float | None = None  # None: the controller's own setting
@@ -208,12 +209,8 @@ class OpenEvseController(ChargeController):
     async def _run(self) -> None:
         while True:
             try:
-                if self._client is None or self._client.closed.is_set():
-                    await self._connect()
-                if self._need_setup:
-                    await self._setup()
-                await self._poll()
-                await self._reconcile()
+                await self._cycle()
+                self._cycle_error = ""
             except rapi.RapiTimeout as exc:
                 self._missed(str(exc))
             except rapi.RapiClosed as exc:
@@ -221,7 +218,7 @@ class OpenEvseController(ChargeController):
                 await self._drop_client()
             except ControllerError as exc:
                 # Refused or garbled answers: the controller is talking, just not sense.
-                log.warning("openevse.cycle_failed", controller=self.name, error=str(exc))
+                self._log_cycle_error(str(exc))
             except (OSError, ValueError) as exc:  # the port cannot be opened (pyserial raises SerialException)
                 self._missed(f"cannot open {self.port}: {exc}", force=True)
                 await self._drop_client()
@@ -230,6 +227,24 @@ class OpenEvseController(ChargeController):
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.poll_interval):  # not wait_for: 3.11's can swallow a cancel
                     await self._kick.wait()
+
+    async def _cycle(self) -> None:
+        if self._client is None or self._client.closed.is_set():
+            await self._connect()
+        if self._need_setup:
+            if not self._wants_enabled():
+                await self._ask("FS")  # the safe state first, before anything that might fail
+            try:
+                await self._setup()
+            except ControllerError as exc:  # retried next cycle; the heartbeat and the sleep go on meanwhile
+                self._log_cycle_error(str(exc))
+        await self._poll()
+        await self._reconcile()
+
+    def _log_cycle_error(self, error: str) -> None:
+        if error != self._cycle_error:
+            log.warning("openevse.cycle_failed", controller=self.name, error=error)
+        self._cycle_error = error
 
     async def _connect(self) -> None:
         import serial_asyncio_fast
@@ -248,7 +263,7 @@ class OpenEvseController(ChargeController):
             await client.close()
 
     async def _setup(self) -> None:
-        """After (re)connecting, a reboot, or silence: learn the current range, take the lock, assert our state."""
+        """After (re)connecting, a reboot, or silence: learn the current range, take the lock, send the limit."""
         gc = await self._ask("GC")
         try:
             cap = rapi.parse_gc(gc)
@@ -263,9 +278,7 @@ class OpenEvseController(ChargeController):
         if self.capabilities.has_lock:
             await self._command("S5", "M")  # manual mode: the station locks and unlocks (volatile in the firmware)
             await self._read_lock()
-        if not self._wants_enabled():
-            await self._command("FS")
-        elif self._limit_a is not None:
+        if self._wants_enabled() and self._limit_a is not None:
             await self._send_limit(self._limit_a)
         self._need_setup = False
         log.info("openevse.setup", controller=self.name, min_a=cap.min_amps, max_a=max_a)
@@ -285,10 +298,10 @@ class OpenEvseController(ChargeController):
         want = self._wants_enabled()
         if not want and state in (*ENABLED_STATES, STATE_DISABLED):
             log.warning("openevse.put_to_sleep", controller=self.name, evse_state=f"{state:02x}")
-            await self._command("FS")
+            await self._ask("FS")
         elif want and state in (STATE_SLEEPING, STATE_DISABLED):
             log.info("openevse.enable", controller=self.name, evse_state=f"{state:02x}")
-            await self._command("FE")
+            await self._ask("FE")
 
     async def _ask(self, command: str, *args: str) -> tuple[str, ...]:
         reply = await self._exchange(command, *args)

@@ -326,3 +326,16 @@ def test_by_hand_commands_are_checked() -> None:
             by_hand_command(sim, bad)
     by_hand_command(sim, "badsum 99999")
     assert sim.corrupt_checksums == 1000
+
+
+async def test_a_failing_setup_still_puts_the_evse_to_sleep_and_keeps_the_heartbeat() -> None:
+    # has_lock=True against a firmware built without the Mennekes lock: $S5 is refused at every setup.
+    sim = OpenEvseSimulator(has_lock=False)
+    sim.ready()  # a car plugged in and asking before the station starts; the firmware boots enabled and charges
+    async with make_rig(sim, has_lock=True) as rig:
+        await until(lambda: sim.mode == "sleeping", "put to sleep although the setup fails")
+        await until(lambda: rig.relay() is False, "relay reported open")
+        sim.unplug()
+        await until(lambda: rig.pilot() is Pilot.A, "the heartbeat goes on")
+        assert rig.sim.commands.count("S5 M") >= 2, "the setup is tried again"
+        assert Fault.CONTROLLER_SILENT not in rig.faults()

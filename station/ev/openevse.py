@@ -379,11 +379,25 @@ class OpenEvseController(ChargeController):
             self._apply(status)
             self._kick.set()  # reconcile now, not at the next poll
         elif frame.token == "AB":
-            log.warning("openevse.rebooted", controller=self.name, args=" ".join(frame.args))
+            # Rebooted: volatile settings (current, lock mode) are gone and the firmware boots enabled. A postcode
+            # other than 00 is a failed power-on self test; the fault state follows in $AT / $GS.
+            try:
+                boot = rapi.parse_ab(frame.args)
+            except rapi.RapiFrameError as exc:
+                self.bad(exc.kind, exc.detail)
+                boot = None
+            log.warning(
+                "openevse.rebooted",
+                controller=self.name,
+                postcode=None if boot is None else f"{boot.postcode:02x}",
+                firmware=None if boot is None else boot.firmware,
+            )
             self._need_setup = True
             self._kick.set()
-        else:  # $AN (button), $WF (wifi mode) and whatever later firmware adds: nothing for us
-            log.debug("openevse.notification_ignored", controller=self.name, token=frame.token)
+        elif frame.token in ("AN", "WF"):  # button presses and wifi-module requests: nothing for the station
+            log.debug("openevse.notification_ignored", controller=self.name, token=frame.token, args=frame.args)
+        else:  # whatever later firmware adds
+            log.debug("openevse.notification_unknown", controller=self.name, token=frame.token)
 
     def _apply(self, status: rapi.EvseStatus) -> None:
         state = status.evse_state

@@ -415,3 +415,34 @@ def parse_amps(args: Sequence[str], what: str) -> int:
     if len(args) != 1:
         raise RapiFrameError("malformed", f"{what} with {len(args)} parameters, want 1")
     return _dec(args[0], what, 3)
+
+
+@dataclass(frozen=True)
+class BootNotification:
+    """`$AB postcode fwrev`: postcode 00 boot OK, else 07 bad ground, 08 stuck relay, 09 GFI test failed."""
+
+    postcode: int
+    firmware: str
+
+
+def parse_ab(args: Sequence[str]) -> BootNotification:
+    if not 1 <= len(args) <= 2:
+        raise RapiFrameError("malformed", f"$AB with {len(args)} parameters, want 1..2")
+    return BootNotification(_hex(args[0], "$AB postcode", 2), args[1] if len(args) > 1 else "")
+
+
+WIFI_MODES = {0: "AP", 1: "client", 2: "AP default"}  # WIFI_MODE_AP, WIFI_MODE_CLIENT, WIFI_MODE_AP_DEFAULT
+
+
+def parse_wf(args: Sequence[str]) -> int:
+    """`$WF mode`: the wifi mode the board asks its wifi module for (a long press of its menu button)."""
+    if len(args) != 1:
+        raise RapiFrameError("malformed", f"$WF with {len(args)} parameters, want 1")
+    return _hex(args[0], "$WF mode", 2)
+
+
+def parse_an(args: Sequence[str]) -> bool:
+    """`$AN type`: a front-panel button press while the button is disabled; True for a long press."""
+    if len(args) != 1 or args[0] not in ("0", "1"):
+        raise RapiFrameError("malformed", f"$AN {' '.join(args)[:12]!r}: want 0 or 1")
+    return args[0] == "1"

@@ -296,3 +296,13 @@ async def test_a_burst_of_garbage_never_breaks_the_reader(
     assert (await task).args == ("0",)
     assert [n.token for n in notes] == ["WF"]
     assert {"too_long", "checksum", "stray_answer"} <= set(client.bad.counts)
+
+
+def test_the_other_notifications() -> None:
+    assert rapi.parse_ab(["00", "8.2.3"]) == rapi.BootNotification(0, "8.2.3")
+    assert rapi.parse_ab(["07"]).postcode == 7
+    assert rapi.parse_wf(["02"]) == 2 and rapi.WIFI_MODES[2] == "AP default"
+    assert rapi.parse_an(["1"]) is True and rapi.parse_an(["0"]) is False
+    for bad in (lambda: rapi.parse_ab([]), lambda: rapi.parse_wf(["x"]), lambda: rapi.parse_an(["2"])):
+        with pytest.raises(rapi.RapiFrameError):
+            bad()

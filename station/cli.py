@@ -143,6 +143,20 @@ def _cmd_nullmodem(args: argparse.Namespace) -> int:
         return EXIT_OK
 
 
+def _cmd_sim_openevse(args: argparse.Namespace) -> int:
+    from station.ev.sim.openevse import run_by_hand
+
+    _setup_logging(args.log_level)
+    try:
+        asyncio.run(run_by_hand(args.port, baudrate=args.baudrate, has_lock=args.lock))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        print(f"sim openevse: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
 def _cmd_sim_csms(args: argparse.Namespace) -> int:
     from station.sim import csms
 
@@ -458,13 +472,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_verify)
 
     p = sub.add_parser(
-        "sim", help="simulators for trying the daemon by hand: sim csms, sim meter, sim ev, sim nullmodem"
+        "sim", help="simulators for trying the daemon by hand: sim csms, sim meter, sim ev, sim nullmodem, sim openevse"
     )
     simsub = _commands(p, "sim_command")
     _add_sim_csms(simsub)
     _add_sim_ev(simsub)
     _add_sim_meter(simsub, "meter", help="a simulated meter (Modbus RTU server), on its own virtual cable or a port")
     _add_nullmodem(simsub, "nullmodem")
+    _add_sim_openevse(simsub)
     # The names from before `station sim` keep working.
     _add_sim_meter(sub, "meter-sim", help="the same as `station sim meter`")
     _add_nullmodem(sub, "nullmodem", help="the same as `station sim nullmodem`")
@@ -591,6 +606,16 @@ def _add_nullmodem(sub: argparse._SubParsersAction[_Parser], name: str, help: st
     p = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
     p.add_argument("--baudrate", type=int, default=0, help="pace bytes at this baud rate (0: no pacing)")
     p.set_defaults(func=_cmd_nullmodem)
+
+
+def _add_sim_openevse(sub: argparse._SubParsersAction[_Parser]) -> None:
+    text = "a simulated OpenEVSE charge controller (RAPI) with a car, on a serial port; commands on stdin"
+    p = sub.add_parser("openevse", help=text, description=text[0].upper() + text[1:] + ".")
+    p.add_argument("--port", required=True, help="serve on this serial device (one end of `station sim nullmodem`)")
+    p.add_argument("--baudrate", type=int, default=115200, help="the line's baud rate (default 115200)")
+    p.add_argument("--lock", action="store_true", help="with a connector lock (the firmware's Mennekes lock)")
+    p.add_argument("--log-level", default="warning", choices=LOG_LEVELS, help="least severe log lines shown")
+    p.set_defaults(func=_cmd_sim_openevse)
 
 
 def _tcp_port(text: str) -> int:

@@ -1,2 +1,3 @@
-"""Simulated EV-side equipment for tests and demos: a car (`car.py`) and the control socket through which a person or
-a test drives a simulated charge controller and its car (`control.py`). Never imported by production wiring."""
+"""Simulated EV-side equipment for tests, demos and trying the daemon by hand: a car (`car.py`), the control socket
+through which a person or a test drives a simulated charge controller and its car (`control.py`), and an OpenEVSE
+RAPI simulator (`openevse.py`). The daemon's production wiring imports none of them."""

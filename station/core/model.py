@@ -154,6 +154,7 @@ class Transaction:
     stop_reason: StopReason | None = None
     signed_records: tuple[SignedMeterRecord, ...] = ()
     connector_id: int = 1  # the connector of the EVSE (2.0.1 numbering: 1.. within the EVSE)
+    start_trigger: str = ""  # what completed the start when it was not the authorization: "CablePluggedIn"
     meter: MeterStamp | None = None  # the meter of the EVSE when it started the transaction
 
 

@@ -474,6 +474,7 @@ class ChargingStation:
         if evse.phase is Phase.WAITING and plugged_in:
             self._advance(evse, event, Phase.STARTING)
             assert evse.transaction is not None
+            evse.transaction = replace(evse.transaction, start_trigger="CablePluggedIn")  # authorized first
             commands.append(StartMeterTransaction(evse.id, evse.transaction))
         elif evse.phase is Phase.AVAILABLE and plugged_in:
             ev.plugs += 1
@@ -495,10 +496,12 @@ class ChargingStation:
             assert evse.transaction is not None
             commands: list[Command] = [StopMeterTransaction(evse.id, evse.transaction), *self._status_changes(evse)]
             return Outcome(True, tuple(commands), transaction=evse.transaction)
-        reason = ""
-        if event.closed and not evse.ev.power_on:
-            reason = "relay closed without being told to"  # a welded relay shows as a fault from the controller
-        return Outcome(True, tuple(self._follow_up(evse)), reason=reason, transaction=evse.transaction)
+        if event.closed and not evse.ev.power_on and evse.ev.senses_plug:
+            # Closed without being told to (a controller's own decision, a reboot, a welded relay): tell it again to
+            # open; no energy may flow without a running meter transaction.
+            commands = [AllowPower(evse.id, False), *self._follow_up(evse)]
+            return Outcome(True, tuple(commands), reason="relay closed without being told to")
+        return Outcome(True, tuple(self._follow_up(evse)), transaction=evse.transaction)
 
     def _fault(self, event: EvFaultChanged) -> Outcome:
         evse = self._evse(event.evse_id)

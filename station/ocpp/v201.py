@@ -286,7 +286,7 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
         # counter per transaction, so the CSMS checks each transaction's completeness on its own.
         seq_no = self.store.assign_seq_no(message.id, f"tx.{tx.ref}")
         if message.kind == "transaction_started":
-            payload = self._started(tx, seq_no, message.offline)
+            payload = self._started(tx, seq_no, message.offline, str(message.body.get("trigger", "")))
         elif message.kind == "meter_values":
             payload = self._updated(tx, seq_no, message)
         elif message.kind == "charging_state":
@@ -316,14 +316,20 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
             return token
         return {"id_token": tx.id_tag, "type": "ISO14443" if tx.source is StartSource.LOCAL else "Central"}
 
-    def _started(self, tx: Transaction, seq_no: int, offline: bool) -> call.TransactionEvent:
-        info: dict[str, Any] = {"transaction_id": tx.ref, "charging_state": "Charging"}
+    def _started(self, tx: Transaction, seq_no: int, offline: bool, trigger: str = "") -> call.TransactionEvent:
+        """E01/E02/E03 with TxStartPoint PowerPathClosed (EV connected and authorized): the triggerReason is what
+        completed the start (RemoteStart or Authorized; CablePluggedIn when the authorization came first, E03);
+        where the station sees the car its chargingState is EVConnected (the relay closes after the start)."""
+        evse = self.runtime.core.evses.get(tx.evse_id)
+        sees_car = evse is not None and evse.ev.senses_plug
+        info: dict[str, Any] = {"transaction_id": tx.ref, "charging_state": "EVConnected" if sees_car else "Charging"}
         if tx.remote_start_id is not None:
             info["remote_start_id"] = tx.remote_start_id
+        reason = trigger or ("RemoteStart" if tx.remote_start_id is not None else "Authorized")
         return call.TransactionEvent(
             event_type="Started",
             timestamp=iso(tx.started_at),
-            trigger_reason="RemoteStart" if tx.remote_start_id is not None else "Authorized",
+            trigger_reason=reason,
             seq_no=seq_no,
             transaction_info=info,
             offline=offline or None,

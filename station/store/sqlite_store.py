@@ -291,7 +291,8 @@ class Store:
     def transaction_started(self, tx: Transaction, *, offline: bool) -> None:
         """Store a started transaction and queue its announcement, atomically; and, where the meter signed a begin
         record at the start, the message that carries it (1.6: MeterValues right after StartTransaction)."""
-        statements = [self._started_sql(tx), self._enqueue_sql("transaction_started", tx.ref, {}, offline)]
+        body = {"trigger": tx.start_trigger} if tx.start_trigger else {}
+        statements = [self._started_sql(tx), self._enqueue_sql("transaction_started", tx.ref, body, offline)]
         if any(r.context == "Transaction.Begin" for r in tx.signed_records):
             statements.append(self._enqueue_sql("signed_begin", tx.ref, {}, offline))
         self._write(statements)

@@ -210,3 +210,12 @@ def test_power_is_never_commanded_without_a_running_meter_transaction(kinds_: li
                 assert not evse.ev.relay_closed or Fault.RELAY_WELDED in evse.ev.faults
         if evse.ev.power_on:
             assert evse.phase is Phase.CHARGING
+
+
+def test_a_relay_that_closes_without_being_told_is_told_again_to_open() -> None:
+    """No energy without a running meter transaction: a relay the controller closed on its own (a reboot, its own
+    logic) is commanded open again at once."""
+    core = station()
+    core.handle(EvPilotChanged(1, Pilot.C))
+    out = core.handle(EvRelayChanged(1, True))
+    assert out.commands[0] == AllowPower(1, False) and out.reason == "relay closed without being told to"

@@ -275,3 +275,21 @@ async def test_station_sim_ev_cli_drives_the_car(tmp_path: Path) -> None:
         state = json.loads(out)
         assert code == 0 and state["pilot"] == "B" and state["relay"] == "open"
         assert (await sim_ev("plug"))[0] == 1  # already plugged in: refused
+
+
+async def test_authorize_first_201_starts_on_the_plug_with_cable_plugged_in(tmp_path: Path) -> None:
+    """2.0.1 E03 (authorization first, TxStartPoint PowerPathClosed): the transaction starts when the cable is
+    plugged in: TransactionEvent Started with triggerReason CablePluggedIn and chargingState EVConnected; an
+    EVConnectionTimeOut that runs out first drops the start (E03.FR.05) and the CSMS hears nothing."""
+    async with ev_station(tmp_path, "2.0.1") as (csms, socket):
+        variable = {"component": {"name": "TxCtrlr"}, "variable": {"name": "EVConnectionTimeOut"}}
+        [result] = await csms.set_variables(STATION, [{**variable, "attribute_value": "2"}])
+        assert result["attribute_status"] == "Accepted"
+        assert await csms.request_start(STATION, "TAG-GONE", remote_start_id=1) == "Accepted"
+        await asyncio.sleep(3.0)
+        assert not [m for m in csms.messages("TransactionEvent") if m.payload["eventType"] == "Started"]
+        assert await csms.request_start(STATION, "TAG-E03", remote_start_id=2) == "Accepted"
+        await car(socket, "plug")
+        started, _ = await csms.wait_session_started(STATION)
+        assert started.payload["triggerReason"] == "CablePluggedIn"
+        assert started.payload["transactionInfo"]["chargingState"] == "EVConnected"

@@ -5,7 +5,6 @@ LocalCsms on loopback, both OCPP versions."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import subprocess
 import sys
@@ -18,10 +17,10 @@ import pytest
 
 from station.app import running_station
 from station.config import parse_config
-from station.demo.csms import LocalCsms, Received
+from station.demo.csms import LocalCsms
 from station.meter import ocmf
-from station.ocpp.signed_value import parse_oca_public_key
 from station.sim.ev import ask
+from tests.e2e.signed import signed_end_record
 
 pytestmark = pytest.mark.slow  # a meter signing, a car charging, timeouts run out
 
@@ -67,16 +66,6 @@ async def car(socket: str, cmd: str, **args: Any) -> dict[str, Any]:
     answer = await asyncio.to_thread(ask, socket, {"cmd": cmd, **args})
     assert answer["ok"], answer
     return answer
-
-
-def signed_record(end: Received, version: str) -> tuple[str, str]:
-    if version == "1.6":
-        values = [sv for mv in end.payload["transactionData"] for sv in mv["sampledValue"]]
-        envelope = json.loads(next(v["value"] for v in values if v.get("format") == "SignedData"))
-    else:
-        values = [sv for mv in end.payload["meterValue"] for sv in mv["sampledValue"]]
-        envelope = next(v["signedMeterValue"] for v in values if "signedMeterValue" in v)
-    return base64.b64decode(envelope["signedMeterData"]).decode(), parse_oca_public_key(envelope["publicKey"])
 
 
 @pytest.mark.parametrize("version", ["1.6", "2.0.1"])
@@ -131,7 +120,7 @@ async def test_cable_first_card_start_pause_resume_and_the_same_card_stops(tmp_p
             info = end.payload["transactionInfo"]
             assert info["stoppedReason"] == "Local" and end.payload["triggerReason"] == "StopAuthorized"
         assert (await car(socket, "state"))["state"]["relay"] == "open"
-        text, key = signed_record(end, version)
+        text, key = signed_end_record(end, version)
         assert ocmf.verify(text, key).valid
         signed = ocmf.parse(text)
         energy = [r.value for r in signed.readings]
@@ -251,7 +240,7 @@ async def test_an_rcd_trip_faults_the_connector_and_ends_the_transaction_with_it
             assert end.payload["transactionInfo"]["stoppedReason"] == "GroundFault"
             event = await csms.wait_for("NotifyEvent", after=mark)
             assert event.payload["eventData"][0]["component"]["name"] == "RCD"
-        text, key = signed_record(end, version)
+        text, key = signed_end_record(end, version)
         assert ocmf.verify(text, key).valid
         assert await csms.start_session(STATION, "TAG-AGAIN") == "Rejected"  # faulted: no start
         await car(socket, "clear")

@@ -5,7 +5,6 @@ by its own meter and sent with that meter's key; one silent meter faults only it
 
 from __future__ import annotations
 
-import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from station.config import parse_config
 from station.demo.csms import LocalCsms, Received
 from station.meter import ocmf
 from station.ocpp.signed_value import parse_oca_public_key
+from tests.e2e.signed import signed_end_record
 
 pytestmark = pytest.mark.slow  # two meters signing on a 9600 baud line
 
@@ -68,17 +68,6 @@ def payload(record: str) -> str:
     return record.split("|")[1]
 
 
-def signed_of(end: Received, version: str) -> tuple[str, str]:
-    """(record text, public key hex) of the signed end value in a StopTransaction / TransactionEvent(Ended)."""
-    if version == "1.6":
-        values = [sv for mv in end.payload["transactionData"] for sv in mv["sampledValue"]]
-        envelope = json.loads(next(v["value"] for v in values if v.get("format") == "SignedData"))
-    else:
-        values = [sv for mv in end.payload["meterValue"] for sv in mv["sampledValue"]]
-        envelope = next(v["signedMeterValue"] for v in values if "signedMeterValue" in v)
-    return base64.b64decode(envelope["signedMeterData"]).decode(), parse_oca_public_key(envelope["publicKey"])
-
-
 async def meter_keys(csms: LocalCsms, version: str) -> dict[int, str]:
     """Each EVSE's meter key as the CSMS reads it: 1.6 MeterPublicKey<connectorId> (OCA app note), 2.0.1
     FiscalMetering.PublicKey per EVSE."""
@@ -128,7 +117,7 @@ async def test_two_overlapping_sessions_each_signed_by_its_own_meter(tmp_path: P
                 assert await csms.stop_session(STATION, ids[n]) == "Accepted"
                 ends[n] = await csms.wait_session_ended(STATION, after=mark)
             for n in (1, 2):
-                text, key = signed_of(ends[n], version)
+                text, key = signed_end_record(ends[n], version)
                 # Signed by this EVSE's meter, exactly once (the payload; Iskra's driver re-encodes a non-minimal DER
                 # signature, which changes its text but not its integers).
                 assert [payload(t) for t in ledger(tmp_path, n)] == [payload(text)]
@@ -176,7 +165,7 @@ async def test_a_silent_meter_faults_only_its_own_evse(tmp_path: Path, version: 
             mark = len(csms.received)
             assert await csms.stop_session(STATION, tx_id) == "Accepted"
             end = await csms.wait_session_ended(STATION, after=mark)
-            text, _ = signed_of(end, version)
+            text, _ = signed_end_record(end, version)
             assert ledger(tmp_path, 1) == [text] and ledger(tmp_path, 2) == []
             station.simulator(2).faults.mute = False
             await csms.wait_for(

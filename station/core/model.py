@@ -93,15 +93,13 @@ class StopReason(enum.StrEnum):
     GROUND_FAULT = "GroundFault"
     OVERCURRENT_FAULT = "OvercurrentFault"
     TIMEOUT = "Timeout"
+    STOPPED_BY_EV = "StoppedByEV"
 
     @property
     def ocpp16(self) -> str:
         """The 1.6 Reason (§7.43) for this stop."""
-        return (
-            "Other"
-            if self in (StopReason.GROUND_FAULT, StopReason.OVERCURRENT_FAULT, StopReason.TIMEOUT)
-            else self.value
-        )
+        only_201 = (StopReason.GROUND_FAULT, StopReason.OVERCURRENT_FAULT, StopReason.TIMEOUT, StopReason.STOPPED_BY_EV)
+        return "Other" if self in only_201 else self.value
 
 
 class StartSource(enum.StrEnum):
@@ -217,6 +215,9 @@ class StartRequested:
     source: StartSource = StartSource.REMOTE
     remote_start_id: int | None = None
     connector_id: int = 1
+    # 2.0.1 TxStartPoint / TxStopPoint for this transaction (the runtime reads them from the settings):
+    start_on_authorization: bool = False  # TxStartPoint Authorized: the meter starts before the car is plugged in
+    stop_when_energy_stops: bool = False  # TxStopPoint EnergyTransfer: the transaction ends when the energy stops
 
 
 @dataclass(frozen=True)

@@ -137,6 +137,8 @@ class EvSide:
     plug_timed_out: bool = False  # that watch ran out: Available again although the cable is in
     plugs: int = 0  # plug-ins so far (watch tokens)
     charging_state: str = ""  # the 2.0.1 charging state last recorded for the running transaction
+    stop_when_energy_stops: bool = False  # the running transaction's TxStopPoint is EnergyTransfer
+    stop_after_start: StopReason | None = None  # ConnectionTimeOut ran out while the meter was starting
 
 
 @dataclass
@@ -303,6 +305,10 @@ class ChargingStation:
                 evse.ev.charging_state = self._charging_state(evse)  # the start's own state; changes are recorded
                 lock = [LockConnector(evse.id, True)] if evse.ev.has_lock and evse.ev.senses_plug else []
                 commands = (RecordTransactionStarted(tx), *lock, *self._follow_up(evse))
+                if evse.ev.stop_after_start is not None:
+                    stop = self._stop(evse, StopRequested(tx.ref, evse.ev.stop_after_start, event.at))
+                    evse.ev.stop_after_start = None
+                    return Outcome(True, (*commands, *stop.commands), transaction=stop.transaction)
                 return Outcome(True, commands, transaction=tx)
             case MeterStartFailed():
                 evse = self._evse_for(event.tx_ref, event)
@@ -395,10 +401,13 @@ class ChargingStation:
         if evse.ev.faults:
             return Outcome(False, reason=f"EVSE {evse.id} is faulted: {', '.join(evse.ev.faults)}")
         ev = evse.ev
-        waiting = ev.senses_plug and not ev.pilot.plugged
+        unplugged = ev.senses_plug and not ev.pilot.plugged
+        waiting = unplugged and not event.start_on_authorization
         self._advance(evse, event, Phase.WAITING if waiting else Phase.STARTING)
         ev.needs_unplug = ev.plug_timed_out = False
         ev.plug_token = ""
+        ev.stop_when_energy_stops = ev.senses_plug and event.stop_when_energy_stops
+        ev.stop_after_start = None
         tx = Transaction(
             ref=event.tx_ref,
             evse_id=evse.id,
@@ -412,7 +421,10 @@ class ChargingStation:
         if waiting:  # authorize first: the car has ConnectionTimeOut to be plugged in
             watch = WatchConnection(evse.id, f"tx-{tx.ref}")
             return Outcome(True, (watch, *self._status_changes(evse)), transaction=tx)
-        return Outcome(True, (StartMeterTransaction(evse.id, tx), *self._status_changes(evse)), transaction=tx)
+        commands: list[Command] = [StartMeterTransaction(evse.id, tx)]
+        if unplugged:  # TxStartPoint Authorized: the meter runs; the car has ConnectionTimeOut to come
+            commands.append(WatchConnection(evse.id, f"tx-{tx.ref}"))
+        return Outcome(True, (*commands, *self._status_changes(evse)), transaction=tx)
 
     def _evse_for(self, tx_ref: str, event: object) -> Evse:
         evse = self.find(tx_ref)
@@ -534,6 +546,13 @@ class ChargingStation:
             evse.transaction = None
             why = "no car plugged in within ConnectionTimeOut"
             return Outcome(True, (RecordTransactionAborted(tx, why), *self._status_changes(evse)), transaction=tx)
+        if tx is not None and event.token == f"tx-{tx.ref}" and not ev.pilot.plugged:
+            # TxStartPoint Authorized: the transaction runs on the meter, and no car came (E03.FR.05: Timeout).
+            if evse.phase is Phase.STARTING:
+                ev.stop_after_start = StopReason.TIMEOUT  # carried out once the meter confirmed its start
+                return Outcome(True, (), reason="stop after the start")
+            if evse.phase is Phase.CHARGING:
+                return self._stop(evse, StopRequested(tx.ref, StopReason.TIMEOUT, _NO_TIME))
         if evse.phase is Phase.AVAILABLE and event.token and event.token == ev.plug_token and ev.pilot.plugged:
             ev.plug_token = ""
             ev.plug_timed_out = True  # 1.6 ConnectionTimeOut: back to the original state, Available
@@ -571,9 +590,15 @@ class ChargingStation:
         tx = evse.transaction
         if evse.ev.senses_plug and tx is not None and evse.phase is Phase.CHARGING:
             state = self._charging_state(evse)
-            if state != evse.ev.charging_state:
+            was = evse.ev.charging_state
+            if state != was:
                 evse.ev.charging_state = state
                 commands.append(RecordChargingState(tx, state))
+            if evse.ev.stop_when_energy_stops and was == "Charging" and state in ("SuspendedEV", "SuspendedEVSE"):
+                # TxStopPoint EnergyTransfer: the transaction ends when the energy stops (2.0.1 E06).
+                reason = StopReason.STOPPED_BY_EV if state == "SuspendedEV" else StopReason.OTHER
+                stop = self._stop(evse, StopRequested(tx.ref, reason, _NO_TIME))
+                return [*commands, *stop.commands]
         return [*commands, *self._status_changes(evse)]
 
     def _status_changes(self, evse: Evse) -> list[ReportStatus]:

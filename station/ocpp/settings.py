@@ -86,7 +86,11 @@ def _sequence_of(options: tuple[str, ...]) -> Check:
 PHASE_ROTATIONS = ("NotApplicable", "Unknown", "RST", "RTS", "SRT", "STR", "TRS", "TSR")
 TIME_SOURCES = ("NTP",)  # the board's clock: the OS keeps it with NTP (the daemon sets no clock itself)
 NETWORK_SLOTS = ("0",)  # one network connection profile: the config file's [csms] table
-TX_POINTS = ("PowerPathClosed",)  # a transaction is the meter's: from its start to its signed end
+# The TxStartPoint / TxStopPoint values the station honours where it sees the car (a transaction is the meter's, from
+# its start to its signed end: never starting after the relay closed, never ending before it opened). Without a view
+# of the car only PowerPathClosed.
+TX_START_POINTS = ("PowerPathClosed", "Authorized")
+TX_STOP_POINTS = ("PowerPathClosed", "EnergyTransfer")
 STOP_TX_MAX_SAMPLES = 100  # periodic samples kept per transaction for StopTransaction / TransactionEvent(Ended)
 CONNECTOR_TYPE = "cType2"  # the fixed Type 2 cable (2.0.1 ConnectorEnumType)
 SUPPLY_PHASES = "3"  # every supported meter measures three phases
@@ -202,10 +206,10 @@ SETTINGS: tuple[Setting, ...] = (
     _s("StopTransactionMaxMeterValues", str(STOP_TX_MAX_SAMPLES + 2), key16="StopTransactionMaxMeterValues",
        readonly=True, data_type="integer"),
     # Transactions
-    _s("TxStartPoint", "PowerPathClosed", component="TxCtrlr", variable="TxStartPoint", readonly=True,
-       data_type="MemberList", values_list=",".join(TX_POINTS)),
-    _s("TxStopPoint", "PowerPathClosed", component="TxCtrlr", variable="TxStopPoint", readonly=True,
-       data_type="MemberList", values_list=",".join(TX_POINTS)),
+    _s("TxStartPoint", "PowerPathClosed", component="TxCtrlr", variable="TxStartPoint", data_type="MemberList",
+       values_list=",".join(TX_START_POINTS), check=_one_of(TX_START_POINTS)),
+    _s("TxStopPoint", "PowerPathClosed", component="TxCtrlr", variable="TxStopPoint", data_type="MemberList",
+       values_list=",".join(TX_STOP_POINTS), check=_one_of(TX_STOP_POINTS)),
     _s("EVConnectionTimeOut", "60", key16="ConnectionTimeOut", component="TxCtrlr", variable="EVConnectionTimeOut",
        data_type="integer", check=_int_range(0, 3600), unit="s"),
     # Read-write (1.6 §9.1); a station that does not see the car (the meter's output switches the controller) can
@@ -333,6 +337,9 @@ class Settings:
         self.readonly201: set[str] = set()  # read-only as 2.0.1 variables on this station
         if not sees_car:
             self.checks["StopTxOnEVSideDisconnect"] = _one_of(("true",))  # the unplug ends it; nothing else can
+            for point in ("TxStartPoint", "TxStopPoint"):  # the meter's transaction is all there is
+                self.checks[point] = _one_of(("PowerPathClosed",))
+                self.readonly201.add(point)
         if has_lock:
             self.defaults["UnlockConnectorOnEVSideDisconnect"] = "true"
         else:
@@ -561,3 +568,9 @@ class SettingsPolicy:
 
     def connection_timeout(self) -> int:
         return self.settings.int_value("EVConnectionTimeOut")
+
+    def start_on_authorization(self) -> bool:
+        return self.settings.value("TxStartPoint") == "Authorized"
+
+    def stop_when_energy_stops(self) -> bool:
+        return self.settings.value("TxStopPoint") == "EnergyTransfer"

@@ -74,6 +74,7 @@ STOPPED = {
     StopReason.GROUND_FAULT: ("GroundFault", "AbnormalCondition"),
     StopReason.OVERCURRENT_FAULT: ("OvercurrentFault", "AbnormalCondition"),
     StopReason.TIMEOUT: ("Timeout", "EVConnectTimeout"),
+    StopReason.STOPPED_BY_EV: ("StoppedByEV", "ChargingStateChanged"),
 }
 
 # The error code of a Faulted report -> the component its NotifyEvent names (Part 2 Referenced Components).

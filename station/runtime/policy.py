@@ -41,6 +41,14 @@ class RuntimePolicy(Protocol):
         plug-in to authorization."""
         ...
 
+    def start_on_authorization(self) -> bool:
+        """2.0.1 TxStartPoint Authorized: the transaction starts at the authorization, before the car is plugged."""
+        ...
+
+    def stop_when_energy_stops(self) -> bool:
+        """2.0.1 TxStopPoint EnergyTransfer: the transaction ends when the energy transfer stops."""
+        ...
+
 
 @dataclass
 class Fixed:
@@ -54,6 +62,8 @@ class Fixed:
     stop_ev_disconnect: bool = True
     unlock_ev_disconnect: bool = True
     connection_timeout_s: int = 60
+    start_authorized: bool = False
+    stop_energy: bool = False
 
     def sample_interval(self) -> int:
         return self.sample
@@ -78,3 +88,9 @@ class Fixed:
 
     def connection_timeout(self) -> int:
         return self.connection_timeout_s
+
+    def start_on_authorization(self) -> bool:
+        return self.start_authorized
+
+    def stop_when_energy_stops(self) -> bool:
+        return self.stop_energy

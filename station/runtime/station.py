@@ -203,7 +203,15 @@ class StationRuntime:
             evse_id, connector_id = free
         self.store_guard.check()
         event = StartRequested(
-            evse_id, id_tag, self.clock(), uuid.uuid4().hex, source, remote_start_id, connector_id=connector_id
+            evse_id,
+            id_tag,
+            self.clock(),
+            uuid.uuid4().hex,
+            source,
+            remote_start_id,
+            connector_id=connector_id,
+            start_on_authorization=self.policy.start_on_authorization(),
+            stop_when_energy_stops=self.policy.stop_when_energy_stops(),
         )
         return self._apply(event)
 

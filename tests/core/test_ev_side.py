@@ -219,3 +219,30 @@ def test_a_relay_that_closes_without_being_told_is_told_again_to_open() -> None:
     core.handle(EvPilotChanged(1, Pilot.C))
     out = core.handle(EvRelayChanged(1, True))
     assert out.commands[0] == AllowPower(1, False) and out.reason == "relay closed without being told to"
+
+
+def test_tx_start_point_authorized_starts_the_meter_before_the_plug_and_times_out() -> None:
+    """2.0.1 TxStartPoint Authorized (E01/E03): the meter's transaction starts at the authorization; no car within
+    EVConnectionTimeOut ends it with stoppedReason Timeout (E03.FR.05) and its (empty) signed record."""
+    core = station()
+    out = core.handle(StartRequested(1, "TAG", T0, "tx", start_on_authorization=True))
+    assert StartMeterTransaction in kinds(out) and WatchConnection(1, "tx-tx") in out.commands
+    assert core.handle(ConnectionTimedOut(1, "tx-tx")).reason == "stop after the start"  # still starting
+    out = core.handle(MeterStarted("tx", 100, T0))
+    assert StopMeterTransaction in kinds(out)
+    tx = core.evses[1].transaction
+    assert tx is not None and tx.stop_reason is StopReason.TIMEOUT and tx.stop_reason.ocpp16 == "Other"
+
+
+def test_tx_stop_point_energy_transfer_ends_the_transaction_when_the_car_pauses() -> None:
+    """2.0.1 TxStopPoint EnergyTransfer (E06): the transaction ends when the energy stops (the car pauses:
+    StoppedByEV), after the relay has opened."""
+    core = station()
+    core.handle(EvPilotChanged(1, Pilot.C))
+    core.handle(StartRequested(1, "TAG", T0, "tx", stop_when_energy_stops=True))
+    core.handle(MeterStarted("tx", 100, T0))
+    core.handle(EvRelayChanged(1, True))
+    out = core.handle(EvPilotChanged(1, Pilot.B))
+    assert AllowPower(1, False) in out.commands
+    tx = core.evses[1].transaction
+    assert tx is not None and tx.stop_reason is StopReason.STOPPED_BY_EV and core.evses[1].phase is Phase.OPENING

@@ -282,3 +282,40 @@ async def test_authorize_first_201_starts_on_the_plug_with_cable_plugged_in(tmp_
         started, _ = await csms.wait_session_started(STATION)
         assert started.payload["triggerReason"] == "CablePluggedIn"
         assert started.payload["transactionInfo"]["chargingState"] == "EVConnected"
+
+
+async def test_tx_start_and_stop_points_are_read_write_and_honoured_201(tmp_path: Path) -> None:
+    """2.0.1 TxCtrlr.TxStartPoint / TxStopPoint (E01, E06), read-write where the station sees the car: with
+    TxStartPoint Authorized the transaction starts at the authorization, before the plug, and EVConnectionTimeOut
+    ends it with stoppedReason Timeout (E03.FR.05); with TxStopPoint EnergyTransfer it ends when the car pauses
+    (StoppedByEV). A value the station cannot honour (EnergyTransfer as a start point) is Rejected."""
+    async with ev_station(tmp_path, "2.0.1") as (csms, socket):
+
+        def var(name: str, value: str) -> dict[str, Any]:
+            return {"component": {"name": "TxCtrlr"}, "variable": {"name": name}, "attribute_value": value}
+
+        results = await csms.set_variables(
+            STATION,
+            [var("TxStartPoint", "Authorized"), var("TxStopPoint", "EnergyTransfer"), var("EVConnectionTimeOut", "2")],
+        )
+        assert [r["attribute_status"] for r in results] == ["Accepted"] * 3
+        [bad] = await csms.set_variables(STATION, [var("TxStartPoint", "EnergyTransfer")])
+        assert bad["attribute_status"] == "Rejected"
+        assert await csms.request_start(STATION, "TAG-EARLY", remote_start_id=5) == "Accepted"
+        await csms.wait_session_started(STATION)  # no car yet: started at the authorization
+        end = await csms.wait_session_ended(STATION, timeout=20)
+        assert end.payload["transactionInfo"]["stoppedReason"] == "Timeout"
+        assert end.payload["triggerReason"] == "EVConnectTimeout"
+        mark = len(csms.received)
+        await car(socket, "plug")
+        assert await csms.request_start(STATION, "TAG-PAUSE", remote_start_id=6) == "Accepted"
+        await csms.wait_session_started(STATION, after=mark)
+        await car(socket, "ready")
+        await csms.wait_for(
+            "TransactionEvent", lambda p: p["transactionInfo"].get("chargingState") == "Charging", after=mark
+        )
+        await car(socket, "suspend")
+        end = await csms.wait_session_ended(STATION, after=mark)
+        assert end.payload["transactionInfo"]["stoppedReason"] == "StoppedByEV"
+        text, key = signed_end_record(end, "2.0.1")
+        assert ocmf.verify(text, key).valid

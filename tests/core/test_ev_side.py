@@ -246,3 +246,16 @@ def test_tx_stop_point_energy_transfer_ends_the_transaction_when_the_car_pauses(
     assert AllowPower(1, False) in out.commands
     tx = core.evses[1].transaction
     assert tx is not None and tx.stop_reason is StopReason.STOPPED_BY_EV and core.evses[1].phase is Phase.OPENING
+
+
+def test_unlock_on_ev_side_disconnect_follows_the_setting() -> None:
+    """1.6 UnlockConnectorOnEVSideDisconnect (§9.1.32) / 2.0.1 UnlockOnEVSideDisconnect: the cable pulled from the
+    car unlocks the station's socket only when it is true."""
+    for unlock in (True, False):
+        core = station(has_lock=True)
+        core.handle(EvPilotChanged(1, Pilot.C))
+        core.handle(StartRequested(1, "TAG", T0, "tx"))
+        core.handle(MeterStarted("tx", 100, T0))
+        core.handle(EvLockChanged(1, LockState.LOCKED))
+        out = core.handle(EvPilotChanged(1, Pilot.A, stop_on_ev_disconnect=False, unlock_on_ev_disconnect=unlock))
+        assert (LockConnector(1, False) in out.commands) is unlock

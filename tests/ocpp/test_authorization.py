@@ -151,3 +151,37 @@ async def test_restart_while_offline_delivers_start_then_stop_once(tmp_path: Pat
     assert stops[0].payload["reason"] == "PowerLoss" and stops[0].payload["transactionData"]
     assert stops[0].payload["transactionId"] == csms.assigned_transaction_ids[0]
     assert csms.violations == []
+
+
+async def test_card_at_the_station_pre_authorize_unknown_offline_and_the_group_stops_16(tmp_path: Path) -> None:
+    """1.6 §3.5.1 LocalPreAuthorize: a card the local list holds as Accepted starts without asking the CSMS (no
+    Authorize.req); §9.1 AllowOfflineTxForUnknownId: offline, a card neither list nor cache knows starts only with it
+    true; §3.4 / §4.10: a card with the same parentIdTag stops the transaction, reason Local."""
+    csms = await LocalCsms().start()
+    config = parse_config(config_for(tmp_path, csms.url))
+    async with running_station(config) as station:
+        await csms.wait_for("StatusNotification", lambda p: p["status"] == "Available")
+        side = csms.stations[STATION]
+        family = [
+            {"id_tag": "CARD-MUM", "id_tag_info": {"status": "Accepted", "parent_id_tag": "FAMILY"}},
+            {"id_tag": "CARD-DAD", "id_tag_info": {"status": "Accepted", "parent_id_tag": "FAMILY"}},
+        ]
+        result = await side.call(
+            call.SendLocalList(list_version=1, update_type="Full", local_authorization_list=family), suppress=False
+        )
+        assert result.status == "Accepted"
+        assert await csms.change_configuration(STATION, "LocalPreAuthorize", "true") == "Accepted"
+        assert (await station.runtime.present_card("CARD-MUM")).accepted
+        await csms.wait_for("StartTransaction", lambda p: p["idTag"] == "CARD-MUM")
+        assert csms.messages("Authorize") == []  # pre-authorized from the list
+        assert (await station.runtime.present_card("CARD-DAD")).accepted  # the same group: stops it
+        stop = await csms.wait_for("StopTransaction")
+        assert stop.payload["reason"] == "Local"
+        await station.runtime.idle()
+
+        await csms.stop()  # offline from here on
+        await csms.wait_until(lambda: not station.runtime.csms.online, timeout=10)
+        assert not (await station.runtime.present_card("CARD-STRANGER")).accepted
+        assert station.settings.change("AllowOfflineTxForUnknownId", "true") == "Accepted"
+        assert (await station.runtime.present_card("CARD-STRANGER")).accepted
+        await station.runtime.idle()

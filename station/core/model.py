@@ -425,6 +425,7 @@ class RecordChargingState:
 
     transaction: Transaction
     state: str  # 2.0.1 ChargingStateEnumType: EVConnected, Charging, SuspendedEV, SuspendedEVSE, Idle
+    trigger: str = "ChargingStateChanged"  # 2.0.1 TriggerReasonEnumType: also CablePluggedIn, EVCommunicationLost
 
 
 Command = (

@@ -593,7 +593,12 @@ class ChargingStation:
             was = evse.ev.charging_state
             if state != was:
                 evse.ev.charging_state = state
-                commands.append(RecordChargingState(tx, state))
+                trigger = "ChargingStateChanged"
+                if was == "Idle":
+                    trigger = "CablePluggedIn"  # the car came after the transaction started (TxStartPoint Authorized)
+                elif state == "Idle":
+                    trigger = "EVCommunicationLost"  # unplugged, and the transaction goes on
+                commands.append(RecordChargingState(tx, state, trigger))
             if evse.ev.stop_when_energy_stops and was == "Charging" and state in ("SuspendedEV", "SuspendedEVSE"):
                 # TxStopPoint EnergyTransfer: the transaction ends when the energy stops (2.0.1 E06).
                 reason = StopReason.STOPPED_BY_EV if state == "SuspendedEV" else StopReason.OTHER

@@ -369,7 +369,7 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
         return call.TransactionEvent(
             event_type="Updated",
             timestamp=iso(datetime.fromisoformat(message.body["at"])),
-            trigger_reason="ChargingStateChanged",
+            trigger_reason=str(message.body.get("trigger", "ChargingStateChanged")),
             seq_no=seq_no,
             transaction_info={"transaction_id": tx.ref, "charging_state": str(message.body["state"])},
             offline=message.offline or None,

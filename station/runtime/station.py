@@ -439,8 +439,8 @@ class StationRuntime:
                     self.controllers[evse_id].command(command)
             case WatchConnection(evse_id=evse_id, token=token):
                 self.supervisor.spawn(self._watch(evse_id, token), Work.TIMER, f"connection timeout {token}")
-            case RecordChargingState(transaction=tx, state=state):
-                body = {"state": state, "at": self.clock().isoformat(), "evse_id": tx.evse_id}
+            case RecordChargingState(transaction=tx, state=state, trigger=trigger):
+                body = {"state": state, "trigger": trigger, "at": self.clock().isoformat(), "evse_id": tx.evse_id}
                 try:
                     self.store.enqueue("charging_state", tx.ref, body, offline=not self.csms.online)
                 except StoreError as exc:

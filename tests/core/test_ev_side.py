@@ -259,3 +259,17 @@ def test_unlock_on_ev_side_disconnect_follows_the_setting() -> None:
         core.handle(EvLockChanged(1, LockState.LOCKED))
         out = core.handle(EvPilotChanged(1, Pilot.A, stop_on_ev_disconnect=False, unlock_on_ev_disconnect=unlock))
         assert (LockConnector(1, False) in out.commands) is unlock
+
+
+def test_a_car_plugged_into_a_running_transaction_is_cable_plugged_in() -> None:
+    """2.0.1 TxStartPoint Authorized: the car comes after the start: TransactionEvent Updated with triggerReason
+    CablePluggedIn; pulled out while the transaction goes on: EVCommunicationLost."""
+    core = station()
+    core.handle(StartRequested(1, "TAG", T0, "tx", start_on_authorization=True))
+    core.handle(MeterStarted("tx", 100, T0))
+    out = core.handle(EvPilotChanged(1, Pilot.B))
+    [state] = [c for c in out.commands if isinstance(c, RecordChargingState)]
+    assert (state.state, state.trigger) == ("SuspendedEV", "CablePluggedIn")
+    out = core.handle(EvPilotChanged(1, Pilot.A, stop_on_ev_disconnect=False))
+    [state] = [c for c in out.commands if isinstance(c, RecordChargingState)]
+    assert (state.state, state.trigger) == ("Idle", "EVCommunicationLost")

@@ -249,6 +249,8 @@ def _cmd_diag(args: argparse.Namespace) -> int:
         request["last"] = args.last
     if command == "transaction":
         request["id"] = args.id
+    if command in ("meter", "meter-test"):
+        request["evse"] = args.evse
     if command == "log":
         return _diag_log(socket_path, request, follow=args.follow, as_json=args.json)
     try:
@@ -507,8 +509,12 @@ def _add_diag(sub: argparse._SubParsersAction[_Parser]) -> None:
         epilog=STATUS_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    command("meter", "live readings and the MID data")
-    command("meter-test", "guided check of the Modbus link (exit 1 when it fails)")
+    for name, text in (
+        ("meter", "live readings and the MID data of one EVSE's meter"),
+        ("meter-test", "guided check of one EVSE's meter on its Modbus line (exit 1 when it fails)"),
+    ):
+        d = command(name, text)
+        d.add_argument("--evse", type=int, default=1, metavar="N", help="the EVSE whose meter (default 1)")
     d = command("transactions", "recent transactions with their signed records, newest first")
     d.add_argument("--last", type=int, default=10, metavar="N", help="how many (1..1000, default 10)")
     d = command("transaction", "one transaction by reference (the page's 8 digits will do) or CSMS transaction id")

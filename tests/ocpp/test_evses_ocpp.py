@@ -175,3 +175,22 @@ async def test_the_device_model_lists_each_evse_connector_and_meter_key_201(tmp_
     finally:
         await csms.stop()
     assert csms.violations == []
+
+
+async def test_the_technician_reads_each_evses_meter(tmp_path: Path) -> None:
+    """`station diag meter --evse N` / `meter-test --evse N`: each EVSE's own meter (its serial and key)."""
+    from station.diag.server import meter_report, meter_test, status_report
+
+    csms = await LocalCsms().start()
+    try:
+        async with running_station(config(tmp_path, csms.url, "1.6")) as station:
+            await csms.wait_for("StatusNotification", lambda p: where(p) == 2)
+            one, two = await meter_report(station, 1), await meter_report(station, 2)
+            assert (one["evse_id"], two["evse_id"]) == (1, 2)
+            assert one["serial"] != two["serial"] and one["public_key"] != two["public_key"]
+            test = await meter_test(station, 2)
+            assert test["ok"] and test["serial"] == two["serial"]
+            meters = status_report(station)["meters"]
+            assert [(m["evse_id"], m["device_id"], m["link"]) for m in meters] == [(1, 1, "up"), (2, 2, "up")]
+    finally:
+        await csms.stop()

@@ -326,6 +326,16 @@ def transaction_row(tx: dict[str, Any]) -> str:
     )
 
 
+def meter_row(m: dict[str, Any]) -> str:
+    """One EVSE's meter (app.js builds the same cells)."""
+    link = _cell(m["link"], "ok" if m["link"] == "up" else "bad")
+    where = f"{m['bus']} / {m['device_id']}"
+    return (
+        f"<tr>{_cell(m['evse_id'])}{_cell(m['model'])}{_cell(where)}{link}"
+        f"{_cell(m['serial'] or '?')}{_cell(m['last_error'] or 'none')}</tr>"
+    )
+
+
 def ev_row(e: dict[str, Any]) -> str:
     """One EVSE's car side: pilot, relay, lock, current limit, faults (app.js builds the same cells)."""
     faults = ", ".join(e["faults"]) or "none"
@@ -368,6 +378,7 @@ def render_page(station: Station, live: LiveSeries) -> str:
     )
     page = page.replace("<!--connectors-->", connectors)
     page = page.replace("<!--ev-->", "".join(ev_row(e) for e in status["ev"]))
+    page = page.replace("<!--meters-->", "".join(meter_row(m) for m in status["meters"]))
     page = page.replace("<!--transactions-->", "".join(transaction_row(tx) for tx in recent_reports(station, 20)))
     return page.replace("<!--chart-->", render_chart(live, time.time(), 720, 320))
 

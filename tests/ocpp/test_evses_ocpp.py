@@ -180,6 +180,7 @@ async def test_the_device_model_lists_each_evse_connector_and_meter_key_201(tmp_
 async def test_the_technician_reads_each_evses_meter(tmp_path: Path) -> None:
     """`station diag meter --evse N` / `meter-test --evse N`: each EVSE's own meter (its serial and key)."""
     from station.diag.server import meter_report, meter_test, status_report
+    from station.diag.webpage import LiveSeries, render_page
 
     csms = await LocalCsms().start()
     try:
@@ -192,5 +193,8 @@ async def test_the_technician_reads_each_evses_meter(tmp_path: Path) -> None:
             assert test["ok"] and test["serial"] == two["serial"]
             meters = status_report(station)["meters"]
             assert [(m["evse_id"], m["device_id"], m["link"]) for m in meters] == [(1, 1, "up"), (2, 2, "up")]
+            page = render_page(station, LiveSeries())  # the web page's first paint lists both meters
+            assert "<td>line / 1</td>" in page and "<td>line / 2</td>" in page
+            assert two["serial"] in page
     finally:
         await csms.stop()

@@ -45,6 +45,19 @@ function showStatus(s) {
     cell(row, c.transaction ? c.transaction.ref + " (" + c.transaction.id_tag + ")" : "none");
     body.appendChild(row);
   }
+  // The same cells as meter_row() in webpage.py.
+  const meters = document.querySelector("#meters tbody");
+  meters.replaceChildren();
+  for (const m of s.meters || []) {
+    const row = document.createElement("tr");
+    cell(row, m.evse_id);
+    cell(row, m.model);
+    cell(row, m.bus + " / " + m.device_id);
+    cell(row, m.link, m.link === "up" ? "ok" : "bad");
+    cell(row, m.serial || "?");
+    cell(row, m.last_error || "none");
+    meters.appendChild(row);
+  }
   // The same cells as ev_row() in webpage.py.
   const ev = document.querySelector("#ev tbody");
   ev.replaceChildren();

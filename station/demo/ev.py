@@ -187,11 +187,13 @@ async def _story(station: Station, csms: LocalCsms, narrator: _Narrator, *, seco
         f"connector locked: {worker.state.lock.value}"
     )
 
-    await _power(narrator, csms, car, "the car asks for power (pilot B -> C); the relay closes", v201, "Charging")
+    await _power(
+        narrator, csms, car, "the car asks for power (pilot B -> C); the station closes the relay", v201, "Charging"
+    )
     await _charge(station, narrator, seconds)
     await _power(narrator, csms, car, "the car pauses (pilot C -> B); the relay opens", v201, "SuspendedEV")
     await _charge(station, narrator, 1.0)
-    await _power(narrator, csms, car, "the car resumes (pilot B -> C); the relay closes", v201, "Charging")
+    await _power(narrator, csms, car, "the car resumes (pilot B -> C); the station closes the relay", v201, "Charging")
     await _charge(station, narrator, max(1.0, seconds / 2))
 
     at = mark()

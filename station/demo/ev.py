@@ -30,6 +30,7 @@ from station.demo.session import (
     _start_reading,
     demo_config,
 )
+from station.ev.interface import LockState
 from station.ev.simulated import SimulatedController
 
 CARD_UID = "04A2B3C4"  # the card the demo holds to the reader (an ISO 14443 UID, as a PC/SC reader reports it)
@@ -182,9 +183,10 @@ async def _story(station: Station, csms: LocalCsms, narrator: _Narrator, *, seco
     start, transaction_id = await csms.wait_session_started(STATION_ID, after=at)
     if not v201:
         await csms.wait_for("StatusNotification", _status_is("SuspendedEV"), after=at)
+    await csms.wait_until(lambda: worker.state.lock is LockState.LOCKED)  # locked once the meter's transaction runs
     narrator.say(
         f"  the meter started its transaction at {_start_reading(start.payload)} Wh, transactionId={transaction_id}; "
-        f"connector locked: {worker.state.lock.value}"
+        "the connector is locked"
     )
 
     await _power(
@@ -202,8 +204,9 @@ async def _story(station: Station, csms: LocalCsms, narrator: _Narrator, *, seco
     stop = await csms.wait_session_ended(STATION_ID, after=at)
     await csms.wait_for("StatusNotification", _status_is("Available"), after=at)
     payload = stop.payload
-    stopped = (payload.get("transactionInfo") or {}).get("stoppedReason") if v201 else payload.get("reason")
-    narrator.story.stop_reason = str(stopped or ("Local" if not v201 else ""))
+    # 1.6: a StopTransaction without a reason means Local (§7.43)
+    stopped = (payload.get("transactionInfo") or {}).get("stoppedReason") if v201 else payload.get("reason", "Local")
+    narrator.story.stop_reason = str(stopped or "")
     return _Session(1, transaction_id, start, stop)
 
 

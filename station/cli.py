@@ -75,12 +75,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from station.demo.session import demo_json, print_results, run_demo
 
+    if args.ev and args.evses != 1:
+        print(
+            f"station demo: --ev tells one car's story on one EVSE; leave out --evses (got --evses {args.evses})",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     _setup_logging("debug" if args.verbose else "error")
 
     def say(text: str) -> None:
         if not args.json:
             print(text, flush=True)
 
+    if args.ev:
+        return _demo_ev(args, say)
     try:
         results = asyncio.run(
             run_demo(
@@ -99,6 +107,25 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     else:
         print_results(results)
     return EXIT_OK if all(result.verified for result in results) else EXIT_FAILED
+
+
+def _demo_ev(args: argparse.Namespace, say: Callable[[str], None]) -> int:
+    from station.demo.ev import ev_demo_json, run_ev_demo
+    from station.demo.session import print_result
+
+    try:
+        result, story = asyncio.run(
+            run_ev_demo(seconds=args.seconds, ocpp_version=args.ocpp, meter_model=args.meter_model, say=say)
+        )
+    except (TimeoutError, ValueError) as exc:
+        print(f"demo failed: {exc!r}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps(ev_demo_json(result, story)))
+    else:
+        print_result(result)
+        print(f"the transaction ended with reason {story.stop_reason}")
+    return EXIT_OK if result.verified else EXIT_FAILED
 
 
 def _evse_count(text: str) -> int:
@@ -434,6 +461,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         metavar="N",
         help="EVSEs on one simulated bus, 1..4, each with its own meter: overlapping sessions (default 1)",
+    )
+    p.add_argument(
+        "--ev",
+        action="store_true",
+        help="one session from the car's side (simulated car and charge controller): plug in, card, charge, "
+        "pause, resume, unplug",
     )
     p.add_argument("--verbose", action="store_true", help="show the daemon's log lines")
     p.set_defaults(func=_cmd_demo)

@@ -3,6 +3,7 @@ wire. The JSON keys are an interface other tools rely on."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -10,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from station.demo.ev import CARD_UID
+from station.demo.session import DemoResult
 from station.meter import ocmf
 from station.meter.records import ocmf_time
 
@@ -88,3 +91,73 @@ def test_demo_evse_count_is_bounded(count: str) -> None:
     error = demo_refused("--evses", count)
     assert "--evses" in error
     assert ("1 to 4 EVSEs" in error) if count.lstrip("-").isdigit() else ("whole number" in error)
+
+
+def in_order(seen: list[str], wanted: list[str]) -> bool:
+    """Whether `wanted` occurs in `seen` in this order (other items may come between)."""
+    rest = iter(seen)
+    return all(item in rest for item in wanted)
+
+
+@pytest.mark.parametrize("version", ["1.6", "2.0.1"])
+def test_demo_ev_json(version: str) -> None:
+    """Issue 18 "Also": `station demo --ev` tells the car's story. Today's keys, plus "ev": what the CSMS saw, in
+    order: plug-in, the card authorized, charging, the car pausing and resuming, the unplug ending the transaction
+    with EVDisconnected; the signed record verifies with the meter's published key and names the card."""
+    result = demo_json("--ev", "--ocpp", version, "--seconds", "1")
+    today = {f.name for f in dataclasses.fields(DemoResult)} - {"evse_id"}
+    assert set(result) == today | {"ev"}
+    assert result["ocpp_version"] == version and result["verified"] is True
+    assert ocmf.verify(result["ocmf"], result["public_key"]).valid
+    record = ocmf.parse(result["ocmf"])
+    assert record.payload["ID"] == CARD_UID
+    assert result["energy_wh"] > 0
+    assert result["meter_stop_wh"] - result["meter_start_wh"] == pytest.approx(result["energy_wh"], abs=1)
+    ev = result["ev"]
+    assert ev["card"] == ev["authorize"] == CARD_UID
+    assert ev["stop_reason"] == "EVDisconnected"
+    if version == "1.6":
+        wanted = ["Preparing", "SuspendedEV", "Charging", "SuspendedEV", "Charging", "Finishing", "Available"]
+        assert in_order(ev["statuses"], wanted), ev["statuses"]
+        assert ev["charging_states"] == [] and ev["trigger_reasons"] == []
+    else:
+        assert in_order(ev["statuses"], ["Occupied", "Available"]), ev["statuses"]
+        assert in_order(ev["charging_states"], ["Charging", "SuspendedEV", "Charging", "Idle"]), ev["charging_states"]
+        reasons = ev["trigger_reasons"]
+        assert reasons[0].startswith("Started ") and reasons[-1].startswith("Ended ")
+        assert "Updated ChargingStateChanged" in reasons
+    steps = ev["steps"]
+    assert [s["step"].split(" (")[0] for s in steps[:2]] == [
+        "the car is plugged in",
+        f"card {CARD_UID} held to the station's reader",
+    ]
+    assert any(line.startswith("Authorize ") for line in steps[1]["csms_saw"])
+    end = "StopTransaction reason=EVDisconnected" if version == "1.6" else "TransactionEvent Ended"
+    assert any(line.startswith(end) for line in steps[-1]["csms_saw"])
+
+
+def test_demo_ev_tells_the_story() -> None:
+    """The story as a user reads it (2.0.1): each step, then what the CSMS received; the meter reads no power while
+    the car pauses."""
+    done = subprocess.run(
+        [sys.executable, "-m", "station", "demo", "--ev", "--ocpp", "2.0.1", "--seconds", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    pause = next(i for i, line in enumerate(lines) if line.startswith("the car pauses"))
+    resume = next(i for i, line in enumerate(lines) if line.startswith("the car resumes"))
+    assert any(line.strip().startswith("meter: 0.0 kW") for line in lines[pause:resume])
+    assert "  CSMS <- StatusNotification Occupied" in lines
+    assert "  CSMS <- Authorize 04A2B3C4" in lines
+    assert any("TransactionEvent Updated ChargingStateChanged chargingState=SuspendedEV" in line for line in lines)
+    assert any("stoppedReason=EVDisconnected" in line for line in lines)
+    assert "signature: VALID (signature valid)" in lines
+    assert lines[-1] == "the transaction ended with reason EVDisconnected"
+
+
+def test_demo_ev_is_one_car_on_one_evse() -> None:
+    error = demo_refused("--ev", "--evses", "2")
+    assert "--ev" in error and "--evses 2" in error

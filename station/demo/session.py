@@ -69,10 +69,18 @@ def check_evse_count(evses: int) -> int:
 
 
 def demo_config(
-    workdir: Path, csms_url: str, *, ocpp_version: str = "1.6", meter_model: str = "smartme", evses: int = 1
+    workdir: Path,
+    csms_url: str,
+    *,
+    ocpp_version: str = "1.6",
+    meter_model: str = "smartme",
+    evses: int = 1,
+    ev: bool = False,
 ) -> dict[str, Any]:
-    """EVSEs 1..`evses`, each with one connector and its own simulated meter (device id = EVSE id) on one bus."""
+    """EVSEs 1..`evses`, each with one connector and its own simulated meter (device id = EVSE id) on one bus; with
+    `ev`, each with a simulated charge controller (a car behind it, a connector lock) that the demo drives directly."""
     check_evse_count(evses)
+    controller = {"charge_controller": {"driver": "simulated", "lock": True}} if ev else {}
     return {
         "station": {"id": STATION_ID, "vendor": "station", "model": "demo"},
         "csms": {"url": csms_url, "ocpp_version": ocpp_version, "reconnect_min": 0.2, "reconnect_max": 2},
@@ -91,6 +99,7 @@ def demo_config(
                         "ledger": str(workdir / f"meter-ledger-{n}.jsonl"),
                     },
                 },
+                **controller,
             }
             for n in range(1, evses + 1)
         ],

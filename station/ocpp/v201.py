@@ -195,6 +195,7 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
         self.vendor = vendor
         self.model = model
         self.follow_ups = FollowUps()
+        self._told: dict[tuple[int, int], str] = {}  # (EVSE, connector) -> the connectorStatus last sent
         self._event_ids = 0
         self.registration: str | None = None  # status of the last BootNotificationResponse
         self.accepted = asyncio.Event()  # set when a BootNotification (also a triggered one) was Accepted
@@ -228,6 +229,19 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
         await self.call(call.Heartbeat(), suppress=False)
 
     async def status(self, report: ReportStatus) -> None:
+        """A connector's status as it changed. 2.0.1 has fewer words than the core (Preparing, Charging, Suspended*
+        and Finishing are all Occupied): a change that keeps the word is not sent again, but a fault always is."""
+        where = (report.evse_id, report.connector_id)
+        word = CONNECTOR_STATUS[report.status]
+        if self._told.get(where) == word and report.status != ConnectorStatus.FAULTED:
+            return
+        await self._notify_status(report)
+
+    async def _triggered_status(self, report: ReportStatus) -> None:
+        await self._notify_status(report)  # F06: asked for, so sent whatever was told before
+
+    async def _notify_status(self, report: ReportStatus) -> None:
+        self._told[(report.evse_id, report.connector_id)] = CONNECTOR_STATUS[report.status]
         await self.call(
             call.StatusNotification(
                 timestamp=iso(None),
@@ -692,7 +706,7 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
             reports = self.runtime.core.report_all(wanted, (evse or {}).get("connector_id"))
             if not reports:
                 return call_result.TriggerMessage(status="Rejected")
-            queued = self.follow_ups.send_statuses(reports, self.status, what)
+            queued = self.follow_ups.send_statuses(reports, self._triggered_status, what)
         elif requested_message == "BootNotification":
             if self.registration == "Accepted":
                 return call_result.TriggerMessage(status="Rejected")  # F06.FR.17

@@ -319,3 +319,26 @@ async def test_tx_start_and_stop_points_are_read_write_and_honoured_201(tmp_path
         assert end.payload["transactionInfo"]["stoppedReason"] == "StoppedByEV"
         text, key = signed_end_record(end, "2.0.1")
         assert ocmf.verify(text, key).valid
+
+
+async def test_a_silent_controller_is_a_fault_and_the_record_follows_when_it_answers_16(tmp_path: Path) -> None:
+    """A controller that stops answering is a clear fault (Faulted, InternalError), never a crash: the transaction
+    is stopped, but the meter ends it only once the controller reports the relay open again (feedback, not a guess),
+    and then the signed record is delivered."""
+    async with ev_station(tmp_path, "1.6") as (csms, socket):
+        await car(socket, "plug")
+        assert await csms.remote_start(STATION, "TAG-QUIET") == "Accepted"
+        await csms.wait_for("StartTransaction")
+        await car(socket, "ready")
+        await csms.wait_for("StatusNotification", lambda p: p["status"] == "Charging")
+        mark = len(csms.received)
+        await car(socket, "fault", name="controller_silent")
+        faulted = await csms.wait_for("StatusNotification", lambda p: p["status"] == "Faulted", after=mark)
+        assert faulted.payload["errorCode"] == "InternalError"
+        await asyncio.sleep(1.0)
+        assert csms.messages("StopTransaction") == []  # the relay's state is unknown: the meter keeps metering
+        await car(socket, "clear")
+        stop = await csms.wait_for("StopTransaction", after=mark, timeout=30)
+        assert stop.payload["reason"] == "Other"
+        text, key = signed_end_record(stop, "1.6")
+        assert ocmf.verify(text, key).valid

@@ -492,6 +492,10 @@ class ChargingStation:
             ev.plugs += 1
             ev.plug_token = f"plug-{ev.plugs}"  # cable first: ConnectionTimeOut to authorize
             commands.append(WatchConnection(evse.id, ev.plug_token))
+        elif evse.phase is Phase.STARTING and unplugged and event.stop_on_ev_disconnect:
+            ev.stop_after_start = StopReason.EV_DISCONNECTED  # ended as soon as the meter confirmed its start
+        elif evse.phase is Phase.STARTING and plugged_in and ev.stop_after_start is StopReason.EV_DISCONNECTED:
+            ev.stop_after_start = None  # plugged in again before the meter answered
         elif evse.phase is Phase.CHARGING and unplugged and evse.transaction is not None:
             if event.unlock_on_ev_disconnect and ev.has_lock:
                 commands.append(LockConnector(evse.id, False))

@@ -273,3 +273,23 @@ def test_a_car_plugged_into_a_running_transaction_is_cable_plugged_in() -> None:
     out = core.handle(EvPilotChanged(1, Pilot.A, stop_on_ev_disconnect=False))
     [state] = [c for c in out.commands if isinstance(c, RecordChargingState)]
     assert (state.state, state.trigger) == ("Idle", "EVCommunicationLost")
+
+
+def test_unplugged_while_the_meter_starts_ends_the_transaction_once_it_has() -> None:
+    """Found by the EV soak: the car unplugged while the meter was still starting left a transaction running with
+    no car. It now ends (EVDisconnected) as soon as the meter confirmed the start; plugged in again before that,
+    it goes on."""
+    for replug in (False, True):
+        core = station()
+        core.handle(EvPilotChanged(1, Pilot.B))
+        core.handle(StartRequested(1, "TAG", T0, "tx"))
+        core.handle(EvPilotChanged(1, Pilot.A))
+        if replug:
+            core.handle(EvPilotChanged(1, Pilot.B))
+        out = core.handle(MeterStarted("tx", 100, T0))
+        tx = core.evses[1].transaction
+        assert tx is not None
+        if replug:
+            assert core.evses[1].phase is Phase.CHARGING and StopMeterTransaction not in kinds(out)
+        else:
+            assert StopMeterTransaction in kinds(out) and tx.stop_reason is StopReason.EV_DISCONNECTED

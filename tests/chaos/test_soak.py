@@ -88,3 +88,36 @@ async def test_chaos_soak_two_evses_on_one_line(
         assert evse.lost == 0 and evse.duplicated == 0 and evse.misattributed == 0
     assert report.overlapping >= 1, report.text()  # the sessions did overlap
     assert sum(report.faults.values()) >= sessions // 2
+
+
+# A simulated car on each EVSE (issue 18): cable-first and authorize-first starts, cards, pauses, unplugs, an RCD trip,
+# a silent controller, kills with the car still plugged in. (OCPP version, sessions); run i replays seed +
+# len(RUNS) + len(TWIN_RUNS) + i.
+EV_RUNS = [("1.6", 12), ("2.0.1", 12)]
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(
+    ("offset", "ocpp", "sessions"),
+    [(len(RUNS) + len(TWIN_RUNS) + i, *run) for i, run in enumerate(EV_RUNS)],
+    ids=[f"{v}-smartme-ev" for v, _ in EV_RUNS],
+)
+async def test_chaos_soak_with_a_simulated_car(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], offset: int, ocpp: str, sessions: int
+) -> None:
+    chosen = os.environ.get("STATION_SOAK_SEED", DEFAULT_SEED)
+    seed = random.SystemRandom().randrange(2**31) if chosen == "random" else int(chosen) + offset
+
+    def say(text: str) -> None:
+        with capsys.disabled():
+            print("\n" + text, flush=True)
+
+    report = await Soak(tmp_path, seed, sessions, say=say, ocpp=ocpp, model="smartme", ev=True).run()
+    say(report.text())
+    assert report.ok, report.text()
+    assert report.signed >= sessions // 2 and report.delivered == report.signed
+    assert report.lost == 0 and report.duplicated == 0
+    assert report.power_without_meter == 0 and report.wrong_reason == 0
+    assert sum(report.ev_ends.values()) == report.signed  # every record came with a stop reason the soak checked
+    assert len(report.ev_starts) >= 2, report.text()  # more than one way of starting was exercised
+    assert sum(report.faults.values()) >= sessions // 2

@@ -782,11 +782,7 @@ class Soak:
         if style == "cable_card":
             await self.present_card(car, tag)
         else:
-            await self.retry(
-                self.start_call(tag, evse_id, number),
-                ("Accepted",),
-                refused=lambda: self.stop_leftovers(None if self.evses == 1 else evse_id),
-            )
+            await self.ev_remote_start(tag, evse_id, number, mark)
         await at("starting")
         if style == "authorize_first":
             await asyncio.sleep(rng.uniform(0.1, 1.5))  # well within ConnectionTimeOut
@@ -837,6 +833,36 @@ class Soak:
             self.note(f"session {number} EVSE {evse_id}: done")
         finally:
             del self._open[evse_id]
+
+    async def ev_remote_start(self, tag: str, evse_id: int, number: int, mark: int, timeout: float = 90) -> None:
+        """The CSMS's remote start, again until Accepted. A start whose answer was lost (the connection dropped under
+        it) may have started the transaction after all: when the station refuses the next one because this tag's
+        transaction runs there, that is the session's; other leftovers on the EVSE are stopped."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        call = self.start_call(tag, evse_id, number)
+        while loop.time() < deadline:
+            await self.check_daemon()
+            answer = await self.ask(call)
+            if answer == "Accepted":
+                return
+            if answer is not None:
+                status = await asyncio.to_thread(self.diag_status)
+                running = (
+                    []
+                    if status is None
+                    else [
+                        c["transaction"]["id_tag"]
+                        for c in status["connectors"]
+                        if c["evse_id"] == evse_id and c["transaction"] is not None
+                    ]
+                )
+                if tag in running or tag in {t for m, _, t in self.starts(mark)}:
+                    self.note(f"  {tag}: the start whose answer was lost went through")
+                    return
+                await self.stop_leftovers(None if self.evses == 1 else evse_id)
+            await asyncio.sleep(0.3)
+        raise Stuck(f"the station did not accept the start of {tag} within {timeout} s; logs in {self.workdir}")
 
     async def ev_stop(self, ending: str, car: Car, tag: str, transaction_id: str, reasons: set[StopReason]) -> None:
         if ending == "remote":

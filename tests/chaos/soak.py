@@ -85,6 +85,7 @@ FAULTS = {
 # --ev: faults on the car's side, drawn with the ones above.
 EV_FAULTS = {
     "unplug_mid_stop": 3,  # the car is unplugged while the session's remote stop is in flight
+    "unplug_mid_start": 2,  # the car is unplugged while its transaction starts (the meter starting)
     "rcd": 3,  # the RCD trips while the car charges: the transaction ends (GroundFault) with its record
     "controller_silent": 3,  # the charge controller stops answering for a while, then comes back
 }
@@ -155,6 +156,7 @@ class Report:
     ev_ends: Counter[str] = field(default_factory=Counter)  # --ev: how the CSMS heard them end (stop reasons)
     power_without_meter: int = 0  # --ev: the relay seen closed while the meter had no transaction open
     wrong_reason: int = 0  # --ev: a transaction ended with a stop reason the schedule did not cause
+    left_running: int = 0  # --ev: a transaction that did not end by itself after its car was unplugged
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
 
@@ -173,6 +175,7 @@ class Report:
             or self.wrong_evse
             or self.power_without_meter
             or self.wrong_reason
+            or self.left_running
         )
 
     def text(self) -> str:
@@ -203,7 +206,7 @@ class Report:
             lines += [
                 f"  EV side: starts {starts or 'none'}; stop reasons {ends or 'none'}",
                 f"  power with no meter transaction: {self.power_without_meter}; stop reasons the schedule did not "
-                f"cause: {self.wrong_reason}",
+                f"cause: {self.wrong_reason}; transactions running on after the car left: {self.left_running}",
             ]
         lines += [f"  PROBLEM: {p}" for p in self.problems[:20]]
         lines.append("  verdict: " + ("OK" if self.ok else "FAILED"))
@@ -636,7 +639,7 @@ class Soak:
     async def inject_ev(self, fault: str, rng: random.Random, evse_id: int) -> None:
         car = self.cars[evse_id]
         reasons = self._session_reasons.setdefault(evse_id, set())
-        if fault == "unplug_mid_stop":
+        if fault in ("unplug_mid_stop", "unplug_mid_start"):
             reasons.add(StopReason.EV_DISCONNECTED)
             await car.want(False)
         elif fault == "rcd":
@@ -756,6 +759,8 @@ class Soak:
         elif fault == "rcd":
             moment = "charging"
         style = rng.choice(START_STYLES)
+        if fault == "unplug_mid_start":  # right after the start was asked for with the car in, or the plug-in
+            moment = "plugged" if style == "authorize_first" else "starting"
         ending = "remote" if fault == "unplug_mid_stop" else rng.choice(END_STYLES)
         early = rng.random() < 0.5  # the car asks for power before the transaction starts
         pause = rng.random() < 0.3  # the car pauses and resumes while charging
@@ -787,6 +792,7 @@ class Soak:
         if style == "authorize_first":
             await asyncio.sleep(rng.uniform(0.1, 1.5))  # well within ConnectionTimeOut
             await car.want(True, early)
+            await at("plugged")
         transaction_id = await self.ev_started(tag, mark, evse_id, card=car if style == "cable_card" else None)
         self.note(f"session {number} EVSE {evse_id}: transaction {transaction_id}")
         if transaction_id is None:
@@ -801,6 +807,9 @@ class Soak:
             return transaction_id in {t for _, t in self.ends(mark)}
 
         try:
+            if fault == "unplug_mid_start":  # the car has gone: the transaction must end by itself (EVDisconnected)
+                await self.ended_by_unplug(ended, evse_id, transaction_id, tag, car, reasons)
+                return
             await car.want(True, True)  # the car charges
             await asyncio.sleep(rng.uniform(0.3, 1.0))
             await at("charging")  # an RCD trip ends it here
@@ -823,6 +832,8 @@ class Soak:
                 await asyncio.sleep(rng.uniform(0.1, 0.4))
                 await at("signing")
             self.note(f"session {number} EVSE {evse_id}: stop sent")
+            if ending == "unplug" and fault != "kill":
+                await self.ended_by_unplug(ended, evse_id, transaction_id, tag, car, reasons)
             with contextlib.suppress(TimeoutError):
                 await csms.wait_until(ended, timeout=60)
             if not ended():  # e.g. the card came while the station was restarting: a remote stop after all
@@ -833,6 +844,41 @@ class Soak:
             self.note(f"session {number} EVSE {evse_id}: done")
         finally:
             del self._open[evse_id]
+
+    async def tag_running(self, evse_id: int, tag: str) -> bool:
+        """Whether the station has a transaction of `tag` on the EVSE (True while it cannot be asked)."""
+        status = await asyncio.to_thread(self.diag_status)
+        if status is None:
+            return True
+        return any(
+            c["evse_id"] == evse_id and c["transaction"] is not None and c["transaction"]["id_tag"] == tag
+            for c in status["connectors"]
+        )
+
+    async def ended_by_unplug(
+        self,
+        ended: Callable[[], bool],
+        evse_id: int,
+        transaction_id: str,
+        tag: str,
+        car: Car,
+        reasons: set[StopReason],
+    ) -> None:
+        """StopTransactionOnEVSideDisconnect is true: a transaction whose car was unplugged ends by itself (at the
+        station: its message may still be on its way). One that runs on is a station fault (counted); a remote stop
+        ends it then."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while loop.time() < deadline:
+            if ended() or not await self.tag_running(evse_id, tag):
+                return
+            await asyncio.sleep(0.3)
+        self.report.left_running += 1
+        self.report.problems.append(
+            f"transaction {transaction_id} ({tag}) still ran 30 s after its car was unplugged; stopped remotely"
+        )
+        self.note(f"  {tag}: transaction {transaction_id} runs on without the car")
+        await self.ev_stop("remote", car, tag, transaction_id, reasons)
 
     async def ev_remote_start(self, tag: str, evse_id: int, number: int, mark: int, timeout: float = 90) -> None:
         """The CSMS's remote start, again until Accepted. A start whose answer was lost (the connection dropped under

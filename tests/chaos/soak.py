@@ -961,7 +961,8 @@ class Soak:
         quiet_since: float | None = None
         cards = 1
         while loop.time() < deadline:
-            found = [m for m, _, id_tag in self.starts(mark) if id_tag == tag]
+            # not one the CSMS refused with a CALLERROR: the station sends it again (1.6: under another message id)
+            found = [m for m, _, id_tag in self.starts(mark) if id_tag == tag and not m.refused]
             if found:
                 start = found[0]
                 where = self.evse_of_start(start)
@@ -981,7 +982,7 @@ class Soak:
             elif quiet_since is None:
                 quiet_since = loop.time()
             elif loop.time() - quiet_since > 3:
-                if card is None or cards >= 3:
+                if card is None or cards >= 3 or not card.plugged:  # without the car a card would authorize first
                     return None
                 cards += 1
                 self.note(f"  {tag}: no start; the card again")

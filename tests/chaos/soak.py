@@ -14,8 +14,19 @@ is then compared with what the CSMS received for THAT EVSE (1.6: the connectorId
 StartTransaction; 2.0.1: the evse of its TransactionEvents): a record of meter 2 arriving on a transaction of EVSE 1,
 or sent with another meter's key, is misattributed. `--model A,B` puts a different model on each EVSE.
 
+With `--ev` each EVSE gets a simulated charge controller with a car behind it (`driver = "simulated"`, a control
+socket in the work directory), driven as `station sim ev` drives it: sessions start cable first (plug, then a remote
+start or a card) or authorize first (remote start, then plug), the car charges, sometimes pauses and resumes, and the
+session ends by a remote stop, by the unplug (StopTransactionOnEVSideDisconnect: EVDisconnected), by the same card
+(Local), or by a fault. EV-side faults join the schedule: the unplug while the stop is in flight, an RCD trip while
+charging (the transaction ends with its record), the controller silent for a while; a SIGKILLed daemon takes the car
+with it (the car lives in the daemon) and the soak puts it back plugged in as it was. The meters stay in the soak's
+process (so that their faults can be injected): the soak ties each meter's load to what its car draws by polling the
+car's state, and checks at every poll that the relay is never closed while the meter has no transaction open. Every
+transaction's stop reason must be one the schedule caused.
+
     python -m tests.chaos.soak --sessions 2000 [--seed N] [--ocpp 1.6|2.0.1] [--model MODEL[,MODEL]] [--evses 1|2]
-        [--workdir DIR]
+        [--ev] [--workdir DIR]
 
 prints the seed first, so a failing run can be replayed with `--seed`.
 """
@@ -40,6 +51,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from station.core.model import StopReason
 from station.demo.csms import CsmsBehaviour, LocalCsms, Received
 from station.demo.session import extract_signed_record
 from station.diag import client
@@ -47,6 +59,10 @@ from station.meter import ocmf
 from station.meter.nullmodem import LineFaults, VirtualNullModem
 from station.meter.sim.base import Faults, SimulatedMeter
 from station.meter.sim.server import SIMULATED_MODELS, build_simulator, serve
+from station.ocpp.v201 import STOPPED
+from station.sim.ev import NoController
+from station.sim.ev import Refused as CarRefused
+from station.sim.ev import ask as car_ask
 from tests.conftest import Process, toml_value, write_config
 
 STATION = "CP-SOAK"
@@ -66,6 +82,18 @@ FAULTS = {
     "corrupt": 2,  # frames from the meter arrive with CRC errors
     "power_loss": 2,  # the meter loses power and comes back
 }
+# --ev: faults on the car's side, drawn with the ones above.
+EV_FAULTS = {
+    "unplug_mid_stop": 3,  # the car is unplugged while the session's remote stop is in flight
+    "unplug_mid_start": 2,  # the car is unplugged while its transaction starts (the meter starting)
+    "rcd": 3,  # the RCD trips while the car charges: the transaction ends (GroundFault) with its record
+    "controller_silent": 3,  # the charge controller stops answering for a while, then comes back
+}
+START_STYLES = ("cable_remote", "cable_card", "authorize_first")  # plug + remote start, plug + card, start + plug
+END_STYLES = ("remote", "unplug", "card")  # remote stop, unplug (EVDisconnected), the same card (Local)
+# Reasons a transaction may end with that the schedule did not cause itself: a transaction the soak did not start
+# (the meter's own, recovered) is allowed these.
+LEFTOVER_REASONS = {StopReason.REMOTE, StopReason.POWER_LOSS, StopReason.EV_DISCONNECTED}
 MOMENTS = ("before_start", "starting", "charging", "stopping", "signing", "sending_stop")
 METER_FAULTS = ("meter_slow", "meter_busy", "meter_silent", "power_loss")  # hit one meter: either EVSE's
 MAX_EVSES = 2
@@ -123,6 +151,12 @@ class Report:
     seq_gaps: int = 0  # 2.0.1: a seqNo of the station's TransactionEvent stream that never reached the CSMS
     crashes: int = 0
     stuck: int = 0  # the soak gave up waiting for the station (see problems)
+    ev: bool = False
+    ev_starts: Counter[str] = field(default_factory=Counter)  # --ev: how sessions started (START_STYLES)
+    ev_ends: Counter[str] = field(default_factory=Counter)  # --ev: how the CSMS heard them end (stop reasons)
+    power_without_meter: int = 0  # --ev: the relay seen closed while the meter had no transaction open
+    wrong_reason: int = 0  # --ev: a transaction ended with a stop reason the schedule did not cause
+    left_running: int = 0  # --ev: a transaction that did not end by itself after its car was unplugged
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
 
@@ -139,6 +173,9 @@ class Report:
             or self.stuck
             or self.misattributed
             or self.wrong_evse
+            or self.power_without_meter
+            or self.wrong_reason
+            or self.left_running
         )
 
     def text(self) -> str:
@@ -147,6 +184,7 @@ class Report:
         lines = [
             f"chaos soak: seed {self.seed}, {self.sessions} sessions, OCPP {self.ocpp}, "
             + (f"{self.evses} EVSEs on one line, meters {self.model}" if several else f"meter {self.model}")
+            + (", simulated cars" if self.ev else "")
             + f", {self.seconds:.0f} s",
             f"  faults injected: {faults}",
             f"  records signed by the meter{'s' if several else ''}: {self.signed}; delivered: {self.delivered}; "
@@ -162,6 +200,14 @@ class Report:
                 f"sessions overlapping another EVSE's: {self.overlapping}"
             )
             lines += [evse.text(n) for n, evse in sorted(self.per_evse.items())]
+        if self.ev:
+            starts = ", ".join(f"{k} {v}" for k, v in sorted(self.ev_starts.items()))
+            ends = ", ".join(f"{k} {v}" for k, v in sorted(self.ev_ends.items()))
+            lines += [
+                f"  EV side: starts {starts or 'none'}; stop reasons {ends or 'none'}",
+                f"  power with no meter transaction: {self.power_without_meter}; stop reasons the schedule did not "
+                f"cause: {self.wrong_reason}; transactions running on after the car left: {self.left_running}",
+            ]
         lines += [f"  PROBLEM: {p}" for p in self.problems[:20]]
         lines.append("  verdict: " + ("OK" if self.ok else "FAILED"))
         return "\n".join(lines)
@@ -201,6 +247,67 @@ def models_of(model: str, evses: int) -> list[str]:
     return models
 
 
+class Car:
+    """--ev: the simulated car behind one EVSE's simulated charge controller, driven through its control socket as
+    `station sim ev` drives it. It lives in the daemon: a SIGKILLed daemon takes it along, and `sync()` puts it back
+    as the soak wants it (plugged in or not, asking for power or not)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.plugged = False
+        self.ready = False
+        self._lock = asyncio.Lock()
+
+    async def request(self, cmd: str, timeout: float = 30.0, **args: str) -> tuple[bool, Any]:
+        """(True, answer) or (False, why it was refused / nothing answered within `timeout`); a daemon being started
+        again is waited for."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                return True, await asyncio.to_thread(car_ask, self.path, {"cmd": cmd, **args}, 2.0)
+            except CarRefused as exc:
+                return False, str(exc)
+            except NoController as exc:
+                if loop.time() >= deadline:
+                    return False, f"no controller: {exc}"
+                await asyncio.sleep(0.2)
+
+    async def state(self) -> dict[str, Any] | None:
+        """The controller's state now, None when it does not answer at once (the daemon is down)."""
+        try:
+            answer = await asyncio.to_thread(car_ask, self.path, {"cmd": "state"}, 1.0)
+        except (CarRefused, NoController):
+            return None
+        state = answer.get("state")
+        return state if isinstance(state, dict) else None
+
+    async def want(self, plugged: bool, ready: bool = False) -> None:
+        self.plugged = plugged
+        self.ready = plugged and ready
+        await self.sync()
+
+    async def sync(self) -> None:
+        """Bring the car to what the soak wants (after a restart of the daemon: plugged in again, asking again)."""
+        async with self._lock:
+            ok, answer = await self.request("state")
+            if not ok:
+                return
+            now = answer["state"]["car"]
+            want = ("ready" if self.ready else "connected") if self.plugged else "unplugged"
+            if now == want:
+                return
+            if want == "unplugged":
+                await self.request("unplug")
+                return
+            if now == "unplugged":
+                await self.request("plug")
+            if want == "ready":
+                await self.request("ready")
+            elif now == "ready":
+                await self.request("suspend")
+
+
 class Soak:
     def __init__(
         self,
@@ -211,12 +318,18 @@ class Soak:
         ocpp: str = "1.6",
         model: str = "smartme",
         evses: int = 1,
+        ev: bool = False,
     ) -> None:
         self.workdir = workdir
         self.rng = random.Random(seed)
         self.models = models_of(model, evses)
         self.evses = evses
-        self.report = Report(seed, sessions, ocpp, "+".join(self.models) if evses > 1 else model, evses)
+        self.report = Report(seed, sessions, ocpp, "+".join(self.models) if evses > 1 else model, evses, ev=ev)
+        self.ev = ev
+        # --ev: one car per EVSE (short socket names: a Unix socket path has at most 107 bytes)
+        self.cars = {n: Car(str(workdir / f"car{n}.sock")) for n in range(1, evses + 1)} if ev else {}
+        self._reasons: dict[str, set[StopReason]] = {}  # --ev: id tag -> the stop reasons its session caused
+        self._session_reasons: dict[int, set[StopReason]] = {}  # --ev: EVSE -> that set of its running session
         self.ocpp = ocpp
         self.model = model
         self.say = say
@@ -286,12 +399,50 @@ class Soak:
                 }
                 for name, value in (("MessageAttemptInterval", "1"), ("MessageAttempts", "10"))
             ]
+            if self.ev:
+                items.append(
+                    {
+                        "component": {"name": "TxCtrlr"},
+                        "variable": {"name": "StopTxOnEVSideDisconnect"},
+                        "attribute_value": "true",
+                    }
+                )
             results = await self.csms.set_variables(STATION, items)
-            assert [r["attribute_status"] for r in results] == ["Accepted", "Accepted"], results
+            assert all(r["attribute_status"] == "Accepted" for r in results), results
         else:
-            for key, value in (("TransactionMessageRetryInterval", "1"), ("TransactionMessageAttempts", "10")):
+            keys = [("TransactionMessageRetryInterval", "1"), ("TransactionMessageAttempts", "10")]
+            if self.ev:
+                keys.append(("StopTransactionOnEVSideDisconnect", "true"))
+            for key, value in keys:
                 answer = await self.ask(lambda k=key, v=value: self.csms.change_configuration(STATION, k, v))
                 assert answer == "Accepted", (key, answer)
+        for evse_id in self.cars:
+            self.later(self.watch_power(evse_id))
+
+    async def watch_power(self, evse_id: int) -> None:
+        """--ev: the meter counts what the car draws (the meter is in this process, the car in the daemon: polled),
+        and the relay is never closed while the meter has no transaction open. The meter's transaction starts before
+        the relay closes and ends after it has opened, so a poll that sees the relay closed while the meter had no
+        transaction both before and after it (and none started in between) caught power with no meter transaction."""
+        car, sim = self.cars[evse_id], self.sims[evse_id]
+        sim.set_load(0.0)
+        stretch = False  # in a stretch of polls that all saw it: counted once
+        while True:
+            before = (sim.charging, sim.mem.tx_counter)
+            state = await car.state()
+            after = (sim.charging, sim.mem.tx_counter)
+            sim.set_load(float(state.get("power_w", 0.0)) if state is not None else 0.0)
+            closed = state is not None and state.get("relay") == "closed"
+            bad = closed and not before[0] and not after[0] and before[1] == after[1]
+            if bad and not stretch:
+                self.report.power_without_meter += 1
+                self.report.problems.append(
+                    f"power with no meter transaction: EVSE {evse_id}'s relay closed at "
+                    f"{datetime.now(UTC).isoformat(timespec='milliseconds')} (car {state})"
+                )
+                self.note(f"  EVSE {evse_id}: relay closed with no meter transaction: {state}")
+            stretch = bad
+            await asyncio.sleep(0.1)
 
     def write_config(self) -> None:
         sections: dict[str, dict[str, Any]] = {
@@ -310,6 +461,8 @@ class Soak:
         }
         if self.evses == 1:  # today's single [meter] table: one EVSE on bus "meter"
             sections["meter"] = {"model": self.model, "port": self.cable.path_a, "latency": 0.3}
+            if self.ev:
+                sections["charge_controller"] = self.controller_keys(1)
             write_config(self.config_path, sections | tail)
             return
         # Several: one [bus.rs485] on the pty, an [[evse]] with its [evse.meter] per meter (arrays of tables, which
@@ -325,9 +478,14 @@ class Soak:
         for n, sim in self.sims.items():
             table("[[evse]]", {"id": n})
             table("[evse.meter]", {"model": self.models[n - 1], "bus": "rs485", "device_id": sim.device_id})
+            if self.ev:
+                table("[evse.charge_controller]", self.controller_keys(n))
         for name, keys in tail.items():
             table(f"[{name}]", keys)
         self.config_path.write_text("\n".join(lines))
+
+    def controller_keys(self, evse_id: int) -> dict[str, Any]:
+        return {"driver": "simulated", "control_socket": self.cars[evse_id].path, "lock": True}
 
     async def close(self) -> None:
         for task in self._background:
@@ -421,9 +579,13 @@ class Soak:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def inject(self, fault: str, rng: random.Random) -> None:
+    async def inject(self, fault: str, rng: random.Random, evse_id: int = 1) -> None:
         assert self.daemon is not None
         self.report.faults[fault] += 1
+        if fault in EV_FAULTS:  # the car's side: the session's own EVSE
+            self.note(f"  fault {fault} on EVSE {evse_id}'s charge controller")
+            await self.inject_ev(fault, rng, evse_id)
+            return
         if fault in METER_FAULTS:  # one meter: with several EVSEs, the session's own or a neighbour's
             target = rng.choice(sorted(self.sims)) if self.evses > 1 else 1
             self.report.per_evse[target].faults += 1
@@ -434,8 +596,13 @@ class Soak:
         if fault == "kill":
             async with self._daemon_lock:
                 await self.daemon.terminate(signal.SIGKILL)
+                # What was open ends at the restart (recovery: PowerLoss, unless a stop had been asked for).
+                for reasons in self._open_reasons():
+                    reasons.add(StopReason.POWER_LOSS)
                 await asyncio.sleep(rng.uniform(0, 0.5))
                 self.start_daemon()
+            for car in self.cars.values():  # the car went with the daemon: plugged in again as it was
+                self.later(car.sync())
         elif fault == "drop":
             await self.csms.drop_connections()
         elif fault == "csms_restart":
@@ -468,6 +635,43 @@ class Soak:
             self.cable.faults.corrupt_to_a = rng.randint(1, 3)
         elif fault == "power_loss":
             self.later(sim.power_cycle(rng.uniform(0.3, 3)))
+
+    async def inject_ev(self, fault: str, rng: random.Random, evse_id: int) -> None:
+        car = self.cars[evse_id]
+        reasons = self._session_reasons.setdefault(evse_id, set())
+        if fault in ("unplug_mid_stop", "unplug_mid_start"):
+            reasons.add(StopReason.EV_DISCONNECTED)
+            await car.want(False)
+        elif fault == "rcd":
+            reasons.add(StopReason.GROUND_FAULT)
+            ok, why = await car.request("fault", name="rcd", detail="30 mA (soak)")
+            if not ok:
+                self.note(f"  rcd not injected: {why}")
+        elif fault == "controller_silent":
+            reasons.add(StopReason.OTHER)  # a fault while charging ends the transaction, reason Other
+            ok, why = await car.request("fault", name="controller_silent")
+            if ok:
+                self.later(self._speak_again(car, rng.uniform(0.5, 4)))
+            else:
+                self.note(f"  controller_silent not injected: {why}")
+
+    async def _speak_again(self, car: Car, after: float) -> None:
+        await asyncio.sleep(after)
+        ok, why = await car.request("clear", name="controller_silent")
+        self.note(f"  controller {car.path} speaks again" if ok else f"  controller_silent not cleared: {why}")
+
+    def _open_reasons(self, evse_id: int | None = None) -> list[set[StopReason]]:
+        """--ev: the stop-reason sets of the sessions running now and of the tags whose transactions are open at the
+        CSMS (on every EVSE, or on one)."""
+        found = [r for n, r in self._session_reasons.items() if evse_id in (None, n)]
+        open_ids = set(self._open_at_csms())
+        where = self.transaction_evses()
+        for _, transaction_id, tag in self.starts():
+            if transaction_id not in open_ids or tag not in self._reasons:
+                continue
+            if evse_id is None or self.evses == 1 or where.get(transaction_id) == {evse_id}:
+                found.append(self._reasons[tag])
+        return found
 
     async def _restore_meter_speed(self, sim: SimulatedMeter, after: float) -> None:
         await asyncio.sleep(after)
@@ -535,14 +739,267 @@ class Soak:
         finally:
             del self._open[evse_id]
 
+    # ------------------------------------------------------------------ one session with a car (--ev)
+
+    async def ev_session(self, number: int, evse_id: int = 1, rng: random.Random | None = None) -> None:
+        """A session as a driver has it: the car is plugged in before or after the start, charges, perhaps pauses,
+        and the session ends one of END_STYLES ways or by an EV-side fault. Every way it may end is noted in the
+        session's stop-reason set, which the transactions started with its tag must keep to."""
+        try:
+            await self._ev_session(number, evse_id, rng or self.rng)
+        finally:
+            self._session_reasons.pop(evse_id, None)  # no longer running: only its tag's open transactions count
+
+    async def _ev_session(self, number: int, evse_id: int, rng: random.Random) -> None:
+        faults = FAULTS | EV_FAULTS
+        fault = rng.choices(list(faults), weights=list(faults.values()))[0]
+        moment = rng.choice(MOMENTS)
+        if fault == "unplug_mid_stop":
+            moment = "stopping"
+        elif fault == "rcd":
+            moment = "charging"
+        style = rng.choice(START_STYLES)
+        if fault == "unplug_mid_start":  # right after the start was asked for with the car in, or the plug-in
+            moment = "plugged" if style == "authorize_first" else "starting"
+        ending = "remote" if fault == "unplug_mid_stop" else rng.choice(END_STYLES)
+        early = rng.random() < 0.5  # the car asks for power before the transaction starts
+        pause = rng.random() < 0.3  # the car pauses and resumes while charging
+        csms, car = self.csms, self.cars[evse_id]
+        self.report.per_evse[evse_id].sessions += 1
+        await self.ev_idle(evse_id)
+        tag = f"5A{number:06X}"  # a card's UID as a reader reports it, used for the remote start too
+        reasons: set[StopReason] = set()
+        self._reasons[tag] = self._session_reasons[evse_id] = reasons
+
+        async def at(this: str) -> None:
+            if moment == this and fault != "none":
+                self.note(f"session {number} EVSE {evse_id}: {this}")
+                await self.inject(fault, rng, evse_id)
+
+        await at("before_start")
+        if moment == "sending_stop" and fault in ("late", "callerror", "no_answer"):
+            moment = "stopping"
+        self.report.ev_starts[style] += 1
+        self.note(f"session {number} EVSE {evse_id}: {style} {tag}, ends {ending}, fault {fault} at {moment}")
+        mark = len(csms.received)
+        if style != "authorize_first":
+            await car.want(True, early)
+        if style == "cable_card":
+            await self.present_card(car, tag)
+        else:
+            await self.ev_remote_start(tag, evse_id, number, mark)
+        await at("starting")
+        if style == "authorize_first":
+            await asyncio.sleep(rng.uniform(0.1, 1.5))  # well within ConnectionTimeOut
+            await car.want(True, early)
+            await at("plugged")
+        transaction_id = await self.ev_started(tag, mark, evse_id, card=car if style == "cable_card" else None)
+        self.note(f"session {number} EVSE {evse_id}: transaction {transaction_id}")
+        if transaction_id is None:
+            return
+        self.report.starts_seen += 1
+        self.report.per_evse[evse_id].starts_seen += 1
+        if any(n != evse_id for n in self._open):
+            self.report.overlapping += 1
+        self._open[evse_id] = transaction_id
+
+        def ended() -> bool:
+            return transaction_id in {t for _, t in self.ends(mark)}
+
+        try:
+            if fault == "unplug_mid_start":  # the car has gone: the transaction must end by itself (EVDisconnected)
+                await self.ended_by_unplug(ended, evse_id, transaction_id, tag, car, reasons)
+                return
+            await car.want(True, True)  # the car charges
+            await asyncio.sleep(rng.uniform(0.3, 1.0))
+            await at("charging")  # an RCD trip ends it here
+            if pause and not ended():
+                await car.want(True, False)
+                await asyncio.sleep(rng.uniform(0.2, 0.8))
+                await car.want(True, True)
+                await asyncio.sleep(rng.uniform(0.1, 0.4))
+            if fault == "rcd":
+                with contextlib.suppress(TimeoutError):
+                    await csms.wait_until(ended, timeout=30)
+                await asyncio.sleep(rng.uniform(0.2, 1.5))
+                await car.request("clear", name="rcd")
+            else:
+                await at("sending_stop")
+                stop_sent = asyncio.create_task(self.ev_stop(ending, car, tag, transaction_id, reasons))
+                await asyncio.sleep(rng.uniform(0, 0.3))
+                await at("stopping")  # unplug_mid_stop: while the remote stop is in flight
+                await stop_sent
+                await asyncio.sleep(rng.uniform(0.1, 0.4))
+                await at("signing")
+            self.note(f"session {number} EVSE {evse_id}: stop sent")
+            if ending == "unplug" and fault != "kill":
+                await self.ended_by_unplug(ended, evse_id, transaction_id, tag, car, reasons)
+            with contextlib.suppress(TimeoutError):
+                await csms.wait_until(ended, timeout=60)
+            if not ended():  # e.g. the card came while the station was restarting: a remote stop after all
+                self.note(f"session {number} EVSE {evse_id}: not ended; remote stop")
+                await self.ev_stop("remote", car, tag, transaction_id, reasons)
+                with contextlib.suppress(TimeoutError):
+                    await csms.wait_until(ended, timeout=60)
+            self.note(f"session {number} EVSE {evse_id}: done")
+        finally:
+            del self._open[evse_id]
+
+    async def tag_running(self, evse_id: int, tag: str) -> bool:
+        """Whether the station has a transaction of `tag` on the EVSE (True while it cannot be asked)."""
+        status = await asyncio.to_thread(self.diag_status)
+        if status is None:
+            return True
+        return any(
+            c["evse_id"] == evse_id and c["transaction"] is not None and c["transaction"]["id_tag"] == tag
+            for c in status["connectors"]
+        )
+
+    async def ended_by_unplug(
+        self,
+        ended: Callable[[], bool],
+        evse_id: int,
+        transaction_id: str,
+        tag: str,
+        car: Car,
+        reasons: set[StopReason],
+    ) -> None:
+        """StopTransactionOnEVSideDisconnect is true: a transaction whose car was unplugged ends by itself (at the
+        station: its message may still be on its way). One that runs on is a station fault (counted); a remote stop
+        ends it then."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while loop.time() < deadline:
+            if ended() or not await self.tag_running(evse_id, tag):
+                return
+            await asyncio.sleep(0.3)
+        self.report.left_running += 1
+        self.report.problems.append(
+            f"transaction {transaction_id} ({tag}) still ran 30 s after its car was unplugged; stopped remotely"
+        )
+        self.note(f"  {tag}: transaction {transaction_id} runs on without the car")
+        await self.ev_stop("remote", car, tag, transaction_id, reasons)
+
+    async def ev_remote_start(self, tag: str, evse_id: int, number: int, mark: int, timeout: float = 90) -> None:
+        """The CSMS's remote start, again until Accepted. A start whose answer was lost (the connection dropped under
+        it) may have started the transaction after all: when the station refuses the next one because this tag's
+        transaction runs there, that is the session's; other leftovers on the EVSE are stopped."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        call = self.start_call(tag, evse_id, number)
+        while loop.time() < deadline:
+            await self.check_daemon()
+            answer = await self.ask(call)
+            if answer == "Accepted":
+                return
+            if answer is not None:
+                status = await asyncio.to_thread(self.diag_status)
+                running = (
+                    []
+                    if status is None
+                    else [
+                        c["transaction"]["id_tag"]
+                        for c in status["connectors"]
+                        if c["evse_id"] == evse_id and c["transaction"] is not None
+                    ]
+                )
+                if tag in running or tag in {t for m, _, t in self.starts(mark)}:
+                    self.note(f"  {tag}: the start whose answer was lost went through")
+                    return
+                await self.stop_leftovers(None if self.evses == 1 else evse_id)
+            await asyncio.sleep(0.3)
+        raise Stuck(f"the station did not accept the start of {tag} within {timeout} s; logs in {self.workdir}")
+
+    async def ev_stop(self, ending: str, car: Car, tag: str, transaction_id: str, reasons: set[StopReason]) -> None:
+        if ending == "remote":
+            reasons.add(StopReason.REMOTE)
+            await self.retry(lambda: self.csms.stop_session(STATION, transaction_id), ("Accepted", "Rejected"))
+        elif ending == "unplug":
+            reasons.add(StopReason.EV_DISCONNECTED)
+            await car.want(False)
+        else:
+            reasons.add(StopReason.LOCAL)
+            await self.present_card(car, tag)
+
+    async def present_card(self, car: Car, tag: str) -> None:
+        ok, why = await car.request("card", uid=tag)
+        if not ok:
+            self.note(f"  card {tag} not presented: {why}")
+
+    async def ev_idle(self, evse_id: int, timeout: float = 90) -> None:
+        """Before a session: the car unplugged, its controller's faults cleared, the EVSE with no transaction and no
+        phase but available (a stuck EVSE ends the run)."""
+        car = self.cars[evse_id]
+        if car.plugged:  # a transaction of an earlier session still running here ends with the unplug
+            for reasons in self._open_reasons(evse_id):
+                reasons.add(StopReason.EV_DISCONNECTED)
+        await car.want(False)
+        await car.request("clear")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            await self.check_daemon()
+            status = await asyncio.to_thread(self.diag_status)
+            if status is not None:
+                mine = [c for c in status["connectors"] if c["evse_id"] == evse_id]
+                if all(c["phase"] == "available" and c["transaction"] is None for c in mine):
+                    return
+                if status["ocpp"]["connected"]:
+                    await self.stop_leftovers(None if self.evses == 1 else evse_id)
+            await asyncio.sleep(0.3)
+        raise Stuck(f"EVSE {evse_id} did not come back to available after the car left; logs in {self.workdir}")
+
+    async def ev_started(
+        self, tag: str, mark: int, evse_id: int, card: Car | None = None, timeout: float = 60
+    ) -> str | None:
+        """The CSMS's transaction id of this session's start; None once the EVSE has been available with no
+        transaction and nothing queued for 3 s (the start was lost). A card start is tried again then (the card was
+        refused, e.g. while the CSMS was away), up to three times."""
+        csms = self.csms
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        quiet_since: float | None = None
+        cards = 1
+        while loop.time() < deadline:
+            # not one the CSMS refused with a CALLERROR: the station sends it again (1.6: under another message id)
+            found = [m for m, _, id_tag in self.starts(mark) if id_tag == tag and not m.refused]
+            if found:
+                start = found[0]
+                where = self.evse_of_start(start)
+                if self.evses > 1 and where != evse_id:
+                    self.report.wrong_evse += 1
+                    self.report.problems.append(f"{tag}: asked to start on EVSE {evse_id}, started on {where}")
+                with contextlib.suppress(TimeoutError):
+                    await csms.wait_until(lambda s=start: self.transaction_of(s) is not None, timeout=60)
+                return self.transaction_of(start)
+            status = await asyncio.to_thread(self.diag_status)
+            idle = status is not None and status["ocpp"]["queue_depth"] == 0
+            if idle and status is not None:
+                mine = [c for c in status["connectors"] if c["evse_id"] == evse_id]
+                idle = all(c["phase"] == "available" and c["transaction"] is None for c in mine)
+            if not idle:
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = loop.time()
+            elif loop.time() - quiet_since > 3:
+                if card is None or cards >= 3 or not card.plugged:  # without the car a card would authorize first
+                    return None
+                cards += 1
+                self.note(f"  {tag}: no start; the card again")
+                await self.present_card(card, tag)
+                quiet_since = None
+            await asyncio.sleep(0.2)
+        return None
+
     async def sessions(self) -> None:
         """One EVSE: one session after the other. Several: each session starts on a random free EVSE a random moment
         after the previous one started, so that sessions overlap and stop in either order; each session draws its
         own schedule from a generator seeded in turn, so that one session's timing does not reshuffle the others'."""
         total = self.report.sessions
+        session = self.ev_session if self.ev else self.session
         if self.evses == 1:
             for number in range(total):
-                await self.session(number)
+                await session(number)
                 self.progress(number + 1)
             return
         free = set(self.sims)
@@ -550,7 +1007,7 @@ class Soak:
 
         async def on(number: int, evse_id: int, rng: random.Random) -> None:
             try:
-                await self.session(number, evse_id, rng)
+                await session(number, evse_id, rng)
             finally:
                 free.add(evse_id)
                 freed.set()
@@ -676,6 +1133,13 @@ class Soak:
             sim.signing_time = 0.2
         self.cable.faults = LineFaults()
         self.csms.behaviour = CsmsBehaviour()
+        if self.ev:  # the cars leave; what still runs ends with the unplug
+            for reasons in self._open_reasons():
+                reasons.add(StopReason.EV_DISCONNECTED)
+            self._session_reasons.clear()
+            for car in self.cars.values():
+                await car.want(False)
+                await car.request("clear")
         await asyncio.sleep(4)  # let timed faults (a meter off, a mute) run out
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -698,6 +1162,10 @@ class Soak:
         for transaction_id in self._open_at_csms():
             if evse_id is not None and where.get(transaction_id) != {evse_id}:
                 continue
+            if self.ev:
+                for _, started, tag in self.starts():
+                    if started == transaction_id and tag in self._reasons:
+                        self._reasons[tag].add(StopReason.REMOTE)
             await self.ask(lambda t=transaction_id: self.csms.stop_session(STATION, t))
 
     def _open_at_csms(self) -> list[str]:
@@ -779,11 +1247,41 @@ class Soak:
         report.phantom = len([r for r in by_record if r not in owner])
         if self.ocpp == "2.0.1":
             self.check_seq_nos()
+        if self.ev:
+            self.check_stop_reasons()
         if self.evses > 1:
             for transaction_id, evses in on_evses.items():
                 if len(evses) > 1:
                     report.problems.append(f"transaction {transaction_id} named EVSEs {sorted(evses)}")
                     report.misattributed += 1
+
+    def reason_word(self, reason: StopReason) -> str:
+        """A stop reason as this OCPP version's message carries it."""
+        return reason.ocpp16 if self.ocpp == "1.6" else STOPPED[reason][0]
+
+    def check_stop_reasons(self) -> None:
+        """--ev: every transaction ended with a reason its session's schedule caused (a remote stop Remote, the
+        unplug EVDisconnected, the same card Local, an RCD trip GroundFault, a silent controller Other, a kill
+        PowerLoss); a transaction the soak did not start, with one of LEFTOVER_REASONS."""
+        tags = {t: tag for _, t, tag in self.starts() if t is not None}
+        seen: set[str] = set()
+        for end, transaction_id in self.ends():
+            if end.refused or transaction_id in seen:
+                continue
+            seen.add(transaction_id)
+            if end.action == "StopTransaction":
+                reason = str(end.payload.get("reason", "Local"))  # 1.6 §7.43: absent means Local
+            else:
+                reason = str(end.payload["transactionInfo"].get("stoppedReason", "Local"))
+            self.report.ev_ends[reason] += 1
+            tag = tags.get(transaction_id)
+            allowed = self._reasons.get(tag, LEFTOVER_REASONS) if tag is not None else LEFTOVER_REASONS
+            words = sorted({self.reason_word(r) for r in allowed})
+            if reason not in words:
+                self.report.wrong_reason += 1
+                self.report.problems.append(
+                    f"transaction {transaction_id} ({tag}) ended {reason}; the schedule caused only {words}"
+                )
 
     def check_seq_nos(self) -> None:
         """2.0.1: the CSMS tells a lost TransactionEvent by a gap in seqNo; the station numbers each transaction's
@@ -806,6 +1304,7 @@ class Soak:
             f"chaos soak: seed {report.seed} (replay with --seed {report.seed}), {report.sessions} sessions, "
             f"OCPP {self.ocpp}, "
             + (f"{self.evses} EVSEs, meters {report.model}" if self.evses > 1 else f"meter {self.model}")
+            + (", simulated cars" if self.ev else "")
             + f", work directory {self.workdir}"
         )
         began = time.monotonic()
@@ -837,13 +1336,16 @@ def main(argv: list[str] | None = None) -> int:
         "--model", default="smartme", help=f"one of {', '.join(SIMULATED_MODELS)}, or one per EVSE: A,B"
     )
     parser.add_argument("--evses", type=int, choices=range(1, MAX_EVSES + 1), default=1, help="EVSEs on the one line")
+    parser.add_argument(
+        "--ev", action="store_true", help="a simulated car behind a simulated charge controller on each EVSE"
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="keep logs, store and ledger here")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="station-soak-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        soak = Soak(workdir, seed, args.sessions, ocpp=args.ocpp, model=args.model, evses=args.evses)
+        soak = Soak(workdir, seed, args.sessions, ocpp=args.ocpp, model=args.model, evses=args.evses, ev=args.ev)
     except ValueError as exc:
         parser.error(str(exc))
     report = asyncio.run(soak.run())

@@ -88,3 +88,33 @@ async def test_chaos_soak_two_evses_on_one_line(
         assert evse.lost == 0 and evse.duplicated == 0 and evse.misattributed == 0
     assert report.overlapping >= 1, report.text()  # the sessions did overlap
     assert sum(report.faults.values()) >= sessions // 2
+
+
+# A simulated car on each EVSE (issue 18): cable-first and authorize-first starts, cards, pauses, unplugs, an RCD trip,
+# a silent controller, kills with the car still plugged in. (seed offset, OCPP version, sessions). The 2.0.1 run
+# replays seed + 9: seed + 8 draws an unplug while the meter starts the transaction, which the station does not end
+# yet (test_soak_ev.py, the strict xfail); back to + 8 once that is fixed.
+EV_RUNS = [(len(RUNS) + len(TWIN_RUNS), "1.6", 12), (len(RUNS) + len(TWIN_RUNS) + 2, "2.0.1", 12)]
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(("offset", "ocpp", "sessions"), EV_RUNS, ids=[f"{v}-smartme-ev" for _, v, _ in EV_RUNS])
+async def test_chaos_soak_with_a_simulated_car(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], offset: int, ocpp: str, sessions: int
+) -> None:
+    chosen = os.environ.get("STATION_SOAK_SEED", DEFAULT_SEED)
+    seed = random.SystemRandom().randrange(2**31) if chosen == "random" else int(chosen) + offset
+
+    def say(text: str) -> None:
+        with capsys.disabled():
+            print("\n" + text, flush=True)
+
+    report = await Soak(tmp_path, seed, sessions, say=say, ocpp=ocpp, model="smartme", ev=True).run()
+    say(report.text())
+    assert report.ok, report.text()
+    assert report.signed >= sessions // 2 and report.delivered == report.signed
+    assert report.lost == 0 and report.duplicated == 0
+    assert report.power_without_meter == 0 and report.wrong_reason == 0
+    assert sum(report.ev_ends.values()) == report.signed  # every record came with a stop reason the soak checked
+    assert len(report.ev_starts) >= 2, report.text()  # more than one way of starting was exercised
+    assert sum(report.faults.values()) >= sessions // 2

@@ -9,6 +9,7 @@ runtime, which turns them into core events.
 from __future__ import annotations
 
 import asyncio
+import collections
 from collections.abc import Callable
 
 import structlog
@@ -40,12 +41,15 @@ class ControllerWorker:
         state: ControllerState | None = None,
         *,
         max_current_a: float = 0,
+        retry_delay: float = RETRY_DELAY,
     ) -> None:
         self.evse_id = evse_id
         self.controller = controller
         self.state = state if state is not None else ControllerState()
         self.max_current_a = max_current_a or controller.capabilities.max_current_a
-        self._commands: asyncio.Queue[AllowPower | LockConnector] = asyncio.Queue(MAX_PENDING)
+        self.retry_delay = retry_delay
+        self._pending: collections.deque[AllowPower | LockConnector] = collections.deque()
+        self._wake = asyncio.Event()
         self._log = log.bind(evse_id=evse_id, controller=controller.name)
 
     @property
@@ -67,18 +71,23 @@ class ControllerWorker:
             self._log.warning("controller did not close cleanly", error=str(exc))
 
     def command(self, command: AllowPower | LockConnector) -> None:
-        """Queue a command; the loop carries it out. A full queue means the controller is stuck: the oldest is
-        dropped and logged (the newest says what is wanted now)."""
-        if self._commands.full():
-            dropped = self._commands.get_nowait()
-            self._log.error("controller commands pile up; dropped one", dropped=repr(dropped))
-        self._commands.put_nowait(command)
+        """Queue a command; the loop carries it out. Commands that pile up (a stuck controller) are cut down to
+        what is wanted now: the newest relay command first, then the newest lock command."""
+        if len(self._pending) >= MAX_PENDING:
+            power = next((c for c in reversed(self._pending) if isinstance(c, AllowPower)), None)
+            lock = next((c for c in reversed(self._pending) if isinstance(c, LockConnector)), None)
+            self._log.error("controller commands pile up; keeping the newest", dropped=len(self._pending))
+            self._pending = collections.deque(c for c in (power, lock) if c is not None)
+        self._pending.append(command)
+        self._wake.set()
 
     async def run(self) -> None:
         """Carry out the commands in order, for the runtime's whole life."""
         while True:
-            command = await self._commands.get()
-            await self._carry_out(command)
+            while not self._pending:
+                self._wake.clear()
+                await self._wake.wait()
+            await self._carry_out(self._pending.popleft())
 
     async def _carry_out(self, command: AllowPower | LockConnector) -> None:
         attempt = 0
@@ -100,9 +109,9 @@ class ControllerWorker:
                 must = isinstance(command, AllowPower) and not command.on  # opening the relay is never given up
                 level = self._log.error if must else self._log.warning
                 level("controller command failed", command=repr(command), attempt=attempt, error=str(exc))
-                if not must or self._commands.qsize():
-                    return  # a later command supersedes a failed close or lock
-                await asyncio.sleep(min(RETRY_DELAY * attempt, 10.0))
+                if not must or any(isinstance(c, AllowPower) for c in self._pending):
+                    return  # only a later relay command supersedes opening the relay
+                await asyncio.sleep(min(self.retry_delay * attempt, 10.0))
 
     def _note(self, event: ControllerEvent) -> None:
         match event:

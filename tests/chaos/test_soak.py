@@ -91,10 +91,10 @@ async def test_chaos_soak_two_evses_on_one_line(
 
 
 # A simulated car on each EVSE (issue 18): cable-first and authorize-first starts, cards, pauses, unplugs, an RCD trip,
-# a silent controller, kills with the car still plugged in. (seed offset, OCPP version, sessions). The 2.0.1 run
-# replays seed + 9: seed + 8 draws an unplug while the meter starts the transaction, which the station does not end
-# yet (test_soak_ev.py, the strict xfail); back to + 8 once that is fixed.
-EV_RUNS = [(len(RUNS) + len(TWIN_RUNS), "1.6", 12), (len(RUNS) + len(TWIN_RUNS) + 2, "2.0.1", 12)]
+# a silent controller, kills with the car still plugged in. (seed offset, OCPP version, sessions). The 2.0.1 run's
+# seed draws an unplug while the meter starts the transaction, the station bug this soak found
+# (test_soak_ev.py::test_a_car_unplugged_while_the_meter_starts_ends_its_transaction).
+EV_RUNS = [(len(RUNS) + len(TWIN_RUNS), "1.6", 12), (len(RUNS) + len(TWIN_RUNS) + 1, "2.0.1", 12)]
 
 
 @pytest.mark.timeout(300)

@@ -105,12 +105,6 @@ async def test_the_power_watch_ties_the_load_and_catches_a_relay_closed_without_
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="station bug found by the --ev soak (seed 42): an unplug while the EVSE is STARTING is only noted "
-    "(core _pilot ends a transaction on EV disconnect in CHARGING only); MeterStarted then makes it CHARGING with "
-    "pilot A and nothing ends it",
-)
 @pytest.mark.parametrize("version", ["1.6", "2.0.1"])
 async def test_a_car_unplugged_while_the_meter_starts_ends_its_transaction(tmp_path: Path, version: str) -> None:
     """StopTransactionOnEVSideDisconnect (1.6 §9.1.33) / StopTxOnEVSideDisconnect (2.0.1) true: the car is unplugged

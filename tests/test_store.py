@@ -225,3 +225,14 @@ def test_counters_are_kept_and_the_list_version_is_one(tmp_path: Path) -> None:
     again = Store(tmp_path / "s.db")
     assert again.counter("something") == 7 and again.counter("list_version") == 4
     again.close()
+
+
+def test_the_identifier_of_a_start_that_never_reached_the_meter_is_forgotten(tmp_path: Path) -> None:
+    """A 2.0.1 RequestStartTransaction that times out waiting for the car leaves no row behind (a CSMS repeating
+    such starts must not grow the store)."""
+    store = Store(tmp_path / "s.db")
+    store.set_id_token("ref-1", {"id_token": "T", "type": "Central"})
+    assert store.id_token("ref-1") == {"id_token": "T", "type": "Central"}
+    store.forget_id_token("ref-1")
+    assert store.id_token("ref-1") is None
+    store.close()

@@ -430,6 +430,10 @@ class StationRuntime:
                 self._check_reset()
             case RecordTransactionAborted(transaction=tx, reason=reason):
                 log.warning("transaction not started on the meter", tx_ref=tx.ref, evse_id=tx.evse_id, reason=reason)
+                try:
+                    self.store.forget_id_token(tx.ref)
+                except StoreError as exc:
+                    log.warning("identifier of a dropped start not forgotten", tx_ref=tx.ref, error=str(exc))
                 self._check_reset()
             case ReportStatus():
                 for listener in self.status_listeners:

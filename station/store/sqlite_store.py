@@ -510,6 +510,11 @@ class Store:
         rows = self._read("SELECT token FROM tx_tokens WHERE tx_ref=?", (tx_ref,))
         return dict(json.loads(rows[0]["token"])) if rows else None
 
+    def forget_id_token(self, tx_ref: str) -> None:
+        """A start that never reached the meter keeps no identifier (a CSMS's starts that time out must not pile
+        up rows)."""
+        self._write([("DELETE FROM tx_tokens WHERE tx_ref=?", (tx_ref,))])
+
     # ------------------------------------------------------------------ how the daemon's runs end
 
     def begin_run(self, boot_id: str, software: str) -> PreviousRun:

@@ -85,6 +85,17 @@ class Authorizer:
                 return entry.parent
         return None
 
+    def identification_flags(self, id_tag: str, why: str) -> tuple[str, ...]:
+        """OCMF IF for a card authorized as `why` says (OCMF spec, identification flags): read plainly from the card
+        (RFID_PLAIN), then who checked it: the CSMS (OCPP_AUTH), the local list (OCPP_WHITELIST), the cache
+        (OCPP_CACHE), or nobody (OCPP_NONE, AllowOfflineTxForUnknownId)."""
+        if why.startswith("CSMS"):
+            return ("RFID_PLAIN", "OCPP_AUTH")
+        if "unknown identifier" in why:
+            return ("RFID_PLAIN", "OCPP_NONE")
+        listed = self.list_enabled() and self.store.id_tag_entry(LIST, id_tag) is not None
+        return ("RFID_PLAIN", "OCPP_WHITELIST" if listed else "OCPP_CACHE")
+
     async def authorize(self, id_tag: str) -> tuple[bool, str]:
         """(may charge, why). With LocalPreAuthorize an identifier the list or cache holds as valid starts at once
         (1.6 §3.5.1, 2.0.1 C02/C03); else the CSMS decides when it can be asked; else the list and cache, if

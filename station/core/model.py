@@ -153,6 +153,7 @@ class Transaction:
     signed_records: tuple[SignedMeterRecord, ...] = ()
     connector_id: int = 1  # the connector of the EVSE (2.0.1 numbering: 1.. within the EVSE)
     start_trigger: str = ""  # what completed the start when it was not the authorization: "CablePluggedIn"
+    identification: tuple[str, tuple[str, ...]] = ("CENTRAL", ("OCPP_RS",))  # OCMF IT and IF for the meter
     meter: MeterStamp | None = None  # the meter of the EVSE when it started the transaction
 
 
@@ -217,6 +218,8 @@ class StartRequested:
     connector_id: int = 1
     # 2.0.1 TxStartPoint / TxStopPoint for this transaction (the runtime reads them from the settings):
     start_on_authorization: bool = False  # TxStartPoint Authorized: the meter starts before the car is plugged in
+    # How the identifier was obtained and checked, as the meter signs it (OCMF IT and IF)
+    identification: tuple[str, tuple[str, ...]] = ("CENTRAL", ("OCPP_RS",))
     stop_when_energy_stops: bool = False  # TxStopPoint EnergyTransfer: the transaction ends when the energy stops
 
 

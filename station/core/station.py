@@ -416,6 +416,7 @@ class ChargingStation:
             source=event.source,
             requested_at=event.at,
             remote_start_id=event.remote_start_id,
+            identification=event.identification,
         )
         evse.transaction = tx
         if waiting:  # authorize first: the car has ConnectionTimeOut to be plugged in

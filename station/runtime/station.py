@@ -164,7 +164,8 @@ class StationRuntime:
         log.info("local start authorization", evse_id=evse_id, allowed=allowed, why=why)
         if not allowed:
             return Outcome(False, reason=why)
-        return self._start(evse_id, connector_id, id_tag, StartSource.LOCAL, None)
+        identification = ("ISO14443", self.authorizer.identification_flags(id_tag, why))  # a card at the station
+        return self._start(evse_id, connector_id, id_tag, StartSource.LOCAL, None, identification)
 
     async def present_card(self, id_tag: str, evse_ids: tuple[int, ...] | None = None) -> Outcome:
         """A card at a reader for `evse_ids` (None: every EVSE, OCPP's one reader for several connectors). The card
@@ -192,7 +193,13 @@ class StationRuntime:
         return await self.local_start(target, id_tag)
 
     def _start(
-        self, evse_id: int | None, connector_id: int, id_tag: str, source: StartSource, remote_start_id: int | None
+        self,
+        evse_id: int | None,
+        connector_id: int,
+        id_tag: str,
+        source: StartSource,
+        remote_start_id: int | None,
+        identification: tuple[str, tuple[str, ...]] = ("CENTRAL", ("OCPP_RS",)),  # the CSMS's remote start
     ) -> Outcome:
         if self._closing:
             return Outcome(False, reason="the station is shutting down")
@@ -212,6 +219,7 @@ class StationRuntime:
             connector_id=connector_id,
             start_on_authorization=self.policy.start_on_authorization(),
             stop_when_energy_stops=self.policy.stop_when_energy_stops(),
+            identification=identification,
         )
         return self._apply(event)
 
@@ -460,7 +468,8 @@ class StationRuntime:
 
     async def _start_on_meter(self, evse_id: int, tx: Transaction) -> None:
         worker = self.meters[evse_id]
-        request = MeterTransactionRequest(tx.ref, evse_id, tx.id_tag, self.station_id, tx.requested_at)
+        it, flags = tx.identification
+        request = MeterTransactionRequest(tx.ref, evse_id, tx.id_tag, self.station_id, tx.requested_at, it, flags)
         try:
             started = await worker.start(request)
         except MeterError as exc:

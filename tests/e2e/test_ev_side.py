@@ -125,6 +125,10 @@ async def test_cable_first_card_start_pause_resume_and_the_same_card_stops(tmp_p
         signed = ocmf.parse(text)
         energy = [r.value for r in signed.readings]
         assert energy[-1] > energy[0]  # energy flowed while the relay was closed
+        # The meter signed how the identifier was obtained: a card read at the station, checked by the CSMS (OCMF
+        # IT / IF), not a remote start's CENTRAL / OCPP_RS.
+        assert signed.payload["ID"] == "04A2B3C4" and signed.payload["IT"] == "ISO14443"
+        assert signed.payload["IF"] == ["RFID_PLAIN", "OCPP_AUTH"]
         mark = len(csms.received)
         await car(socket, "unplug")
         await csms.wait_for("StatusNotification", lambda p: status(p) == "Available", after=mark)

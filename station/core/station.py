@@ -210,9 +210,12 @@ class ChargingStation:
         evse = self.evses.get(evse_id)
         return None if evse is None else evse.transaction
 
-    def first_available(self) -> tuple[int, int] | None:
-        """(EVSE, connector) where a start without a named connector goes: the first that is Available."""
+    def first_available(self, evse_ids: tuple[int, ...] | None = None) -> tuple[int, int] | None:
+        """(EVSE, connector) where a start without a named connector goes: the first that is Available (of
+        `evse_ids`, or of all)."""
         for evse in self.evses.values():
+            if evse_ids is not None and evse.id not in evse_ids:
+                continue
             for connector in evse.connectors.values():
                 if self.status_of(evse.id, connector.id) is ConnectorStatus.AVAILABLE:
                     return evse.id, connector.id

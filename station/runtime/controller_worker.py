@@ -52,10 +52,6 @@ class ControllerWorker:
         self._wake = asyncio.Event()
         self._log = log.bind(evse_id=evse_id, controller=controller.name)
 
-    @property
-    def senses_plug(self) -> bool:
-        return self.controller.capabilities.senses_plug
-
     async def open(self, on_event: Callable[[int, ControllerEvent], None]) -> None:
         def heard(event: ControllerEvent) -> None:
             self._note(event)

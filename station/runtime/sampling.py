@@ -139,10 +139,10 @@ class Sampler:
                     log.warning("reading for the end message not read", evse_id=evse_id, error=str(exc))
                     continue
                 # Asked again after the read: the transaction may have ended meanwhile.
-                for e, ref in self.targets(transactions_only=True):
-                    if e == evse_id and ref is not None:
-                        body = {**reading(live, "Sample.Periodic", self.clock()), "evse_id": evse_id}
-                        self.store.add_sample(ref, "ended", body)
+                ref = dict(self.targets(transactions_only=True)).get(evse_id)
+                if ref is not None:
+                    body = {**reading(live, "Sample.Periodic", self.clock()), "evse_id": evse_id}
+                    self.store.add_sample(ref, "ended", body)
 
     async def _aligned(self) -> None:
         """ClockAlignedDataInterval / AlignedDataCtrlr.Interval: readings at whole multiples of the interval after
@@ -182,9 +182,9 @@ class Sampler:
             # Asked again after the reads: a transaction may have ended meanwhile, and its readings must not follow
             # its end. Periodic readings of a transaction are also kept for its StopTransaction (1.6
             # StopTxnSampledData, §9.1.27: "every MeterValueSampleInterval seconds from the start"), in one commit.
-            for e, ref in self.targets(transactions_only):
-                if e != evse_id:
-                    continue
+            still = dict(self.targets(transactions_only))
+            if evse_id in still:
+                ref = still[evse_id]
                 sample = "periodic" if context == "Sample.Periodic" and ref is not None else None
                 self.store.enqueue("meter_values", ref, body, offline=not self.presence.online, sample=sample)
                 queued = True

@@ -25,7 +25,6 @@ from station.core.model import (
     AvailabilityChanged,
     Command,
     ConnectionTimedOut,
-    ConnectorStatus,
     Event,
     EvFaultChanged,
     EvLockChanged,
@@ -183,14 +182,11 @@ class StationRuntime:
                 if parent is not None and parent == self.authorizer.parent_of(tx.id_tag):
                     log.info("card of the same group stops the transaction", evse_id=tx.evse_id, tx_ref=tx.ref)
                     return self.remote_stop(tx.ref, StopReason.LOCAL)
-        target = self.core.waiting_for_card(evse_ids)
+        waiting = self.core.waiting_for_card(evse_ids)
+        target = (waiting, 1) if waiting is not None else self.core.first_available(evse_ids)
         if target is None:
-            candidates = evse_ids if evse_ids is not None else tuple(self.core.evses)
-            free = [e for e in candidates if self.core.status_of(e) is ConnectorStatus.AVAILABLE]
-            if not free:
-                return Outcome(False, reason="no EVSE for this card: all are busy, faulted or unavailable")
-            target = free[0]
-        return await self.local_start(target, id_tag)
+            return Outcome(False, reason="no EVSE for this card: all are busy, faulted or unavailable")
+        return await self.local_start(target[0], id_tag, connector_id=target[1])
 
     def _start(
         self,

@@ -71,7 +71,6 @@ class StoreGuard:
 
     async def _probe(self) -> None:
         """Try again every few seconds; once the store writes, record what it missed and offer charging again."""
-        offline = not self.presence.online
         while True:
             await asyncio.sleep(self.probe_interval)
             offline = not self.presence.online

@@ -498,8 +498,8 @@ class V16Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
     async def _live_meter_values(self, connectors: list[int]) -> None:
         """§5.17 with errata §3.46: the most recent measurements of exactly the MeterValuesSampledData measurands."""
         for connector_id in connectors:
-            live = self._live(connector_id)
             where = self.runtime.core.layout.locate(connector_id)
+            live = None if where is None else self.runtime.meter_state(where[0]).live
             if live is None or where is None:
                 continue
             body = values_of(live)

@@ -208,7 +208,11 @@ async def running_station(config: Config) -> AsyncIterator[Station]:
         layout = Layout(tuple((e.id, e.connectors) for e in config.evses))
         controllers = {e.id: c for e in config.evses if (c := build_controller(e)) is not None}
         sides = {
-            evse_id: EvSide(senses_plug=c.capabilities.senses_plug, has_lock=c.capabilities.has_lock)
+            evse_id: EvSide(
+                senses_plug=c.capabilities.senses_plug,
+                has_lock=c.capabilities.has_lock,
+                min_current_a=c.capabilities.min_current_a,
+            )
             for evse_id, c in controllers.items()
         }
         for evse_id, controller in controllers.items():

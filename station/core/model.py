@@ -334,6 +334,16 @@ class UnlockRequested:
     evse_id: int
 
 
+@dataclass(frozen=True)
+class CurrentLimitChanged:
+    """Smart charging set the most this EVSE may offer the car, in amperes per phase (the composite schedule of its
+    charging profiles, shared under the station's maximum); None: no profile limits it (the controller's maximum).
+    A limit below the car's minimum (IEC 61851-1: 6 A) pauses the car: SuspendedEVSE (1.6 §3.13, 2.0.1 K01)."""
+
+    evse_id: int
+    amps: float | None
+
+
 Event = (
     StartRequested
     | MeterStarted
@@ -350,6 +360,7 @@ Event = (
     | EvFaultChanged
     | ConnectionTimedOut
     | UnlockRequested
+    | CurrentLimitChanged
 )
 
 
@@ -431,6 +442,15 @@ class RecordChargingState:
     trigger: str = "ChargingStateChanged"  # 2.0.1 TriggerReasonEnumType: also CablePluggedIn, EVCommunicationLost
 
 
+@dataclass(frozen=True)
+class OfferCurrent:
+    """Offer the car at most `amps` per phase (PWM duty); below the car's minimum it is paused. None: the
+    controller's maximum."""
+
+    evse_id: int
+    amps: float | None
+
+
 Command = (
     StartMeterTransaction
     | StopMeterTransaction
@@ -442,6 +462,7 @@ Command = (
     | LockConnector
     | WatchConnection
     | RecordChargingState
+    | OfferCurrent
 )
 
 

@@ -20,6 +20,7 @@ from station.core.model import (
     Command,
     ConnectionTimedOut,
     ConnectorStatus,
+    CurrentLimitChanged,
     Event,
     EvFaultChanged,
     EvLockChanged,
@@ -33,6 +34,7 @@ from station.core.model import (
     MeterStarted,
     MeterStartFailed,
     MeterStopped,
+    OfferCurrent,
     Outcome,
     Phase,
     Pilot,
@@ -139,6 +141,13 @@ class EvSide:
     charging_state: str = ""  # the 2.0.1 charging state last recorded for the running transaction
     stop_when_energy_stops: bool = False  # the running transaction's TxStopPoint is EnergyTransfer
     stop_after_start: StopReason | None = None  # ConnectionTimeOut ran out while the meter was starting
+    min_current_a: float = 6.0  # the least a car can charge with (IEC 61851-1); a lower limit pauses it
+    limit_a: float | None = None  # smart charging's limit now (None: none, the controller's maximum)
+
+    @property
+    def paused(self) -> bool:
+        """Smart charging holds the car below what it can charge with: SuspendedEVSE while it asks for power."""
+        return self.limit_a is not None and self.limit_a < self.min_current_a
 
 
 @dataclass
@@ -181,7 +190,7 @@ class ChargingStation:
                 return ConnectorStatus.FINISHING if ev.needs_unplug else ConnectorStatus.PREPARING
             return ConnectorStatus.AVAILABLE if connector.operative else ConnectorStatus.UNAVAILABLE
         if evse.phase is Phase.CHARGING and ev.senses_plug:
-            if ev.relay_closed and ev.pilot.wants_power:
+            if ev.relay_closed and ev.pilot.wants_power and not ev.paused:
                 return ConnectorStatus.CHARGING
             return ConnectorStatus.SUSPENDED_EVSE if ev.pilot.wants_power else ConnectorStatus.SUSPENDED_EV
         return PHASE_STATUS[evse.phase]
@@ -286,6 +295,8 @@ class ChargingStation:
                 return self._fault(event)
             case ConnectionTimedOut():
                 return self._timed_out(event)
+            case CurrentLimitChanged():
+                return self._limit(event)
             case UnlockRequested(evse_id=evse_id):
                 evse = self._evse(evse_id)
                 if not evse.ev.has_lock:
@@ -567,6 +578,21 @@ class ChargingStation:
             return Outcome(True, tuple(self._status_changes(evse)))
         return Outcome(True, (), reason="stale watch")
 
+    def _limit(self, event: CurrentLimitChanged) -> Outcome:
+        """A new smart-charging limit: taken in every phase (no transition); the controller is told at once, and the
+        status and charging state follow (a limit below the car's minimum pauses it, SuspendedEVSE)."""
+        evse = self.evses.get(event.evse_id)
+        if evse is None:
+            return Outcome(False, reason=f"unknown EVSE {event.evse_id}")
+        if event.amps is not None and not (event.amps >= 0 and event.amps < float("inf")):
+            return Outcome(False, reason=f"a current limit must be a number of amperes >= 0, got {event.amps!r}")
+        ev = evse.ev
+        if event.amps == ev.limit_a:
+            return Outcome(True, (), reason="unchanged", transaction=evse.transaction)
+        ev.limit_a = event.amps
+        offer = [OfferCurrent(evse.id, event.amps)] if ev.senses_plug else []
+        return Outcome(True, (*offer, *self._follow_up(evse)), transaction=evse.transaction)
+
     def _power(self, evse: Evse) -> list[Command]:
         """Open or close the relay when what is allowed changed: closed only while the meter's transaction runs,
         the car asks for power, no fault is active and the lock (where there is one) holds."""
@@ -588,7 +614,7 @@ class ChargingStation:
         ev = evse.ev
         if not ev.pilot.plugged:
             return "Idle"
-        if ev.relay_closed and ev.pilot.wants_power:
+        if ev.relay_closed and ev.pilot.wants_power and not ev.paused:
             return "Charging"
         return "SuspendedEVSE" if ev.pilot.wants_power else "SuspendedEV"
 
@@ -607,7 +633,9 @@ class ChargingStation:
                 elif state == "Idle":
                     trigger = "EVCommunicationLost"  # unplugged, and the transaction goes on
                 commands.append(RecordChargingState(tx, state, trigger))
-            if evse.ev.stop_when_energy_stops and was == "Charging" and state in ("SuspendedEV", "SuspendedEVSE"):
+            energy_stopped = was == "Charging" and state in ("SuspendedEV", "SuspendedEVSE")
+            # A pause by smart charging is the station's own doing, not the end of the energy transfer.
+            if evse.ev.stop_when_energy_stops and energy_stopped and not evse.ev.paused:
                 # TxStopPoint EnergyTransfer: the transaction ends when the energy stops (2.0.1 E06).
                 reason = StopReason.STOPPED_BY_EV if state == "SuspendedEV" else StopReason.OTHER
                 stop = self._stop(evse, StopRequested(tx.ref, reason, _NO_TIME))

@@ -2,8 +2,8 @@
 
 A worker owns its EVSE's `ControllerState` (nothing else writes it). Commands (relay, lock, current) are carried out
 one after another in the order the core gave them, by one loop; a command the controller does not take is retried
-while it matters (opening the relay is retried until it works) and reported. Events the controller reports go to the
-runtime, which turns them into core events.
+while it matters (opening the relay and a new current limit are retried until they work) and reported. Events the
+controller reports go to the runtime, which turns them into core events.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import structlog
 
-from station.core.model import AllowPower, Fault, LockConnector
+from station.core.model import AllowPower, Fault, LockConnector, OfferCurrent
 from station.ev.interface import (
     AmpacityChanged,
     ChargeController,
@@ -29,6 +29,7 @@ from station.ev.interface import (
 
 log = structlog.get_logger("station.runtime.controller")
 
+ControllerCommand = AllowPower | LockConnector | OfferCurrent
 MAX_PENDING = 64  # commands waiting; the core gives at most a few per event
 RETRY_DELAY = 1.0
 
@@ -48,7 +49,8 @@ class ControllerWorker:
         self.state = state if state is not None else ControllerState()
         self.max_current_a = max_current_a or controller.capabilities.max_current_a
         self.retry_delay = retry_delay
-        self._pending: collections.deque[AllowPower | LockConnector] = collections.deque()
+        self.offered_a: float | None = None  # smart charging's limit (OfferCurrent); None: the maximum
+        self._pending: collections.deque[ControllerCommand] = collections.deque()
         self._wake = asyncio.Event()
         self._log = log.bind(evse_id=evse_id, controller=controller.name)
 
@@ -66,14 +68,21 @@ class ControllerWorker:
         except ControllerError as exc:
             self._log.warning("controller did not close cleanly", error=str(exc))
 
-    def command(self, command: AllowPower | LockConnector) -> None:
+    @property
+    def offer_a(self) -> float:
+        """What the car is offered: smart charging's limit, never above the EVSE's maximum."""
+        return self.max_current_a if self.offered_a is None else min(self.offered_a, self.max_current_a)
+
+    def command(self, command: ControllerCommand) -> None:
         """Queue a command; the loop carries it out. Commands that pile up (a stuck controller) are cut down to
-        what is wanted now: the newest relay command first, then the newest lock command."""
+        what is wanted now: the newest relay command first, then the newest lock and current commands."""
         if len(self._pending) >= MAX_PENDING:
-            power = next((c for c in reversed(self._pending) if isinstance(c, AllowPower)), None)
-            lock = next((c for c in reversed(self._pending) if isinstance(c, LockConnector)), None)
+            newest = [
+                next((c for c in reversed(self._pending) if isinstance(c, kind)), None)
+                for kind in (AllowPower, LockConnector, OfferCurrent)
+            ]
             self._log.error("controller commands pile up; keeping the newest", dropped=len(self._pending))
-            self._pending = collections.deque(c for c in (power, lock) if c is not None)
+            self._pending = collections.deque(c for c in newest if c is not None)
         self._pending.append(command)
         self._wake.set()
 
@@ -85,16 +94,21 @@ class ControllerWorker:
                 await self._wake.wait()
             await self._carry_out(self._pending.popleft())
 
-    async def _carry_out(self, command: AllowPower | LockConnector) -> None:
+    async def _carry_out(self, command: ControllerCommand) -> None:
         attempt = 0
         while True:
             attempt += 1
             try:
                 match command:
                     case AllowPower(on=True):
-                        await self.controller.set_max_current(self.max_current_a)
+                        await self.controller.set_max_current(self.offer_a)
                         await self.controller.allow_power(True)
-                        self.state.current_limit_a = self.max_current_a
+                        self.state.current_limit_a = self.offer_a
+                    case OfferCurrent(amps=amps):
+                        self.offered_a = amps
+                        await self.controller.set_max_current(self.offer_a)
+                        self.state.current_limit_a = self.offer_a
+                        self._log.info("controller.current_offered", limit_a=self.offer_a)
                     case AllowPower(on=False):
                         await self.controller.allow_power(False)
                     case LockConnector(locked=locked):
@@ -102,11 +116,17 @@ class ControllerWorker:
                 return
             except ControllerError as exc:
                 self.state.last_error = str(exc)
-                must = isinstance(command, AllowPower) and not command.on  # opening the relay is never given up
-                level = self._log.error if must else self._log.warning
+                # Opening the relay is never given up, nor is a new current limit (the site's connection may depend
+                # on it); a later relay command supersedes the opening, any later command the limit (which stays
+                # in `offered_a` and goes with the next AllowPower).
+                opening = isinstance(command, AllowPower) and not command.on
+                limiting = isinstance(command, OfferCurrent)
+                level = self._log.error if opening or limiting else self._log.warning
                 level("controller command failed", command=repr(command), attempt=attempt, error=str(exc))
-                if not must or any(isinstance(c, AllowPower) for c in self._pending):
-                    return  # only a later relay command supersedes opening the relay
+                later_relay = any(isinstance(c, AllowPower) for c in self._pending)
+                superseded = (opening and later_relay) or (limiting and bool(self._pending))
+                if not (opening or limiting) or superseded:
+                    return
                 await asyncio.sleep(min(self.retry_delay * attempt, 10.0))
 
     def _note(self, event: ControllerEvent) -> None:

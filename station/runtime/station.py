@@ -36,6 +36,7 @@ from station.core.model import (
     MeterStarted,
     MeterStartFailed,
     MeterStopped,
+    OfferCurrent,
     Outcome,
     RecordChargingState,
     RecordTransactionAborted,
@@ -442,7 +443,7 @@ class StationRuntime:
             case ReportStatus():
                 for listener in self.status_listeners:
                     listener(command)
-            case AllowPower(evse_id=evse_id) | LockConnector(evse_id=evse_id):
+            case AllowPower(evse_id=evse_id) | LockConnector(evse_id=evse_id) | OfferCurrent(evse_id=evse_id):
                 if evse_id in self.controllers:
                     self.controllers[evse_id].command(command)
             case WatchConnection(evse_id=evse_id, token=token):

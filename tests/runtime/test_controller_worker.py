@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from station.core.model import AllowPower, LockConnector
+from station.core.model import AllowPower, LockConnector, OfferCurrent
 from station.ev.interface import Capabilities, ChargeController, ControllerError, ControllerEvent
 from station.runtime.controller_worker import ControllerWorker
 
@@ -17,8 +17,9 @@ class Flaky(ChargeController):
     name = "flaky"
     capabilities = Capabilities(has_lock=True)
 
-    def __init__(self, failures: int) -> None:
+    def __init__(self, failures: int, current_failures: int = 0) -> None:
         self.failures = failures
+        self.current_failures = current_failures
         self.done: list[str] = []
         self.changed = asyncio.Event()
 
@@ -45,6 +46,9 @@ class Flaky(ChargeController):
         self._did(f"power {on}")
 
     async def set_max_current(self, amps: float) -> None:
+        if self.current_failures:
+            self.current_failures -= 1
+            raise ControllerError("no answer")
         self._did(f"current {amps:g}")
 
     async def lock(self, locked: bool) -> None:
@@ -75,5 +79,37 @@ async def test_a_failed_close_is_not_retried_and_a_pile_keeps_the_newest_command
     try:
         await controller.until(lambda: bool(controller.done) and controller.done[-1] == "power False")
         assert "power False" in controller.done and len(controller.done) < 40
+    finally:
+        task.cancel()
+
+
+async def test_smart_charging_limit_is_offered_capped_at_the_maximum_and_kept_for_the_next_power_on() -> None:
+    """Issue 19: the composite schedule's limit is the controller's maximum current (PWM); it never exceeds the
+    EVSE's own maximum, None gives the maximum back, and a later AllowPower(True) offers the limit, not the maximum."""
+    controller = Flaky(failures=0)
+    worker = ControllerWorker(1, controller, max_current_a=16, retry_delay=0.01)
+    task = asyncio.create_task(worker.run())
+    try:
+        worker.command(OfferCurrent(1, 10.0))
+        worker.command(OfferCurrent(1, 40.0))
+        worker.command(OfferCurrent(1, 0.0))
+        worker.command(AllowPower(1, True))
+        worker.command(OfferCurrent(1, None))
+        await controller.until(lambda: len(controller.done) >= 6)
+        assert controller.done == ["current 10", "current 16", "current 0", "current 0", "power True", "current 16"]
+        assert worker.state.current_limit_a == 16
+    finally:
+        task.cancel()
+
+
+async def test_a_lowered_limit_is_retried_until_the_controller_takes_it() -> None:
+    """A new limit is not dropped when the controller fails to take it (the site's connection may depend on it)."""
+    controller = Flaky(failures=0, current_failures=3)
+    worker = ControllerWorker(1, controller, max_current_a=16, retry_delay=0.01)
+    task = asyncio.create_task(worker.run())
+    try:
+        worker.command(OfferCurrent(1, 6.0))
+        await controller.until(lambda: bool(controller.done))
+        assert controller.done == ["current 6"] and worker.state.current_limit_a == 6
     finally:
         task.cancel()

@@ -31,6 +31,8 @@ from bench.common import (
 )
 from bench.evses import BAUD, COUNTS, measure_evses, parse_counts
 from bench.evses import TARGETS as EVSE_TARGETS
+from bench.smart import TARGETS as SMART_TARGETS
+from bench.smart import measure_smart
 from station.app import running_station
 from station.bus import LineSettings, ModbusDevice
 from station.bus.codec import str_to_regs
@@ -244,7 +246,7 @@ TARGETS = {
 }
 
 
-PARTS = ("sessions", "daemon", "backlog", "verify", "evses")
+PARTS = ("sessions", "daemon", "backlog", "verify", "evses", "smart")
 
 
 async def measure(
@@ -270,6 +272,9 @@ async def measure(
         result["ocmf_verify_per_s"] = ocmf_verify_per_s(1.0 if quick else 5.0)
     if "evses" in parts:
         result.update(await measure_evses(evse_counts, 2 if quick else 12, say))
+    if "smart" in parts:
+        say("composite schedule of 10 stacked profiles of 1024 periods ...")
+        result.update(measure_smart(quick))
     return result
 
 
@@ -314,6 +319,10 @@ def main() -> int:
         for key in (*EVSE_TARGETS, "peak_rss_mb", "peak_rss_mb_one_evse", "meter_values_interval_s", "sessions"):
             values = " ".join(f"{json.dumps(result[e].get(key)):>10}" for e in evses)
             print(f"{key:24} {values}  {EVSE_TARGETS.get(key, '')}")
+    if "composite_schedule_us" in result:
+        print("\ncomposite schedule, 10 stacked profiles of 1024 periods, one day")
+        for key in (*SMART_TARGETS, "composite_periods", "composite_evaluations", "composite_consistent"):
+            print(f"{key:24} {json.dumps(result.get(key)):>14}  {SMART_TARGETS.get(key, '')}")
     return 0
 
 

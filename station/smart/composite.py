@@ -494,18 +494,25 @@ def next_boundary(profiles: Iterable[ChargingProfile], after: datetime, site: Si
     return None if best is None else _dt(best)
 
 
-def allocate(wanted_a: Mapping[int, float], cap_a: float | None, minimum_a: Mapping[int, float]) -> dict[int, float]:
+def _rate(x: float | None) -> float:
+    return 0.0 if x is None or not math.isfinite(x) else max(0.0, float(x))
+
+
+def allocate(
+    wanted_a: Mapping[int, float], cap_a: float | None, minimum_a: Mapping[int, float | None]
+) -> dict[int, float]:
     """Share the station's cap between the EVSEs with a running transaction (1.6 §3.13.3: the sum never exceeds the
     ChargePointMaxProfile; K01.FR.21 minChargingRate). Each EVSE gets at most what it wants. In order of EVSE id, an
     EVSE is admitted when the cap still covers its minimum (capped at what it wants) on top of the minimums of those
     admitted before it; the others get 0 (paused). The admitted share the cap fairly: each gets
-    clamp(level, its minimum, what it wants) for the one level that uses the cap up (or all want)."""
+    clamp(level, its minimum, what it wants) for the one level that uses the cap up (or all want). A minimum of None
+    (no minChargingRate, as `Limits.min_rate_a` has it) is 0."""
     ids = sorted(wanted_a)
-    want = {e: max(0.0, float(wanted_a[e])) if math.isfinite(wanted_a[e]) else 0.0 for e in ids}
+    want = {e: 0.0 if math.isnan(wanted_a[e]) else max(0.0, float(wanted_a[e])) for e in ids}
     if cap_a is None:
         return want
     cap = max(0.0, float(cap_a)) if not math.isnan(cap_a) else 0.0
-    floor = {e: min(want[e], max(0.0, float(minimum_a.get(e, 0.0) or 0.0))) for e in ids}
+    floor = {e: min(want[e], _rate(minimum_a.get(e))) for e in ids}
     out = dict.fromkeys(ids, 0.0)
     admitted: list[int] = []
     reserved = 0.0

@@ -219,6 +219,19 @@ def test_w_and_a_convert_with_the_nominal_voltage_and_the_phases_in_use() -> Non
     assert limits_at([cap_w], T0, TWO).station_cap_a == 20  # 13800 / (230 × 3)
 
 
+def test_the_station_composite_in_w_adds_the_evses_watts_and_caps_them_with_the_station_maximum() -> None:
+    """K08.FR.03: EVSE 0 reports the total the station expects to draw: a 3-phase EVSE at 16 A (11040 W) and a
+    1-phase one at 16 A (3680 W), under a ChargingStationMaxProfile of 12 kW from 600 s. No phases for EVSE 0."""
+    mixed = Site((1, 2), {1: 16.0, 2: 16.0}, phases={1: 3, 2: 1})
+    cap = profile(1, [(0, 12000)], purpose=Purpose.STATION_MAX, evse=0, unit=RateUnit.W,
+                  start=T0 + timedelta(seconds=600))  # fmt: skip
+    got = composite_schedule([cap], 0, T0, 1200, RateUnit.W, mixed)
+    assert pairs(got.periods) == [(0, 14720), (600, 12000)]
+    assert {q.phases for q in got.periods} == {None} and got.min_rate is None
+    per_evse = composite_schedule([cap], 2, T0, 1200, RateUnit.W, mixed)
+    assert pairs(per_evse.periods) == [(0, 3680)]  # 12 kW on one phase would be 52 A: the EVSE's 16 A is lower
+
+
 def test_min_rate_is_reported_in_the_unit_asked() -> None:
     """K01.FR.21: minChargingRate of the leading profile, for sharing the cap; in the composite's unit."""
     p = profile(1, [(0, 16)], min_rate=6)
@@ -362,6 +375,18 @@ def test_allocate_pauses_who_the_cap_cannot_give_its_minimum_lowest_evse_id_firs
     assert allocate({1: 3, 2: 16}, 10, {1: 6, 2: 6}) == {1: 3, 2: 7}  # a minimum above the want is the want
     assert allocate({1: 16, 2: 16}, 0, {}) == {1: 0, 2: 0}
     assert allocate({1: 16, 2: 0}, 10, {}) == {1: 10, 2: 0}
+    assert allocate({1: math.inf, 2: 16}, 20, {1: None, 2: 6}) == {1: 10, 2: 10}
+    assert allocate({1: math.nan, 2: -3}, 20, {}) == {1: 0, 2: 0}
+
+
+def test_allocate_takes_the_limits_of_an_instant_as_they_are() -> None:
+    """What the runtime does: the limits of the EVSEs with a transaction, shared under the station cap."""
+    cap = profile(1, [(0, 20)], purpose=Purpose.STATION_MAX, evse=0)
+    default = profile(2, [(0, 16)], evse=0, min_rate=8)
+    limits = limits_at([cap, default], T0, TWO)
+    assert limits.per_evse_a == {1: 16, 2: 16} and limits.station_cap_a == 20
+    assert allocate(limits.per_evse_a, limits.station_cap_a, limits.min_rate_a) == {1: 10, 2: 10}
+    assert allocate({1: 16, 2: 16}, 15, limits.min_rate_a) == {1: 15, 2: 0}
 
 
 @settings(max_examples=150, deadline=None)

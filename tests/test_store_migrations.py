@@ -156,7 +156,7 @@ def test_a_migrated_store_has_the_schema_of_a_fresh_one(tmp_path: Path, version:
     Store(fresh).close()
     assert raw(fresh, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     assert schema(migrated) == schema(fresh)
-    assert {"counters", "connector_state"} <= {row[1] for row in schema(fresh)}
+    assert {"counters", "connector_state", "charging_profiles"} <= {row[1] for row in schema(fresh)}
 
 
 def test_a_failing_migration_leaves_the_file_untouched(tmp_path: Path) -> None:
@@ -192,8 +192,9 @@ def test_a_failure_after_the_last_migration_step_leaves_the_file_untouched(
 
     failing = migrations.Migration(last.version, last.summary, then_fail)
     monkeypatch.setattr(migrations, "MIGRATIONS", (*migrations.MIGRATIONS[:-1], failing))
+    latest = SCHEMA_VERSION
     with pytest.raises(
-        StoreError, match=r"from schema version 1 to 3 failed at migration 3 \(database or disk is full"
+        StoreError, match=rf"from schema version 1 to {latest} failed at migration {latest} \(database or disk is full"
     ):
         Store(path)
     assert fingerprint(path) == before
@@ -247,6 +248,72 @@ def test_a_version_0_file_with_foreign_tables_is_refused(tmp_path: Path) -> None
     db.close()
     before = fingerprint(path)
     with pytest.raises(StoreError, match=r"other\.db.*not a station store.*invoices"):
+        Store(path)
+    assert fingerprint(path) == before
+
+
+# ---------------------------------------------------------------- version 4: installed charging profiles
+
+
+def version_3_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A store of schema version 3 (issue 17's release) made by migrations 1..3, with rows of every kind that
+    version's code wrote."""
+    path = tmp_path / "v3.db"
+    with monkeypatch.context() as patch:
+        patch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:3])
+        store = Store(path)
+        stamp = MeterStamp("Model-1", "SN-1", "1.2.3", "KEY")
+        started = Transaction("t3", 2, "TAG", StartSource.REMOTE, T0, started_at=T0, connector_id=1, meter=stamp)
+        store.transaction_started(started, offline=True)
+        store.set_counter("list_version", 5)
+        store.set_availability(2, 1, "Inoperative")
+        store.set_setting("ocpp16.HeartbeatInterval", "90")
+        store.close()
+    assert raw(path, "PRAGMA user_version") == [(3,)]
+    assert "charging_profiles" not in {row[1] for row in schema(path)}
+    return path
+
+
+def test_a_version_3_store_migrates_to_4_keeping_its_rows_and_gets_an_empty_profile_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Migration 4 only adds the table of installed charging profiles (K01.FR.27: they persist across reboots)."""
+    from station.smart.profiles import ChargingProfile, Kind, Period, Purpose, RateUnit, Schedule
+
+    path = version_3_store(tmp_path, monkeypatch)
+    outbox_before = raw(path, "SELECT * FROM outbox")
+    store = Store(path)
+    assert raw(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)] and SCHEMA_VERSION >= 4
+    [open_tx] = store.open_transactions()
+    tx, meter = open_tx.transaction, open_tx.transaction.meter
+    assert (tx.ref, tx.evse_id, meter.serial if meter else None) == ("t3", 2, "SN-1")
+    assert raw(path, "SELECT * FROM outbox") == outbox_before
+    assert store.counter("list_version") == 5 and store.availability(2, 1) == "Inoperative"
+    assert store.setting("ocpp16.HeartbeatInterval") == "90"
+    assert store.charging_profiles() == []
+    profile = ChargingProfile(1, 0, 0, Purpose.TX_DEFAULT, Kind.RELATIVE, Schedule(RateUnit.A, (Period(0, 16.0),)))
+    store.install_charging_profile(profile, ())
+    store.close()
+    assert Store(path).charging_profiles() == [profile]
+
+
+def test_a_failing_migration_4_leaves_a_version_3_store_untouched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = version_3_store(tmp_path, monkeypatch)
+    before = fingerprint(path)
+    v4 = next(m for m in migrations.MIGRATIONS if m.version == 4)
+
+    def then_fail(db: sqlite3.Connection) -> None:
+        v4.apply(db)
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(
+        migrations,
+        "MIGRATIONS",
+        tuple(replace(m, apply=then_fail) if m.version == 4 else m for m in migrations.MIGRATIONS),
+    )
+    with pytest.raises(StoreError, match=r"from schema version 3 to .* failed at migration 4 \(disk I/O error"):
         Store(path)
     assert fingerprint(path) == before
 

@@ -11,6 +11,8 @@ released versions wrote their tables (CREATE TABLE IF NOT EXISTS, each committed
 a separate commit; a first start that died in between left a version-0 file with some of those (still empty) tables,
 or a version-1 file with some of version 2's. Migrations 1 and 2 therefore create with IF NOT EXISTS and complete such
 a file; a version-0 file with a table no release made is not a station store and is refused.
+
+Version 4 (issue 19) adds the installed charging profiles (smart charging).
 """
 
 from __future__ import annotations
@@ -229,10 +231,31 @@ CREATE TABLE connector_state (
     db.execute("DELETE FROM settings WHERE substr(key, 1, ?) = ?", (len(prefix), prefix))
 
 
+# ---------------------------------------------------------------- 4: installed charging profiles
+
+
+def _v4(db: sqlite3.Connection) -> None:
+    # body: ChargingProfile.to_dict() as JSON; the columns beside it are what the book and a reader select on.
+    _run(
+        db,
+        """
+CREATE TABLE charging_profiles (
+    id INTEGER PRIMARY KEY,
+    evse_id INTEGER NOT NULL,
+    purpose TEXT NOT NULL,
+    stack_level INTEGER NOT NULL,
+    transaction_ref TEXT,
+    body TEXT NOT NULL
+)
+""",
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "transactions, outbox, settings, id tags, security log", _v1),
     Migration(2, "samples and idTokens kept for a transaction's end message; seqNo per transaction", _v2),
     Migration(3, "transactions on an EVSE's connector with their meter; counters and connector state tables", _v3),
+    Migration(4, "installed charging profiles (smart charging)", _v4),
 )
 LATEST = MIGRATIONS[-1].version
 # Every table a released version made (with SQLite's own): a version-0 file with any other is not a station store.

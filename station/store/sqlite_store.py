@@ -1,5 +1,6 @@
 """The station's durable memory in SQLite: transactions, the outbox of messages owed to the CSMS, counters, connector
-state, settings, id tags and the security log. The schema is migrations.py's; opening a store migrates it.
+state, settings, id tags, the security log and the installed charging profiles. The schema is migrations.py's;
+opening a store migrates it.
 
 This module owns every byte the daemon must not lose: a transaction and the message announcing it are written in one
 SQLite transaction, before anything is sent; a signed record is on disk before the meter is told it may forget it;
@@ -20,15 +21,20 @@ import os
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from station.core.model import MeterStamp, SignedMeterRecord, StartSource, StopReason, Transaction
+from station.smart.profiles import ChargingProfile
 from station.store.errors import StoreError
 from station.store.migrations import AVAILABILITY, migrate
+
+log = structlog.get_logger("station.store")
 
 PROBE_BYTES = 16384  # about what one transaction with its signed records takes
 SECURITY_LOG_KEEP = 1000  # the rolling security log keeps this many newest events (OCPP A04.FR.04)
@@ -693,3 +699,45 @@ class Store:
 
     def id_tag_count(self, source: str) -> int:
         return int(self._read("SELECT COUNT(*) AS n FROM id_tags WHERE source=?", (source,))[0]["n"])
+
+    # ------------------------------------------------------------------ installed charging profiles
+
+    def charging_profiles(self) -> list[ChargingProfile]:
+        """The installed charging profiles (K01.FR.27: they outlive a reboot), by id. A row that does not read back
+        as a profile is logged and left out, never fatal: the station then charges without it."""
+        profiles = []
+        for row in self._read("SELECT id, body FROM charging_profiles ORDER BY id"):
+            try:
+                profiles.append(ChargingProfile.from_dict(json.loads(row["body"])))
+            except ValueError as exc:  # json.JSONDecodeError is a ValueError
+                log.warning("charging profile unreadable", path=str(self.path), id=row["id"], error=str(exc)[:200])
+        return profiles
+
+    def install_charging_profile(self, profile: ChargingProfile, replaced: Iterable[int] = ()) -> None:
+        """Store a profile and remove the ones it replaced (ProfileBook.install's answer), in one commit."""
+        statements: list[tuple[str, tuple[Any, ...]]] = [
+            ("DELETE FROM charging_profiles WHERE id=?", (profile_id,)) for profile_id in replaced
+        ]
+        statements.append(
+            (
+                "INSERT INTO charging_profiles (id, evse_id, purpose, stack_level, transaction_ref, body)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET evse_id=excluded.evse_id,"
+                " purpose=excluded.purpose, stack_level=excluded.stack_level,"
+                " transaction_ref=excluded.transaction_ref, body=excluded.body",
+                (
+                    profile.id,
+                    profile.evse_id,
+                    profile.purpose.value,
+                    profile.stack_level,
+                    profile.transaction_ref,
+                    json.dumps(profile.to_dict()),
+                ),
+            )
+        )
+        self._write(statements)
+
+    def remove_charging_profiles(self, ids: Iterable[int]) -> None:
+        """Remove profiles (cleared, or their transaction ended), in one commit."""
+        statements = [("DELETE FROM charging_profiles WHERE id=?", (profile_id,)) for profile_id in ids]
+        if statements:
+            self._write(statements)

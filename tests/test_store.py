@@ -11,8 +11,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import structlog
 
 from station.core.model import SignedMeterRecord, StartSource, StopReason, Transaction
+from station.smart.profiles import ChargingProfile, Kind, Period, Purpose, RateUnit, Recurrency, Schedule
 from station.store import IdTagEntry, Store, StoreError
 from tests.conftest import write_config
 
@@ -236,3 +238,106 @@ def test_the_identifier_of_a_start_that_never_reached_the_meter_is_forgotten(tmp
     store.forget_id_token("ref-1")
     assert store.id_token("ref-1") is None
     store.close()
+
+
+# ---------------------------------------------------------------- installed charging profiles
+
+
+def profile(profile_id: int, evse_id: int = 1, stack_level: int = 0, **changes: object) -> ChargingProfile:
+    fields: dict[str, object] = {
+        "id": profile_id,
+        "evse_id": evse_id,
+        "stack_level": stack_level,
+        "purpose": Purpose.TX_DEFAULT,
+        "kind": Kind.ABSOLUTE,
+        "schedule": Schedule(RateUnit.A, (Period(0, 16.0), Period(3600, 6.0, phases=1)), start=T0, duration=7200),
+    }
+    fields.update(changes)
+    return ChargingProfile(**fields)  # type: ignore[arg-type]
+
+
+def test_charging_profiles_survive_reopening_with_every_field(tmp_path: Path) -> None:
+    """K01.FR.27: profiles set by the CSMS persist across reboots; the store keeps every field, times in UTC."""
+    store = Store(tmp_path / "s.db")
+    assert store.charging_profiles() == []
+    full = ChargingProfile(
+        7, 2, 3, Purpose.TX, Kind.RECURRING,
+        Schedule(RateUnit.W, (Period(0, 11000.0, phases=3), Period(60, 1380.5, phases=1, phase_to_use=2)),
+                 duration=86400, start=T0, min_rate=1380.0, id=4),
+        recurrency=Recurrency.DAILY, valid_from=T0, valid_to=datetime(2026, 12, 24, tzinfo=UTC),
+        transaction_id="csms-tx-9", transaction_ref="ref-9", source="EMS",
+    )  # fmt: skip
+    store.install_charging_profile(profile(1, evse_id=0), ())
+    store.install_charging_profile(full, ())
+    store.close()
+    again = Store(tmp_path / "s.db")
+    assert again.charging_profiles() == [profile(1, evse_id=0), full]
+    assert raw_rows(
+        tmp_path / "s.db", "SELECT id, evse_id, purpose, stack_level, transaction_ref FROM charging_profiles"
+    ) == [
+        (1, 0, "TxDefaultProfile", 0, None),
+        (7, 2, "TxProfile", 3, "ref-9"),
+    ]
+    again.close()
+
+
+def test_installing_a_profile_removes_the_ones_it_replaced_in_one_commit(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    for n in (1, 2, 3):
+        store.install_charging_profile(profile(n, stack_level=n), ())
+    store.install_charging_profile(profile(2, stack_level=5), [1, 2])  # its own id among the replaced
+    assert [(p.id, p.stack_level) for p in store.charging_profiles()] == [(2, 5), (3, 3)]
+    store.install_charging_profile(profile(3, stack_level=6), ())  # the same id replaces without being named
+    assert [(p.id, p.stack_level) for p in store.charging_profiles()] == [(2, 5), (3, 6)]
+    store.close()
+
+
+def test_a_failed_profile_install_keeps_the_replaced_ones(tmp_path: Path) -> None:
+    """Removing the replaced profiles and adding the new one is one SQLite transaction: all or nothing."""
+    path = tmp_path / "s.db"
+    store = Store(path)
+    store.install_charging_profile(profile(1), ())
+    blocker = sqlite3.connect(path)
+    blocker.execute("CREATE TRIGGER no_more BEFORE INSERT ON charging_profiles BEGIN SELECT RAISE(ABORT, 'full'); END")
+    blocker.commit()
+    with pytest.raises(StoreError, match="write failed: full"):
+        store.install_charging_profile(profile(2), [1])
+    assert store.charging_profiles() == [profile(1)]
+    blocker.close()
+    store.close()
+
+
+def test_profiles_are_removed_by_id(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    for n in (1, 2, 3):
+        store.install_charging_profile(profile(n, stack_level=n), ())
+    store.remove_charging_profiles([1, 3, 99])
+    store.remove_charging_profiles([])
+    assert [p.id for p in store.charging_profiles()] == [2]
+    store.close()
+
+
+def test_an_unreadable_profile_row_is_logged_and_left_out(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = Store(path)
+    store.install_charging_profile(profile(1), ())
+    store.install_charging_profile(profile(3), ())
+    db = sqlite3.connect(path)
+    db.execute("INSERT INTO charging_profiles VALUES (2, 1, 'TxDefaultProfile', 0, NULL, '{\"id\": 2}')")
+    db.execute("INSERT INTO charging_profiles VALUES (4, 1, 'TxDefaultProfile', 0, NULL, 'not json')")
+    db.commit()
+    db.close()
+    with structlog.testing.capture_logs() as logs:
+        assert [p.id for p in store.charging_profiles()] == [1, 3]
+    unreadable = [e for e in logs if e["event"] == "charging profile unreadable"]
+    assert [e["id"] for e in unreadable] == [2, 4] and all(e["log_level"] == "warning" for e in unreadable)
+    assert "schedule" in unreadable[0]["error"]
+    store.close()
+
+
+def raw_rows(path: Path, sql: str) -> list[tuple[object, ...]]:
+    db = sqlite3.connect(path)
+    try:
+        return [tuple(r) for r in db.execute(sql).fetchall()]
+    finally:
+        db.close()

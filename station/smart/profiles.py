@@ -188,6 +188,13 @@ def _iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat() if value is not None else None
 
 
+def _shown(value: object) -> str:
+    """A value for an error message: a scalar's repr (cut short), else its type (str() of nested data recurses)."""
+    if value is None or isinstance(value, str | int | float):
+        return repr(value)[:40]
+    return f"a {type(value).__name__}"
+
+
 def _mapping(value: object, name: str) -> Mapping[str, object]:
     if not isinstance(value, Mapping):
         raise ValueError(f"{name}: not an object")
@@ -199,7 +206,7 @@ def _int(d: Mapping[str, object], key: str, at: str = "", *, optional: bool = Fa
     if value is None and optional:
         return None
     if not isinstance(value, int) or isinstance(value, bool) or not -_MAX_INT - 1 <= value <= _MAX_INT:
-        raise ValueError(f"{at}{key}: {str(value)[:40]!r} is not a whole number")
+        raise ValueError(f"{at}{key}: {_shown(value)} is not a whole number")
     return value
 
 
@@ -208,7 +215,7 @@ def _number(d: Mapping[str, object], key: str, at: str = "", *, optional: bool =
     if value is None and optional:
         return None
     if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
-        raise ValueError(f"{at}{key}: {str(value)[:40]!r} is not a finite number")
+        raise ValueError(f"{at}{key}: {_shown(value)} is not a finite number")
     return float(value)
 
 
@@ -217,7 +224,7 @@ def _text(d: Mapping[str, object], key: str, *, optional: bool = False) -> Any:
     if value is None and optional:
         return None
     if not isinstance(value, str) or len(value) > _MAX_TEXT:
-        raise ValueError(f"{key}: {str(value)[:40]!r} is not a text of at most {_MAX_TEXT} characters")
+        raise ValueError(f"{key}: {_shown(value)} is not a text of at most {_MAX_TEXT} characters")
     return value
 
 
@@ -229,7 +236,7 @@ def _enum(kind: type[_E], d: Mapping[str, object], key: str, at: str = "") -> _E
     for member in kind:
         if member.value == value:
             return member
-    raise ValueError(f"{at}{key}: {str(value)[:40]!r} is not one of {[e.value for e in kind]}")
+    raise ValueError(f"{at}{key}: {_shown(value)} is not one of {[e.value for e in kind]}")
 
 
 def _time(d: Mapping[str, object], key: str, at: str = "") -> datetime | None:
@@ -237,11 +244,11 @@ def _time(d: Mapping[str, object], key: str, at: str = "") -> datetime | None:
     if value is None:
         return None
     if not isinstance(value, str) or len(value) > 40:
-        raise ValueError(f"{at}{key}: {str(value)[:40]!r} is not an ISO 8601 time")
+        raise ValueError(f"{at}{key}: {_shown(value)} is not an ISO 8601 time")
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
-        raise ValueError(f"{at}{key}: {value!r} is not an ISO 8601 time") from None
+        raise ValueError(f"{at}{key}: {_shown(value)} is not an ISO 8601 time") from None
     if moment.tzinfo is None:
-        raise ValueError(f"{at}{key}: {value!r} has no UTC offset")
+        raise ValueError(f"{at}{key}: {_shown(value)} has no UTC offset")
     return moment.astimezone(UTC)

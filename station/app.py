@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,6 +34,7 @@ from station.ocpp.settings import Settings, SettingsPolicy
 from station.runtime import MeterWorker, StationRuntime
 from station.runtime.cards import Desk
 from station.runtime.controller_worker import ControllerWorker
+from station.runtime.smart_charging import EvseShape
 from station.service import Notifier, feed_watchdog
 from station.store import Store, StoreError
 
@@ -155,6 +156,21 @@ def build_controller(evse: EvseConfig) -> ChargeController | None:
     return None
 
 
+def charging_shapes(config: Config, controllers: Mapping[int, ChargeController]) -> dict[int, EvseShape]:
+    """What smart charging knows of each EVSE: whether its controller sets the car's current ("meter-output" does
+    not), the current range and the phases it supplies."""
+    shapes: dict[int, EvseShape] = {}
+    for evse in config.evses:
+        controller = controllers.get(evse.id)
+        cc = evse.charge_controller
+        if controller is None or not controller.capabilities.senses_plug:
+            shapes[evse.id] = EvseShape(controllable=False, max_current_a=cc.max_current, phases=cc.phases)
+        else:
+            caps = controller.capabilities
+            shapes[evse.id] = EvseShape(True, min(cc.max_current, caps.max_current_a), caps.min_current_a, cc.phases)
+    return shapes
+
+
 def _driver(evse: EvseConfig, bus: ModbusBus) -> Meter:
     m = evse.meter
     return build_driver(m.model, ModbusDevice(bus, m.device_id, latency=m.latency), m.registers, m.poll_interval)
@@ -219,12 +235,14 @@ async def running_station(config: Config) -> AsyncIterator[Station]:
             tie_simulated_load(controller, simulated, config, evse_id)
         workers = {evse_id: MeterWorker(evse_id, meter) for evse_id, meter in meters.items()}
         all_sides = [sides.get(e.id) for e in config.evses]
+        shapes = charging_shapes(config, controllers)
         settings = Settings(
             store,
             layout,
             lambda evse_id: workers[evse_id].state.public_key_hex,
             sees_car=all(s is not None and s.senses_plug for s in all_sides),
             has_lock=all(s is not None and s.has_lock for s in all_sides),
+            smart_charging=any(shape.controllable for shape in shapes.values()),
         )
         authorizer = Authorizer(
             store,
@@ -246,6 +264,8 @@ async def running_station(config: Config) -> AsyncIterator[Station]:
             card_readers=card_desks(config, controllers),
             policy=SettingsPolicy(settings),
             authorizer=authorizer,
+            charging_shapes=shapes,
+            nominal_voltage=config.station.nominal_voltage,
         )
         await runtime.start()
         settings.listeners.append(lambda _name, _value: runtime.sampling_changed())

@@ -71,6 +71,7 @@ class StationConfig:
     id: str
     vendor: str = "station"
     model: str = "station-controller"
+    nominal_voltage: float = 230.0  # V per phase (line to neutral): charging profiles in W <-> A
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,7 @@ class ChargeControllerConfig:
     control_socket: str = ""
     lock: bool = False  # the socket has a connector lock the controller drives
     max_current: float = 32.0  # A, what the car may draw at most (PWM per IEC 61851-1 Annex A)
+    phases: int = 3  # the phases the EVSE supplies: charging limits in W <-> A
 
 
 @dataclass(frozen=True)
@@ -281,6 +283,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         ),
         "vendor": Key(str, "station", _nonempty, "chargePointVendor in BootNotification"),
         "model": Key(str, "station-controller", _nonempty, "chargePointModel in BootNotification"),
+        "nominal_voltage": Key(
+            (int, float), 230.0, _between(100, 480), "volts per phase, line to neutral: charging limits in W <-> A"
+        ),
     },
     "csms": {
         "url": Key(str, ..., _ws_url, 'the CSMS endpoint without the station id, e.g. "ws://csms.local:9000/ocpp"'),
@@ -364,6 +369,7 @@ CONTROLLER_KEYS: dict[str, Key] = {
     "control_socket": Key(str, "", None, "Unix socket that drives the simulated car (`station sim ev --socket`)"),
     "lock": Key(bool, False, None, "true when the socket has a connector lock the controller drives"),
     "max_current": Key((int, float), 32.0, _between(6, 80), "amperes the car may draw at most (6..80)"),
+    "phases": Key(int, 3, _one_of((1, 3)), "the phases the EVSE supplies, 1 or 3 (charging limits in W <-> A)"),
 }
 
 EVSE_KEYS: dict[str, Key] = {
@@ -847,6 +853,8 @@ def parse_config(data: dict[str, Any], source: str = "") -> Config:
         raise ConfigError(problems, source)
     buses, evses = meters
     station = {k: v for k, v in sections["station"].items() if k != "connectors"}  # legacy only, always 1
+    if "nominal_voltage" in station:
+        station["nominal_voltage"] = float(station["nominal_voltage"])
     return Config(
         station=StationConfig(**station),
         # The [csms] keys are CsmsConfig's fields; the ones TOML may give as integers become floats.

@@ -270,6 +270,10 @@ class _CentralSystemSide201(ChargePoint201):  # type: ignore[misc]
     def on_data_transfer(self, **_: Any) -> result201.DataTransfer:
         return result201.DataTransfer(status="UnknownVendorId")
 
+    @on(Action201.report_charging_profiles)
+    def on_report_charging_profiles(self, **_: Any) -> result201.ReportChargingProfiles:
+        return result201.ReportChargingProfiles()
+
 
 def _now() -> str:
     """currentTime as a strict CSMS sends it (2.0.1 Part 2 §2.1: at most three decimals)."""

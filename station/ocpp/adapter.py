@@ -213,6 +213,11 @@ class RpcRules:
         """Limits an adapter announces (2.0.1 ItemsPerMessage / BytesPerMessage); None when the request is within."""
         return None
 
+    def not_offered(self) -> frozenset[str]:
+        """Actions this station's hardware cannot carry out although the adapter has handlers for them (smart
+        charging without a controller that sets the current): answered NotSupported (2.0.1 K01.FR.29)."""
+        return frozenset()
+
     async def route_message(self, raw_msg: str | bytes) -> None:
         try:
             msg = json.loads(raw_msg)
@@ -263,7 +268,7 @@ class RpcRules:
     def _check_call(self, action: str, payload: dict[str, Any], size: int) -> None:
         if self.registration == "Rejected":
             raise CallRefused("SecurityError", "BootNotification was Rejected")  # 2.0.1 B03.FR.08
-        if action not in self.route_map:
+        if action not in self.route_map or action in self.not_offered():
             if action in KNOWN_ACTIONS[self.version]:
                 raise CallRefused("NotSupported", f"{action} is not supported by this station"[:255])
             raise CallRefused("NotImplemented", f"{action[:60]!r} is not a known action")

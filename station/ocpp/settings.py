@@ -18,6 +18,7 @@ from typing import Any
 from station.core.model import Layout
 from station.ocpp.adapter import iso
 from station.ocpp.signed_value import PUBLIC_KEY_OPTIONS, oca_public_key
+from station.smart.book import ProfileRules
 from station.store import Store
 
 Check = Callable[[str], bool]
@@ -47,6 +48,13 @@ def _int_range(lo: int, hi: int) -> Check:
 
 def _bool(value: str) -> bool:
     return value.lower() in ("true", "false")
+
+
+def _percent(value: str) -> bool:
+    try:
+        return 0 <= float(value) <= 100
+    except ValueError:
+        return False
 
 
 def _one_of(options: tuple[str, ...]) -> Check:
@@ -94,6 +102,7 @@ TX_STOP_POINTS = ("PowerPathClosed", "EnergyTransfer")
 STOP_TX_MAX_SAMPLES = 100  # periodic samples kept per transaction for StopTransaction / TransactionEvent(Ended)
 CONNECTOR_TYPE = "cType2"  # the fixed Type 2 cable (2.0.1 ConnectorEnumType)
 SUPPLY_PHASES = "3"  # every supported meter measures three phases
+PROFILE_RULES = ProfileRules()  # the limits the station's book of charging profiles keeps (station/smart/book.py)
 
 
 @dataclass(frozen=True)
@@ -258,7 +267,8 @@ SETTINGS: tuple[Setting, ...] = (
        data_type="integer"),
     _s("NumberOfConnectors", "1", key16="NumberOfConnectors", readonly=True, data_type="integer"),
     # Core, LocalAuthListManagement (SendLocalList, GetLocalListVersion) and RemoteTrigger (TriggerMessage) are what
-    # the 1.6 adapter handles; FirmwareManagement, Reservation and SmartCharging are not claimed.
+    # the 1.6 adapter handles, and SmartCharging where a controller sets the current (Settings); FirmwareManagement
+    # and Reservation are not claimed.
     _s("SupportedFeatureProfiles", "Core,LocalAuthListManagement,RemoteTrigger", key16="SupportedFeatureProfiles",
        readonly=True),
     # Local authorization list and cache (station/auth.py)
@@ -277,6 +287,32 @@ SETTINGS: tuple[Setting, ...] = (
        variable="Enabled", data_type="boolean", check=_bool),
     _s("AuthCacheAvailable", "true", component="AuthCacheCtrlr", variable="Available", readonly=True,
        data_type="boolean"),
+    # Smart charging (1.6 §9.4; 2.0.1 SmartChargingCtrlr): what the book of profiles takes (station/smart/book.py).
+    # Available and Enabled are true where an EVSE's controller sets the car's current (Settings.smart_charging).
+    _s("ChargeProfileMaxStackLevel", str(PROFILE_RULES.max_stack_level), key16="ChargeProfileMaxStackLevel",
+       component="SmartChargingCtrlr", variable="ProfileStackLevel", readonly=True, data_type="integer"),
+    _s("ChargingScheduleAllowedChargingRateUnit", "Current,Power", key16="ChargingScheduleAllowedChargingRateUnit",
+       readonly=True),
+    _s("SmartChargingRateUnit", "A,W", component="SmartChargingCtrlr", variable="RateUnit", readonly=True,
+       data_type="MemberList", values_list="A,W"),
+    _s("ChargingScheduleMaxPeriods", str(PROFILE_RULES.max_periods), key16="ChargingScheduleMaxPeriods",
+       component="SmartChargingCtrlr", variable="PeriodsPerSchedule", readonly=True, data_type="integer"),
+    _s("MaxChargingProfilesInstalled", str(PROFILE_RULES.max_installed), key16="MaxChargingProfilesInstalled",
+       readonly=True, data_type="integer"),
+    _s("ChargingProfileEntries", "0", component="SmartChargingCtrlr", variable="Entries",
+       instance="ChargingProfiles", readonly=True, data_type="integer", max_limit=PROFILE_RULES.max_installed),
+    _s("SmartChargingAvailable", "false", component="SmartChargingCtrlr", variable="Available", readonly=True,
+       data_type="boolean"),
+    _s("SmartChargingEnabled", "false", component="SmartChargingCtrlr", variable="Enabled", readonly=True,
+       data_type="boolean"),
+    # No external control signals (no EMS input, no ISO 15118) exist on this station: read-only false.
+    _s("ExternalControlSignalsEnabled", "false", component="SmartChargingCtrlr",
+       variable="ExternalControlSignalsEnabled", readonly=True, data_type="boolean"),
+    _s("LimitChangeSignificance", "10", component="SmartChargingCtrlr", variable="LimitChangeSignificance",
+       data_type="decimal", check=_percent, unit="Percent"),
+    # The EVSEs cannot switch between 3 and 1 phases, nor choose the phase of 1-phase charging.
+    _s("ConnectorSwitch3to1PhaseSupported", "false", key16="ConnectorSwitch3to1PhaseSupported",
+       component="SmartChargingCtrlr", variable="Phases3to1", readonly=True, data_type="boolean"),
 )
 # fmt: on
 
@@ -314,9 +350,11 @@ class Settings:
         *,
         sees_car: bool = False,
         has_lock: bool = False,
+        smart_charging: bool = False,
     ) -> None:
         """`public_key(evse_id)`: the key of that EVSE's meter, as upper-case hex DER ("" while unknown). `sees_car`:
-        every EVSE's charge controller reports the plug; `has_lock`: every EVSE has a connector lock."""
+        every EVSE's charge controller reports the plug; `has_lock`: every EVSE has a connector lock;
+        `smart_charging`: some EVSE's controller sets the car's current (charging profiles are taken)."""
         self.store = store
         self.layout = layout
         self.connector_ids = tuple(number for number, _, _ in layout.numbered())  # 1.6 connectorIds
@@ -327,6 +365,7 @@ class Settings:
             "NumberOfConnectors": lambda: str(len(self.connector_ids)),
             "DateTime": lambda: iso(None),
             "LocalAuthListEntries": lambda: str(self.store.id_tag_count("list")),
+            "ChargingProfileEntries": lambda: str(len(self.store.charging_profiles())),
         }
         # Defaults that depend on the station (its connectors) or its config (the connection sets those).
         self.defaults: dict[str, str] = {
@@ -340,6 +379,10 @@ class Settings:
             for point in ("TxStartPoint", "TxStopPoint"):  # the meter's transaction is all there is
                 self.checks[point] = _one_of(("PowerPathClosed",))
                 self.readonly201.add(point)
+        if smart_charging:
+            # 1.6 §9.1.33: the SmartCharging feature profile is claimed only where a car's current can be limited.
+            self.defaults["SupportedFeatureProfiles"] = BY_NAME["SupportedFeatureProfiles"].default + ",SmartCharging"
+            self.defaults["SmartChargingAvailable"] = self.defaults["SmartChargingEnabled"] = "true"
         if has_lock:
             self.defaults["UnlockConnectorOnEVSideDisconnect"] = "true"
         else:

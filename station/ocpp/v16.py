@@ -23,14 +23,18 @@ from ocpp.v16.enums import (
     AvailabilityStatus,
     ChargePointErrorCode,
     ChargePointStatus,
+    ChargingProfileStatus,
+    ClearChargingProfileStatus,
     ConfigurationStatus,
     DataTransferStatus,
+    GetCompositeScheduleStatus,
     RegistrationStatus,
     RemoteStartStopStatus,
 )
 
 from station.core.model import ConnectorStatus, Outcome, ReportStatus, SignedMeterRecord, StopReason, Transaction
 from station.meter.interface import LiveValues
+from station.ocpp import profile_codec
 from station.ocpp.adapter import (
     BootRefused,
     CallRefused,
@@ -47,7 +51,8 @@ from station.ocpp.settings import Settings
 from station.ocpp.signed_value import PUBLIC_KEY_NEVER, v16_signed_sampled_value
 from station.runtime import StationRuntime
 from station.runtime.sampling import values_of
-from station.store import IdTagEntry, OutboxMessage, Store
+from station.smart.profiles import Purpose, RateUnit
+from station.store import IdTagEntry, OutboxMessage, Store, StoreError
 
 log = structlog.get_logger("station.ocpp.v16")
 
@@ -284,7 +289,11 @@ class V16Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
 
     @on(Action.remote_start_transaction)
     def on_remote_start(
-        self, id_tag: str, connector_id: int | None = None, **_: Any
+        self,
+        id_tag: str,
+        connector_id: int | None = None,
+        charging_profile: dict[str, Any] | None = None,
+        **_: Any,
     ) -> call_result.RemoteStartTransaction:
         if connector_id is not None and connector_id <= 0:
             # §6.33: "connectorId SHALL be > 0"; connector 0 is the Charge Point itself, where nothing charges.
@@ -295,12 +304,22 @@ class V16Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
             # allowed.
             return call_result.RemoteStartTransaction(status=RemoteStartStopStatus.rejected)
         # Without a connector id the station picks one: the first available (§5.11 leaves the choice to it).
-        if connector_id is None:
-            outcome = self.runtime.remote_start(None, id_tag)
-        elif (where := self.runtime.core.layout.locate(connector_id)) is None:
+        where = None if connector_id is None else self.runtime.core.layout.locate(connector_id)
+        evse_id, within = (None, 1) if where is None else where
+        if connector_id is not None and where is None:
             outcome = Outcome(False, reason=f"no connector {connector_id}")
+        elif charging_profile is not None:
+            # §5.16.2: a TxProfile for the transaction about to start, installed once it has.
+            try:
+                profile = profile_codec.from_v16(charging_profile, evse_id or 0)
+            except profile_codec.ProfileFormatError as exc:
+                outcome = Outcome(False, reason=f"chargingProfile: {exc}")
+            else:
+                outcome, _refusal = self.runtime.remote_start_with_profile(
+                    evse_id, id_tag, profile, ocpp16=True, connector_id=within
+                )
         else:
-            outcome = self.runtime.remote_start(where[0], id_tag, connector_id=where[1])
+            outcome = self.runtime.remote_start(evse_id, id_tag, connector_id=within)
         log.info(
             "RemoteStartTransaction",
             id_tag=id_tag,
@@ -424,6 +443,86 @@ class V16Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
         status = await self.runtime.unlock(where[0], where[1], end_transaction=True)
         log.info("UnlockConnector", connector_id=connector_id, status=status)
         return call_result.UnlockConnector(status="NotSupported" if status == "UnknownConnector" else status)
+
+    # ------------------------------------------------------------------ smart charging (§3.13, §5.5, §5.7, §5.16)
+
+    def not_offered(self) -> frozenset[str]:
+        """Without current control the SmartCharging profile is not claimed (SupportedFeatureProfiles): its requests
+        are NotSupported (SetChargingProfile answers NotSupported in its own status, §6.44)."""
+        return (
+            frozenset() if self.runtime.smart.available else frozenset({"ClearChargingProfile", "GetCompositeSchedule"})
+        )
+
+    def _profile_evse(self, connector_id: int) -> int | None:
+        """The EVSE a profile's connectorId names (0: the Charge Point), None for a connector the station lacks."""
+        if connector_id == 0:
+            return 0
+        where = self.runtime.core.layout.locate(connector_id)
+        return None if where is None else where[0]
+
+    @on(Action.set_charging_profile)
+    def on_set_charging_profile(
+        self, connector_id: int, cs_charging_profiles: dict[str, Any], **_: Any
+    ) -> call_result.SetChargingProfile:
+        """§5.16 / §6.43: NotSupported where no EVSE's current can be controlled (driver "meter-output"); Rejected
+        for an unknown connector, a profile the station cannot read or honour (§3.13, §9.4 limits), a TxProfile
+        without a transaction (§5.16.4); else installed, stored, and applied at once (§5.16.3 "re-evaluate")."""
+        smart = self.runtime.smart
+        if not smart.available:
+            return call_result.SetChargingProfile(status=ChargingProfileStatus.not_supported)
+        evse_id = self._profile_evse(connector_id)
+        refusal: str | None = f"no connector {connector_id}" if evse_id is None else None
+        if evse_id is not None:
+            try:
+                profile = profile_codec.from_v16(cs_charging_profiles, evse_id)
+            except profile_codec.ProfileFormatError as exc:
+                refusal = str(exc)
+            else:
+                refused = smart.install(profile, ocpp16=True)
+                refusal = None if refused is None else f"{refused.reason_code}: {refused.text}"
+        log.info("SetChargingProfile", connector_id=connector_id, accepted=refusal is None, reason=refusal)
+        status = ChargingProfileStatus.accepted if refusal is None else ChargingProfileStatus.rejected
+        return call_result.SetChargingProfile(status=status)
+
+    @on(Action.clear_charging_profile)
+    def on_clear_charging_profile(
+        self,
+        id: int | None = None,
+        connector_id: int | None = None,
+        charging_profile_purpose: str | None = None,
+        stack_level: int | None = None,
+        **_: Any,
+    ) -> call_result.ClearChargingProfile:
+        """§5.5 / §6.13: one profile by id, or those matching every criterion given; Unknown when none matched."""
+        evse_id = None if connector_id is None else self._profile_evse(connector_id)
+        removed: tuple[int, ...] = ()
+        if connector_id is None or evse_id is not None:
+            purpose = None if charging_profile_purpose is None else Purpose.parse(charging_profile_purpose)
+            try:
+                removed = self.runtime.smart.clear(id, evse_id, purpose, stack_level)
+            except StoreError as exc:
+                log.error("ClearChargingProfile not stored", error=str(exc))
+        log.info("ClearChargingProfile", id=id, connector_id=connector_id, removed=list(removed))
+        status = ClearChargingProfileStatus.accepted if removed else ClearChargingProfileStatus.unknown
+        return call_result.ClearChargingProfile(status=status)
+
+    @on(Action.get_composite_schedule)
+    def on_get_composite_schedule(
+        self, connector_id: int, duration: int, charging_rate_unit: str | None = None, **_: Any
+    ) -> call_result.GetCompositeSchedule:
+        """§5.7 / §6.21: the composite from now for `duration` s (connector 0: what the Charge Point as a whole
+        draws); Rejected for an unknown connector or a unit the station does not use (§9.4.2)."""
+        evse_id = self._profile_evse(connector_id)
+        unit = RateUnit(charging_rate_unit) if charging_rate_unit else RateUnit.A
+        if evse_id is None or not self.runtime.smart.available or unit not in self.runtime.smart.rules.allowed_units:
+            return call_result.GetCompositeSchedule(status=GetCompositeScheduleStatus.rejected)
+        composite = self.runtime.smart.composite(evse_id, duration, unit)
+        return call_result.GetCompositeSchedule(
+            status=GetCompositeScheduleStatus.accepted,
+            connector_id=connector_id,
+            schedule_start=iso(composite.start),
+            charging_schedule=profile_codec.to_v16_schedule(composite),
+        )
 
     @on(Action.reset)
     def on_reset(self, type: str, **_: Any) -> call_result.Reset:

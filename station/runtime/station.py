@@ -25,6 +25,7 @@ from station.core.model import (
     AvailabilityChanged,
     Command,
     ConnectionTimedOut,
+    CurrentLimitChanged,
     Event,
     EvFaultChanged,
     EvLockChanged,
@@ -72,8 +73,11 @@ from station.runtime.policy import Fixed, RuntimePolicy
 from station.runtime.presence import CsmsPresence
 from station.runtime.recovery import Recovery
 from station.runtime.sampling import Sampler
+from station.runtime.smart_charging import EvseShape, SmartCharging
 from station.runtime.store_guard import StoreGuard
 from station.runtime.supervisor import Supervisor, Work
+from station.smart.book import Refusal
+from station.smart.profiles import ChargingProfile
 from station.store import Store, StoreError
 
 log = structlog.get_logger("station.runtime")
@@ -99,6 +103,8 @@ class StationRuntime:
         authorizer: Authorizer | None = None,
         clock: Clock = utc_now,
         store_probe_interval: float = 5.0,
+        charging_shapes: Mapping[int, EvseShape] | None = None,
+        nominal_voltage: float = 230.0,
     ) -> None:
         if set(meters) != set(core.evses):
             raise ValueError(f"one meter per EVSE: EVSEs {sorted(core.evses)}, meters {sorted(meters)}")
@@ -123,12 +129,37 @@ class StationRuntime:
         )
         self.sampler = Sampler(core, store, self.meters, self.policy, self.csms, clock)
         self.cards = CardDesk(card_readers or [], self.present_card, self.supervisor)
+        shapes = dict(charging_shapes) if charging_shapes is not None else self._default_shapes()
+        self.smart = SmartCharging(
+            core,
+            store,
+            shapes,
+            nominal_voltage=nominal_voltage,
+            clock=clock,
+            on_limit=self._limit_changed,
+        )
+        self._running_refs: frozenset[str] = frozenset()  # transactions the core runs, as smart charging last heard
         self.status_listeners: list[Callable[[ReportStatus], None]] = []
         self.pending_remote_stops: set[str] = set()  # 1.6: stops for a transactionId whose StartTransaction.conf is due
         self._closing = False
         self.reset_requested = asyncio.Event()  # app.run_daemon restarts the process once the station is idle
         self._reset_when_idle = False  # a Reset waits for the running transactions to end
         self._changed = asyncio.Event()  # set after every event the core took (until())
+
+    def _limit_changed(self, evse_id: int, amps: float | None) -> None:
+        self._apply(CurrentLimitChanged(evse_id, amps))
+
+    def _default_shapes(self) -> dict[int, EvseShape]:
+        """Each EVSE as its charge controller says (an EVSE without one, "meter-output", cannot limit the car)."""
+        shapes: dict[int, EvseShape] = {}
+        for evse_id in self.core.evses:
+            worker = self.controllers.get(evse_id)
+            if worker is None or not worker.controller.capabilities.senses_plug:
+                shapes[evse_id] = EvseShape(controllable=False)
+                continue
+            caps = worker.controller.capabilities
+            shapes[evse_id] = EvseShape(True, worker.max_current_a, caps.min_current_a, caps.phases)
+        return shapes
 
     # ------------------------------------------------------------------ what the others read
 
@@ -152,6 +183,34 @@ class StationRuntime:
         """Decide at once whether a remote start is accepted; the meter work follows in a task. Without an EVSE the
         first available one is taken."""
         return self._start(evse_id, connector_id, id_tag, StartSource.REMOTE, remote_start_id)
+
+    def remote_start_with_profile(
+        self,
+        evse_id: int | None,
+        id_tag: str,
+        profile: ChargingProfile,
+        *,
+        ocpp16: bool,
+        remote_start_id: int | None = None,
+        connector_id: int = 1,
+    ) -> tuple[Outcome, Refusal | None]:
+        """A remote start with a chargingProfile (1.6 §5.11, K05): the profile is checked as the TxProfile of the
+        transaction about to start (a bad one refuses the start, K05.FR.05) and installed once it has. Where no EVSE
+        can control the current the profile is ignored (K05.FR.04)."""
+        if not self.smart.available:
+            return self.remote_start(evse_id, id_tag, remote_start_id, connector_id), None
+        if evse_id is None:
+            free = self.core.first_available()
+            if free is None:
+                return Outcome(False, reason="no EVSE is available"), None
+            evse_id, connector_id = free
+        checked = self.smart.check_for_start(profile, evse_id, ocpp16=ocpp16)
+        if isinstance(checked, Refusal):
+            return Outcome(False, reason=checked.text), checked
+        outcome = self.remote_start(evse_id, id_tag, remote_start_id, connector_id)
+        if outcome.accepted and outcome.transaction is not None:
+            self.smart.attach(checked, outcome.transaction.ref, ocpp16=ocpp16)
+        return outcome, None
 
     async def local_start(self, evse_id: int | None, id_tag: str, connector_id: int = 1) -> Outcome:
         """A start from an identifier presented at the station (a card reader driver calls this): authorized by the
@@ -347,6 +406,10 @@ class StationRuntime:
                 self._restore(self.recovery.orphan(evse_id, self.clock()))
         for tx in left_open:
             self._restore(tx)
+        self.smart.purge_ended()  # TxProfiles of transactions that ended while the daemon was down
+        self._running_refs = frozenset(tx.ref for tx in self.core.running_transactions())
+        self.smart.refresh()  # the profiles kept in the store apply again, before any car draws
+        self.supervisor.keep_running(self.smart.run, "smart charging limits")
         for evse_id in self.meters:
             self.supervisor.keep_running(self._monitor(evse_id), f"meter monitor EVSE {evse_id}")
         self.sampler.start(self.supervisor)
@@ -388,6 +451,10 @@ class StationRuntime:
             log.info("request refused", request=type(event).__name__, reason=outcome.reason)
         for command in outcome.commands:
             self._execute(command)
+        running = frozenset(tx.ref for tx in self.core.running_transactions())
+        if running != self._running_refs:
+            self._running_refs = running
+            self.smart.transactions_changed()  # TxProfiles end with their transaction; the maximum is shared again
         return outcome
 
     def _execute(self, command: Command) -> None:

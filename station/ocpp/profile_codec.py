@@ -120,8 +120,8 @@ def from_v201(data: dict[str, Any], evse_id: int) -> ChargingProfile:
         raise ProfileFormatError("InvalidProfile", f"missing or malformed field {exc}") from None
 
 
-def _limit(value: float) -> float:
-    """1.6 limits are multiples of 0.1 (its schema); 2.0.1 takes the same."""
+def _limit16(value: float) -> float:
+    """1.6 limits are multiples of 0.1 (its schema: multipleOf 0.1); 2.0.1 takes any decimal, as given."""
     return round(value, 1)
 
 
@@ -131,10 +131,10 @@ def to_v16_schedule(composite: CompositeSchedule) -> dict[str, Any]:
         "duration": composite.duration,
         "start_schedule": iso(composite.start),
         "charging_rate_unit": composite.unit.value,
-        "charging_schedule_period": [_period(p.start, p.limit, p.phases) for p in composite.periods],
+        "charging_schedule_period": [_period(p.start, _limit16(p.limit), p.phases) for p in composite.periods],
     }
     if composite.min_rate is not None:
-        schedule["min_charging_rate"] = _limit(composite.min_rate)
+        schedule["min_charging_rate"] = _limit16(composite.min_rate)
     return schedule
 
 
@@ -150,7 +150,7 @@ def to_v201_schedule(composite: CompositeSchedule) -> dict[str, Any]:
 
 
 def _period(start: int, limit: float, phases: int | None, phase_to_use: int | None = None) -> dict[str, Any]:
-    period: dict[str, Any] = {"start_period": start, "limit": _limit(limit)}
+    period: dict[str, Any] = {"start_period": start, "limit": limit}
     if phases is not None:
         period["number_phases"] = phases
     if phase_to_use is not None:
@@ -159,7 +159,8 @@ def _period(start: int, limit: float, phases: int | None, phase_to_use: int | No
 
 
 def to_v201_profile(profile: ChargingProfile) -> dict[str, Any]:
-    """An installed profile as 2.0.1 ChargingProfileType (ReportChargingProfiles, K09)."""
+    """An installed profile as 2.0.1 ChargingProfileType (ReportChargingProfiles, K09): as the CSMS sent it
+    (TC_K_01_CS / TC_K_13_CS: "the same profile is reported as sent")."""
     s = profile.schedule
     schedule: dict[str, Any] = {
         "id": s.id,
@@ -171,7 +172,7 @@ def to_v201_profile(profile: ChargingProfile) -> dict[str, Any]:
     if s.duration is not None:
         schedule["duration"] = s.duration
     if s.min_rate is not None:
-        schedule["min_charging_rate"] = _limit(s.min_rate)
+        schedule["min_charging_rate"] = s.min_rate
     out: dict[str, Any] = {
         "id": profile.id,
         "stack_level": profile.stack_level,

@@ -15,6 +15,7 @@ K08), including a TxDefaultProfile for transactions started offline. TxProfiles 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -249,7 +250,7 @@ class SmartCharging:
             now = self.clock()
             boundary = next_boundary(self.book.all, now, self.site())
             wait = LONGEST_SLEEP if boundary is None else min(LONGEST_SLEEP, (boundary - now).total_seconds())
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, wait))
-            except TimeoutError:
-                pass
+            # asyncio.timeout, not wait_for: a wake-up at the moment of a cancellation must not swallow it (3.11)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, wait)):
+                    await self._wake.wait()

@@ -20,6 +20,7 @@ from station.cli import main
 from station.config import parse_config
 from station.demo.csms import LocalCsms
 from station.diag import client
+from station.diag.server import MAX_SCHEDULE_PERIODS
 from station.meter import ocmf
 from station.meter.transparency import read_transparency_xml
 from station.smart.profiles import ChargingProfile, Kind, Period, Purpose, RateUnit, Schedule
@@ -338,3 +339,12 @@ async def test_schedule_shows_the_limit_now_the_profiles_and_the_next_24_hours(t
                 assert answer == {"ok": False, "error": '"evse" must be one of the EVSE ids 1 (0: the station)'}, bad
         assert sorted(p.id for p in station.store.charging_profiles()) == [2, 5]
         assert station.runtime.smart.applied == {1: 10.0}
+
+        # Bounded: a schedule of 1024 periods a minute apart (alternating 8 A and 12 A) is cut at 1000 periods.
+        start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
+        periods = tuple(Period(60 * i, 8.0 + 4 * (i % 2)) for i in range(1024))
+        busy = ChargingProfile(7, 1, 3, Purpose.TX_DEFAULT, Kind.ABSOLUTE, Schedule(RateUnit.A, periods, start=start))
+        assert station.runtime.smart.install(busy, ocpp16=True) is None
+        [evse] = (await ask(sock, {"command": "schedule", "evse": 1}))["schedule"]["evses"]
+        assert evse["schedule"]["truncated"] is True and len(evse["schedule"]["periods"]) == MAX_SCHEDULE_PERIODS
+        assert evse["set_by"] == [7] and evse["profiles"][1]["periods"] == 1024

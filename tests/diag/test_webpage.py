@@ -407,7 +407,7 @@ async def test_the_page_in_a_real_browser_draws_the_charging_schedule(tmp_path: 
         assert match, "no schedule chart for EVSE 1"
         chart = match.group(0)
         assert re.search(r'<div class="schedule" data-evse="1"><h3>EVSE 1</h3><p>limit now: 10 A \(profile 2 ', dom)
-        assert ">limit (A)<" in chart
+        assert ">limit (A per phase)<" in chart
         amps = re.findall(r'<text class="tick amps"[^>]*>(\d+)</text>', chart)
         assert amps[0] == "0" and int(amps[-1]) >= 32 and len(amps) >= 3, amps  # up to the controller's 32 A
         hours = re.findall(r'<text class="tick time"[^>]*>(\d\d:\d\d)</text>', chart)

@@ -138,7 +138,7 @@ function hhmm(ms) {
 }
 
 function scheduleChart(id, s, hardware, width) {
-  const height = 200, left = 44, right = 12, top = 22, bottom = 28;
+  const height = 210, left = 44, right = 12, top = 34, bottom = 28;
   const start = Date.parse(s.start), span = (s.duration || 86400) * 1000, end = start + span;
   const periods = s.periods.slice(0, MAX_PERIODS);
   const peak = periods.reduce((m, p) => Math.max(m, p.limit), hardware || 0) || 1;
@@ -149,7 +149,7 @@ function scheduleChart(id, s, hardware, width) {
   const root = document.createElementNS(SVG, "svg");
   for (const [k, v] of Object.entries({ id, class: "schedule-chart", viewBox: `0 0 ${width} ${height}`, width, height,
     role: "img", "aria-label": "charging limit (A) over the next 24 h" })) root.setAttribute(k, String(v));
-  svg(root, "text", { class: "unit", x: left, y: 14 }, "limit (A)");
+  svg(root, "text", { class: "unit", x: 4, y: 13 }, "limit (A per phase)");
   for (let a = 0; a <= yMax + step / 1000; a += step) {
     svg(root, "line", { class: "grid", x1: left, x2: width - right, y1: y(a), y2: y(a) });
     svg(root, "text", { class: "tick amps", x: left - 6, y: y(a) + 4, "text-anchor": "end" }, String(a));
@@ -171,7 +171,7 @@ function scheduleChart(id, s, hardware, width) {
   }
   const now = x(Math.min(end, Math.max(start, Date.now())));
   svg(root, "line", { class: "now", x1: now, x2: now, y1: top - 4, y2: height - bottom });
-  svg(root, "text", { class: "now", x: now + 3, y: top - 6 }, "now");
+  svg(root, "text", { class: "now", x: now + 3, y: top - 5 }, "now");
   return root;
 }
 

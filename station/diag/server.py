@@ -187,7 +187,7 @@ def schedule_report(station: Station, evse_id: int | None = None) -> dict[str, A
     smart = station.runtime.smart
     now = smart.clock()
     limits = smart.limits()
-    ids = sorted(smart.evses) if evse_id is None else [evse_id] if evse_id != 0 else []
+    ids = sorted(smart.evses) if evse_id is None else [] if evse_id == 0 else [evse_id]
     evses = []
     for e in ids:
         shape = smart.evses[e]

@@ -1,13 +1,15 @@
 """The technician's web page: the same status as `station diag status`, a live power/energy chart of the running
-transaction, and the transaction list with verification results. Read-only.
+transaction, each EVSE's charging schedule of the next 24 h, and the transaction list with verification results.
+Read-only.
 
 HTTP is aiohttp's low-level server (parsing, keep-alive, header limits, HEAD), bound to the address in
 `[diagnostics] http` (127.0.0.1 or the board's service interface); what it serves is ours: GET and HEAD only, behind
 HTTP Basic auth with `[diagnostics] http_password`, a strict Content-Security-Policy on every answer, and nothing
 loaded from elsewhere. The page is rendered on the server (status, tables and the chart as SVG), so it shows content
-before any JavaScript runs; the script only refreshes it. Wrong passwords are rate-limited per client address with an
-exponential delay; one address's failures never lock out another, and a correct password from an address that is
-not itself in back-off always gets in. Connections are capped in number and lifetime.
+before any JavaScript runs; the script refreshes it and draws the charging schedule's step charts (issue 19 part 5)
+from /api/schedule, whose titles (each EVSE's limit now) are in the first paint. Wrong passwords are rate-limited
+per client address with an exponential delay; one address's failures never lock out another, and a correct password
+from an address that is not itself in back-off always gets in. Connections are capped in number and lifetime.
 """
 
 from __future__ import annotations

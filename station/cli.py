@@ -278,6 +278,8 @@ def _cmd_diag(args: argparse.Namespace) -> int:
         request["id"] = args.id
     if command in ("meter", "meter-test"):
         request["evse"] = args.evse
+    if command == "schedule" and args.evse is not None:
+        request["evse"] = args.evse
     if command == "log":
         return _diag_log(socket_path, request, follow=args.follow, as_json=args.json)
     try:
@@ -299,6 +301,8 @@ def _cmd_diag(args: argparse.Namespace) -> int:
         client.print_transactions(value, sys.stdout)
     elif command == "security-log":
         client.print_security_log(value, sys.stdout)
+    elif command == "schedule":
+        client.print_schedule(value, sys.stdout)
     else:
         client.print_transaction(value, sys.stdout)
     if command == "status":
@@ -556,6 +560,8 @@ def _add_diag(sub: argparse._SubParsersAction[_Parser]) -> None:
     d.add_argument("--last", type=int, default=50, metavar="N", help="how many recent frames to show (0..500)")
     d.add_argument("--follow", "-f", action="store_true", help="then keep printing new frames until Ctrl-C")
     command("security-log", "the security events (OCPP security log), newest first")
+    d = command("schedule", "smart charging: each EVSE's limit now, its charging profiles and the next 24 h")
+    d.add_argument("--evse", type=int, default=None, metavar="N", help="only this EVSE (0: the station; default all)")
 
 
 def _add_sim_meter(sub: argparse._SubParsersAction[_Parser], name: str, help: str) -> None:

@@ -90,7 +90,7 @@ async def test_station_alone_and_diag_alone_list_the_commands_one_line_each() ->
     assert "config_command" not in out and "{" not in out
     code, out, _ = await cli("diag")
     assert code == 0
-    for command in ("status", "meter", "meter-test", "transactions", "transaction", "log", "security-log"):
+    for command in ("status", "meter", "meter-test", "transactions", "transaction", "log", "security-log", "schedule"):
         assert any(x.startswith(f"  {command} ") for x in out.splitlines()), command
     code, out, err = await cli("config")
     assert code == 0 and "check" in out and "config_command" not in out + err
@@ -338,3 +338,49 @@ async def test_on_a_station_diag_needs_no_option(
         default_config.unlink()  # not readable to this technician: the unit's socket
         assert await asyncio.to_thread(main, ["diag", "status", "--json"]) == 0
         assert f'"station_id": "{STATION}"' in capsys.readouterr().out
+
+
+async def test_diag_schedule_plain_and_json(tmp_path: Path, csms: LocalCsms) -> None:
+    """Issue 19 part 5: `station diag schedule` says each EVSE's limit now and which profile sets it, lists the
+    profiles that apply and prints the next 24 h as a table (local time and UTC); --json prints the report; an
+    unknown EVSE exits 1 with the reason."""
+    from tests.diag.test_diag_socket import profiles_for_the_schedule
+
+    raw = config_for(tmp_path, csms.url)
+    raw["charge_controller"] = {"driver": "simulated", "control_socket": str(tmp_path / "car.sock")}
+    config = parse_config(raw)
+    sock = config.diagnostics.socket
+    async with running_station(config) as station:
+        await csms.wait_for("StatusNotification", lambda p: p["status"] == "Available")
+        code, out, err = await cli("diag", "schedule", "--socket", sock)
+        hardware = station.runtime.smart.evses[1].max_current_a
+        assert code == 0, err
+        assert (
+            out == f"EVSE 1 (simulated, {hardware:g} A max, 3 phases): no charging profiles: the controller's "
+            f"maximum {hardware:g} A\n"
+        )
+
+        for profile in profiles_for_the_schedule():
+            assert station.runtime.smart.install(profile, ocpp16=True) is None
+        code, out, err = await cli("diag", "schedule", "--evse", "1", "--socket", sock)
+        assert code == 0, err
+        lines = out.splitlines()
+        assert lines[0].endswith("limit now: 10 A (profile 2 TxDefaultProfile, stack level 0)"), out
+        assert lines[1] == "  profiles that apply:"
+        assert lines[2].startswith("    profile 5 ChargingStationMaxProfile, stack level 1, EVSE 0, Absolute, in A, ")
+        assert re.search(r"valid until \d{4}-\d\d-\d\d \d\d:\d\d UTC$", lines[2])
+        assert lines[3].startswith("    profile 2 TxDefaultProfile, stack level 0, every EVSE, Absolute, in A, ")
+        assert lines[3].endswith(", 2 period(s), valid always")
+        assert re.fullmatch(r"  next 24 h from \w{3} \d\d:\d\d local \(\d\d:\d\d UTC\):", lines[4])
+        assert lines[5].split() == ["from", "(local)", "from", "(UTC)", "limit"]
+        rows = [line.split() for line in lines[6:]]
+        assert [row[4:] for row in rows] == [["10", "A,", "3", "phases"], ["16", "A,", "3", "phases"]], out
+        assert all(re.fullmatch(r"\d\d:\d\d", row[1]) and re.fullmatch(r"\d\d:\d\d", row[3]) for row in rows)
+
+        code, out, err = await cli("diag", "schedule", "--json", "--socket", sock)
+        report = json.loads(out)
+        assert code == 0 and report["evses"][0]["set_by"] == [2] and report["station"]["station_cap_a"] == 25.0
+        code, out, err = await cli("diag", "schedule", "--evse", "0", "--socket", sock)
+        assert code == 0 and out.startswith("station (all EVSEs): the station maximum caps the sum at 25 A now\n")
+        code, out, err = await cli("diag", "schedule", "--evse", "7", "--socket", sock)
+        assert code == 1 and out == "" and '"evse" must be one of the EVSE ids 1' in err

@@ -9,6 +9,7 @@ import os
 import socket
 import tomllib
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -208,3 +209,105 @@ def print_meter_test(result: dict[str, Any], out: TextIO) -> None:
         mark = "ok  " if step["ok"] else "FAIL"
         print(f"  [{mark}] {step['step']} ({step['ms']} ms){': ' + step['error'] if not step['ok'] else ''}", file=out)
     print(("PASS: " if result["ok"] else "FAIL: ") + result["verdict"], file=out)
+
+
+# --------------------------------------------------------------------------- `diag schedule` (issue 19 part 5)
+
+
+def _amps(value: float) -> str:
+    return f"{value:g} A"
+
+
+def _profile_name(profile: dict[str, Any]) -> str:
+    return f"profile {profile['id']} {profile['purpose']}, stack level {profile['stack_level']}"
+
+
+def limit_text(evse: dict[str, Any]) -> str:
+    """One EVSE's limit now in words, e.g. "limit now: 10 A (profile 2 TxDefaultProfile, stack level 0)"; the web
+    page shows the same line above the EVSE's chart."""
+    if not evse["controllable"]:
+        return f"its current cannot be controlled (charge controller {evse['controller']}): no limit is applied"
+    hardware = _amps(evse["max_current_a"])
+    if not evse["profiles"]:
+        return f"no charging profiles: the controller's maximum {hardware}"
+    by = {p["id"]: p for p in evse["profiles"]}
+    names = "; ".join(_profile_name(by[i]) for i in evse["set_by"] if i in by)
+    applied, allowed = evse["applied_a"], evse["profile_limit_a"]
+    if applied is None:
+        return f"limit now: the controller's maximum {hardware} (no profile limits it now)"
+    text = f"limit now: {_amps(applied)}"
+    if allowed is not None and applied < allowed:
+        return f"{text} (the station's maximum shared between the charging EVSEs; the profiles allow {_amps(allowed)})"
+    return f"{text} ({names})" if names else f"{text} (the controller's maximum)"
+
+
+def _validity(profile: dict[str, Any]) -> str:
+    start, end = profile["valid_from"], profile["valid_to"]
+
+    def utc(at: str) -> str:
+        return at[:16].replace("T", " ") + " UTC"
+
+    if start is None and end is None:
+        text = "valid always"
+    elif end is None:
+        text = f"valid from {utc(start)}"
+    elif start is None:
+        text = f"valid until {utc(end)}"
+    else:
+        text = f"valid {utc(start)} .. {utc(end)}"
+    return text if profile["valid_now"] else text + " (NOT valid now)"
+
+
+def _print_periods(schedule: dict[str, Any], out: TextIO) -> None:
+    start = datetime.fromisoformat(schedule["start"])
+    print(f"  next 24 h from {start.astimezone():%a %H:%M} local ({start.astimezone(UTC):%H:%M} UTC):", file=out)
+    print("    from (local)  from (UTC)  limit", file=out)
+    for period in schedule["periods"]:
+        at = datetime.fromisoformat(period["at"])
+        phases = period["phases"]
+        extra = f", {phases} phase{'s' if phases != 1 else ''}" if phases is not None else ""
+        print(
+            f"    {at.astimezone():%a %H:%M}     {at.astimezone(UTC):%a %H:%M}   {_amps(period['limit'])}{extra}",
+            file=out,
+        )
+    if schedule["truncated"]:
+        print(
+            f"    ... more periods within the 24 h (only the first {len(schedule['periods'])} are reported)", file=out
+        )
+
+
+def _print_profiles(profiles: list[dict[str, Any]], out: TextIO) -> None:
+    for p in profiles:
+        kind = p["kind"] + (f" {p['recurrency']}" if p["recurrency"] else "")
+        where = "every EVSE" if p["evse_id"] == 0 and p["purpose"] == "TxDefaultProfile" else f"EVSE {p['evse_id']}"
+        print(
+            f"    {_profile_name(p)}, {where}, {kind}, in {p['unit']}, {p['periods']} period(s), {_validity(p)}",
+            file=out,
+        )
+
+
+def print_schedule(report: dict[str, Any], out: TextIO) -> None:
+    if not report["available"]:
+        print("no EVSE's current can be controlled: the station refuses charging profiles", file=out)
+    for evse in report["evses"]:
+        shape = f"{evse['controller']}, {_amps(evse['max_current_a'])} max, {evse['phases']} phases"
+        print(f"EVSE {evse['evse_id']} ({shape}): {limit_text(evse)}", file=out)
+        if evse["profiles"]:
+            print("  profiles that apply:", file=out)
+            _print_profiles(evse["profiles"], out)
+        if evse["controllable"] and evse["profiles"]:
+            _print_periods(evse["schedule"], out)
+    total = report["station"]
+    if total is not None and (total["profiles"] or len(report["evses"]) != 1):
+        cap = total["station_cap_a"]
+        if cap is None:
+            print(
+                f"station (all EVSEs): no station maximum now; the EVSEs' maximum {_amps(total['max_current_a'])}",
+                file=out,
+            )
+        else:
+            print(f"station (all EVSEs): the station maximum caps the sum at {_amps(cap)} now", file=out)
+        if total["profiles"]:
+            print("  profiles that apply:", file=out)
+            _print_profiles(total["profiles"], out)
+            _print_periods(total["schedule"], out)

@@ -18,6 +18,7 @@ import os
 import re
 import time
 from contextlib import suppress
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -30,6 +31,8 @@ from station.meter.ocmf import load_public_key
 from station.meter.transparency import to_transparency_xml
 from station.ocpp.connection import describe
 from station.ocpp.trace import FollowerLagged
+from station.smart.composite import CompositeSchedule, limits_at
+from station.smart.profiles import ChargingProfile, Purpose, RateUnit
 from station.store import StoredTransaction
 
 if TYPE_CHECKING:
@@ -43,8 +46,20 @@ IDLE_TIMEOUT = 60.0  # seconds a client may keep a connection open without sendi
 WRITE_TIMEOUT = 30.0  # seconds a client may leave an answer (or a followed frame) unread before it is dropped
 MAX_CLIENTS = 16  # connections at once; one more is told so and closed
 MIN_PREFIX = 6  # hex digits of a transaction reference that may stand for it (the web page shows 8)
-COMMANDS = ("status", "meter", "meter-test", "transactions", "transaction", "export", "log", "security-log")
+COMMANDS = (
+    "status",
+    "meter",
+    "meter-test",
+    "transactions",
+    "transaction",
+    "export",
+    "log",
+    "security-log",
+    "schedule",
+)
 EXPORT_FORMATS = ("transparency-xml",)
+SCHEDULE_S = 86400  # `schedule`: the composite schedule of the next 24 h
+MAX_SCHEDULE_PERIODS = 1000  # periods reported per EVSE (a day of 1024-period recurring profiles may have more)
 
 
 def status_report(station: Station) -> dict[str, Any]:
@@ -163,6 +178,132 @@ def plain_csms_error(raw: str, url: str) -> str:
     if kind in ("ConnectionResetError", "BrokenPipeError"):
         return f"the connection to the CSMS at {where} broke off"
     return raw
+
+
+def schedule_report(station: Station, evse_id: int | None = None) -> dict[str, Any]:
+    """Issue 19 part 5: what smart charging does to each EVSE (or the one asked; 0 is the station as a whole): the
+    limit handed to its charge controller now, what the profiles allow now and which profile sets it, its hardware,
+    the installed profiles that apply to it, and the composite schedule of the next 24 h in amperes per phase."""
+    smart = station.runtime.smart
+    now = smart.clock()
+    limits = smart.limits()
+    ids = sorted(smart.evses) if evse_id is None else [] if evse_id == 0 else [evse_id]
+    evses = []
+    for e in ids:
+        shape = smart.evses[e]
+        profiles = [p for p in smart.book.all if p.evse_id in (0, e) and _applies_to(p, e, station)]
+        evses.append(
+            {
+                "evse_id": e,
+                "controllable": shape.controllable,
+                "controller": station.config.evse(e).charge_controller.driver,
+                "max_current_a": shape.max_current_a,
+                "min_current_a": shape.min_current_a,
+                "phases": shape.phases,
+                # None: no limit (the controller's maximum); absent from `applied`: never handed one.
+                "applied_a": smart.applied.get(e) if shape.controllable else None,
+                "profile_limit_a": limits.per_evse_a.get(e),
+                "min_rate_a": limits.min_rate_a.get(e),
+                "set_by": _set_by(smart.book.all, profiles, e, limits.per_evse_a.get(e), shape.max_current_a, station),
+                "profiles": [_profile_entry(p, now) for p in sorted(profiles, key=_profile_order)],
+                "schedule": _schedule_entry(smart.composite(e, SCHEDULE_S, RateUnit.A)),
+            }
+        )
+    total = None
+    if evse_id in (None, 0):
+        profiles = [p for p in smart.book.all if p.purpose is Purpose.STATION_MAX]
+        total = {
+            "evse_id": 0,
+            "max_current_a": sum(s.max_current_a for s in smart.evses.values()),
+            "station_cap_a": limits.station_cap_a,
+            "profiles": [_profile_entry(p, now) for p in sorted(profiles, key=_profile_order)],
+            "schedule": _schedule_entry(smart.composite(0, SCHEDULE_S, RateUnit.A)),
+        }
+    return {
+        "now": now.isoformat(),
+        "available": smart.available,  # whether any EVSE's current can be controlled
+        "installed": len(smart.book.all),
+        "nominal_voltage": smart.nominal_voltage,
+        "evses": evses,
+        "station": total,
+    }
+
+
+def _applies_to(profile: ChargingProfile, evse_id: int, station: Station) -> bool:
+    if profile.purpose is not Purpose.TX:
+        return True
+    tx = station.runtime.core.evses[evse_id].transaction
+    return tx is not None and profile.transaction_ref == tx.ref
+
+
+def _profile_order(profile: ChargingProfile) -> tuple[int, int, int]:
+    order = {Purpose.STATION_MAX: 0, Purpose.TX: 1, Purpose.TX_DEFAULT: 2}
+    return order[profile.purpose], -profile.stack_level, profile.id
+
+
+def _profile_entry(profile: ChargingProfile, now: datetime) -> dict[str, Any]:
+    schedule = profile.schedule
+    return {
+        "id": profile.id,
+        "purpose": profile.purpose.value,
+        "stack_level": profile.stack_level,
+        "evse_id": profile.evse_id,
+        "kind": profile.kind.value,
+        "recurrency": profile.recurrency.value if profile.recurrency else None,
+        "valid_from": profile.valid_from.isoformat() if profile.valid_from else None,
+        "valid_to": profile.valid_to.isoformat() if profile.valid_to else None,
+        "valid_now": profile.valid_at(now),
+        "unit": schedule.unit.value,
+        "start": schedule.start.isoformat() if schedule.start else None,
+        "duration": schedule.duration,
+        "periods": len(schedule.periods),
+        "transaction_ref": profile.transaction_ref,
+        "source": profile.source,
+    }
+
+
+def _set_by(
+    book: tuple[ChargingProfile, ...],
+    candidates: list[ChargingProfile],
+    evse_id: int,
+    limit: float | None,
+    hardware: float,
+    station: Station,
+) -> list[int]:
+    """The profiles that set the EVSE's limit now: those without which it would be different; at a tie (two give the
+    same limit), those that alone would give it. None when the hardware maximum is the limit."""
+    if limit is None or limit >= hardware:
+        return []
+    smart = station.runtime.smart
+    now, site = smart.clock(), smart.site()
+    binding = [
+        p.id
+        for p in candidates
+        if limits_at([q for q in book if q.id != p.id], now, site).per_evse_a.get(evse_id) != limit
+    ]
+    if binding:
+        return binding
+    return [p.id for p in candidates if limits_at([p], now, site).per_evse_a.get(evse_id) == limit]
+
+
+def _schedule_entry(composite: CompositeSchedule) -> dict[str, Any]:
+    periods = composite.periods[:MAX_SCHEDULE_PERIODS]
+    return {
+        "start": composite.start.isoformat(),
+        "duration": composite.duration,
+        "unit": composite.unit.value,
+        "min_rate": composite.min_rate,
+        "periods": [
+            {
+                "start": p.start,
+                "at": (composite.start + timedelta(seconds=p.start)).isoformat(),
+                "limit": p.limit,
+                "phases": p.phases,
+            }
+            for p in periods
+        ],
+        "truncated": len(composite.periods) > len(periods),
+    }
 
 
 class AmbiguousReference(LookupError):
@@ -489,6 +630,13 @@ class DiagnosticsServer:
                 return export_transaction(self.station, request.get("id"), request.get("format", "transparency-xml"))
             if command == "security-log":
                 return {"ok": True, "security_log": self.station.store.security_log(100)}
+            if command == "schedule":
+                evse = request.get("evse")
+                known_evses = sorted(self.station.runtime.smart.evses)
+                if evse is not None and (type(evse) is not int or evse not in (0, *known_evses)):
+                    known = ", ".join(str(e) for e in known_evses)
+                    return {"ok": False, "error": f'"evse" must be one of the EVSE ids {known} (0: the station)'}
+                return {"ok": True, "schedule": schedule_report(self.station, evse)}
             if command in ("meter", "meter-test"):
                 evse = request.get("evse", 1)
                 if isinstance(evse, bool) or evse not in self.station.meters:

@@ -1,13 +1,15 @@
 """The technician's web page: the same status as `station diag status`, a live power/energy chart of the running
-transaction, and the transaction list with verification results. Read-only.
+transaction, each EVSE's charging schedule of the next 24 h, and the transaction list with verification results.
+Read-only.
 
 HTTP is aiohttp's low-level server (parsing, keep-alive, header limits, HEAD), bound to the address in
 `[diagnostics] http` (127.0.0.1 or the board's service interface); what it serves is ours: GET and HEAD only, behind
 HTTP Basic auth with `[diagnostics] http_password`, a strict Content-Security-Policy on every answer, and nothing
 loaded from elsewhere. The page is rendered on the server (status, tables and the chart as SVG), so it shows content
-before any JavaScript runs; the script only refreshes it. Wrong passwords are rate-limited per client address with an
-exponential delay; one address's failures never lock out another, and a correct password from an address that is
-not itself in back-off always gets in. Connections are capped in number and lifetime.
+before any JavaScript runs; the script refreshes it and draws the charging schedule's step charts (issue 19 part 5)
+from /api/schedule, whose titles (each EVSE's limit now) are in the first paint. Wrong passwords are rate-limited
+per client address with an exponential delay; one address's failures never lock out another, and a correct password
+from an address that is not itself in back-off always gets in. Connections are capped in number and lifetime.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aiohttp import web
 
-from station.diag.server import recent_reports, status_report
+from station.diag.client import limit_text
+from station.diag.server import recent_reports, schedule_report, status_report
 
 if TYPE_CHECKING:
     from station.app import Station
@@ -272,6 +275,8 @@ class DiagnosticsPage:
             if not 1 <= last <= 200:
                 return _error(HTTPStatus.BAD_REQUEST, "last must be an integer 1..200")
             return _json(recent_reports(self.station, last))
+        if path == "/api/schedule":
+            return _json(page_schedule(self.station))
         if path == "/api/live":
             return _json({**self.live.as_json(), "now": datetime.now(UTC).isoformat()})
         if path == "/chart.svg":
@@ -379,8 +384,33 @@ def render_page(station: Station, live: LiveSeries) -> str:
     page = page.replace("<!--connectors-->", connectors)
     page = page.replace("<!--ev-->", "".join(ev_row(e) for e in status["ev"]))
     page = page.replace("<!--meters-->", "".join(meter_row(m) for m in status["meters"]))
+    page = page.replace("<!--schedule-->", render_schedule(page_schedule(station)))
     page = page.replace("<!--transactions-->", "".join(transaction_row(tx) for tx in recent_reports(station, 20)))
     return page.replace("<!--chart-->", render_chart(live, time.time(), 720, 320))
+
+
+def page_schedule(station: Station) -> dict[str, Any]:
+    """Issue 19 part 5: the `schedule` report of the diagnostics socket with each EVSE's limit in words (`summary`,
+    as `station diag schedule` says it) for the chart titles; app.js draws the charts from it."""
+    report = schedule_report(station)
+    for evse in report["evses"]:
+        evse["summary"] = limit_text(evse)
+    total = report["station"]
+    if total is not None:
+        cap = total["station_cap_a"]
+        total["summary"] = (
+            "no station maximum now" if cap is None else f"the station maximum caps the sum at {cap:g} A now"
+        )
+    return report
+
+
+def render_schedule(report: dict[str, Any]) -> str:
+    """The first paint of the schedule section: each EVSE's title and limit now (app.js adds the charts)."""
+    return "".join(
+        f'<div class="schedule" data-evse="{e["evse_id"]}"><h3>EVSE {e["evse_id"]}</h3>'
+        f'<p class="{"" if e["controllable"] else "muted"}">{_text(e["summary"])}</p></div>'
+        for e in report["evses"]
+    )
 
 
 def _running(tx: dict[str, Any] | None) -> str:

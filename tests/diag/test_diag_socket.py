@@ -9,6 +9,7 @@ import json
 import os
 import stat
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,10 @@ from station.cli import main
 from station.config import parse_config
 from station.demo.csms import LocalCsms
 from station.diag import client
+from station.diag.server import MAX_SCHEDULE_PERIODS
 from station.meter import ocmf
 from station.meter.transparency import read_transparency_xml
+from station.smart.profiles import ChargingProfile, Kind, Period, Purpose, RateUnit, Schedule
 
 STATION = "CP-DIAG"
 
@@ -150,6 +153,10 @@ async def test_bad_requests_get_errors_and_change_nothing(tmp_path: Path, csms: 
         writer.close()
         assert station.store.outbox_depth() == before
         assert station.runtime.core.evses[1].transaction is None
+        # Issue 19 part 5: without a charge controller (meter-output) the schedule says the current is not controlled.
+        [evse] = (await ask(sock, {"command": "schedule"}))["schedule"]["evses"]
+        assert evse["controllable"] is False and evse["applied_a"] is None
+        assert client.limit_text(evse).startswith("its current cannot be controlled (charge controller meter-output)")
         with pytest.raises(client.DiagError, match="no transaction"):
             await ask(sock, {"command": "transaction", "id": "nope"})
     assert not Path(sock).exists()
@@ -243,3 +250,101 @@ async def test_a_follower_dropped_for_lagging_is_told_why(tmp_path: Path, csms: 
         assert process.returncode == 1
         assert "log --follow: more than 4 frames behind; dropped" in err.decode(), err
         assert not trace._followers
+
+
+def smart_config(tmp_path: Path, url: str) -> dict[str, Any]:
+    """A station whose EVSE's current can be controlled (a simulated charge controller, no car plugged in)."""
+    return config_for(tmp_path, url) | {
+        "charge_controller": {"driver": "simulated", "control_socket": str(tmp_path / "car.sock")}
+    }
+
+
+def profiles_for_the_schedule() -> list[ChargingProfile]:
+    """A TxDefaultProfile for every EVSE (10 A now, 16 A in two hours) and a ChargingStationMaxProfile of 25 A."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    return [
+        ChargingProfile(
+            2,
+            0,
+            0,
+            Purpose.TX_DEFAULT,
+            Kind.ABSOLUTE,
+            Schedule(RateUnit.A, (Period(0, 10.0), Period(60 + 7200, 16.0)), start=now - timedelta(seconds=60)),
+        ),
+        ChargingProfile(
+            5,
+            0,
+            1,
+            Purpose.STATION_MAX,
+            Kind.ABSOLUTE,
+            Schedule(RateUnit.A, (Period(0, 25.0),), start=now - timedelta(seconds=60)),
+            valid_to=now + timedelta(days=2),
+        ),
+    ]
+
+
+async def test_schedule_shows_the_limit_now_the_profiles_and_the_next_24_hours(tmp_path: Path, csms: LocalCsms) -> None:
+    """Issue 19 part 5: `schedule` answers, per EVSE, the limit handed to the charge controller, the profile that
+    sets it, the profiles installed (in the store, through the runtime), and the composite schedule of the next 24 h;
+    bad "evse" values get an error and change nothing."""
+    config = parse_config(smart_config(tmp_path, csms.url))
+    sock = config.diagnostics.socket
+    async with running_station(config) as station:
+        await csms.wait_for("StatusNotification", lambda p: p["status"] == "Available")
+        report = (await ask(sock, {"command": "schedule"}))["schedule"]
+        [evse] = report["evses"]
+        assert report["available"] is True and report["installed"] == 0
+        assert evse["controllable"] is True and evse["controller"] == "simulated" and evse["profiles"] == []
+        assert evse["applied_a"] is None  # no profile: the controller's maximum
+        assert [(p["start"], p["limit"]) for p in evse["schedule"]["periods"]] == [(0, evse["max_current_a"])]
+        assert client.limit_text(evse) == f"no charging profiles: the controller's maximum {evse['max_current_a']:g} A"
+
+        for profile in profiles_for_the_schedule():
+            assert station.runtime.smart.install(profile, ocpp16=True) is None
+        assert sorted(p.id for p in station.store.charging_profiles()) == [2, 5]
+
+        report = (await ask(sock, {"command": "schedule", "evse": 1}))["schedule"]
+        [evse] = report["evses"]
+        assert report["station"] is None and report["installed"] == 2
+        assert evse["applied_a"] == 10.0 and evse["profile_limit_a"] == 10.0 and evse["set_by"] == [2]
+        assert [(p["id"], p["purpose"]) for p in evse["profiles"]] == [
+            (5, "ChargingStationMaxProfile"),
+            (2, "TxDefaultProfile"),
+        ]
+        station_max = evse["profiles"][0]
+        assert station_max["stack_level"] == 1 and station_max["kind"] == "Absolute" and station_max["valid_now"]
+        assert station_max["valid_to"] is not None and station_max["valid_from"] is None
+        schedule = evse["schedule"]
+        assert schedule["duration"] == 86400 and schedule["unit"] == "A" and not schedule["truncated"]
+        [(first, ten), (later, sixteen)] = [(p["start"], p["limit"]) for p in schedule["periods"]]
+        assert first == 0 and ten == 10.0 and 7190 <= later <= 7200 and sixteen == 16.0
+        at = datetime.fromisoformat(schedule["periods"][1]["at"])
+        assert at - datetime.fromisoformat(schedule["start"]) == timedelta(seconds=later)
+        assert client.limit_text(evse) == "limit now: 10 A (profile 2 TxDefaultProfile, stack level 0)"
+
+        whole = (await ask(sock, {"command": "schedule", "evse": 0}))["schedule"]
+        assert whole["evses"] == [] and whole["station"]["station_cap_a"] == 25.0
+        assert [p["id"] for p in whole["station"]["profiles"]] == [5]
+        assert whole["station"]["schedule"]["periods"][0]["limit"] == 10.0  # the one EVSE's limit, under the cap
+
+        for bad in ('"1"', "9", "-1", "true", "1.0", "[1]", "null"):
+            reader, writer = await asyncio.open_unix_connection(sock)
+            writer.write(b'{"command": "schedule", "evse": ' + bad.encode() + b"}\n")
+            await writer.drain()
+            answer = json.loads(await reader.readline())
+            writer.close()
+            if bad == "null":  # the same as not asking for one EVSE
+                assert answer["ok"] is True and len(answer["schedule"]["evses"]) == 1
+            else:
+                assert answer == {"ok": False, "error": '"evse" must be one of the EVSE ids 1 (0: the station)'}, bad
+        assert sorted(p.id for p in station.store.charging_profiles()) == [2, 5]
+        assert station.runtime.smart.applied == {1: 10.0}
+
+        # Bounded: a schedule of 1024 periods a minute apart (alternating 8 A and 12 A) is cut at 1000 periods.
+        start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
+        periods = tuple(Period(60 * i, 8.0 + 4 * (i % 2)) for i in range(1024))
+        busy = ChargingProfile(7, 1, 3, Purpose.TX_DEFAULT, Kind.ABSOLUTE, Schedule(RateUnit.A, periods, start=start))
+        assert station.runtime.smart.install(busy, ocpp16=True) is None
+        [evse] = (await ask(sock, {"command": "schedule", "evse": 1}))["schedule"]["evses"]
+        assert evse["schedule"]["truncated"] is True and len(evse["schedule"]["periods"]) == MAX_SCHEDULE_PERIODS
+        assert evse["set_by"] == [7] and evse["profiles"][1]["periods"] == 1024

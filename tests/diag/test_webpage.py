@@ -257,7 +257,8 @@ async def test_connections_are_capped_and_a_slow_client_cannot_hold_one(
 
 def test_page_loads_nothing_from_elsewhere() -> None:
     for name in ("index.html", "app.js", "style.css"):
-        text = (WEB / name).read_text()
+        # The SVG namespace name (app.js's createElementNS, issue 19 part 5) is a name, never fetched.
+        text = (WEB / name).read_text().replace('"http://www.w3.org/2000/svg"', '"svg-namespace"')
         assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", text, re.I), name
         assert "@import" not in text
     assert sum((WEB / n).stat().st_size for n in ("index.html", "app.js", "style.css")) < 20_000  # light
@@ -351,3 +352,67 @@ async def test_the_page_in_a_real_browser_shows_status_live_chart_and_verified_t
             ">verified<" in rows[0] and ">delivered<" in rows[0] and str(csms.assigned_transaction_ids[-1]) in rows[0]
         )
         assert element(dom, "live-caption") == "no transaction running"
+
+
+# ---------------------------------------------------------------------- the charging schedule (issue 19 part 5)
+
+
+def smart_config(tmp_path: Path, url: str) -> dict[str, Any]:
+    """The page on a station whose EVSE's current can be controlled (a simulated charge controller)."""
+    return config_for(tmp_path, url) | {
+        "charge_controller": {"driver": "simulated", "control_socket": str(tmp_path / "car.sock")}
+    }
+
+
+async def test_the_schedule_is_served_behind_the_password_and_in_the_first_paint(
+    tmp_path: Path, csms: LocalCsms
+) -> None:
+    """Issue 19 part 5: /api/schedule is the socket's `schedule` report with each EVSE's limit in words, behind the
+    same password as the rest; the page's first paint names each EVSE's limit now."""
+    from tests.diag.test_diag_socket import profiles_for_the_schedule
+
+    async with running_station(parse_config(smart_config(tmp_path, csms.url))) as station:
+        await csms.wait_for("StatusNotification", lambda p: p["status"] == "Available")
+        for profile in profiles_for_the_schedule():
+            assert station.runtime.smart.install(profile, ocpp16=True) is None
+        url = base_url(station)
+        assert (await fetch(url + "/api/schedule"))[0] == 401
+        assert (await fetch(url + "/api/schedule", "wrong-password"))[0] == 401
+        code, headers, body = await fetch(url + "/api/schedule", PASSWORD)
+        report = json.loads(body)
+        assert code == 200 and headers["Content-Type"].startswith("application/json")
+        [evse] = report["evses"]
+        assert evse["summary"] == "limit now: 10 A (profile 2 TxDefaultProfile, stack level 0)"
+        assert [p["limit"] for p in evse["schedule"]["periods"]] == [10.0, 16.0]
+        assert report["station"]["summary"] == "the station maximum caps the sum at 25 A now"
+        page = (await fetch(url + "/", PASSWORD))[2].decode()
+        assert '<div class="schedule" data-evse="1"><h3>EVSE 1</h3>' in page
+        assert "limit now: 10 A (profile 2 TxDefaultProfile, stack level 0)" in page
+
+
+@pytest.mark.slow  # headless Chromium
+async def test_the_page_in_a_real_browser_draws_the_charging_schedule(tmp_path: Path, csms: LocalCsms) -> None:
+    """Issue 19 part 5: app.js draws each EVSE's next 24 h as a step chart (inline SVG): amperes on the y axis with
+    labels, hours on the x axis, the moment now marked, a title per EVSE; and the station's, capped by its
+    maximum."""
+    from tests.diag.test_diag_socket import profiles_for_the_schedule
+
+    async with running_station(parse_config(smart_config(tmp_path, csms.url))) as station:
+        await csms.wait_for("StatusNotification", lambda p: p["status"] == "Available")
+        for profile in profiles_for_the_schedule():
+            assert station.runtime.smart.install(profile, ocpp16=True) is None
+        dom = await render(base_url(station) + "/")
+        assert element(dom, "updated").startswith("updated ")  # app.js's refresh went through
+        match = re.search(r'<svg id="schedule-1" class="schedule-chart".*?</svg>', dom, re.S)
+        assert match, "no schedule chart for EVSE 1"
+        chart = match.group(0)
+        assert re.search(r'<div class="schedule" data-evse="1"><h3>EVSE 1</h3><p>limit now: 10 A \(profile 2 ', dom)
+        assert ">limit (A per phase)<" in chart
+        amps = re.findall(r'<text class="tick amps"[^>]*>(\d+)</text>', chart)
+        assert amps[0] == "0" and int(amps[-1]) >= 32 and len(amps) >= 3, amps  # up to the controller's 32 A
+        hours = re.findall(r'<text class="tick time"[^>]*>(\d\d:\d\d)</text>', chart)
+        assert len(hours) >= 7 and all(h.endswith(":00") for h in hours), hours  # every 3 h over the day
+        assert re.search(r'<line class="now"', chart) and '<text class="now"' in chart and ">now<" in chart
+        [step] = re.findall(r'<path class="step" d="([^"]+)"', chart)
+        assert step.startswith("M") and step.count("V") == 1  # 10 A, then one step up to 16 A
+        assert '<svg id="schedule-0" class="schedule-chart"' in dom and "station (all EVSEs)" in dom

@@ -117,6 +117,95 @@ async function showChart() {
   if (chart.nodeName === "svg") box.replaceChildren(document.importNode(chart, true));
 }
 
+// Issue 19 part 5: each EVSE's composite schedule of the next 24 h as a step chart, drawn here as inline SVG from
+// /api/schedule (asked for every 30 s; the "now" line moves at every refresh).
+const SVG = "http://www.w3.org/2000/svg";
+const MAX_PERIODS = 1000; // the server reports at most 1000 per EVSE; never draw more
+let schedule = null;
+let scheduleAt = 0;
+
+function svg(parent, name, attrs, content) {
+  const el = document.createElementNS(SVG, name);
+  for (const [key, value] of Object.entries(attrs)) el.setAttribute(key, String(value));
+  if (content !== undefined) el.textContent = content;
+  parent.appendChild(el);
+  return el;
+}
+
+function hhmm(ms) {
+  const d = new Date(ms);
+  return String(d.getHours()).padStart(2, "0") + ":" + String(d.getMinutes()).padStart(2, "0");
+}
+
+function scheduleChart(id, s, hardware, width) {
+  const height = 210, left = 44, right = 12, top = 34, bottom = 28;
+  const start = Date.parse(s.start), span = (s.duration || 86400) * 1000, end = start + span;
+  const periods = s.periods.slice(0, MAX_PERIODS);
+  const peak = periods.reduce((m, p) => Math.max(m, p.limit), hardware || 0) || 1;
+  const step = [1, 2, 4, 5, 8, 10, 16, 20, 25, 50, 100, 200, 500, 1000].find((n) => peak / n <= 5) || peak / 4;
+  const yMax = step * Math.ceil(peak / step);
+  const x = (t) => left + (t - start) / span * (width - left - right);
+  const y = (a) => top + (1 - a / yMax) * (height - top - bottom);
+  const root = document.createElementNS(SVG, "svg");
+  for (const [k, v] of Object.entries({ id, class: "schedule-chart", viewBox: `0 0 ${width} ${height}`, width, height,
+    role: "img", "aria-label": "charging limit (A) over the next 24 h" })) root.setAttribute(k, String(v));
+  svg(root, "text", { class: "unit", x: 4, y: 13 }, "limit (A per phase)");
+  for (let a = 0; a <= yMax + step / 1000; a += step) {
+    svg(root, "line", { class: "grid", x1: left, x2: width - right, y1: y(a), y2: y(a) });
+    svg(root, "text", { class: "tick amps", x: left - 6, y: y(a) + 4, "text-anchor": "end" }, String(a));
+  }
+  const hours = width < 480 ? 6 : 3;
+  const tick = new Date(start);
+  tick.setMinutes(0, 0, 0);
+  do tick.setHours(tick.getHours() + 1); while (tick.getHours() % hours);
+  for (let t = tick.getTime(); t <= end; t += hours * 3600000) {
+    svg(root, "line", { class: "grid", x1: x(t), x2: x(t), y1: top, y2: height - bottom });
+    svg(root, "text", { class: "tick time", x: x(t), y: height - bottom + 16, "text-anchor": "middle" }, hhmm(t));
+  }
+  svg(root, "line", { class: "axis", x1: left, x2: left, y1: top, y2: height - bottom });
+  svg(root, "line", { class: "axis", x1: left, x2: width - right, y1: height - bottom, y2: height - bottom });
+  if (periods.length) {
+    let d = `M${x(start).toFixed(1)},${y(periods[0].limit).toFixed(1)}`;
+    for (const p of periods.slice(1)) d += `H${x(start + p.start * 1000).toFixed(1)}V${y(p.limit).toFixed(1)}`;
+    svg(root, "path", { class: "step", d: d + `H${x(end).toFixed(1)}` });
+  }
+  const now = x(Math.min(end, Math.max(start, Date.now())));
+  svg(root, "line", { class: "now", x1: now, x2: now, y1: top - 4, y2: height - bottom });
+  svg(root, "text", { class: "now", x: now + 3, y: top - 5 }, "now");
+  return root;
+}
+
+function showSchedule(report) {
+  const box = document.getElementById("schedule");
+  const width = Math.max(320, Math.round(box.clientWidth || 720));
+  const blocks = report.evses.map((e) => ({ title: "EVSE " + e.evse_id, e, drawn: e.controllable }));
+  if (report.station && report.station.profiles.length) {
+    blocks.push({ title: "station (all EVSEs)", e: report.station, drawn: true });
+  }
+  box.replaceChildren();
+  for (const { title, e, drawn } of blocks) {
+    const div = document.createElement("div");
+    div.className = "schedule";
+    div.dataset.evse = e.evse_id;
+    const h = document.createElement("h3");
+    h.textContent = title;
+    const p = document.createElement("p");
+    p.textContent = e.summary;
+    if (!drawn) p.className = "muted";
+    div.append(h, p);
+    if (drawn) div.appendChild(scheduleChart("schedule-" + e.evse_id, e.schedule, e.max_current_a, width));
+    box.appendChild(div);
+  }
+}
+
+async function refreshSchedule() {
+  if (!schedule || Date.now() - scheduleAt > 30000) {
+    schedule = await (await get("/api/schedule")).json();
+    scheduleAt = Date.now();
+  }
+  showSchedule(schedule);
+}
+
 async function refresh() {
   try {
     const [status, live, transactions] = await Promise.all([
@@ -126,6 +215,7 @@ async function refresh() {
     showLive(await live.json());
     showTransactions(await transactions.json());
     await showChart();
+    await refreshSchedule();
     text("updated", "updated " + new Date().toLocaleTimeString(), "muted");
   } catch (error) {
     text("updated", "cannot reach the daemon: " + error.message, "bad");

@@ -617,3 +617,9 @@ class SettingsPolicy:
 
     def stop_when_energy_stops(self) -> bool:
         return self.settings.value("TxStopPoint") == "EnergyTransfer"
+
+    def limit_change_significance(self) -> float:
+        try:
+            return float(self.settings.value("LimitChangeSignificance"))
+        except ValueError:
+            return 10.0

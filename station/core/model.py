@@ -73,6 +73,7 @@ class ConnectorStatus(enum.StrEnum):
     FINISHING = "Finishing"
     FAULTED = "Faulted"
     UNAVAILABLE = "Unavailable"
+    RESERVED = "Reserved"  # held for a reservation (1.6 §5.13, 2.0.1 H01.FR.20 / H01.FR.23)
 
 
 class StopReason(enum.StrEnum):
@@ -155,6 +156,7 @@ class Transaction:
     start_trigger: str = ""  # what completed the start when it was not the authorization: "CablePluggedIn"
     identification: tuple[str, tuple[str, ...]] = ("CENTRAL", ("OCPP_RS",))  # OCMF IT and IF for the meter
     meter: MeterStamp | None = None  # the meter of the EVSE when it started the transaction
+    reservation_id: int | None = None  # the reservation this transaction used (ended), for the CSMS to hear
 
 
 @dataclass(frozen=True)
@@ -204,6 +206,28 @@ class Layout:
         return None
 
 
+# ---- reservations (1.6 §5.13, 2.0.1 H01-H04)
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """An EVSE (or, with `evse_id` None, any EVSE: 1.6 connector 0, 2.0.1 no evseId) held for an identifier until
+    `expires_at`. `group_id` is the 1.6 parentIdTag / 2.0.1 groupIdToken: an identifier of that group may use it."""
+
+    id: int
+    evse_id: int | None
+    id_tag: str
+    expires_at: datetime
+    group_id: str | None = None
+    connector_type: str | None = None  # 2.0.1 connectorType asked for (every connector here has the same type)
+
+    def matches(self, id_tag: str, group_id: str | None) -> bool:
+        """1.6 §5.13: the incoming idTag or its parent idTag match the reservation's; 2.0.1 H03.FR.01-06."""
+        if id_tag == self.id_tag:
+            return True
+        return self.group_id is not None and group_id is not None and group_id == self.group_id
+
+
 # ---------------------------------------------------------------- events (adapters -> core)
 
 
@@ -221,6 +245,7 @@ class StartRequested:
     # How the identifier was obtained and checked, as the meter signs it (OCMF IT and IF)
     identification: tuple[str, tuple[str, ...]] = ("CENTRAL", ("OCPP_RS",))
     stop_when_energy_stops: bool = False  # TxStopPoint EnergyTransfer: the transaction ends when the energy stops
+    group_id: str | None = None  # the identifier's parentIdTag / groupIdToken, as the local list or cache knows it
 
 
 @dataclass(frozen=True)
@@ -344,6 +369,34 @@ class CurrentLimitChanged:
     amps: float | None
 
 
+# ---- reservations (events)
+
+
+@dataclass(frozen=True)
+class ReserveRequested:
+    """ReserveNow: place (or, with the id of one held, replace) a reservation. The Outcome's `answer` is the
+    ReservationStatus: Accepted, Occupied, Faulted, Unavailable or Rejected."""
+
+    reservation: Reservation
+    at: datetime
+
+
+@dataclass(frozen=True)
+class ReservationCancelled:
+    """CancelReservation (answer Accepted, or Rejected when no reservation has this id)."""
+
+    reservation_id: int
+
+
+@dataclass(frozen=True)
+class ReservationExpired:
+    """The watch of a reservation (WatchReservation) reached its expiry; stale when the reservation is gone or was
+    replaced by one with another expiry."""
+
+    reservation_id: int
+    expires_at: datetime
+
+
 Event = (
     StartRequested
     | MeterStarted
@@ -361,6 +414,9 @@ Event = (
     | ConnectionTimedOut
     | UnlockRequested
     | CurrentLimitChanged
+    | ReserveRequested
+    | ReservationCancelled
+    | ReservationExpired
 )
 
 
@@ -451,6 +507,33 @@ class OfferCurrent:
     amps: float | None
 
 
+# ---- reservations (commands)
+
+
+@dataclass(frozen=True)
+class RecordReservation:
+    """Keep a placed (or replaced) reservation in the store: it outlives a restart."""
+
+    reservation: Reservation
+
+
+@dataclass(frozen=True)
+class RecordReservationEnded:
+    """A reservation ended: `status` Used (a transaction started with it), Cancelled (CancelReservation), Expired
+    (2.0.1 ReservationStatusUpdate Expired, H04.FR.01) or Removed (its EVSE went Faulted or Unavailable: 2.0.1
+    ReservationStatusUpdate Removed, H01.FR.16/17)."""
+
+    reservation: Reservation
+    status: str
+
+
+@dataclass(frozen=True)
+class WatchReservation:
+    """Start the clock of a reservation: the runtime reports ReservationExpired at its expiry."""
+
+    reservation: Reservation
+
+
 Command = (
     StartMeterTransaction
     | StopMeterTransaction
@@ -463,6 +546,9 @@ Command = (
     | WatchConnection
     | RecordChargingState
     | OfferCurrent
+    | RecordReservation
+    | RecordReservationEnded
+    | WatchReservation
 )
 
 
@@ -474,3 +560,4 @@ class Outcome:
     commands: tuple[Command, ...] = ()
     reason: str = ""
     transaction: Transaction | None = field(default=None)
+    answer: str = ""  # a reservation's ReservationStatus / CancelReservationStatus

@@ -255,12 +255,22 @@ def test_a_version_0_file_with_foreign_tables_is_refused(tmp_path: Path) -> None
 # ---------------------------------------------------------------- version 4: installed charging profiles
 
 
+def _v3_started_sql(tx: Transaction) -> tuple[str, tuple[object, ...]]:
+    """A started transaction as versions 3 and 4 wrote it (before migration 5's reservation_id)."""
+    sql, params = _CURRENT_STARTED_SQL(tx)
+    return sql.replace(", reservation_id)", ")").replace(", ?)", ")"), params[:-1]
+
+
+_CURRENT_STARTED_SQL = Store._started_sql
+
+
 def version_3_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A store of schema version 3 (issue 17's release) made by migrations 1..3, with rows of every kind that
     version's code wrote."""
     path = tmp_path / "v3.db"
     with monkeypatch.context() as patch:
         patch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:3])
+        patch.setattr(Store, "_started_sql", staticmethod(_v3_started_sql))
         store = Store(path)
         stamp = MeterStamp("Model-1", "SN-1", "1.2.3", "KEY")
         started = Transaction("t3", 2, "TAG", StartSource.REMOTE, T0, started_at=T0, connector_id=1, meter=stamp)
@@ -291,6 +301,7 @@ def test_a_version_3_store_migrates_to_4_keeping_its_rows_and_gets_an_empty_prof
     assert store.counter("list_version") == 5 and store.availability(2, 1) == "Inoperative"
     assert store.setting("ocpp16.HeartbeatInterval") == "90"
     assert store.charging_profiles() == []
+    assert store.reservations() == [] and tx.reservation_id is None  # migration 5
     profile = ChargingProfile(1, 0, 0, Purpose.TX_DEFAULT, Kind.RELATIVE, Schedule(RateUnit.A, (Period(0, 16.0),)))
     store.install_charging_profile(profile, ())
     store.close()

@@ -274,6 +274,11 @@ class _CentralSystemSide201(ChargePoint201):  # type: ignore[misc]
     def on_report_charging_profiles(self, **_: Any) -> result201.ReportChargingProfiles:
         return result201.ReportChargingProfiles()
 
+    # ---- reservations (H04 Expired, H01.FR.16/17 Removed)
+    @on(Action201.reservation_status_update)
+    def on_reservation_status_update(self, **_: Any) -> result201.ReservationStatusUpdate:
+        return result201.ReservationStatusUpdate()
+
 
 def _now() -> str:
     """currentTime as a strict CSMS sends it (2.0.1 Part 2 §2.1: at most three decimals)."""
@@ -631,3 +636,44 @@ class LocalCsms:
             suppress=False,
         )
         return str(result.status)
+
+    # ---- reservations (1.6 §5.13 / §5.1, 2.0.1 H01 / H02)
+
+    async def reserve_now(
+        self,
+        station_id: str,
+        reservation_id: int,
+        id_tag: str,
+        expiry: datetime,
+        target: int | None = None,
+        group: str | None = None,
+    ) -> str:
+        """ReserveNow: `target` is the 1.6 connectorId (None: 0) or the 2.0.1 evseId (None: any EVSE); `group` the
+        parentIdTag / groupIdToken."""
+        side = self.stations[station_id]
+        when = expiry.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        if side.version == "2.0.1":
+            payload: Any = call201.ReserveNow(
+                id=reservation_id,
+                expiry_date_time=when,
+                id_token={"id_token": id_tag, "type": "Central"},
+                evse_id=target,
+                group_id_token=None if group is None else {"id_token": group, "type": "Central"},
+            )
+        else:
+            payload = call.ReserveNow(
+                connector_id=target or 0,
+                expiry_date=when,
+                id_tag=id_tag,
+                reservation_id=reservation_id,
+                parent_id_tag=group,
+            )
+        return str((await side.call(payload, suppress=False)).status)
+
+    async def cancel_reservation(self, station_id: str, reservation_id: int) -> str:
+        side = self.stations[station_id]
+        if side.version == "2.0.1":
+            payload: Any = call201.CancelReservation(reservation_id=reservation_id)
+        else:
+            payload = call.CancelReservation(reservation_id=reservation_id)
+        return str((await side.call(payload, suppress=False)).status)

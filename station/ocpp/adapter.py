@@ -373,3 +373,12 @@ def measured(body: dict[str, Any], measurands: list[str]) -> list[tuple[str, str
                 (measurand, p, float(a), "A") for p, a in zip(PHASES_CURRENT, body.get("current_a", []), strict=False)
             )
     return values
+
+
+# ---- reservations (1.6 §6.37 expiryDate, 2.0.1 ReserveNowRequest expiryDateTime)
+
+
+def reservation_expiry(text: str) -> datetime:
+    """A reservation's expiry as the CSMS sent it (RFC 3339; one without an offset is taken as UTC)."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

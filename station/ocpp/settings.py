@@ -266,10 +266,11 @@ SETTINGS: tuple[Setting, ...] = (
     _s("CertificateEntries", "0", component="SecurityCtrlr", variable="CertificateEntries", readonly=True,
        data_type="integer"),
     _s("NumberOfConnectors", "1", key16="NumberOfConnectors", readonly=True, data_type="integer"),
-    # Core, LocalAuthListManagement (SendLocalList, GetLocalListVersion) and RemoteTrigger (TriggerMessage) are what
-    # the 1.6 adapter handles, and SmartCharging where a controller sets the current (Settings); FirmwareManagement
-    # and Reservation are not claimed.
-    _s("SupportedFeatureProfiles", "Core,LocalAuthListManagement,RemoteTrigger", key16="SupportedFeatureProfiles",
+    # Core, LocalAuthListManagement (SendLocalList, GetLocalListVersion), Reservation (ReserveNow, CancelReservation)
+    # and RemoteTrigger (TriggerMessage) are what the 1.6 adapter handles, and SmartCharging where a controller sets
+    # the current (Settings); FirmwareManagement is not claimed.
+    _s("SupportedFeatureProfiles", "Core,LocalAuthListManagement,Reservation,RemoteTrigger",
+       key16="SupportedFeatureProfiles",
        readonly=True),
     # Local authorization list and cache (station/auth.py)
     _s("LocalAuthListEnabled", "true", key16="LocalAuthListEnabled", component="LocalAuthListCtrlr",
@@ -313,6 +314,14 @@ SETTINGS: tuple[Setting, ...] = (
     # The EVSEs cannot switch between 3 and 1 phases, nor choose the phase of 1-phase charging.
     _s("ConnectorSwitch3to1PhaseSupported", "false", key16="ConnectorSwitch3to1PhaseSupported",
        component="SmartChargingCtrlr", variable="Phases3to1", readonly=True, data_type="boolean"),
+    # ---- reservations (1.6 §9.3; 2.0.1 ReservationCtrlr, H01): a reservation of any connector / EVSE is one setting
+    # for both versions (1.6 ReserveConnectorZeroSupported, R; 2.0.1 NonEvseSpecific, H01.FR.18/19).
+    _s("ReservationAvailable", "true", component="ReservationCtrlr", variable="Available", readonly=True,
+       data_type="boolean"),
+    _s("ReservationEnabled", "true", component="ReservationCtrlr", variable="Enabled", data_type="boolean",
+       check=_bool),
+    _s("ReserveConnectorZeroSupported", "true", key16="ReserveConnectorZeroSupported", component="ReservationCtrlr",
+       variable="NonEvseSpecific", readonly=True, data_type="boolean"),
 )
 # fmt: on
 

@@ -32,7 +32,15 @@ from ocpp.v16.enums import (
     RemoteStartStopStatus,
 )
 
-from station.core.model import ConnectorStatus, Outcome, ReportStatus, SignedMeterRecord, StopReason, Transaction
+from station.core.model import (
+    ConnectorStatus,
+    Outcome,
+    ReportStatus,
+    Reservation,
+    SignedMeterRecord,
+    StopReason,
+    Transaction,
+)
 from station.meter.interface import LiveValues
 from station.ocpp import profile_codec
 from station.ocpp.adapter import (
@@ -44,6 +52,7 @@ from station.ocpp.adapter import (
     body_evse,
     iso,
     measured,
+    reservation_expiry,
     security_event_fields,
     signing_key,
 )
@@ -150,6 +159,8 @@ class V16Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
             return Delivery()
         if message.kind == "charging_state":
             return Delivery()  # 1.6 tells the charging state by StatusNotification only (SuspendedEV, ...)
+        if message.kind == "reservation_status":
+            return Delivery()  # ---- reservations: 1.6 has no such message (an expiry is a StatusNotification)
         if message.kind == "security_event":
             event = call.SecurityEventNotification(**security_event_fields(message.body, "1.6"))
             await self.call(event, suppress=False, unique_id=message.call_id)
@@ -169,6 +180,7 @@ class V16Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
                 id_tag=tx.id_tag,
                 meter_start=int(tx.meter_start_wh or 0),
                 timestamp=iso(tx.started_at),
+                reservation_id=tx.reservation_id,  # ---- reservations: §5.13 "SHALL send the reservationId"
             ),
             suppress=False,
             unique_id=message.call_id,
@@ -443,6 +455,42 @@ class V16Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
         status = await self.runtime.unlock(where[0], where[1], end_transaction=True)
         log.info("UnlockConnector", connector_id=connector_id, status=status)
         return call_result.UnlockConnector(status="NotSupported" if status == "UnknownConnector" else status)
+
+    # ---- reservations (§3.11, §5.13 ReserveNow, §5.1 CancelReservation)
+
+    @on(Action.reserve_now)
+    def on_reserve_now(
+        self,
+        connector_id: int,
+        expiry_date: str,
+        id_tag: str,
+        reservation_id: int,
+        parent_id_tag: str | None = None,
+        **_: Any,
+    ) -> call_result.ReserveNow:
+        """§5.13: connector 0 only with ReserveConnectorZeroSupported (else Rejected); a connector reserves its EVSE
+        (the unit with the meter: all of its connectors report Reserved); the answer is the core's (§7.40)."""
+        where = None if connector_id == 0 else self.runtime.core.layout.locate(connector_id)
+        if self.settings.value("ReservationEnabled") != "true":
+            status, why = "Rejected", "reservations are disabled"
+        elif connector_id == 0 and self.settings.value("ReserveConnectorZeroSupported") != "true":
+            status, why = "Rejected", "ReserveConnectorZeroSupported is false"
+        elif connector_id != 0 and where is None:
+            status, why = "Rejected", f"no connector {connector_id}"
+        else:
+            evse_id = None if where is None else where[0]
+            reservation = Reservation(reservation_id, evse_id, id_tag, reservation_expiry(expiry_date), parent_id_tag)
+            outcome = self.runtime.reserve(reservation)
+            status, why = outcome.answer or "Rejected", outcome.reason
+        log.info("ReserveNow", reservation_id=reservation_id, connector_id=connector_id, status=status, reason=why)
+        return call_result.ReserveNow(status=status)
+
+    @on(Action.cancel_reservation)
+    def on_cancel_reservation(self, reservation_id: int, **_: Any) -> call_result.CancelReservation:
+        """§5.1: Accepted for a reservation the station holds, else Rejected."""
+        status = self.runtime.cancel_reservation(reservation_id).answer or "Rejected"
+        log.info("CancelReservation", reservation_id=reservation_id, status=status)
+        return call_result.CancelReservation(status=status)
 
     # ------------------------------------------------------------------ smart charging (§3.13, §5.5, §5.7, §5.16)
 

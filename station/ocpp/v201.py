@@ -22,7 +22,15 @@ from ocpp.v201 import ChargePoint, call, call_result
 from ocpp.v201.enums import Action
 
 import station
-from station.core.model import ConnectorStatus, ReportStatus, SignedMeterRecord, StartSource, StopReason, Transaction
+from station.core.model import (
+    ConnectorStatus,
+    ReportStatus,
+    Reservation,
+    SignedMeterRecord,
+    StartSource,
+    StopReason,
+    Transaction,
+)
 from station.meter.records import begin_wh, end_wh
 from station.ocpp import profile_codec
 from station.ocpp.adapter import (
@@ -34,6 +42,7 @@ from station.ocpp.adapter import (
     body_evse,
     iso,
     measured,
+    reservation_expiry,
     security_event_fields,
     signing_key,
 )
@@ -59,6 +68,7 @@ CONNECTOR_STATUS = {
     ConnectorStatus.FINISHING: "Occupied",
     ConnectorStatus.FAULTED: "Faulted",
     ConnectorStatus.UNAVAILABLE: "Unavailable",
+    ConnectorStatus.RESERVED: "Reserved",
 }
 
 # 1.6 stop reason (the core's vocabulary) -> (2.0.1 stoppedReason, triggerReason of the Ended event)
@@ -293,6 +303,14 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
             event = call.SecurityEventNotification(**security_event_fields(message.body, "2.0.1"))
             await self.call(event, suppress=False, unique_id=message.call_id)
             return Delivery()
+        if message.kind == "reservation_status":
+            # ---- reservations: H04.FR.01 Expired, H01.FR.16/17 Removed
+            body = message.body
+            update = call.ReservationStatusUpdate(
+                reservation_id=int(body["reservation_id"]), reservation_update_status=str(body["status"])
+            )
+            await self.call(update, suppress=False, unique_id=message.call_id)
+            return Delivery()
         if message.kind not in ("transaction_started", "transaction_ended", "meter_values", "charging_state"):
             raise ValueError(f"2.0.1 adapter cannot send outbox entry of kind {message.kind!r}")
         assert message.tx_ref is not None
@@ -354,6 +372,7 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
             id_token=self._id_token(tx),
             meter_value=[{"timestamp": iso(tx.started_at), "sampled_value": [self._begin_sample(tx)]}],
             evse={"id": tx.evse_id, "connector_id": tx.connector_id},
+            reservation_id=tx.reservation_id,  # ---- reservations: H01.FR.15, E01.FR.13 / E02.FR.03 / E03.FR.03
         )
 
     def _begin_sample(self, tx: Transaction) -> dict[str, Any]:
@@ -969,6 +988,46 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
                 ),
                 suppress=False,
             )
+
+    # ---- reservations (H01 ReserveNow, H02 CancelReservation; H03 and H04 are the core's and the runtime's)
+
+    @on(Action.reserve_now)
+    def on_reserve_now(
+        self,
+        id: int,
+        expiry_date_time: str,
+        id_token: dict[str, Any],
+        connector_type: str | None = None,
+        evse_id: int | None = None,
+        group_id_token: dict[str, Any] | None = None,
+        **_: Any,
+    ) -> call_result.ReserveNow:
+        """H01: Rejected when ReservationCtrlr.Enabled is false (H01.FR.01), without an evseId unless NonEvseSpecific
+        (H01.FR.18/19), for an EVSE or connector type the station does not have; else the core's answer (H01.FR.02-14;
+        every connector here is of one type, so a connectorType reservation is one of any EVSE, H01.FR.06/09)."""
+        if self.settings.value("ReservationEnabled") != "true":
+            status, why = "Rejected", "ReservationCtrlr.Enabled is false"
+        elif evse_id is None and self.settings.value("ReserveConnectorZeroSupported") != "true":
+            status, why = "Rejected", "ReservationCtrlr.NonEvseSpecific is false"
+        elif evse_id is not None and evse_id not in self.runtime.core.layout.evse_ids:
+            status, why = "Rejected", f"no EVSE {evse_id}"
+        elif connector_type is not None and connector_type not in (CONNECTOR_TYPE, "Unknown"):
+            status, why = "Rejected", f"no connector of type {connector_type}"
+        else:
+            group = None if group_id_token is None else str(group_id_token.get("id_token", ""))
+            token = str(id_token.get("id_token", ""))
+            expiry = reservation_expiry(expiry_date_time)
+            outcome = self.runtime.reserve(Reservation(id, evse_id, token, expiry, group or None, connector_type))
+            status, why = outcome.answer or "Rejected", outcome.reason
+        log.info("ReserveNow", reservation_id=id, evse_id=evse_id, status=status, reason=why)
+        return call_result.ReserveNow(status=status)
+
+    @on(Action.cancel_reservation)
+    def on_cancel_reservation(self, reservation_id: int, **_: Any) -> call_result.CancelReservation:
+        """H02.FR.01 (Rejected for an unknown id), H02.FR.02 (cancelled; no ReservationStatusUpdate, H02 remark)."""
+        status = self.runtime.cancel_reservation(reservation_id).answer or "Rejected"
+        log.info("CancelReservation", reservation_id=reservation_id, status=status)
+        return call_result.CancelReservation(status=status)
 
     @on(Action.change_availability)
     def on_change_availability(

@@ -41,10 +41,16 @@ from station.core.model import (
     Outcome,
     Phase,
     RecordChargingState,
+    RecordReservation,
+    RecordReservationEnded,
     RecordTransactionAborted,
     RecordTransactionEnded,
     RecordTransactionStarted,
     ReportStatus,
+    Reservation,
+    ReservationCancelled,
+    ReservationExpired,
+    ReserveRequested,
     StartMeterTransaction,
     StartRequested,
     StartSource,
@@ -55,6 +61,7 @@ from station.core.model import (
     StoreHealthChanged,
     Transaction,
     WatchConnection,
+    WatchReservation,
 )
 from station.core.station import ChargingStation, InvalidTransition
 from station.ev.interface import (
@@ -259,6 +266,9 @@ class StationRuntime:
                     log.info("card of the same group stops the transaction", evse_id=tx.evse_id, tx_ref=tx.ref)
                     return self.remote_stop(tx.ref, StopReason.LOCAL)
         waiting = self.core.waiting_for_card(evse_ids)
+        reserved = self.core.reserved_for(id_tag, self._group_of(id_tag), evse_ids)  # H03: to its reserved EVSE
+        if reserved is not None and waiting is None:
+            waiting = reserved
         target = (waiting, 1) if waiting is not None else self.core.first_available(evse_ids)
         if target is None:
             return Outcome(False, reason="no EVSE for this card: all are busy, faulted or unavailable")
@@ -275,8 +285,10 @@ class StationRuntime:
     ) -> Outcome:
         if self._closing:
             return Outcome(False, reason="the station is shutting down")
+        group_id = self._group_of(id_tag)
         if evse_id is None:
-            free = self.core.first_available()
+            reserved = self.core.reserved_for(id_tag, group_id)
+            free = (reserved, 1) if reserved is not None else self.core.first_available()
             if free is None:
                 return Outcome(False, reason="no EVSE is available")
             evse_id, connector_id = free
@@ -292,8 +304,46 @@ class StationRuntime:
             start_on_authorization=self.policy.start_on_authorization(),
             stop_when_energy_stops=self.policy.stop_when_energy_stops(),
             identification=identification,
+            group_id=group_id,
         )
         return self._apply(event)
+
+    # ---- reservations (1.6 §5.13, §5.1; 2.0.1 H01-H04)
+
+    def _group_of(self, id_tag: str) -> str | None:
+        """The parentIdTag / groupIdToken the local list or cache knows (1.6 §5.13 "MAY look it up", H03.FR.07)."""
+        return None if self.authorizer is None else self.authorizer.parent_of(id_tag)
+
+    def reserve(self, reservation: Reservation) -> Outcome:
+        """ReserveNow: the Outcome's `answer` is the ReservationStatus (Accepted, Occupied, Faulted, Unavailable,
+        Rejected); an accepted one is stored and watched until its expiry."""
+        if self._closing:
+            return Outcome(False, reason="the station is shutting down", answer="Rejected")
+        return self._apply(ReserveRequested(reservation, self.clock()))
+
+    def cancel_reservation(self, reservation_id: int) -> Outcome:
+        """CancelReservation: answer Accepted, or Rejected when no reservation has this id."""
+        return self._apply(ReservationCancelled(reservation_id))
+
+    async def _watch_reservation(self, reservation: Reservation) -> None:
+        left = (reservation.expires_at - self.clock()).total_seconds()
+        await asyncio.sleep(max(0.0, left))
+        self._apply(ReservationExpired(reservation.id, reservation.expires_at))
+
+    def _record_reservation(self, command: RecordReservation | RecordReservationEnded) -> None:
+        try:
+            if isinstance(command, RecordReservation):
+                self.store.save_reservation(command.reservation)
+                log.info("reservation held", reservation_id=command.reservation.id, evse_id=command.reservation.evse_id)
+                return
+            tell = command.status if command.status in ("Expired", "Removed") else None  # H04.FR.01, H01.FR.16/17
+            self.store.reservation_ended(command.reservation.id, tell, offline=not self.csms.online)
+        except StoreError as exc:
+            log.warning("reservation not stored", reservation_id=command.reservation.id, error=str(exc))
+            return
+        log.info("reservation ended", reservation_id=command.reservation.id, status=command.status)
+        if tell is not None:
+            self.csms.outbox_changed()
 
     def remote_stop(self, tx_ref: str, reason: StopReason = StopReason.REMOTE) -> Outcome:
         try:
@@ -415,6 +465,8 @@ class StationRuntime:
             for cid in evse.connectors:
                 if self.store.availability(evse.id, cid) == "Inoperative":
                     self._apply(AvailabilityChanged(evse.id, False, cid))
+        for command in self.core.restore_reservations(self.store.reservations(), self.clock()):
+            self._execute(command)  # ---- reservations: kept across restarts, expired ones end
         left_open = self.recovery.left_open()
         busy = {tx.evse_id for tx in left_open}
         for evse_id, worker in self.meters.items():
@@ -529,6 +581,11 @@ class StationRuntime:
             case AllowPower(evse_id=evse_id) | LockConnector(evse_id=evse_id) | OfferCurrent(evse_id=evse_id):
                 if evse_id in self.controllers:
                     self.controllers[evse_id].command(command)
+            case RecordReservation() | RecordReservationEnded():
+                self._record_reservation(command)
+            case WatchReservation(reservation=reservation):
+                name = f"reservation {reservation.id} expiry"
+                self.supervisor.spawn(self._watch_reservation(reservation), Work.TIMER, name)
             case WatchConnection(evse_id=evse_id, token=token):
                 self.supervisor.spawn(self._watch(evse_id, token), Work.TIMER, f"connection timeout {token}")
             case RecordChargingState(transaction=tx, state=state, trigger=trigger):

@@ -251,11 +251,34 @@ CREATE TABLE charging_profiles (
     )
 
 
+# ---------------------------------------------------------------- 5: reservations
+
+
+def _v5(db: sqlite3.Connection) -> None:
+    # evse_id NULL: a reservation of any EVSE (1.6 connector 0, 2.0.1 no evseId). reservation_id on a transaction: the
+    # reservation it used, for StartTransaction / TransactionEvent, built at send time.
+    _run(
+        db,
+        """
+CREATE TABLE reservations (
+    id INTEGER PRIMARY KEY,
+    evse_id INTEGER,
+    id_tag TEXT NOT NULL,
+    group_id TEXT,
+    connector_type TEXT,
+    expires_at TEXT NOT NULL
+);
+ALTER TABLE transactions ADD COLUMN reservation_id INTEGER
+""",
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "transactions, outbox, settings, id tags, security log", _v1),
     Migration(2, "samples and idTokens kept for a transaction's end message; seqNo per transaction", _v2),
     Migration(3, "transactions on an EVSE's connector with their meter; counters and connector state tables", _v3),
     Migration(4, "installed charging profiles (smart charging)", _v4),
+    Migration(5, "reservations, and the reservation a transaction used", _v5),
 )
 LATEST = MIGRATIONS[-1].version
 # Every table a released version made (with SQLite's own): a version-0 file with any other is not a station store.

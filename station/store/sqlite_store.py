@@ -29,7 +29,7 @@ from typing import Any
 
 import structlog
 
-from station.core.model import MeterStamp, SignedMeterRecord, StartSource, StopReason, Transaction
+from station.core.model import MeterStamp, Reservation, SignedMeterRecord, StartSource, StopReason, Transaction
 from station.smart.profiles import ChargingProfile
 from station.store.errors import StoreError
 from station.store.migrations import AVAILABILITY, migrate
@@ -259,8 +259,8 @@ class Store:
     def _started_sql(tx: Transaction) -> tuple[str, tuple[Any, ...]]:
         return (
             "INSERT INTO transactions (ref, evse_id, connector_id, id_tag, source, remote_start_id, requested_at,"
-            " started_at, meter_start_wh, state, records, meter_model, meter_serial, meter_firmware, meter_public_key)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'started', ?, ?, ?, ?, ?)",
+            " started_at, meter_start_wh, state, records, meter_model, meter_serial, meter_firmware, meter_public_key,"
+            " reservation_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'started', ?, ?, ?, ?, ?, ?)",
             (
                 tx.ref,
                 tx.evse_id,
@@ -273,6 +273,7 @@ class Store:
                 tx.meter_start_wh,
                 _records_json(tx.signed_records),  # a signed begin record, where the meter makes one at the start
                 *_meter_columns(tx.meter),
+                tx.reservation_id,
             ),
         )
 
@@ -341,6 +342,7 @@ class Store:
             stop_reason=StopReason(row["stop_reason"]) if row["stop_reason"] else None,
             signed_records=_records_from(row["records"]),
             meter=_meter_from(row),
+            reservation_id=row["reservation_id"],
         )
         verified = row["verified"]
         return StoredTransaction(
@@ -741,3 +743,43 @@ class Store:
         statements = [("DELETE FROM charging_profiles WHERE id=?", (profile_id,)) for profile_id in ids]
         if statements:
             self._write(statements)
+
+    # ---- reservations (1.6 §5.13, 2.0.1 H01-H04)
+
+    def reservations(self) -> list[Reservation]:
+        """The reservations held (they outlive a restart), by id."""
+        return [
+            Reservation(
+                r["id"],
+                r["evse_id"],
+                r["id_tag"],
+                _dt(r["expires_at"]) or datetime.now(UTC),
+                r["group_id"],
+                r["connector_type"],
+            )
+            for r in self._read("SELECT * FROM reservations ORDER BY id")
+        ]
+
+    def save_reservation(self, reservation: Reservation) -> None:
+        """Keep a placed reservation (one with the same id is replaced)."""
+        r = reservation
+        self._write(
+            [
+                (
+                    "INSERT INTO reservations (id, evse_id, id_tag, group_id, connector_type, expires_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET evse_id=excluded.evse_id,"
+                    " id_tag=excluded.id_tag, group_id=excluded.group_id, connector_type=excluded.connector_type,"
+                    " expires_at=excluded.expires_at",
+                    (r.id, r.evse_id, r.id_tag, r.group_id, r.connector_type, _ts(r.expires_at)),
+                )
+            ]
+        )
+
+    def reservation_ended(self, reservation_id: int, status: str | None = None, *, offline: bool = False) -> None:
+        """Forget a reservation; with `status` (Expired, Removed), queue the CSMS's news of it (2.0.1
+        ReservationStatusUpdate) in the same commit."""
+        statements = [("DELETE FROM reservations WHERE id=?", (reservation_id,))]
+        if status is not None:
+            body = {"reservation_id": reservation_id, "status": status}
+            statements.append(self._enqueue_sql("reservation_status", None, body, offline))
+        self._write(statements)

@@ -21,7 +21,7 @@ BAD_FRAMES: list[tuple[str, str | None]] = [
     ('[2, "a3", "RemoteStartTransaction", {"idTag": "' + "x" * 5000 + '"}]', "TypeConstraintViolation"),  # CiString20
     ('[2, "a4", "RemoteStartTransaction", {"idTag": "T", "bogus": 1}]', "FormationViolation"),
     ('[2, "a5", "NoSuchAction", {}]', "NotImplemented"),
-    ('[2, "a5b", "CancelReservation", {"reservationId": 1}]', "NotSupported"),
+    ('[2, "a5b", "CertificateSigned", {"certificateChain": "x"}]', "NotSupported"),
     ('[2, "a6", "RemoteStopTransaction", {"transactionId": "abc"}]', "TypeConstraintViolation"),
     ('[2, "a7", "ChangeConfiguration", {"key": "HeartbeatInterval", "value": "\\u00e9\\ud83d\\ude00"}]', None),
 ]

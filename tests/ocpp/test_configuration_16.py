@@ -48,6 +48,7 @@ REQUIRED = {
         "SendLocalListMaxLength": True,
     },
     "RemoteTrigger": {},
+    "Reservation": {},  # §9.3.1 ReserveConnectorZeroSupported is optional (R); the station has it, true
 }
 
 # Every CSMS-initiated message of each profile (1.6 §3.3 Table 2), with a valid payload.
@@ -152,7 +153,7 @@ async def test_every_claimed_profile_is_implemented(tmp_path: Path, csms: LocalC
     async with running_station(parse_config(config_for(tmp_path, csms.url))):
         await csms.wait_for("StatusNotification")
         claimed = (await configuration(csms, ["SupportedFeatureProfiles"]))["SupportedFeatureProfiles"]["value"]
-        assert set(claimed.split(",")) == {"Core", "LocalAuthListManagement", "RemoteTrigger"}
+        assert set(claimed.split(",")) == {"Core", "LocalAuthListManagement", "Reservation", "RemoteTrigger"}
         for profile, messages in PROFILE_MESSAGES.items():
             for n, (action, payload) in enumerate(messages):
                 answer = await csms.send_raw(STATION, json.dumps([2, f"raw-{profile}-{n}", action, payload]))

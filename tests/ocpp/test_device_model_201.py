@@ -89,6 +89,7 @@ IMPLEMENTED = {
     "AlignedDataCtrlr",
     "FiscalMetering",
     "SmartChargingCtrlr",
+    "ReservationCtrlr",  # issue 21 item 6
     "ChargingStation",
     "EVSE",
     "Connector",
@@ -160,10 +161,10 @@ async def test_full_inventory_to_the_letter(tmp_path: Path) -> None:
             assert (
                 found[("OCPPCommCtrlr", "UnlockOnEVSideDisconnect", None)]["variableAttribute"][0]["value"] == "false"
             )
-            assert {key[0] for key in found} <= IMPLEMENTED  # no Reservation, Tariff, ... claimed
+            assert {key[0] for key in found} <= IMPLEMENTED  # no Tariff, ... claimed
             # meter-output: nothing limits the car, so smart charging is reported and not available (K01.FR.29)
             assert found[("SmartChargingCtrlr", "Available", None)]["variableAttribute"][0]["value"] == "false"
-            for controller in ("LocalAuthListCtrlr", "AuthCacheCtrlr"):
+            for controller in ("LocalAuthListCtrlr", "AuthCacheCtrlr", "ReservationCtrlr"):
                 assert found[(controller, "Available", None)]["variableAttribute"][0]["value"] == "true"
     finally:
         await csms.stop()

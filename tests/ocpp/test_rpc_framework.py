@@ -36,15 +36,8 @@ def frame(unique_id: str, action: str, payload: dict[str, Any]) -> str:
 FRAMES_16 = [
     # OCPP-J 1.6 §4.2.3 Table 7: NotImplemented "Requested Action is not known by receiver"
     (frame("raw-1", "FlyToTheMoon", {}), "NotImplemented"),
-    # NotSupported "Requested Action is recognized but not supported by the receiver" (Reservation is not claimed)
-    (
-        frame(
-            "raw-2",
-            "ReserveNow",
-            {"connectorId": 1, "expiryDate": "2030-01-01T00:00:00Z", "idTag": "T", "reservationId": 1},
-        ),
-        "NotSupported",
-    ),
+    # NotSupported "Requested Action is recognized but not supported by the receiver" (the security extension's)
+    (frame("raw-2", "CertificateSigned", {"certificateChain": "x"}), "NotSupported"),
     # PropertyConstraintViolation "at least one field contains an invalid value": outside its enumeration
     (frame("raw-3", "ChangeAvailability", {"connectorId": 1, "type": "Sometimes"}), "PropertyConstraintViolation"),
     # FormationViolation (errata §5.2: the wire value keeps this spelling): not conform the PDU structure
@@ -65,8 +58,8 @@ FRAMES_201 = [
     (
         frame(
             "raw-2",
-            "ReserveNow",
-            {"id": 1, "expiryDateTime": "2030-01-01T00:00:00Z", "idToken": {"idToken": "T", "type": "Central"}},
+            "SetDisplayMessage",
+            {"message": {"id": 1, "priority": "AlwaysFront", "message": {"format": "ASCII", "content": "x"}}},
         ),
         "NotSupported",
     ),

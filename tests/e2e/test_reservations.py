@@ -123,3 +123,35 @@ async def test_a_restart_keeps_the_reservation(tmp_path: Path, csms: LocalCsms, 
     async with station(tmp_path, csms, version, first="Reserved"):
         assert await csms.start_session(STATION, "BOB", 1) == "Rejected"
         assert await csms.cancel_reservation(STATION, 15) == "Accepted"
+
+
+async def test_a_group_reservation_is_used_by_another_card_of_the_group(
+    tmp_path: Path, csms: LocalCsms, version: str
+) -> None:
+    """1.6 §5.13 (the parent idTag, looked up in the Local Authorization List); H03.FR.04 / FR.07 (groupIdToken from
+    the local list), TC_H_19_CS. 2.0.1 also H01.FR.01 (ReservationCtrlr.Enabled false: Rejected, TC_H_22_CS)."""
+    async with station(tmp_path, csms, version):
+        side = csms.stations[STATION]
+        if version == "2.0.1":
+            entry = {
+                "id_token": {"id_token": "BOB", "type": "Central"},
+                "id_token_info": {"status": "Accepted", "group_id_token": {"id_token": "FLEET", "type": "Central"}},
+            }
+            request: Any = call201.SendLocalList(version_number=1, update_type="Full", local_authorization_list=[entry])
+        else:
+            entry = {"id_tag": "BOB", "id_tag_info": {"status": "Accepted", "parent_id_tag": "FLEET"}}
+            request = call.SendLocalList(list_version=1, update_type="Full", local_authorization_list=[entry])
+        assert (await side.call(request, suppress=False)).status == "Accepted"
+        assert await csms.reserve_now(STATION, 21, "ALICE", soon(120), 1, group="FLEET") == "Accepted"
+        assert await csms.start_session(STATION, "CAROL", 1) == "Rejected"
+        mark = len(csms.received)
+        assert await csms.start_session(STATION, "BOB", 1) == "Accepted"
+        started, transaction_id = await csms.wait_session_started(STATION, after=mark)
+        assert started.payload["reservationId"] == 21
+        assert await csms.stop_session(STATION, transaction_id) == "Accepted"
+        await csms.wait_session_ended(STATION, after=mark)
+        if version == "2.0.1":
+            enabled = {"component": {"name": "ReservationCtrlr"}, "variable": {"name": "Enabled"}}
+            [result] = await csms.set_variables(STATION, [{**enabled, "attribute_value": "false"}])
+            assert result["attribute_status"] == "Accepted"
+            assert await csms.reserve_now(STATION, 22, "ALICE", soon(120), 1) == "Rejected"

@@ -168,3 +168,20 @@ def test_members_and_the_period(tmp_path: Path) -> None:
     assert [json.loads(line)["type"] for line in secure["security-log.jsonl"].splitlines()] == ["T0", "T1", "T2"]
     with pytest.raises(ValueError, match="unknown log type"):
         build_archive("CrashDump", sources, Window(), NOW)
+
+
+def test_the_daemon_writes_its_log_file_beside_the_store(tmp_path: Path) -> None:
+    """`station run` ([logging] defaults): the log file is station.log.jsonl beside the store; write_file = false
+    keeps none; a max_bytes below 64 KiB is a config error naming the key."""
+    from station.cli import _setup_logging
+    from station.config import ConfigError, log_file_path
+
+    config = parse_config({**_config(tmp_path), "diagnostics": {}})
+    assert log_file_path(config) == tmp_path / "station.log.jsonl"
+    _setup_logging("info", "json", config)
+    structlog.get_logger("station.app").info("station running")
+    assert json.loads((tmp_path / "station.log.jsonl").read_text())["event"] == "station running"
+    off = parse_config({**_config(tmp_path), "diagnostics": {}, "logging": {"write_file": False, "file": "x.jsonl"}})
+    assert off.logging.write_file is False and log_file_path(off) == Path("x.jsonl")
+    with pytest.raises(ConfigError, match=r"logging\.max_bytes"):
+        parse_config({**_config(tmp_path), "diagnostics": {}, "logging": {"max_bytes": 10}})

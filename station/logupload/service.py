@@ -13,6 +13,8 @@ events), so that they survive a reconnect or a restart and keep their order. It 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import json
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,6 +45,7 @@ MAX_RETRIES = 10  # a CSMS's `retries` beyond this is clamped: the station does 
 MAX_RETRY_INTERVAL = 3600
 DEFAULT_RETRIES = 1  # absent `retries`: "left to the Charge Point to decide" (1.6 GetDiagnostics)
 DEFAULT_RETRY_INTERVAL = 30
+RUNNING_NOTE = "log_upload.running"  # store setting: the upload that has said Uploading and not yet its end
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,33 @@ class LogUploads:
         self.clock = clock
         self._job: _Job | None = None
         self.log_file = LogFile(log_file_path(config), config.logging.max_bytes, config.logging.keep)
+        # One archive built at a time, in a thread of its own: a CSMS that floods GetLog cancels each build it has
+        # not started yet (a running one cannot be stopped, so at most one runs and one waits).
+        self._builder = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="log archive")
+        self._end_interrupted()
+
+    def _end_interrupted(self) -> None:
+        """An upload the previous run started and never finished (a restart, a power loss) gets its end now, so the
+        CSMS does not wait for it for ever: UploadFailure (1.6 GetDiagnostics: UploadFailed)."""
+        noted = self.store.setting(RUNNING_NOTE)
+        if not noted:
+            return
+        try:
+            request = json.loads(noted)
+            kind = str(request["kind"])
+            status = "UploadFailed" if kind == DIAGNOSTICS_REQUEST else transfer.UPLOAD_FAILURE
+            body: dict[str, Any] = {"status": status}
+            if kind == LOG_REQUEST:
+                body["request_id"] = request.get("request_id")
+            outbox_kind = OUTBOX_KINDS[kind]
+        except (ValueError, KeyError, TypeError):
+            self.store.set_setting(RUNNING_NOTE, "")
+            return
+        log.warning("a log upload was cut off by a restart; reporting it failed", request_id=body.get("request_id"))
+        self.store.enqueue_and_note(outbox_kind, body, (RUNNING_NOTE, ""), offline=True)
+
+    def close(self) -> None:
+        self._builder.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------------ what the adapters ask
 
@@ -158,11 +188,17 @@ class LogUploads:
         return True
 
     def _queue(self, job: _Job, status: str) -> None:
-        """The status, durably queued for the CSMS (the outbox's "other" lane, in order)."""
+        """The status, durably queued for the CSMS (the outbox's "other" lane, in order), with the note of whether
+        this upload still runs in the same commit (for `_end_interrupted` after a restart)."""
+        request = job.request
         body: dict[str, Any] = {"status": status}
-        if job.request.kind == LOG_REQUEST:
-            body["request_id"] = job.request.request_id
-        self.store.enqueue(OUTBOX_KINDS[job.request.kind], None, body, offline=not self.presence.online)
+        if request.kind == LOG_REQUEST:
+            body["request_id"] = request.request_id
+        running = status == "Uploading"
+        note = json.dumps({"kind": request.kind, "request_id": request.request_id}) if running else ""
+        self.store.enqueue_and_note(
+            OUTBOX_KINDS[request.kind], body, (RUNNING_NOTE, note), offline=not self.presence.online
+        )
         job.statuses.append(status)
         self.presence.outbox_changed()
 
@@ -189,7 +225,8 @@ class LogUploads:
 
     async def build(self, log_type: str, window: Window) -> Archive:
         sources = self.sources(log_type)
-        return await asyncio.to_thread(build_archive, log_type, sources, window, self.clock())
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._builder, build_archive, log_type, sources, window, self.clock())
 
     async def _run(self, job: _Job) -> None:
         request = job.request

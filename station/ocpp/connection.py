@@ -269,6 +269,7 @@ class CsmsConnection:
     async def close(self) -> None:
         """Close the WebSocket properly (close frame, handshake) and stop reconnecting."""
         self._stopping = True
+        self.log_uploads.close()
         if self._ws is not None:
             await self._ws.close()
         try:

@@ -742,7 +742,21 @@ class Store:
         if statements:
             self._write(statements)
 
-    # ------------------------------------------------------------------ log upload: what the store holds, in numbers
+    # ------------------------------------------------------------------ log upload: its statuses, what the store holds
+
+    def enqueue_and_note(self, kind: str, body: dict[str, Any], note: tuple[str, str], *, offline: bool) -> None:
+        """Queue a message and set a setting (`note`: key, value; "" removes it) in one commit: a log upload's status
+        and whether an upload is still running (station/logupload/service.py) never disagree after a power loss."""
+        key, value = note
+        statement = (
+            ("DELETE FROM settings WHERE key=?", (key,))
+            if value == ""
+            else (
+                "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (key, value),
+            )
+        )
+        self._write([self._enqueue_sql(kind, None, body, offline), statement])
 
     def summary(self) -> dict[str, Any]:
         """Counts for a diagnostics archive (station/logupload/): transactions by state and delivery, the outbox and

@@ -164,9 +164,11 @@ async def test_v201_get_log_uploads_and_survives_a_reconnect(
     Idle without one after it (N01.FR.13)."""
     csms = csms201
     http.delay = 1.0
+    http.credentials = ("csms-logs", "upl0ad-Pass-42")  # N01.FR.17: Basic auth from the URL
+    location = http.url.replace("http://", "http://csms-logs:upl0ad-Pass-42@")
     async with running_station(parse_config(config_for(tmp_path, csms.url, "2.0.1"))):
         await csms.wait_for("StatusNotification")
-        status, name = await csms.get_log(STATION, http.url, 42, retries=1, retry_interval=1)
+        status, name = await csms.get_log(STATION, location, 42, retries=1, retry_interval=1)
         assert status == "Accepted" and name
         await csms.wait_for("LogStatusNotification", lambda p: p["status"] == "Uploading")
         assert await csms.trigger_message(STATION, "LogStatusNotification") == "Accepted"
@@ -174,7 +176,10 @@ async def test_v201_get_log_uploads_and_survives_a_reconnect(
         await csms.drop_connections()
         await csms.wait_for("LogStatusNotification", lambda p: p["status"] == "Uploaded", timeout=15)
         assert statuses(csms, "LogStatusNotification") == [("Uploading", 42), ("Uploading", 42), ("Uploaded", 42)]
-        assert set(members(http.uploads[0].data)) == DIAGNOSTICS_MEMBERS and http.uploads[0].name == name
+        got = members(http.uploads[0].data)
+        assert set(got) == DIAGNOSTICS_MEMBERS and http.uploads[0].name == name and http.uploads[0].user == "csms-logs"
+        assert '\\"GetLog\\"' in got["ocpp-trace.jsonl"]  # the request itself is in the trace ...
+        assert all("upl0ad-Pass-42" not in text for text in got.values())  # ... without the upload password
         assert await csms.trigger_message(STATION, "LogStatusNotification") == "Accepted"
         await csms.wait_until(lambda: len(csms.messages("LogStatusNotification")) == 4)
         assert csms.messages("LogStatusNotification")[-1].payload == {"status": "Idle"}

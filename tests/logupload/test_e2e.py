@@ -19,6 +19,7 @@ from station.app import running_station
 from station.config import parse_config
 from station.demo.csms import LocalCsms
 from tests.logupload.servers import FtpServer, UploadServer
+from tests.security.pki import CertificateAuthority, server_context
 
 STATION = "CP-LOG"
 DIAGNOSTICS_MEMBERS = {
@@ -213,3 +214,26 @@ async def test_v201_refusal_and_cancel(tmp_path: Path, csms201: LocalCsms, http:
             ("Uploaded", 3),
         ]
         assert len(http.uploads) == 1
+
+
+async def test_v201_https_upload_trusts_the_csms_ca(tmp_path: Path, csms201: LocalCsms) -> None:
+    """N01.FR.15: an HTTPS location whose certificate chains to the CSMS trust chain ([csms] ca_file, here a CA made
+    by the test) takes the upload; one from a CA the station does not know gets UploadFailure after its retries."""
+    csms = csms201
+    ca = CertificateAuthority(tmp_path, "csms-ca")
+    trusted = await UploadServer(tls=server_context(ca.issue("logs", "127.0.0.1", hosts=("127.0.0.1",)))).start()
+    other = CertificateAuthority(tmp_path, "other-ca")
+    untrusted = await UploadServer(tls=server_context(other.issue("evil", "127.0.0.1", hosts=("127.0.0.1",)))).start()
+    config = config_for(tmp_path, csms.url, "2.0.1")
+    config["csms"]["ca_file"] = str(ca.path)
+    try:
+        async with running_station(parse_config(config)):
+            await csms.wait_for("StatusNotification")
+            assert (await csms.get_log(STATION, trusted.url, 1))[0] == "Accepted"
+            await csms.wait_for("LogStatusNotification", lambda p: p == {"status": "Uploaded", "requestId": 1})
+            assert (await csms.get_log(STATION, untrusted.url, 2, retries=1, retry_interval=0))[0] == "Accepted"
+            await csms.wait_for("LogStatusNotification", lambda p: p == {"status": "UploadFailure", "requestId": 2})
+            assert len(trusted.uploads) == 1 and untrusted.uploads == []
+    finally:
+        await trusted.stop()
+        await untrusted.stop()

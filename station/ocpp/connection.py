@@ -29,6 +29,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from station.config import Config
 from station.core.model import ReportStatus
 from station.logs import loggable
+from station.logupload.service import LogUploads
 from station.ocpp import wire
 from station.ocpp.adapter import BootRefused, CsmsAdapter
 from station.ocpp.liblog import LibraryLog
@@ -153,6 +154,10 @@ class CsmsConnection:
         self.url = f"{config.csms.endpoint}/{config.station.id}"
         self.state = ConnectionState(self.url)
         self.trace = FrameTrace()
+        # ---- log upload (GetDiagnostics / GetLog, station/logupload/): one at a time, for every adapter
+        self.log_uploads = LogUploads(
+            config, store, self.trace, runtime.supervisor, runtime.csms, software=software_version()
+        )
         self._wakeups = {"transaction": asyncio.Event(), "other": asyncio.Event()}  # one per outbox lane
         self._statuses: asyncio.Queue[ReportStatus] = asyncio.Queue()
         runtime.csms.outbox_listeners.append(self._wake_lanes)
@@ -264,6 +269,7 @@ class CsmsConnection:
     async def close(self) -> None:
         """Close the WebSocket properly (close frame, handshake) and stop reconnecting."""
         self._stopping = True
+        self.log_uploads.close()
         if self._ws is not None:
             await self._ws.close()
         try:
@@ -322,6 +328,7 @@ class CsmsConnection:
             model=self.config.station.model,
             response_timeout=self.config.csms.response_timeout,
             signed_value_format=self.config.csms.signed_value_format,
+            log_uploads=self.log_uploads,
         )
         adapter.logger = LibraryLog()  # the library's own log calls, without payloads or tracebacks
         link.rejected = lambda: adapter.registration == "Rejected"

@@ -31,6 +31,8 @@ from station.core.model import (
     StopReason,
     Transaction,
 )
+from station.logupload import service as log_upload
+from station.logupload.archive import Window, parse_time
 from station.meter.records import begin_wh, end_wh
 from station.ocpp import profile_codec
 from station.ocpp.adapter import (
@@ -200,8 +202,10 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
         model: str,
         response_timeout: float,
         signed_value_format: str = "oca",  # 1.6 only: 2.0.1 has a typed signedMeterValue, no raw variant
+        log_uploads: log_upload.LogUploads | None = None,
     ) -> None:
         super().__init__(station_id, connection, response_timeout=response_timeout)
+        self.log_uploads = log_uploads
         self.runtime = runtime
         self.store = store
         self.settings = settings
@@ -311,6 +315,8 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
             )
             await self.call(update, suppress=False, unique_id=message.call_id)
             return Delivery()
+        if message.kind in log_upload.OUTBOX_KINDS.values():
+            return await self._log_status(message)
         if message.kind not in ("transaction_started", "transaction_ended", "meter_values", "charging_state"):
             raise ValueError(f"2.0.1 adapter cannot send outbox entry of kind {message.kind!r}")
         assert message.tx_ref is not None
@@ -874,6 +880,8 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
             queued = bool([e for e in targets if self.runtime.queue_triggered_reading(e)])
             if not queued:
                 return call_result.TriggerMessage(status="Rejected")
+        elif requested_message == "LogStatusNotification" and self.log_uploads is not None:
+            queued = self.follow_ups.later(self._triggered_log_status(), what)
         else:
             return call_result.TriggerMessage(status="NotImplemented")  # F06.FR.08
         return call_result.TriggerMessage(status="Accepted" if queued else "Rejected")
@@ -1106,6 +1114,59 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
         self.store.restart_reason("ScheduledReset" if status == "Scheduled" else "RemoteReset")
         log.warning("Reset", type=type, status=status)
         return call_result.Reset(status=status)
+
+    # ---- log upload (N01 Retrieve Log; F06 TriggerMessage LogStatusNotification): station/logupload/ does the work
+
+    @on(Action.get_log)
+    def on_get_log(
+        self,
+        log: dict[str, Any],
+        log_type: str,
+        request_id: int,
+        retries: int | None = None,
+        retry_interval: int | None = None,
+        **_: Any,
+    ) -> call_result.GetLog:
+        """N01.FR.01-05, N01.FR.12: Accepted (AcceptedCanceled when a running upload was canceled for it) with the
+        file name, then LogStatusNotifications with this requestId (N01.FR.07); Rejected for a location the station
+        cannot upload to or a period that cannot hold anything."""
+        if self.log_uploads is None:
+            return call_result.GetLog(status="Rejected")
+        request = log_upload.LogRequest(
+            log_upload.LOG_REQUEST,
+            "2.0.1",
+            log_type,
+            str(log.get("remote_location", "")),
+            Window(parse_time(log.get("oldest_timestamp")), parse_time(log.get("latest_timestamp"))),
+            request_id=request_id,
+            retries=retries,
+            retry_interval=retry_interval,
+        )
+        answer = self.log_uploads.request(request)
+        info = {"reason_code": "InvalidValue", "additional_info": answer.reason[:512]} if answer.reason else None
+        return call_result.GetLog(status=answer.status, filename=answer.file_name, status_info=info)
+
+    async def _triggered_log_status(self) -> None:
+        """F06.FR.14/15 (TC_F_15/16): Uploading with the upload's requestId while one runs, else Idle without one
+        (N01.FR.13)."""
+        assert self.log_uploads is not None
+        running = self.log_uploads.uploading(log_upload.LOG_REQUEST)
+        await self.call(
+            call.LogStatusNotification(
+                status="Uploading" if running else "Idle", request_id=running.request_id if running else None
+            ),
+            suppress=False,
+        )
+
+    async def _log_status(self, message: OutboxMessage) -> Delivery:
+        """A queued log upload status. 1.6 DiagnosticsStatusNotification (a GetDiagnostics before the station
+        switched to 2.0.1) has no 2.0.1 counterpart: dropped."""
+        if message.kind != log_upload.OUTBOX_KINDS[log_upload.LOG_REQUEST]:
+            return Delivery()
+        status = str(message.body["status"])
+        payload = call.LogStatusNotification(status=status, request_id=message.body.get("request_id"))
+        await self.call(payload, suppress=False, unique_id=message.call_id)
+        return Delivery()
 
 
 SMART_ACTIONS = frozenset({"SetChargingProfile", "ClearChargingProfile", "GetCompositeSchedule", "GetChargingProfiles"})

@@ -169,6 +169,22 @@ class DiagnosticsConfig:
     http_password: str = field(default="", repr=False)
 
 
+# ---- firmware update (issue 20, station/firmware/)
+@dataclass(frozen=True)
+class FirmwareConfig:
+    releases: str = "/opt/station/releases"  # <releases>/<version> venvs and the `current` / `previous` links
+    manufacturer_root: str = ""  # PEM file of the ManufacturerRootCertificate(s) a signing certificate must chain to
+    allow_unsigned_16: bool = False  # 1.6 UpdateFirmware (no signature) is refused unless this is true
+    ca_file: str = ""  # CA bundle for HTTPS downloads ("" = the CSMS's ca_file, else the system's)
+    max_size_mb: int = 200  # a release bigger than this is refused while downloading
+    download_timeout: float = 600.0  # seconds one download attempt may take as a whole
+    boot_timeout: float = 600.0  # a new release without an Accepted BootNotification this long is rolled back
+    max_boots: int = 3  # starts of a new release (ExecStartPre counts them) before it is rolled back
+
+
+# ---- end firmware update
+
+
 @dataclass(frozen=True)
 class Config:
     station: StationConfig
@@ -180,6 +196,7 @@ class Config:
     source: str = ""
     legacy: bool = False  # read from the single [meter] table
     card_readers: tuple[CardReaderConfig, ...] = ()  # in the file's order
+    firmware: FirmwareConfig = FirmwareConfig()
 
     def evse(self, evse_id: int) -> EvseConfig:
         for evse in self.evses:
@@ -318,6 +335,22 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "http": Key(str, "", _listen_address, 'the technician web page\'s address, e.g. "127.0.0.1:8080" ("" = none)'),
         "http_password": Key(str, "", None, "the technician web page's password, at least 12 characters"),
     },
+    # ---- firmware update (issue 20)
+    "firmware": {
+        "releases": Key(str, "/opt/station/releases", _nonempty, "folder of the versioned release venvs"),
+        "manufacturer_root": Key(
+            str, "", None, "PEM file of the ManufacturerRootCertificate(s) firmware signing certificates chain to"
+        ),
+        "allow_unsigned_16": Key(bool, False, None, "true to accept a 1.6 UpdateFirmware without a signature"),
+        "ca_file": Key(str, "", None, 'CA bundle for HTTPS downloads ("" = csms.ca_file, else the system\'s)'),
+        "max_size_mb": Key(int, 200, _between(1, 4096), "MB a release file may have at most"),
+        "download_timeout": Key((int, float), 600.0, _between(1, 86400), "seconds one download attempt may take"),
+        "boot_timeout": Key(
+            (int, float), 600.0, _between(5, 86400), "seconds a new release has to get its boot Accepted"
+        ),
+        "max_boots": Key(int, 3, _between(1, 20), "starts of a new release before it is rolled back"),
+    },
+    # ---- end firmware update
 }
 
 # The single [meter] table: one meter on its own line (bus "meter"), EVSE 1 with connector 1.
@@ -427,6 +460,7 @@ SECTIONS = (
     "card_reader",
     "storage",
     "diagnostics",
+    "firmware",
 )
 _SECTION_FORMS = {"bus": "[bus.NAME]", "evse": "[[evse]]", "card_reader": "[[card_reader]]"}
 
@@ -866,6 +900,14 @@ def parse_config(data: dict[str, Any], source: str = "") -> Config:
         source=source,
         legacy=legacy,
         card_readers=card_readers,
+        firmware=FirmwareConfig(
+            **sections["firmware"]
+            | {
+                k: float(sections["firmware"][k])
+                for k in ("download_timeout", "boot_timeout")
+                if k in sections["firmware"]
+            }
+        ),
     )
 
 

@@ -129,7 +129,7 @@ class Releases:
             (target / INSTALLING).touch()
             python = target / "bin" / "python"
             site = subprocess.run(
-                [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                [str(python), "-I", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                 check=True,
                 capture_output=True,
                 text=True,
@@ -157,8 +157,10 @@ class Releases:
             )
             # The install verification: the release imports, with the dependencies it finds, at the version it says.
             found = subprocess.run(
-                [str(python), "-c", "import station, station.app; print(station.__version__)"],
+                # -I: not the working directory's `station` (a source tree) but the venv's
+                [str(python), "-I", "-c", "import station, station.app; print(station.__version__)"],
                 capture_output=True,
+                cwd=target,
                 text=True,
                 timeout=120,
             )

@@ -77,3 +77,21 @@ def test_a_release_names_its_version() -> None:
     for name in ("other-1.0-py3-none-any.whl", "station-1.0.tar.gz", "station-../x-py3-none-any.whl"):
         with pytest.raises(NotARelease):
             release_version(Path(name))
+
+
+def test_station_release_sign_writes_the_signature_beside_the_wheel(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`station release sign FILE --key PEM`: FILE.sig holds the base64 the operator gives the CSMS as
+    firmware.signature; it verifies with the signing certificate."""
+    from station.cli import main
+
+    signer = manufacturer(tmp_path)
+    path = _file(tmp_path)
+    assert main(["release", "sign", str(path), "--key", str(signer.key)]) == 0
+    assert "release 9.9.9" in capsys.readouterr().out
+    sig = path.with_name(path.name + ".sig").read_text().strip()
+    cert = signature.check_certificate(
+        signer.cert_pem, signature.load_roots(signer.root.read_bytes()), datetime.now(UTC)
+    )
+    signature.check_signature(signature.file_digest(str(path)), sig, cert)

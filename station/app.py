@@ -318,23 +318,30 @@ async def running_station(config: Config) -> AsyncIterator[Station]:
 
 
 class EvseHold:
-    """2.0.1 L01.FR.07 while an install waits for transactions to end: the EVSEs that are operative and free are made
-    Unavailable for new starts, and given back afterwards (only those this made so)."""
+    """2.0.1 L01.FR.07 while a firmware install waits for transactions to end, and while it installs: the EVSEs that
+    are operative and free are made Unavailable for new starts (again each time one becomes free), and given back
+    afterwards, only those this made so. Which ones is kept in the store: the release that runs after the restart gives
+    them back."""
+
+    KEY = "firmware.held_evses"
 
     def __init__(self, runtime: StationRuntime) -> None:
         self.runtime = runtime
-        self.held: set[int] = set()
 
     def hold(self, on: bool) -> None:
+        store = self.runtime.store
+        held = {int(e) for e in (store.setting(self.KEY) or "").split(",") if e.isdigit()}
         if on:
             for evse in self.runtime.core.evses.values():
-                free = all(self.runtime.store.availability(evse.id, c) != "Inoperative" for c in evse.connectors)
+                free = all(store.availability(evse.id, c) != "Inoperative" for c in evse.connectors)
                 if evse.transaction is None and free and self.runtime.change_availability(evse.id, False).accepted:
-                    self.held.add(evse.id)
-        else:
-            for evse_id in sorted(self.held):
-                self.runtime.change_availability(evse_id, True)
-            self.held.clear()
+                    held.add(evse.id)
+            store.set_setting(self.KEY, ",".join(str(e) for e in sorted(held)))
+        elif held:
+            for evse_id in sorted(held):
+                if evse_id in self.runtime.core.evses:
+                    self.runtime.change_availability(evse_id, True)
+            store.set_setting(self.KEY, "")
 
 
 def status_line(station: Station) -> str:

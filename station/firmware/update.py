@@ -48,6 +48,8 @@ log = structlog.get_logger("station.firmware")
 INVALID_SIGNATURE = "InvalidFirmwareSignature"  # security events (2.0.1 Part 2 appendix; 1.6 security whitepaper)
 INVALID_SIGNING_CERTIFICATE = "InvalidFirmwareSigningCertificate"
 FIRMWARE_UPDATED = "FirmwareUpdated"
+# What the last status of an update that never finished can be (the process stopped before the restart it planned).
+IN_PROGRESS = ("DownloadScheduled", "Downloading", "Downloaded", "SignatureVerified", "InstallScheduled", "Installing")
 
 
 @dataclass(frozen=True)
@@ -222,11 +224,12 @@ class FirmwareUpdater:
         if req.install_at is not None and req.install_at > datetime.now(UTC):
             self.notify("InstallScheduled", rid, signed)  # L01.FR.16
             await self._sleep_until(req.install_at)
+        self.hold_evses(True)  # L01.FR.07: no new starts from here until the new release runs
         if self.busy():
             self.notify("InstallScheduled", rid, signed)  # L01.FR.34: waiting for the transactions (L01.FR.06)
-            self.hold_evses(True)  # L01.FR.07
-            while self.busy():  # noqa: ASYNC110 -- the runtime owns the transactions; checked once a second
+            while self.busy():
                 await asyncio.sleep(1.0)
+                self.hold_evses(True)  # "any EVSE that becomes available SHALL be set to UNAVAILABLE"
         self._committed = True
         self.notify("Installing", rid, signed)
         try:
@@ -242,8 +245,7 @@ class FirmwareUpdater:
         pending = Pending(rid, signed, version, str(target), str(self.releases.current()), str(copy), schema)
         save_pending(self.state_dir, pending)  # before the switch: a power loss after it finds the record
         self.releases.switch(target)
-        self.notify("InstallRebooting", rid, signed)  # L01.FR.15, L01.FR.32 (a)
-        self.hold_evses(False)
+        self.notify("InstallRebooting", rid, signed)  # L01.FR.15, L01.FR.32 (a); the EVSEs stay held meanwhile
         log.warning("firmware installed; restarting on the new release", version=version, release=str(target))
         self.restart_requested.set()
 
@@ -254,14 +256,28 @@ class FirmwareUpdater:
         failure of the release that was rolled back. `accepted`: whether the CSMS has accepted this run's boot."""
         pending = load_pending(self.state_dir)
         if pending is None:
+            self._interrupted()
             return
         if pending.state == "booting" and pending.version == station.__version__:
             self._verifier = asyncio.create_task(self._verify(pending, accepted), name="firmware boot check")
             return
+        self.hold_evses(False)  # the EVSEs the install held (kept in the store across the restart)
         reason = pending.reason if pending.state == "rolled_back" else "InstallationFailed"
         log.error("the firmware update did not take; reporting it", version=pending.version, reason=reason)
         self.notify(reason or "InstallationFailed", pending.request_id, pending.signed)
         clear_pending(self.state_dir)
+
+    def _interrupted(self) -> None:
+        """The previous run stopped (power loss, SIGKILL) in the middle of an update before the switch: this release
+        still runs; the CSMS hears that the update failed and the held EVSEs come back."""
+        self.hold_evses(False)
+        last = self.store.setting("firmware.last_status") or ""
+        if last not in IN_PROGRESS:
+            return
+        request = self.store.setting("firmware.last_request")
+        status = "DownloadFailed" if last in ("Downloading", "DownloadScheduled") else "InstallationFailed"
+        log.error("a firmware update was interrupted by the stop of the previous run", last=last, reported=status)
+        self.notify(status, int(request) if request else None, self.store.setting("firmware.last_signed") == "1")
 
     async def _verify(self, pending: Pending, accepted: Callable[[], bool]) -> None:
         loop = asyncio.get_running_loop()
@@ -273,6 +289,7 @@ class FirmwareUpdater:
             self.restart_requested.set()
             return
         self.notify("Installed", pending.request_id, pending.signed)  # L01.FR.28, L01.FR.32 (a)
+        self.hold_evses(False)
         self.store.security_event(FIRMWARE_UPDATED, f"release {pending.version}")  # L01.FR.31
         self.wake()
         clear_pending(self.state_dir)

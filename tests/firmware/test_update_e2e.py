@@ -223,3 +223,56 @@ async def test_a_release_that_crashes_on_start_is_rolled_back_and_reported_insta
         failed = await csms.wait_for("FirmwareStatusNotification", after=mark)
     assert (failed.payload["status"], failed.payload["requestId"]) == ("InstallationFailed", 7)
     assert not (tmp_path / "state" / RECORD).exists()
+
+
+async def test_the_install_waits_for_the_running_transaction_with_no_new_starts(
+    tmp_path: Path, csms: LocalCsms, kit: tuple[Signer, Path]
+) -> None:
+    """L01.FR.06: with a transaction running the download goes ahead but the install waits for its end; L01.FR.34
+    InstallScheduled meanwhile; L01.FR.07: an EVSE that becomes free is set Unavailable until the new release runs
+    (kept in the store across the restart), and the new release gives it back."""
+    signer, dist = kit
+    wheel = dist / f"station-{GOOD}-py3-none-any.whl"
+    server = await FileServer(dist).start()
+    config = config_for(tmp_path, csms.url, signer)
+    try:
+        async with running_station(parse_config(config)) as station:
+            await csms.wait_connected(STATION)
+            await csms.wait_for("StatusNotification", lambda p: p["connectorStatus"] == "Available")
+            assert await csms.start_session(STATION, "TAG-FW") == "Accepted"
+            _started, tx_id = await csms.wait_session_started(STATION)
+            sig = sign_file(wheel, signer.key.read_bytes())
+            answer = await csms.update_firmware(
+                STATION, server.url(wheel.name), request_id=11, signing_certificate=signer.cert_pem, signature=sig
+            )
+            assert answer == "Accepted"
+            await csms.wait_for("FirmwareStatusNotification", lambda p: p["status"] == "InstallScheduled")
+            await asyncio.sleep(1.5)
+            assert "Installing" not in [s for s, _ in statuses(csms)]
+            mark = len(csms.received)
+            assert await csms.request_stop(STATION, tx_id) == "Accepted"
+            await csms.wait_for("TransactionEvent", lambda p: p["eventType"] == "Ended", after=mark)
+            await csms.wait_for(
+                "StatusNotification", lambda p: p["connectorStatus"] == "Unavailable", after=mark, timeout=30
+            )
+            assert station.firmware is not None
+            await asyncio.wait_for(station.firmware.restart_requested.wait(), 180)
+            assert station.store.setting("firmware.held_evses") == "1"
+    finally:
+        await server.stop()
+    assert [s for s, _ in statuses(csms)] == [
+        "Downloading",
+        "Downloaded",
+        "SignatureVerified",
+        "InstallScheduled",
+        "Installing",
+        "InstallRebooting",
+    ][: len(statuses(csms))]
+    mark = len(csms.received)
+    proc = start_release(tmp_path / "releases", toml(config, tmp_path / "station.toml"), tmp_path / "new.log")
+    try:
+        await csms.wait_for("FirmwareStatusNotification", lambda p: p["status"] == "Installed", after=mark, timeout=120)
+        await csms.wait_for("StatusNotification", lambda p: p["connectorStatus"] == "Available", after=mark)
+    finally:
+        proc.terminate()
+        await asyncio.to_thread(proc.wait, 30)

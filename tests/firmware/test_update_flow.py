@@ -177,3 +177,30 @@ def test_a_rollback_puts_the_store_back_when_the_new_release_migrated_it(tmp_pat
     assert sqlite3.connect(store).execute("SELECT v FROM t").fetchone()[0] == "written at 4"
     aside = tmp_path / "s.db.from-9"
     assert sqlite3.connect(aside).execute("SELECT v FROM t").fetchone()[0] == "written at 5"
+
+
+def test_an_update_interrupted_before_the_switch_is_reported_failed_at_the_next_start(tmp_path: Path) -> None:
+    """Power loss (or SIGKILL) during the download or the install, before the `current` link changed: the release
+    that runs is the old one, the CSMS hears DownloadFailed / InstallationFailed with the requestId (L01.FR.01/10),
+    and the EVSEs the install held are given back."""
+    config = parse_config(config_for(tmp_path, "ws://127.0.0.1:9/ocpp", "2.0.1"))
+    (tmp_path / "state").mkdir()
+    store = Store(tmp_path / "state" / "s.db")
+    given_back: list[bool] = []
+    try:
+        for last, reported in (("Downloading", "DownloadFailed"), ("Installing", "InstallationFailed")):
+            store.set_setting("firmware.last_status", last)
+            store.set_setting("firmware.last_request", "5")
+            updater = FirmwareUpdater(config, store, busy=lambda: False, wake=lambda: None, hold=given_back.append)
+            updater.on_start(lambda: True)
+            message = store.next_message("other")
+            while message is not None and message.kind != "firmware_status":
+                store.delivered(message.id)
+                message = store.next_message("other")
+            assert message is not None and (message.body["status"], message.body["requestId"]) == (reported, 5)
+            store.delivered(message.id)
+        FirmwareUpdater(config, store, busy=lambda: False, wake=lambda: None).on_start(lambda: True)
+        assert store.outbox_depth("firmware_status") == 0  # a failure reported is not in progress any more
+    finally:
+        store.close()
+    assert given_back == [False, False]

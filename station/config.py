@@ -1131,6 +1131,19 @@ def config_warnings(config: Config, *, user: str | None = None) -> list[str]:
         )
         if problem:
             warnings.append(problem)
+    # ---- firmware update: a signed update needs the root; the install needs the releases folder
+    root = config.firmware.manufacturer_root
+    if root and not Path(root).is_file():  # unset: no firmware update over OCPP (answered InvalidCertificate)
+        warnings.append(
+            f"firmware.manufacturer_root: {root} does not exist; install the manufacturer's root certificate there "
+            "(signed firmware updates are answered InvalidCertificate until then)"
+        )
+    releases = Path(config.firmware.releases)
+    if releases.is_dir() and not access.may(releases, os.W_OK | os.X_OK):
+        warnings.append(
+            f"firmware.releases: {access.name} cannot write {releases}; chown it to the service user (firmware "
+            "updates install new releases there)"
+        )
     warnings.extend(secret_warnings(config))
     return warnings
 

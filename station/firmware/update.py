@@ -120,7 +120,7 @@ class FirmwareUpdater:
         """L01.FR.25/26: the last status sent, Idle after Installed (or when there was none)."""
         status = self.store.setting("firmware.last_status") or "Idle"
         request = self.store.setting("firmware.last_request")
-        if status == "Installed" or (self._job is None and status in ("Installed", "")):
+        if status in ("Installed", "Idle"):
             return "Idle", None
         return status, int(request) if request else None
 
@@ -235,11 +235,13 @@ class FirmwareUpdater:
         try:
             target = await asyncio.to_thread(self.releases.install, wheel, version)
         except InstallFailed as exc:
+            await asyncio.to_thread(wheel.unlink, missing_ok=True)
             log.error("firmware install failed", version=version, error=str(exc))
             self.hold_evses(False)
             self.notify("InstallationFailed", rid, signed)
             self._committed = False
             return
+        await asyncio.to_thread(wheel.unlink, missing_ok=True)  # installed: the venv holds what it needs
         copy = self.store_path.with_name(f"{self.store_path.name}.before-{version}")
         schema = await asyncio.to_thread(copy_store, self.store_path, copy)
         pending = Pending(rid, signed, version, str(target), str(self.releases.current()), str(copy), schema)

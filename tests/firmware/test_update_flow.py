@@ -204,3 +204,15 @@ def test_an_update_interrupted_before_the_switch_is_reported_failed_at_the_next_
     finally:
         store.close()
     assert given_back == [False, False]
+
+
+def test_config_check_names_a_missing_manufacturer_root(tmp_path: Path) -> None:
+    """`station config check`: a [firmware] manufacturer_root that is not there is said, with what to do."""
+    from station.config import config_warnings
+
+    config = parse_config(
+        config_for(tmp_path, "ws://127.0.0.1:9/ocpp", "2.0.1", manufacturer_root=str(tmp_path / "root.pem"))
+    )
+    assert any(w.startswith("firmware.manufacturer_root:") for w in config_warnings(config))
+    (tmp_path / "root.pem").write_text("x")
+    assert not any(w.startswith("firmware.") for w in config_warnings(config))

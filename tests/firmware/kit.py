@@ -4,6 +4,7 @@ server on loopback (aiohttp) that can be told to fail the first N requests."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
 import ssl
@@ -78,6 +79,7 @@ class FileServer:
     root: Path
     tls: ssl.SSLContext | None = None
     fail_first: int = 0
+    slow: float = 0.0  # seconds between 64 KiB chunks (a download long enough to be interrupted)
     requests: int = 0
     port: int = 0
     _runner: web.AppRunner | None = field(default=None, repr=False)
@@ -89,7 +91,15 @@ class FileServer:
         path = self.root / request.match_info["name"]
         if not path.is_file():
             return web.Response(status=404)
-        return web.FileResponse(path)
+        if not self.slow:
+            return web.FileResponse(path)
+        data = path.read_bytes()
+        response = web.StreamResponse(headers={"Content-Length": str(len(data))})
+        await response.prepare(request)
+        for at in range(0, len(data), 1 << 16):
+            await response.write(data[at : at + (1 << 16)])
+            await asyncio.sleep(self.slow)
+        return response
 
     async def start(self) -> FileServer:
         app = web.Application()

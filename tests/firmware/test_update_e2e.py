@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ from station.config import parse_config
 from station.demo.csms import LocalCsms
 from station.firmware.release import sign_file
 from station.firmware.releases import RECORD, Releases, preflight
+from tests.conftest import Process
 from tests.firmware.kit import FileServer, Signer, build_release, manufacturer
 
 pytestmark = pytest.mark.slow
@@ -276,3 +278,50 @@ async def test_the_install_waits_for_the_running_transaction_with_no_new_starts(
     finally:
         proc.terminate()
         await asyncio.to_thread(proc.wait, 30)
+
+
+async def test_sigkill_during_the_download_and_during_the_install_leaves_the_old_release_running(
+    tmp_path: Path, csms: LocalCsms, kit: tuple[Signer, Path], processes: list[Process]
+) -> None:
+    """Power loss in the middle of an update: the daemon (a real process) is killed while it downloads, then while it
+    installs; each time the next start runs the release it ran before (`current` not switched), reports
+    DownloadFailed / InstallationFailed with the requestId (L01.FR.01/10) from what the killed run had stored, and
+    stops cleanly. A half-made venv is left as `<releases>/<version>` with its `.installing` mark, never linked, and
+    made again by the next install of that version."""
+    signer, dist = kit
+    wheel = dist / f"station-{GOOD}-py3-none-any.whl"
+    sig = sign_file(wheel, signer.key.read_bytes())
+    config = config_for(tmp_path, csms.url, signer)
+    path = toml(config, tmp_path / "station.toml")
+    releases = Releases(tmp_path / "releases")
+    server = await FileServer(dist, slow=0.5).start()
+    try:
+        for request_id, kill_at, reported in ((21, "Downloading", "DownloadFailed"), (22, "Installing", None)):
+            server.slow = 0.5 if kill_at == "Downloading" else 0.0
+            mark = len(csms.received)
+            daemon = Process(["run", "--config", str(path)], tmp_path / f"daemon-{request_id}.log")
+            processes.append(daemon)
+            await csms.wait_for("BootNotification", after=mark, timeout=60)
+            await csms.wait_connected(STATION)
+            answer = await csms.update_firmware(
+                STATION,
+                server.url(wheel.name),
+                request_id=request_id,
+                signing_certificate=signer.cert_pem,
+                signature=sig,
+            )
+            assert answer == "Accepted"
+            await csms.wait_for("FirmwareStatusNotification", lambda p, k=kill_at: p["status"] == k, after=mark)
+            await daemon.terminate(signal.SIGKILL)
+            assert releases.link("current") is None  # never switched
+            mark = len(csms.received)
+            again = Process(["run", "--config", str(path)], tmp_path / f"again-{request_id}.log")
+            processes.append(again)
+            failed = await csms.wait_for(
+                "FirmwareStatusNotification", lambda p: "Failed" in p["status"], after=mark, timeout=60
+            )
+            assert failed.payload == {"status": reported or "InstallationFailed", "requestId": request_id}
+            assert await again.terminate() == 0
+    finally:
+        await server.stop()
+    assert not (tmp_path / "state" / RECORD).exists()

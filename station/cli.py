@@ -18,6 +18,7 @@ from typing import Any
 from station import __version__
 from station.config import (
     METER_MODELS,
+    Config,
     ConfigError,
     config_warnings,
     describe,
@@ -47,10 +48,15 @@ STATUS_CODES = f"""exit status:
 LOG_LEVELS = ["debug", "info", "warning", "error"]
 
 
-def _setup_logging(level: str = "info", fmt: str = "auto") -> None:
-    from station.logs import configure
+def _setup_logging(level: str = "info", fmt: str = "auto", config: Config | None = None) -> None:
+    """With `config` (the daemon), also into its rotating log file ([logging])."""
+    from station.config import log_file_path
+    from station.logs import LogFile, configure
 
-    configure(level, fmt)  # type: ignore[arg-type]
+    log_file = None
+    if config is not None and config.logging.write_file:
+        log_file = LogFile(log_file_path(config), config.logging.max_bytes, config.logging.keep)
+    configure(level, fmt, log_file)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- the daemon and the demo
@@ -66,7 +72,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
-    _setup_logging(args.log_level, args.log_format)
+    _setup_logging(args.log_level, args.log_format, config)
     for warning in secret_warnings(config):  # the daemon names a missing port or store directory itself
         structlog.get_logger("station.config").warning("config warning", problem=warning, file=args.config)
     return asyncio.run(run_daemon(config))

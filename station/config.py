@@ -186,6 +186,20 @@ class FirmwareConfig:
 
 
 @dataclass(frozen=True)
+class LoggingConfig:
+    """The daemon's own rotating JSON log file beside journald (station/logs.py LogFile), which a log upload sends."""
+
+    write_file: bool = True
+    file: str = ""  # "" = station.log.jsonl beside the store
+    max_bytes: int = 4 * 1024 * 1024
+    keep: int = 4  # rotated files kept besides the current one
+
+
+def log_file_path(config: Config) -> Path:
+    return Path(config.logging.file) if config.logging.file else Path(config.storage.path).parent / "station.log.jsonl"
+
+
+@dataclass(frozen=True)
 class Config:
     station: StationConfig
     csms: CsmsConfig
@@ -197,6 +211,7 @@ class Config:
     legacy: bool = False  # read from the single [meter] table
     card_readers: tuple[CardReaderConfig, ...] = ()  # in the file's order
     firmware: FirmwareConfig = FirmwareConfig()
+    logging: LoggingConfig = LoggingConfig()
 
     def evse(self, evse_id: int) -> EvseConfig:
         for evse in self.evses:
@@ -351,6 +366,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "max_boots": Key(int, 3, _between(1, 20), "starts of a new release before it is rolled back"),
     },
     # ---- end firmware update
+    "logging": {
+        "write_file": Key(bool, True, None, "true to keep the daemon's own rotating JSON log file (for log uploads)"),
+        "file": Key(str, "", None, 'the log file ("" = station.log.jsonl beside the store)'),
+        "max_bytes": Key(int, 4 * 1024 * 1024, _between(65536, 1024**3), "bytes of one log file before it rotates"),
+        "keep": Key(int, 4, _between(1, 20), "rotated log files kept besides the current one"),
+    },
 }
 
 # The single [meter] table: one meter on its own line (bus "meter"), EVSE 1 with connector 1.
@@ -461,6 +482,7 @@ SECTIONS = (
     "storage",
     "diagnostics",
     "firmware",
+    "logging",
 )
 _SECTION_FORMS = {"bus": "[bus.NAME]", "evse": "[[evse]]", "card_reader": "[[card_reader]]"}
 
@@ -908,6 +930,7 @@ def parse_config(data: dict[str, Any], source: str = "") -> Config:
                 if k in sections["firmware"]
             }
         ),
+        logging=LoggingConfig(**sections["logging"]),
     )
 
 

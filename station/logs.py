@@ -1,15 +1,21 @@
 """Logging set-up: structlog JSON lines for journald/stderr in service mode, readable console lines at a terminal.
 
 Secrets never reach a log line: values under secret-looking keys are replaced, and a URL's user:password part and
-Authorization headers inside any string are masked, whatever logger produced them.
+Authorization headers inside any string are masked, whatever logger produced them. Beside journald the daemon keeps
+its own JSON lines in a bounded, rotating file (`LogFile`), the same redacted lines, so that a log upload to the CSMS
+(station/logupload/) can send the daemon's own log for a period.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import re
 import sys
+import threading
 from collections.abc import MutableMapping
+from pathlib import Path
 from typing import Any, Literal
 
 import structlog
@@ -116,7 +122,81 @@ def redact_secrets(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Mut
     return event_dict
 
 
-def configure(level: str = "info", fmt: LogFormat = "auto") -> None:
+LOG_LINE_LIMIT = 64 * 1024  # bytes of one line in the log file; a longer line is replaced by a note of its size
+
+
+class LogFile:
+    """The daemon's own log: JSON lines in `path`, rotated to path.1 .. path.KEEP when the file would pass
+    `max_bytes`, so it never holds more than about (keep + 1) * max_bytes. Written from the logging processors (any
+    thread); a write that fails (a full disk) switches the file off with one line on stderr rather than failing the
+    log call."""
+
+    def __init__(self, path: str | Path, max_bytes: int, keep: int) -> None:
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.keep = keep
+        self._lock = threading.Lock()
+        self._out: Any = None
+        self._size = 0
+        self.broken = False
+
+    def files(self) -> list[Path]:
+        """The files holding lines now, oldest first."""
+        rotated = [self.path.with_name(f"{self.path.name}.{n}") for n in range(self.keep, 0, -1)]
+        return [p for p in [*rotated, self.path] if p.is_file()]
+
+    def write(self, line: str) -> None:
+        data = line.encode("utf-8", "replace")
+        if len(data) >= LOG_LINE_LIMIT:
+            data = json.dumps({"event": "log line too long; left out", "bytes": len(data)}).encode()
+        data += b"\n"
+        with self._lock:
+            if self.broken:
+                return
+            try:
+                if self._out is None:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    self._out = open(self.path, "ab")  # noqa: SIM115 -- kept open for the daemon's life
+                    self._size = self._out.tell()
+                if self._size and self._size + len(data) > self.max_bytes:
+                    self._rotate()
+                self._out.write(data)
+                self._out.flush()
+                self._size += len(data)
+            except OSError as exc:
+                self.broken = True
+                print(f"station: log file {self.path} switched off: {exc}", file=sys.stderr)
+
+    def _rotate(self) -> None:
+        self._out.close()
+        for n in range(self.keep - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{n}")
+            if older.exists():
+                os.replace(older, self.path.with_name(f"{self.path.name}.{n + 1}"))
+        os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+        self._out = open(self.path, "ab")  # noqa: SIM115
+        self._size = 0
+
+    def close(self) -> None:
+        with self._lock:
+            if self._out is not None:
+                self._out.close()
+                self._out = None
+
+
+def _to_file(log_file: LogFile) -> Any:
+    """structlog processor: the redacted event as one JSON line in the log file; the event goes on unchanged."""
+
+    def processor(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        line = {k: v for k, v in event_dict.items() if not k.startswith("_")}
+        log_file.write(json.dumps(line, default=str, ensure_ascii=False))
+        return event_dict
+
+    return processor
+
+
+def configure(level: str = "info", fmt: LogFormat = "auto", log_file: LogFile | None = None) -> None:
+    """Log lines to stderr (journald) and, with `log_file`, the same lines as JSON into that file too."""
     numeric = getattr(logging, level.upper(), logging.INFO)
     json_lines = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     shared: list[Any] = [
@@ -127,13 +207,14 @@ def configure(level: str = "info", fmt: LogFormat = "auto") -> None:
         structlog.processors.format_exc_info,
         redact_secrets,
     ]
+    tee = [_to_file(log_file)] if log_file is not None else []
     renderer: Any = (
         structlog.processors.JSONRenderer() if json_lines else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
     structlog.configure(
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        processors=[*shared, renderer],
+        processors=[*shared, *tee, renderer],
         cache_logger_on_first_use=False,
     )
     # Libraries log through the stdlib: route them through the same redaction and renderer.
@@ -147,6 +228,7 @@ def configure(level: str = "info", fmt: LogFormat = "auto") -> None:
                 structlog.processors.TimeStamper(fmt="iso", utc=True),
                 structlog.processors.format_exc_info,
                 redact_secrets,
+                *tee,
             ],
         )
     )

@@ -207,6 +207,16 @@ class _CentralSystemSide(ChargePoint):  # type: ignore[misc]
     def on_signed_firmware_status(self, **_: Any) -> call_result.SignedFirmwareStatusNotification:
         return call_result.SignedFirmwareStatusNotification()
 
+    # ---- log upload (GetDiagnostics / GetLog statuses)
+
+    @on(Action.diagnostics_status_notification)
+    def on_diagnostics_status(self, **_: Any) -> call_result.DiagnosticsStatusNotification:
+        return call_result.DiagnosticsStatusNotification()
+
+    @on(Action.log_status_notification)
+    def on_log_status(self, **_: Any) -> call_result.LogStatusNotification:
+        return call_result.LogStatusNotification()
+
 
 class _CentralSystemSide201(ChargePoint201):  # type: ignore[misc]
     """One connected 2.0.1 station, seen from the CSMS."""
@@ -286,6 +296,12 @@ class _CentralSystemSide201(ChargePoint201):  # type: ignore[misc]
     @on(Action201.report_charging_profiles)
     def on_report_charging_profiles(self, **_: Any) -> result201.ReportChargingProfiles:
         return result201.ReportChargingProfiles()
+
+    # ---- log upload
+
+    @on(Action201.log_status_notification)
+    def on_log_status(self, **_: Any) -> result201.LogStatusNotification:
+        return result201.LogStatusNotification()
 
 
 def _now() -> str:
@@ -681,5 +697,62 @@ class LocalCsms:
         result = await self.stations[station_id].call(
             call201.RequestStartTransaction(id_token=id_token, remote_start_id=remote_start_id, evse_id=evse_id),
             suppress=False,
+        )
+        return str(result.status)
+
+    # ---- log upload: GetDiagnostics (1.6), GetLog (1.6 security whitepaper, 2.0.1), ExtendedTriggerMessage (1.6)
+
+    async def get_diagnostics(
+        self,
+        station_id: str,
+        location: str,
+        *,
+        retries: int | None = None,
+        retry_interval: int | None = None,
+        start_time: str | None = None,
+        stop_time: str | None = None,
+    ) -> str | None:
+        """The file name the station answers (None: it has nothing to upload)."""
+        result = await self.stations[station_id].call(
+            call.GetDiagnostics(
+                location=location,
+                retries=retries,
+                retry_interval=retry_interval,
+                start_time=start_time,
+                stop_time=stop_time,
+            ),
+            suppress=False,
+        )
+        return None if result.file_name is None else str(result.file_name)
+
+    async def get_log(
+        self,
+        station_id: str,
+        location: str,
+        request_id: int,
+        *,
+        log_type: str = "DiagnosticsLog",
+        retries: int | None = None,
+        retry_interval: int | None = None,
+        oldest: str | None = None,
+        latest: str | None = None,
+    ) -> tuple[str, str | None]:
+        """GetLog in the station's version: (status, filename)."""
+        side = self.stations[station_id]
+        log = {"remote_location": location}
+        if oldest is not None:
+            log["oldest_timestamp"] = oldest
+        if latest is not None:
+            log["latest_timestamp"] = latest
+        module: Any = call201 if side.version == "2.0.1" else call
+        payload = module.GetLog(
+            log=log, log_type=log_type, request_id=request_id, retries=retries, retry_interval=retry_interval
+        )
+        result = await side.call(payload, suppress=False)
+        return str(result.status), None if result.filename is None else str(result.filename)
+
+    async def extended_trigger_message(self, station_id: str, message: str, connector_id: int | None = None) -> str:
+        result = await self.stations[station_id].call(
+            call.ExtendedTriggerMessage(requested_message=message, connector_id=connector_id), suppress=False
         )
         return str(result.status)

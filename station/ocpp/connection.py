@@ -30,6 +30,7 @@ from station.config import Config
 from station.core.model import ReportStatus
 from station.firmware.update import FirmwareUpdater
 from station.logs import loggable
+from station.logupload.service import LogUploads
 from station.ocpp import wire
 from station.ocpp.adapter import BootRefused, CsmsAdapter
 from station.ocpp.liblog import LibraryLog
@@ -163,6 +164,10 @@ class CsmsConnection:
         self.url = f"{config.csms.endpoint}/{config.station.id}"
         self.state = ConnectionState(self.url)
         self.trace = FrameTrace()
+        # ---- log upload (GetDiagnostics / GetLog, station/logupload/): one at a time, for every adapter
+        self.log_uploads = LogUploads(
+            config, store, self.trace, runtime.supervisor, runtime.csms, software=software_version()
+        )
         self._wakeups = {"transaction": asyncio.Event(), "other": asyncio.Event()}  # one per outbox lane
         self._statuses: asyncio.Queue[ReportStatus] = asyncio.Queue()
         runtime.csms.outbox_listeners.append(self._wake_lanes)
@@ -274,6 +279,7 @@ class CsmsConnection:
     async def close(self) -> None:
         """Close the WebSocket properly (close frame, handshake) and stop reconnecting."""
         self._stopping = True
+        self.log_uploads.close()
         if self._ws is not None:
             await self._ws.close()
         try:
@@ -333,6 +339,7 @@ class CsmsConnection:
             response_timeout=self.config.csms.response_timeout,
             signed_value_format=self.config.csms.signed_value_format,
             firmware=self.firmware,
+            log_uploads=self.log_uploads,
         )
         adapter.logger = LibraryLog()  # the library's own log calls, without payloads or tracebacks
         link.rejected = lambda: adapter.registration == "Rejected"

@@ -164,8 +164,9 @@ SETTINGS: tuple[Setting, ...] = (
        check=_int_range(0, 86400), unit="s"),
     _s("ResetRetries", "0", key16="ResetRetries", component="OCPPCommCtrlr", variable="ResetRetries",
        data_type="integer", check=_int_range(0, 10)),
-    _s("FileTransferProtocols", "", component="OCPPCommCtrlr", variable="FileTransferProtocols", readonly=True,
-       data_type="MemberList", values_list=""),
+    # ---- log upload: what station/logupload/transfer.py sends over (and its tests prove); 1.6 §8's key too
+    _s("FileTransferProtocols", "FTP,HTTP,HTTPS", key16="SupportedFileTransferProtocols", component="OCPPCommCtrlr",
+       variable="FileTransferProtocols", readonly=True, data_type="MemberList", values_list="FTP,HTTP,HTTPS"),
     # Read-write; without a lock (a fixed cable) only "false" (1.6 errata §3.84 / 2.0.1 §2.1.12 "SHALL report
     # false"): Settings narrows the check and the default per station.
     _s("UnlockConnectorOnEVSideDisconnect", "false", key16="UnlockConnectorOnEVSideDisconnect",
@@ -617,3 +618,9 @@ class SettingsPolicy:
 
     def stop_when_energy_stops(self) -> bool:
         return self.settings.value("TxStopPoint") == "EnergyTransfer"
+
+    def limit_change_significance(self) -> float:
+        try:
+            return float(self.settings.value("LimitChangeSignificance"))
+        except ValueError:
+            return 10.0

@@ -33,7 +33,10 @@ from ocpp.v16.enums import (
 )
 
 from station.core.model import ConnectorStatus, Outcome, ReportStatus, SignedMeterRecord, StopReason, Transaction
-from station.firmware.update import FirmwareUpdater, UpdateRequest, parse_time
+from station.firmware.update import FirmwareUpdater, UpdateRequest
+from station.firmware.update import parse_time as firmware_time
+from station.logupload import service as log_upload
+from station.logupload.archive import DIAGNOSTICS, Window, parse_time
 from station.meter.interface import LiveValues
 from station.ocpp import profile_codec
 from station.ocpp.adapter import (
@@ -89,8 +92,10 @@ class V16Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
         response_timeout: float,
         signed_value_format: str,
         firmware: FirmwareUpdater | None = None,
+        log_uploads: log_upload.LogUploads | None = None,
     ) -> None:
         super().__init__(station_id, connection, response_timeout=response_timeout)
+        self.log_uploads = log_uploads
         self.runtime = runtime
         self.store = store
         self.settings = settings
@@ -173,6 +178,8 @@ class V16Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
             event = call.SecurityEventNotification(**security_event_fields(message.body, "1.6"))
             await self.call(event, suppress=False, unique_id=message.call_id)
             return Delivery()
+        if message.kind in log_upload.OUTBOX_KINDS.values():
+            return await self._log_status(message)
         else:
             raise ValueError(f"1.6 adapter cannot send outbox entry of kind {message.kind!r}")
 
@@ -588,6 +595,8 @@ class V16Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
             queued = self.follow_ups.later(self._live_meter_values(targets), what)
         elif requested_message == "FirmwareStatusNotification" and self.firmware is not None:
             queued = self.follow_ups.later(self._triggered_firmware_status(), what)
+        elif requested_message == "DiagnosticsStatusNotification" and self.log_uploads is not None:
+            queued = self.follow_ups.later(self._triggered_log_status(log_upload.DIAGNOSTICS_REQUEST), what)
         else:
             return call_result.TriggerMessage(status="NotImplemented")
         return call_result.TriggerMessage(status="Accepted" if queued else "Rejected")
@@ -602,7 +611,7 @@ class V16Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
         """§5.19: the conf has no status; an unsigned update the config does not allow is logged and not done."""
         if self.firmware is not None:
             request = UpdateRequest(
-                location, parse_time(retrieve_date), None, None, None, None, retries, retry_interval
+                location, firmware_time(retrieve_date), None, None, None, None, retries, retry_interval
             )
             answer = self.firmware.request(request)
             log.info("UpdateFirmware", answer=answer)
@@ -621,8 +630,8 @@ class V16Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
             return call_result.SignedUpdateFirmware(status="Rejected")
         request = UpdateRequest(
             str(firmware["location"]),
-            parse_time(firmware.get("retrieve_date_time")),
-            parse_time(firmware.get("install_date_time")),
+            firmware_time(firmware.get("retrieve_date_time")),
+            firmware_time(firmware.get("install_date_time")),
             request_id,
             str(firmware["signing_certificate"]),
             str(firmware["signature"]),
@@ -698,6 +707,104 @@ class V16Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
                 ),
                 suppress=False,
             )
+
+    # ---- log upload (§5.9 GetDiagnostics, §4.4 DiagnosticsStatusNotification; security whitepaper N01 GetLog,
+    # LogStatusNotification, ExtendedTriggerMessage): station/logupload/ does the work, these translate.
+
+    @on(Action.get_diagnostics)
+    def on_get_diagnostics(
+        self,
+        location: str,
+        retries: int | None = None,
+        retry_interval: int | None = None,
+        start_time: str | None = None,
+        stop_time: str | None = None,
+        **_: Any,
+    ) -> call_result.GetDiagnostics:
+        """§5.9: the name of the file that will be uploaded, none when there is nothing to upload (a location the
+        station cannot upload to, a period that ends before it starts); then DiagnosticsStatusNotifications."""
+        if self.log_uploads is None:
+            return call_result.GetDiagnostics()
+        request = log_upload.LogRequest(
+            log_upload.DIAGNOSTICS_REQUEST,
+            "1.6",
+            DIAGNOSTICS,
+            location,
+            Window(parse_time(start_time), parse_time(stop_time)),
+            retries=retries,
+            retry_interval=retry_interval,
+        )
+        answer = self.log_uploads.request(request)
+        return call_result.GetDiagnostics(file_name=answer.file_name if answer.status != "Rejected" else None)
+
+    @on(Action.get_log)
+    def on_get_log(
+        self,
+        log: dict[str, Any],
+        log_type: str,
+        request_id: int,
+        retries: int | None = None,
+        retry_interval: int | None = None,
+        **_: Any,
+    ) -> call_result.GetLog:
+        """Whitepaper N01.FR.01-04, N01.FR.11: Accepted (or AcceptedCanceled, the running upload canceled) with the
+        file name; Rejected for a location the station cannot upload to."""
+        if self.log_uploads is None:
+            return call_result.GetLog(status="Rejected")
+        request = log_upload.LogRequest(
+            log_upload.LOG_REQUEST,
+            "1.6",
+            log_type,
+            str(log.get("remote_location", "")),
+            Window(parse_time(log.get("oldest_timestamp")), parse_time(log.get("latest_timestamp"))),
+            request_id=request_id,
+            retries=retries,
+            retry_interval=retry_interval,
+        )
+        answer = self.log_uploads.request(request)
+        return call_result.GetLog(status=answer.status, filename=answer.file_name)
+
+    @on(Action.extended_trigger_message)
+    def on_extended_trigger_message(
+        self, requested_message: str, connector_id: int | None = None, **_: Any
+    ) -> call_result.ExtendedTriggerMessage:
+        """Whitepaper F06 (ExtendedTriggerMessage): LogStatusNotification here; the messages plain TriggerMessage
+        also sends are sent the same way; the rest (FirmwareStatusNotification, SignChargePointCertificate) is
+        NotImplemented until the station does them."""
+        if requested_message == "LogStatusNotification" and self.log_uploads is not None:
+            queued = self.follow_ups.later(
+                self._triggered_log_status(log_upload.LOG_REQUEST), "triggered LogStatusNotification"
+            )
+            return call_result.ExtendedTriggerMessage(status="Accepted" if queued else "Rejected")
+        if requested_message in ("BootNotification", "Heartbeat", "MeterValues", "StatusNotification"):
+            answer = self.on_trigger_message(requested_message, connector_id)
+            return call_result.ExtendedTriggerMessage(status=answer.status)
+        return call_result.ExtendedTriggerMessage(status="NotImplemented")
+
+    async def _triggered_log_status(self, kind: str) -> None:
+        """§4.4 / whitepaper N01.FR.12: Uploading (with its requestId) while an upload runs, else Idle."""
+        assert self.log_uploads is not None
+        running = self.log_uploads.uploading(kind)
+        if kind == log_upload.DIAGNOSTICS_REQUEST:
+            status = "Uploading" if running is not None else "Idle"
+            await self.call(call.DiagnosticsStatusNotification(status=status), suppress=False)
+            return
+        request_id = running.request_id if running is not None else None
+        await self.call(
+            call.LogStatusNotification(status="Uploading" if running else "Idle", request_id=request_id),
+            suppress=False,
+        )
+
+    async def _log_status(self, message: OutboxMessage) -> Delivery:
+        """A queued log upload status (station/logupload/service.py)."""
+        status = str(message.body["status"])
+        payload: Any
+        if message.kind == log_upload.OUTBOX_KINDS[log_upload.DIAGNOSTICS_REQUEST]:
+            payload = call.DiagnosticsStatusNotification(status=status)
+        else:
+            payload = call.LogStatusNotification(status=status, request_id=message.body.get("request_id"))
+        await self.call(payload, suppress=False, unique_id=message.call_id)
+        return Delivery()
 
 
 def id_tag_entry(id_tag: str, info: dict[str, Any]) -> IdTagEntry:

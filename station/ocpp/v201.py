@@ -23,7 +23,10 @@ from ocpp.v201.enums import Action
 
 import station
 from station.core.model import ConnectorStatus, ReportStatus, SignedMeterRecord, StartSource, StopReason, Transaction
-from station.firmware.update import FirmwareUpdater, UpdateRequest, parse_time
+from station.firmware.update import FirmwareUpdater, UpdateRequest
+from station.firmware.update import parse_time as firmware_time
+from station.logupload import service as log_upload
+from station.logupload.archive import Window, parse_time
 from station.meter.records import begin_wh, end_wh
 from station.ocpp import profile_codec
 from station.ocpp.adapter import (
@@ -192,8 +195,10 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
         response_timeout: float,
         signed_value_format: str = "oca",  # 1.6 only: 2.0.1 has a typed signedMeterValue, no raw variant
         firmware: FirmwareUpdater | None = None,
+        log_uploads: log_upload.LogUploads | None = None,
     ) -> None:
         super().__init__(station_id, connection, response_timeout=response_timeout)
+        self.log_uploads = log_uploads
         self.runtime = runtime
         self.store = store
         self.settings = settings
@@ -302,6 +307,8 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
             event = call.SecurityEventNotification(**security_event_fields(message.body, "2.0.1"))
             await self.call(event, suppress=False, unique_id=message.call_id)
             return Delivery()
+        if message.kind in log_upload.OUTBOX_KINDS.values():
+            return await self._log_status(message)
         if message.kind not in ("transaction_started", "transaction_ended", "meter_values", "charging_state"):
             raise ValueError(f"2.0.1 adapter cannot send outbox entry of kind {message.kind!r}")
         assert message.tx_ref is not None
@@ -866,6 +873,8 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
                 return call_result.TriggerMessage(status="Rejected")
         elif requested_message == "FirmwareStatusNotification" and self.firmware is not None:
             queued = self.follow_ups.later(self._triggered_firmware_status(), what)  # L01.FR.25/26
+        elif requested_message == "LogStatusNotification" and self.log_uploads is not None:
+            queued = self.follow_ups.later(self._triggered_log_status(), what)
         else:
             return call_result.TriggerMessage(status="NotImplemented")  # F06.FR.08
         return call_result.TriggerMessage(status="Accepted" if queued else "Rejected")
@@ -885,8 +894,8 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
             return call_result.UpdateFirmware(status="Rejected")
         request = UpdateRequest(
             str(firmware["location"]),
-            parse_time(firmware.get("retrieve_date_time")),
-            parse_time(firmware.get("install_date_time")),
+            firmware_time(firmware.get("retrieve_date_time")),
+            firmware_time(firmware.get("install_date_time")),
             request_id,
             str(firmware.get("signing_certificate") or ""),  # L01.FR.11: required here; "" fails the check
             str(firmware.get("signature") or ""),
@@ -1090,6 +1099,59 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
         self.store.restart_reason("ScheduledReset" if status == "Scheduled" else "RemoteReset")
         log.warning("Reset", type=type, status=status)
         return call_result.Reset(status=status)
+
+    # ---- log upload (N01 Retrieve Log; F06 TriggerMessage LogStatusNotification): station/logupload/ does the work
+
+    @on(Action.get_log)
+    def on_get_log(
+        self,
+        log: dict[str, Any],
+        log_type: str,
+        request_id: int,
+        retries: int | None = None,
+        retry_interval: int | None = None,
+        **_: Any,
+    ) -> call_result.GetLog:
+        """N01.FR.01-05, N01.FR.12: Accepted (AcceptedCanceled when a running upload was canceled for it) with the
+        file name, then LogStatusNotifications with this requestId (N01.FR.07); Rejected for a location the station
+        cannot upload to or a period that cannot hold anything."""
+        if self.log_uploads is None:
+            return call_result.GetLog(status="Rejected")
+        request = log_upload.LogRequest(
+            log_upload.LOG_REQUEST,
+            "2.0.1",
+            log_type,
+            str(log.get("remote_location", "")),
+            Window(parse_time(log.get("oldest_timestamp")), parse_time(log.get("latest_timestamp"))),
+            request_id=request_id,
+            retries=retries,
+            retry_interval=retry_interval,
+        )
+        answer = self.log_uploads.request(request)
+        info = {"reason_code": "InvalidValue", "additional_info": answer.reason[:512]} if answer.reason else None
+        return call_result.GetLog(status=answer.status, filename=answer.file_name, status_info=info)
+
+    async def _triggered_log_status(self) -> None:
+        """F06.FR.14/15 (TC_F_15/16): Uploading with the upload's requestId while one runs, else Idle without one
+        (N01.FR.13)."""
+        assert self.log_uploads is not None
+        running = self.log_uploads.uploading(log_upload.LOG_REQUEST)
+        await self.call(
+            call.LogStatusNotification(
+                status="Uploading" if running else "Idle", request_id=running.request_id if running else None
+            ),
+            suppress=False,
+        )
+
+    async def _log_status(self, message: OutboxMessage) -> Delivery:
+        """A queued log upload status. 1.6 DiagnosticsStatusNotification (a GetDiagnostics before the station
+        switched to 2.0.1) has no 2.0.1 counterpart: dropped."""
+        if message.kind != log_upload.OUTBOX_KINDS[log_upload.LOG_REQUEST]:
+            return Delivery()
+        status = str(message.body["status"])
+        payload = call.LogStatusNotification(status=status, request_id=message.body.get("request_id"))
+        await self.call(payload, suppress=False, unique_id=message.call_id)
+        return Delivery()
 
 
 SMART_ACTIONS = frozenset({"SetChargingProfile", "ClearChargingProfile", "GetCompositeSchedule", "GetChargingProfiles"})

@@ -49,6 +49,11 @@ class RuntimePolicy(Protocol):
         """2.0.1 TxStopPoint EnergyTransfer: the transaction ends when the energy transfer stops."""
         ...
 
+    def limit_change_significance(self) -> float:
+        """2.0.1 SmartChargingCtrlr.LimitChangeSignificance in %: a charging limit that changes by less is not told
+        to the CSMS (TransactionEvent ChargingRateChanged)."""
+        ...
+
 
 @dataclass
 class Fixed:
@@ -64,6 +69,7 @@ class Fixed:
     connection_timeout_s: int = 60
     start_authorized: bool = False
     stop_energy: bool = False
+    significance: float = 10.0
 
     def sample_interval(self) -> int:
         return self.sample
@@ -94,3 +100,6 @@ class Fixed:
 
     def stop_when_energy_stops(self) -> bool:
         return self.stop_energy
+
+    def limit_change_significance(self) -> float:
+        return self.significance

@@ -39,6 +39,7 @@ from station.core.model import (
     MeterStopped,
     OfferCurrent,
     Outcome,
+    Phase,
     RecordChargingState,
     RecordTransactionAborted,
     RecordTransactionEnded,
@@ -147,7 +148,22 @@ class StationRuntime:
         self._changed = asyncio.Event()  # set after every event the core took (until())
 
     def _limit_changed(self, evse_id: int, amps: float | None) -> None:
-        self._apply(CurrentLimitChanged(evse_id, amps))
+        """Smart charging's new limit for an EVSE. During a transaction a change beyond LimitChangeSignificance that
+        is not already a change of the charging state is told to the CSMS (2.0.1 TriggerReasonEnumType
+        ChargingRateChanged: "rate of charging changed by more than LimitChangeSignificance"; 1.6 has no message)."""
+        evse = self.core.evses[evse_id]
+        shape = self.smart.evses[evse_id]
+        before = shape.max_current_a if evse.ev.limit_a is None else evse.ev.limit_a
+        outcome = self._apply(CurrentLimitChanged(evse_id, amps))
+        after = shape.max_current_a if amps is None else amps
+        tx = evse.transaction
+        if not outcome.accepted or tx is None or evse.phase is not Phase.CHARGING or not evse.ev.charging_state:
+            return
+        if any(isinstance(c, RecordChargingState) for c in outcome.commands):
+            return  # the car paused or resumed: that message says it
+        if abs(after - before) * 100 <= self.policy.limit_change_significance() * max(before, 1e-9):
+            return
+        self._execute(RecordChargingState(tx, evse.ev.charging_state, "ChargingRateChanged"))
 
     def _default_shapes(self) -> dict[int, EvseShape]:
         """Each EVSE as its charge controller says (an EVSE without one, "meter-output", cannot limit the car)."""

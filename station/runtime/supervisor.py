@@ -26,9 +26,10 @@ class Work(enum.Enum):
     TIMER = "timer"  # ConnectionTimeOut watches
     CARD = "card"  # a card presented at a reader, being authorized
     LOOP = "loop"  # long-lived: monitors and sampling
+    LOG_UPLOAD = "log upload"  # a CSMS's GetLog / GetDiagnostics (station/logupload/)
 
 
-BACKGROUND = {Work.LOOP, Work.STORE_PROBE, Work.TIMER}  # not "work in flight" for idle()
+BACKGROUND = {Work.LOOP, Work.STORE_PROBE, Work.TIMER, Work.LOG_UPLOAD}  # not "work in flight" for idle()
 
 
 class Supervisor:

@@ -741,3 +741,54 @@ class Store:
         statements = [("DELETE FROM charging_profiles WHERE id=?", (profile_id,)) for profile_id in ids]
         if statements:
             self._write(statements)
+
+    # ------------------------------------------------------------------ log upload: its statuses, what the store holds
+
+    def enqueue_and_note(self, kind: str, body: dict[str, Any], note: tuple[str, str], *, offline: bool) -> None:
+        """Queue a message and set a setting (`note`: key, value; "" removes it) in one commit: a log upload's status
+        and whether an upload is still running (station/logupload/service.py) never disagree after a power loss."""
+        key, value = note
+        statement = (
+            ("DELETE FROM settings WHERE key=?", (key,))
+            if value == ""
+            else (
+                "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (key, value),
+            )
+        )
+        self._write([self._enqueue_sql(kind, None, body, offline), statement])
+
+    def summary(self) -> dict[str, Any]:
+        """Counts for a diagnostics archive (station/logupload/): transactions by state and delivery, the outbox and
+        the set-aside messages by kind with their age and attempts, the security log's size. No identifier, token,
+        record or setting value: nothing here is a secret or personal data."""
+        transactions = {
+            f"{r['state']}{'' if r['delivered'] else ' (not all delivered)'}": int(r["n"])
+            for r in self._read(
+                "SELECT state, delivered_at IS NOT NULL AS delivered, COUNT(*) AS n FROM transactions"
+                " GROUP BY state, delivered"
+            )
+        }
+        outbox = {
+            str(r["kind"]): {
+                "queued": int(r["n"]),
+                "oldest": r["oldest"],
+                "most_attempts": int(r["attempts"] or 0),
+                "queued_offline": int(r["offline"] or 0),
+            }
+            for r in self._read(
+                "SELECT kind, COUNT(*) AS n, MIN(created_at) AS oldest, MAX(attempts) AS attempts,"
+                " SUM(offline) AS offline FROM outbox GROUP BY kind"
+            )
+        }
+        failed = {
+            str(r["kind"]): int(r["n"])
+            for r in self._read("SELECT kind, COUNT(*) AS n FROM outbox_failed GROUP BY kind")
+        }
+        security = int(self._read("SELECT COUNT(*) AS n FROM security_log")[0]["n"])
+        return {
+            "transactions": transactions,
+            "outbox": outbox,
+            "outbox_set_aside": failed,
+            "security_log_events": security,
+        }

@@ -142,7 +142,8 @@ async def test_profiles_limit_the_car_suspend_it_at_zero_and_clearing_resumes(tm
     """1.6 §3.13 / §5.16, 2.0.1 K01 / K08 / K10 (TC_K_01_CS, TC_K_10_CS style): a ChargePointMax of 16 A and a
     TxDefault of 10 A give the car 10 A; a TxProfile that drops to 0 A at a boundary suspends it (SuspendedEVSE);
     clearing the TxProfile (K10.FR.05: recalculated at once) gives it its 10 A back. GetCompositeSchedule shows the
-    same limits (K08.FR.02/04)."""
+    same limits (K08.FR.02/04). 2.0.1: a change beyond SmartChargingCtrlr.LimitChangeSignificance is a
+    TransactionEvent Updated with triggerReason ChargingRateChanged."""
     socket = str(tmp_path / "car.sock")
     csms = await LocalCsms().start()
     try:
@@ -164,6 +165,10 @@ async def test_profiles_limit_the_car_suspend_it_at_zero_and_clearing_resumes(tm
             tx_profile = profile(version, 3, "TxProfile", [(0, 8), (3, 0)], stack_level=1, transaction_id=tx_id)
             assert str((await set_profile(csms, version, 1, tx_profile)).status) == "Accepted"
             await limit_becomes(socket, 8)
+            if version == "2.0.1":  # 10 A -> 8 A is more than LimitChangeSignificance (10 %): TriggerReasonEnumType
+                await csms.wait_for(
+                    "TransactionEvent", lambda p: p["triggerReason"] == "ChargingRateChanged", after=mark
+                )
             await charging_state(csms, version, "SuspendedEVSE", mark)  # the boundary at 3 s: 0 A
             assert (await car(socket, "state"))["state"]["current_limit_a"] == 0
 
@@ -323,5 +328,24 @@ async def test_without_current_control_profiles_are_refused_honestly(tmp_path: P
                     STATION, [{"component": {"name": "SmartChargingCtrlr"}, "variable": {"name": "Available"}}]
                 )
                 assert results[0]["attribute_value"] == "false"
+    finally:
+        await csms.stop()
+
+
+@pytest.mark.parametrize("version", ["1.6", "2.0.1"])
+async def test_profiles_keep_applying_while_the_csms_is_unreachable(tmp_path: Path, version: str) -> None:
+    """Issue 19 item 3, offline: the installed profiles are the station's own and keep applying without the CSMS
+    (1.6 §3.13: the Charge Point composes its own schedule; 2.0.1 K01.FR.27 and K08.FR.06: the TxDefaultProfile
+    applies to a transaction started offline too). A boundary that passes while offline changes the limit."""
+    socket = str(tmp_path / "car.sock")
+    csms = await LocalCsms().start()
+    try:
+        async with smart_station(tmp_path, version, csms):
+            body = profile(version, 1, "TxDefaultProfile", [(0, 13), (4, 7)], start=at(0))
+            assert str((await set_profile(csms, version, 0, body)).status) == "Accepted"
+            await limit_becomes(socket, 13)
+            await csms.stop()  # no CSMS from here on
+            await csms.drop_connections()
+            await limit_becomes(socket, 7)
     finally:
         await csms.stop()

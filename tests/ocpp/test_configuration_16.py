@@ -67,8 +67,8 @@ PROFILE_MESSAGES: dict[str, list[tuple[str, dict[str, Any]]]] = {
         ("SendLocalList", {"listVersion": 1, "updateType": "Full", "localAuthorizationList": []}),
     ],
     "RemoteTrigger": [("TriggerMessage", {"requestedMessage": "Heartbeat"})],
+    # GetDiagnostics of this profile works (tests/logupload/); the profile is claimed once UpdateFirmware does too.
     "FirmwareManagement": [
-        ("GetDiagnostics", {"location": "ftp://x/"}),
         ("UpdateFirmware", {"location": "ftp://x/", "retrieveDate": "2030-01-01T00:00:00Z"}),
     ],
     "Reservation": [

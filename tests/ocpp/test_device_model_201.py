@@ -63,6 +63,12 @@ REQUIRED: dict[tuple[str, str, str | None], str | None] = {
     ("AlignedDataCtrlr", "Measurands", None): "ReadWrite",
     ("AlignedDataCtrlr", "TxEndedInterval", None): "ReadWrite",
     ("AlignedDataCtrlr", "TxEndedMeasurands", None): "ReadWrite",
+    # SmartChargingCtrlr's required variables (dm_components_vars: Required yes), issue 19
+    ("SmartChargingCtrlr", "Entries", "ChargingProfiles"): "ReadOnly",
+    ("SmartChargingCtrlr", "LimitChangeSignificance", None): "ReadWrite",
+    ("SmartChargingCtrlr", "PeriodsPerSchedule", None): "ReadOnly",
+    ("SmartChargingCtrlr", "ProfileStackLevel", None): "ReadOnly",
+    ("SmartChargingCtrlr", "RateUnit", None): "ReadOnly",
 }
 # §2.13: the physical components, each on its tier.
 PHYSICAL = {
@@ -82,6 +88,7 @@ IMPLEMENTED = {
     "SampledDataCtrlr",
     "AlignedDataCtrlr",
     "FiscalMetering",
+    "SmartChargingCtrlr",
     "ChargingStation",
     "EVSE",
     "Connector",
@@ -153,7 +160,9 @@ async def test_full_inventory_to_the_letter(tmp_path: Path) -> None:
             assert (
                 found[("OCPPCommCtrlr", "UnlockOnEVSideDisconnect", None)]["variableAttribute"][0]["value"] == "false"
             )
-            assert {key[0] for key in found} <= IMPLEMENTED  # no Reservation, SmartCharging, Tariff, ... claimed
+            assert {key[0] for key in found} <= IMPLEMENTED  # no Reservation, Tariff, ... claimed
+            # meter-output: nothing limits the car, so smart charging is reported and not available (K01.FR.29)
+            assert found[("SmartChargingCtrlr", "Available", None)]["variableAttribute"][0]["value"] == "false"
             for controller in ("LocalAuthListCtrlr", "AuthCacheCtrlr"):
                 assert found[(controller, "Available", None)]["variableAttribute"][0]["value"] == "true"
     finally:

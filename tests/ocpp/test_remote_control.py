@@ -87,8 +87,13 @@ async def test_trigger_message_16(tmp_path: Path, csms: LocalCsms) -> None:
             result = await side.call(call.TriggerMessage(requested_message=message), suppress=False)
             assert result.status == "Accepted", message
             await csms.wait_for(message, after=mark, timeout=10)
+        # §4.4: Idle, only ever sent when triggered, while no diagnostics upload runs (tests/logupload/).
+        mark = len(csms.received)
         result = await side.call(call.TriggerMessage(requested_message="DiagnosticsStatusNotification"), suppress=False)
-        assert result.status == "NotImplemented"
+        assert result.status == "Accepted"
+        assert (await csms.wait_for("DiagnosticsStatusNotification", after=mark, timeout=10)).payload == {
+            "status": "Idle"
+        }
 
 
 async def test_reset_ends_the_transaction_then_exits_75(

@@ -26,6 +26,7 @@ from station.core.station import ChargingStation, EvSide
 from station.diag.server import DiagnosticsServer
 from station.diag.webpage import DiagnosticsPage
 from station.ev.interface import ChargeController
+from station.firmware.update import FirmwareUpdater, settle_before_store_opens
 from station.meter.interface import Meter
 from station.meter.models import build_driver
 from station.ocpp import security
@@ -71,6 +72,7 @@ class Station:
     simulated: dict[str, SimulatedLine] = field(default_factory=dict)  # by bus name
     page: DiagnosticsPage | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    firmware: FirmwareUpdater | None = None
 
     def simulator(self, evse_id: int = 1) -> SimulatedMeter:
         """The in-process simulator of an EVSE's meter (a simulated bus only)."""
@@ -215,6 +217,7 @@ async def start_simulated_lines(config: Config) -> dict[str, SimulatedLine]:
 @contextlib.asynccontextmanager
 async def running_station(config: Config) -> AsyncIterator[Station]:
     """Start every part; on exit shut them down in the safe order."""
+    settle_before_store_opens(config)  # ---- firmware update: a rollback may need the store as it was
     store = Store(config.storage.path)
     simulated: dict[str, SimulatedLine] = {}
     try:
@@ -269,11 +272,21 @@ async def running_station(config: Config) -> AsyncIterator[Station]:
         )
         await runtime.start()
         settings.listeners.append(lambda _name, _value: runtime.sampling_changed())
-        connection = CsmsConnection(config, runtime, store, settings)
+        # ---- firmware update (issue 20)
+        firmware = FirmwareUpdater(
+            config,
+            store,
+            busy=lambda: bool(runtime.core.running_transactions()),
+            wake=runtime.csms.outbox_changed,
+            hold=EvseHold(runtime).hold,
+        )
+        connection = CsmsConnection(config, runtime, store, settings, firmware=firmware)
+        firmware.on_start(lambda: connection.state.booted is not None and connection.state.registration == "Accepted")
+        # ---- end firmware update
         store.security_event(security.STARTUP, f"station started, security profile {connection.security.profile}")
         if connection.security.profile == 0:
             log.warning("security profile 0: the CSMS connection is neither authenticated nor encrypted")
-        station = Station(config, store, meters, runtime, connection, settings, buses, simulated)
+        station = Station(config, store, meters, runtime, connection, settings, buses, simulated, firmware=firmware)
         station.tasks.append(asyncio.create_task(connection.run(), name="csms connection"))
         diagnostics = DiagnosticsServer(station, config.diagnostics.socket) if config.diagnostics.socket else None
         if diagnostics is not None:
@@ -290,6 +303,7 @@ async def running_station(config: Config) -> AsyncIterator[Station]:
                 await page.close()
             if diagnostics is not None:
                 await diagnostics.close()
+            await firmware.close()
             await runtime.close()
             await connection.close()
             for task in station.tasks:
@@ -301,6 +315,33 @@ async def running_station(config: Config) -> AsyncIterator[Station]:
         for line in simulated.values():
             await line.close()
         store.close()
+
+
+class EvseHold:
+    """2.0.1 L01.FR.07 while a firmware install waits for transactions to end, and while it installs: the EVSEs that
+    are operative and free are made Unavailable for new starts (again each time one becomes free), and given back
+    afterwards, only those this made so. Which ones is kept in the store: the release that runs after the restart gives
+    them back."""
+
+    KEY = "firmware.held_evses"
+
+    def __init__(self, runtime: StationRuntime) -> None:
+        self.runtime = runtime
+
+    def hold(self, on: bool) -> None:
+        store = self.runtime.store
+        held = {int(e) for e in (store.setting(self.KEY) or "").split(",") if e.isdigit()}
+        if on:
+            for evse in self.runtime.core.evses.values():
+                free = all(store.availability(evse.id, c) != "Inoperative" for c in evse.connectors)
+                if evse.transaction is None and free and self.runtime.change_availability(evse.id, False).accepted:
+                    held.add(evse.id)
+            store.set_setting(self.KEY, ",".join(str(e) for e in sorted(held)))
+        elif held:
+            for evse_id in sorted(held):
+                if evse_id in self.runtime.core.evses:
+                    self.runtime.change_availability(evse_id, True)
+            store.set_setting(self.KEY, "")
 
 
 def status_line(station: Station) -> str:
@@ -363,7 +404,9 @@ async def _run(config: Config, notifier: Notifier) -> int:
         log.info("station running", station_id=config.station.id, csms=config.csms.url)
         reset = asyncio.create_task(station.runtime.reset_requested.wait(), name="reset")
         stopped = asyncio.create_task(stop.wait(), name="stop")
-        await asyncio.wait([reset, stopped, *station.tasks], return_when=asyncio.FIRST_COMPLETED)
+        assert station.firmware is not None
+        upgraded = asyncio.create_task(station.firmware.restart_requested.wait(), name="firmware restart")
+        await asyncio.wait([reset, stopped, upgraded, *station.tasks], return_when=asyncio.FIRST_COMPLETED)
         if (problem := ended_loop(station)) is not None and not stopped.done():
             # Never a daemon that looks alive but no longer talks to the CSMS: stop properly and let systemd start a
             # fresh one (the watchdog is withheld meanwhile, should the shutdown itself hang).
@@ -372,6 +415,11 @@ async def _run(config: Config, notifier: Notifier) -> int:
             log.critical("a loop the station needs ended; stopping for a restart", problem=problem, exc_info=error)
             code = FAILURE_EXIT_CODE
             notifier.stopping(f"{problem}; restarting")
+        elif upgraded.done() and not stopped.done():
+            # ---- firmware update: a new release (or a rollback) is in place; the unit restarts on exit 75.
+            code = RESET_EXIT_CODE
+            notifier.stopping("firmware update: delivering what is queued, then restarting on the new release")
+            await _drain_outbox(station, timeout=10.0)
         elif reset.done() and not stopped.done():
             code = RESET_EXIT_CODE
             station.store.security_event(security.RESET, "reset requested by the CSMS")
@@ -381,6 +429,7 @@ async def _run(config: Config, notifier: Notifier) -> int:
             notifier.stopping("stopping: finishing meter work, flushing the store, closing the CSMS connection")
         reset.cancel()
         stopped.cancel()
+        upgraded.cancel()
         log.info("stopping", reset=code == RESET_EXIT_CODE, failed=code == FAILURE_EXIT_CODE)
         watchdog.cancel()
     log.info("stopped")

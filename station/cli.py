@@ -78,6 +78,38 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(run_daemon(config))
 
 
+# ---- firmware update (issue 20): the release an operator uploads, and the unit's ExecStartPre
+
+
+def _cmd_release(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from station.firmware import release
+
+    if args.release_command == "preflight":
+        from station.firmware.releases import Releases, preflight
+
+        try:
+            config = load_config(args.config)
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return EXIT_USAGE
+        print(
+            preflight(
+                Releases(Path(config.firmware.releases)), Path(config.storage.path).parent, config.firmware.max_boots
+            )
+        )
+        return 0
+    key = Path(args.key).read_bytes()
+    wheel = (
+        release.build_wheel(Path(args.source), Path(args.out)) if args.release_command == "build" else Path(args.file)
+    )
+    version = release.release_version(wheel)
+    sig = release.write_signature(wheel, key)
+    print(f"release {version}: {wheel}\nsignature (UpdateFirmware firmware.signature): {sig}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from station.demo.session import demo_json, print_results, run_demo
 
@@ -492,6 +524,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="transparency-xml", choices=["transparency-xml"], help="the file format")
     p.add_argument("--out", metavar="FILE", help="file to write (default: standard output)")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("release", help="firmware releases: build and sign one, the unit's boot check")
+    rsub = _commands(p, "release_command")
+    r = rsub.add_parser("build", help="pip wheel of a source tree, signed: the file the CSMS's UpdateFirmware names")
+    r.add_argument("--key", required=True, metavar="PEM", help="the manufacturer's firmware signing key")
+    r.add_argument("--source", default=".", metavar="DIR", help="the source tree (default: .)")
+    r.add_argument("--out", default="dist", metavar="DIR", help="where the wheel and its .sig go (default: dist)")
+    r.set_defaults(func=_cmd_release)
+    r = rsub.add_parser("sign", help="sign an existing release wheel (writes FILE.sig, base64)")
+    r.add_argument("file", help="the station wheel")
+    r.add_argument("--key", required=True, metavar="PEM", help="the manufacturer's firmware signing key")
+    r.set_defaults(func=_cmd_release)
+    r = rsub.add_parser("preflight", help="ExecStartPre: count a new release's starts, roll back after max_boots")
+    r.add_argument("--config", required=True, metavar="FILE", help="the TOML config file")
+    r.set_defaults(func=_cmd_release)
 
     p = sub.add_parser("config", help="configuration tools (config check FILE)")
     csub = _commands(p, "config_command")

@@ -169,6 +169,22 @@ class DiagnosticsConfig:
     http_password: str = field(default="", repr=False)
 
 
+# ---- firmware update (issue 20, station/firmware/)
+@dataclass(frozen=True)
+class FirmwareConfig:
+    releases: str = "/opt/station/releases"  # <releases>/<version> venvs and the `current` / `previous` links
+    manufacturer_root: str = ""  # PEM file of the ManufacturerRootCertificate(s) a signing certificate must chain to
+    allow_unsigned_16: bool = False  # 1.6 UpdateFirmware (no signature) is refused unless this is true
+    ca_file: str = ""  # CA bundle for HTTPS downloads ("" = the CSMS's ca_file, else the system's)
+    max_size_mb: int = 200  # a release bigger than this is refused while downloading
+    download_timeout: float = 600.0  # seconds one download attempt may take as a whole
+    boot_timeout: float = 600.0  # a new release without an Accepted BootNotification this long is rolled back
+    max_boots: int = 3  # starts of a new release (ExecStartPre counts them) before it is rolled back
+
+
+# ---- end firmware update
+
+
 @dataclass(frozen=True)
 class LoggingConfig:
     """The daemon's own rotating JSON log file beside journald (station/logs.py LogFile), which a log upload sends."""
@@ -194,6 +210,7 @@ class Config:
     source: str = ""
     legacy: bool = False  # read from the single [meter] table
     card_readers: tuple[CardReaderConfig, ...] = ()  # in the file's order
+    firmware: FirmwareConfig = FirmwareConfig()
     logging: LoggingConfig = LoggingConfig()
 
     def evse(self, evse_id: int) -> EvseConfig:
@@ -333,6 +350,22 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "http": Key(str, "", _listen_address, 'the technician web page\'s address, e.g. "127.0.0.1:8080" ("" = none)'),
         "http_password": Key(str, "", None, "the technician web page's password, at least 12 characters"),
     },
+    # ---- firmware update (issue 20)
+    "firmware": {
+        "releases": Key(str, "/opt/station/releases", _nonempty, "folder of the versioned release venvs"),
+        "manufacturer_root": Key(
+            str, "", None, "PEM file of the ManufacturerRootCertificate(s) firmware signing certificates chain to"
+        ),
+        "allow_unsigned_16": Key(bool, False, None, "true to accept a 1.6 UpdateFirmware without a signature"),
+        "ca_file": Key(str, "", None, 'CA bundle for HTTPS downloads ("" = csms.ca_file, else the system\'s)'),
+        "max_size_mb": Key(int, 200, _between(1, 4096), "MB a release file may have at most"),
+        "download_timeout": Key((int, float), 600.0, _between(1, 86400), "seconds one download attempt may take"),
+        "boot_timeout": Key(
+            (int, float), 600.0, _between(5, 86400), "seconds a new release has to get its boot Accepted"
+        ),
+        "max_boots": Key(int, 3, _between(1, 20), "starts of a new release before it is rolled back"),
+    },
+    # ---- end firmware update
     "logging": {
         "write_file": Key(bool, True, None, "true to keep the daemon's own rotating JSON log file (for log uploads)"),
         "file": Key(str, "", None, 'the log file ("" = station.log.jsonl beside the store)'),
@@ -448,6 +481,7 @@ SECTIONS = (
     "card_reader",
     "storage",
     "diagnostics",
+    "firmware",
     "logging",
 )
 _SECTION_FORMS = {"bus": "[bus.NAME]", "evse": "[[evse]]", "card_reader": "[[card_reader]]"}
@@ -888,6 +922,14 @@ def parse_config(data: dict[str, Any], source: str = "") -> Config:
         source=source,
         legacy=legacy,
         card_readers=card_readers,
+        firmware=FirmwareConfig(
+            **sections["firmware"]
+            | {
+                k: float(sections["firmware"][k])
+                for k in ("download_timeout", "boot_timeout")
+                if k in sections["firmware"]
+            }
+        ),
         logging=LoggingConfig(**sections["logging"]),
     )
 
@@ -1112,6 +1154,19 @@ def config_warnings(config: Config, *, user: str | None = None) -> list[str]:
         )
         if problem:
             warnings.append(problem)
+    # ---- firmware update: a signed update needs the root; the install needs the releases folder
+    root = config.firmware.manufacturer_root
+    if root and not Path(root).is_file():  # unset: no firmware update over OCPP (answered InvalidCertificate)
+        warnings.append(
+            f"firmware.manufacturer_root: {root} does not exist; install the manufacturer's root certificate there "
+            "(signed firmware updates are answered InvalidCertificate until then)"
+        )
+    releases = Path(config.firmware.releases)
+    if releases.is_dir() and not access.may(releases, os.W_OK | os.X_OK):
+        warnings.append(
+            f"firmware.releases: {access.name} cannot write {releases}; chown it to the service user (firmware "
+            "updates install new releases there)"
+        )
     warnings.extend(secret_warnings(config))
     return warnings
 

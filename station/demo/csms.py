@@ -198,6 +198,15 @@ class _CentralSystemSide(ChargePoint):  # type: ignore[misc]
     def on_security_event(self, **_: Any) -> call_result.SecurityEventNotification:
         return call_result.SecurityEventNotification()
 
+    # ---- firmware update
+    @on(Action.firmware_status_notification)
+    def on_firmware_status(self, **_: Any) -> call_result.FirmwareStatusNotification:
+        return call_result.FirmwareStatusNotification()
+
+    @on(Action.signed_firmware_status_notification)
+    def on_signed_firmware_status(self, **_: Any) -> call_result.SignedFirmwareStatusNotification:
+        return call_result.SignedFirmwareStatusNotification()
+
     # ---- log upload (GetDiagnostics / GetLog statuses)
 
     @on(Action.diagnostics_status_notification)
@@ -275,6 +284,10 @@ class _CentralSystemSide201(ChargePoint201):  # type: ignore[misc]
     @on(Action201.security_event_notification)
     def on_security_event(self, **_: Any) -> result201.SecurityEventNotification:
         return result201.SecurityEventNotification()
+
+    @on(Action201.firmware_status_notification)  # ---- firmware update
+    def on_firmware_status(self, **_: Any) -> result201.FirmwareStatusNotification:
+        return result201.FirmwareStatusNotification()
 
     @on(Action201.data_transfer)
     def on_data_transfer(self, **_: Any) -> result201.DataTransfer:
@@ -621,6 +634,45 @@ class LocalCsms:
                 call.TriggerMessage(requested_message=message, connector_id=target), suppress=False
             )
         return str(result.status)
+
+    async def update_firmware(
+        self,
+        station_id: str,
+        location: str,
+        *,
+        request_id: int = 1,
+        signing_certificate: str | None = None,
+        signature: str | None = None,
+        retries: int | None = None,
+        retry_interval: int | None = None,
+        retrieve: str | None = None,
+        install: str | None = None,
+    ) -> str:
+        """2.0.1 UpdateFirmware; 1.6 SignedUpdateFirmware when a certificate is given, else plain UpdateFirmware
+        (whose conf has no status: "" then)."""
+        side = self.stations[station_id]
+        firmware: dict[str, Any] = {"location": location, "retrieve_date_time": retrieve or _now()}
+        if install:
+            firmware["install_date_time"] = install
+        if signing_certificate is not None:
+            firmware |= {"signing_certificate": signing_certificate, "signature": signature or ""}
+        if side.version == "2.0.1":
+            request: Any = call201.UpdateFirmware(
+                request_id=request_id, firmware=firmware, retries=retries, retry_interval=retry_interval
+            )
+        elif signing_certificate is not None:
+            request = call.SignedUpdateFirmware(
+                request_id=request_id, firmware=firmware, retries=retries, retry_interval=retry_interval
+            )
+        else:
+            request = call.UpdateFirmware(
+                location=location,
+                retrieve_date=firmware["retrieve_date_time"],
+                retries=retries,
+                retry_interval=retry_interval,
+            )
+        result = await side.call(request, suppress=False)
+        return str(getattr(result, "status", ""))
 
     async def reset(self, station_id: str, kind: str) -> str:
         """Reset: 1.6 type Soft/Hard, 2.0.1 type Immediate/OnIdle."""

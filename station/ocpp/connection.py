@@ -28,6 +28,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from station.config import Config
 from station.core.model import ReportStatus
+from station.firmware.update import FirmwareUpdater
 from station.logs import loggable
 from station.logupload.service import LogUploads
 from station.ocpp import wire
@@ -146,8 +147,17 @@ class _LoggedConnection:
 
 
 class CsmsConnection:
-    def __init__(self, config: Config, runtime: StationRuntime, store: Store, settings: Settings) -> None:
+    def __init__(
+        self,
+        config: Config,
+        runtime: StationRuntime,
+        store: Store,
+        settings: Settings,
+        *,
+        firmware: FirmwareUpdater | None = None,
+    ) -> None:
         self.config = config
+        self.firmware = firmware  # ---- firmware update: handed to the adapters
         self.runtime = runtime
         self.store = store
         self.settings = settings
@@ -328,6 +338,7 @@ class CsmsConnection:
             model=self.config.station.model,
             response_timeout=self.config.csms.response_timeout,
             signed_value_format=self.config.csms.signed_value_format,
+            firmware=self.firmware,
             log_uploads=self.log_uploads,
         )
         adapter.logger = LibraryLog()  # the library's own log calls, without payloads or tracebacks

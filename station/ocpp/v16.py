@@ -41,6 +41,8 @@ from station.core.model import (
     StopReason,
     Transaction,
 )
+from station.firmware.update import FirmwareUpdater, UpdateRequest
+from station.firmware.update import parse_time as firmware_time
 from station.logupload import service as log_upload
 from station.logupload.archive import DIAGNOSTICS, Window, parse_time
 from station.meter.interface import LiveValues
@@ -70,6 +72,19 @@ log = structlog.get_logger("station.ocpp.v16")
 SUBPROTOCOL = "ocpp1.6"
 
 
+# ---- firmware update: the 2.0.1 words the updater queues -> plain 1.6 FirmwareStatusNotification
+FIRMWARE_STATUSES_16 = (
+    "Downloaded",
+    "DownloadFailed",
+    "Downloading",
+    "Idle",
+    "InstallationFailed",
+    "Installing",
+    "Installed",
+)
+FIRMWARE_STATUS_16 = {"InstallVerificationFailed": "InstallationFailed"}
+
+
 class V16Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
     version = "1.6"
 
@@ -85,6 +100,7 @@ class V16Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
         model: str,
         response_timeout: float,
         signed_value_format: str,
+        firmware: FirmwareUpdater | None = None,
         log_uploads: log_upload.LogUploads | None = None,
     ) -> None:
         super().__init__(station_id, connection, response_timeout=response_timeout)
@@ -99,6 +115,7 @@ class V16Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
         self.registration: str | None = None  # status of the last BootNotification.conf
         self.accepted = asyncio.Event()  # set when a BootNotification (also a triggered one) was Accepted
         self.boot_interval = 0
+        self.firmware = firmware  # ---- firmware update (station/firmware/)
 
     # ------------------------------------------------------------------ outgoing
 
@@ -165,6 +182,9 @@ class V16Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
             return Delivery()  # 1.6 tells the charging state by StatusNotification only (SuspendedEV, ...)
         if message.kind == "reservation_status":
             return Delivery()  # ---- reservations: 1.6 has no such message (an expiry is a StatusNotification)
+        if message.kind == "firmware_status":
+            await self._firmware_status(message)
+            return Delivery()
         if message.kind == "security_event":
             event = call.SecurityEventNotification(**security_event_fields(message.body, "1.6"))
             await self.call(event, suppress=False, unique_id=message.call_id)
@@ -621,11 +641,74 @@ class V16Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
             if all(self._live(number) is None for number in targets):
                 return call_result.TriggerMessage(status="Rejected")  # nothing measured yet to report
             queued = self.follow_ups.later(self._live_meter_values(targets), what)
+        elif requested_message == "FirmwareStatusNotification" and self.firmware is not None:
+            queued = self.follow_ups.later(self._triggered_firmware_status(), what)
         elif requested_message == "DiagnosticsStatusNotification" and self.log_uploads is not None:
             queued = self.follow_ups.later(self._triggered_log_status(log_upload.DIAGNOSTICS_REQUEST), what)
         else:
             return call_result.TriggerMessage(status="NotImplemented")
         return call_result.TriggerMessage(status="Accepted" if queued else "Rejected")
+
+    # ---- firmware update (1.6 §5.19 UpdateFirmware, §4.5 FirmwareStatusNotification; security whitepaper
+    # SignedUpdateFirmware / SignedFirmwareStatusNotification)
+
+    @on(Action.update_firmware)
+    def on_update_firmware(
+        self, location: str, retrieve_date: str, retries: int | None = None, retry_interval: int | None = None, **_: Any
+    ) -> call_result.UpdateFirmware:
+        """§5.19: the conf has no status; an unsigned update the config does not allow is logged and not done."""
+        if self.firmware is not None:
+            request = UpdateRequest(
+                location, firmware_time(retrieve_date), None, None, None, None, retries, retry_interval
+            )
+            answer = self.firmware.request(request)
+            log.info("UpdateFirmware", answer=answer)
+        return call_result.UpdateFirmware()
+
+    @on(Action.signed_update_firmware)
+    def on_signed_update_firmware(
+        self,
+        request_id: int,
+        firmware: dict[str, Any],
+        retries: int | None = None,
+        retry_interval: int | None = None,
+        **_: Any,
+    ) -> call_result.SignedUpdateFirmware:
+        if self.firmware is None:
+            return call_result.SignedUpdateFirmware(status="Rejected")
+        request = UpdateRequest(
+            str(firmware["location"]),
+            firmware_time(firmware.get("retrieve_date_time")),
+            firmware_time(firmware.get("install_date_time")),
+            request_id,
+            str(firmware["signing_certificate"]),
+            str(firmware["signature"]),
+            retries,
+            retry_interval,
+        )
+        return call_result.SignedUpdateFirmware(status=self.firmware.request(request))
+
+    async def _firmware_status(self, message: OutboxMessage) -> None:
+        status, signed = str(message.body["status"]), bool(message.body.get("signed"))
+        if signed:
+            signed_call = call.SignedFirmwareStatusNotification(status=status, request_id=message.body["requestId"])
+            await self.call(signed_call, suppress=False, unique_id=message.call_id)
+            return
+        status = FIRMWARE_STATUS_16.get(status, status)
+        if status in FIRMWARE_STATUSES_16:  # the rest has no 1.6 word: not sent
+            await self.call(call.FirmwareStatusNotification(status=status), suppress=False, unique_id=message.call_id)
+
+    async def _triggered_firmware_status(self) -> None:
+        """§4.5: Idle when not busy with a firmware update; else the status of the one under way."""
+        assert self.firmware is not None
+        status, request_id = self.firmware.triggered()
+        if self.store.setting("firmware.last_signed") == "1" and request_id is not None:
+            await self.call(call.SignedFirmwareStatusNotification(status=status, request_id=request_id))
+            return
+        status = FIRMWARE_STATUS_16.get(status, status)
+        await self.call(call.FirmwareStatusNotification(status=status if status in FIRMWARE_STATUSES_16 else "Idle"))
+
+    # ---- end firmware update
 
     def _charge_point_status(self) -> ReportStatus:
         """Connector 0, the Charge Point itself (§4.9: only Available, Unavailable or Faulted): Faulted while the

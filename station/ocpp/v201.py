@@ -31,6 +31,8 @@ from station.core.model import (
     StopReason,
     Transaction,
 )
+from station.firmware.update import FirmwareUpdater, UpdateRequest
+from station.firmware.update import parse_time as firmware_time
 from station.logupload import service as log_upload
 from station.logupload.archive import Window, parse_time
 from station.meter.records import begin_wh, end_wh
@@ -202,6 +204,7 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
         model: str,
         response_timeout: float,
         signed_value_format: str = "oca",  # 1.6 only: 2.0.1 has a typed signedMeterValue, no raw variant
+        firmware: FirmwareUpdater | None = None,
         log_uploads: log_upload.LogUploads | None = None,
     ) -> None:
         super().__init__(station_id, connection, response_timeout=response_timeout)
@@ -217,6 +220,7 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
         self.registration: str | None = None  # status of the last BootNotificationResponse
         self.accepted = asyncio.Event()  # set when a BootNotification (also a triggered one) was Accepted
         self.boot_interval = 0
+        self.firmware = firmware  # ---- firmware update (station/firmware/)
 
     # ------------------------------------------------------------------ outgoing
 
@@ -303,6 +307,12 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
             return Delivery()
         if message.kind == "signed_begin":
             return Delivery()  # 2.0.1 carries the signed begin value in TransactionEvent Started itself
+        if message.kind == "firmware_status":  # ---- firmware update (L01.FR.01, L01.FR.10)
+            firmware_call = call.FirmwareStatusNotification(
+                status=message.body["status"], request_id=message.body.get("requestId")
+            )
+            await self.call(firmware_call, suppress=False, unique_id=message.call_id)
+            return Delivery()
         if message.kind == "security_event":
             event = call.SecurityEventNotification(**security_event_fields(message.body, "2.0.1"))
             await self.call(event, suppress=False, unique_id=message.call_id)
@@ -880,11 +890,45 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
             queued = bool([e for e in targets if self.runtime.queue_triggered_reading(e)])
             if not queued:
                 return call_result.TriggerMessage(status="Rejected")
+        elif requested_message == "FirmwareStatusNotification" and self.firmware is not None:
+            queued = self.follow_ups.later(self._triggered_firmware_status(), what)  # L01.FR.25/26
         elif requested_message == "LogStatusNotification" and self.log_uploads is not None:
             queued = self.follow_ups.later(self._triggered_log_status(), what)
         else:
             return call_result.TriggerMessage(status="NotImplemented")  # F06.FR.08
         return call_result.TriggerMessage(status="Accepted" if queued else "Rejected")
+
+    # ---- firmware update (2.0.1 L01 Secure Firmware Update)
+
+    @on(Action.update_firmware)
+    def on_update_firmware(
+        self,
+        request_id: int,
+        firmware: dict[str, Any],
+        retries: int | None = None,
+        retry_interval: int | None = None,
+        **_: Any,
+    ) -> call_result.UpdateFirmware:
+        if self.firmware is None:
+            return call_result.UpdateFirmware(status="Rejected")
+        request = UpdateRequest(
+            str(firmware["location"]),
+            firmware_time(firmware.get("retrieve_date_time")),
+            firmware_time(firmware.get("install_date_time")),
+            request_id,
+            str(firmware.get("signing_certificate") or ""),  # L01.FR.11: required here; "" fails the check
+            str(firmware.get("signature") or ""),
+            retries,
+            retry_interval,
+        )
+        return call_result.UpdateFirmware(status=self.firmware.request(request))
+
+    async def _triggered_firmware_status(self) -> None:
+        assert self.firmware is not None
+        status, request_id = self.firmware.triggered()
+        await self.call(call.FirmwareStatusNotification(status=status, request_id=request_id))
+
+    # ---- end firmware update
 
     async def _triggered_meter_values(self, evses: list[int]) -> None:
         """F06.FR.06: the most recent measurements of the AlignedDataCtrlr.Measurands, context Trigger."""

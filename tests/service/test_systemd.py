@@ -24,9 +24,12 @@ needs_systemd = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reas
 
 
 def installed_unit(tmp_path: Path) -> Path:
-    """The unit with ExecStart pointing at this checkout's `station` (verify checks that the binary exists)."""
+    """The unit with ExecStart (and the firmware update's ExecStartPre) pointing at this checkout's `station` (verify
+    checks that the binary exists)."""
     station_bin = Path(sys.executable).with_name("station")
-    text = UNIT.read_text().replace("/opt/station/venv/bin/station", str(station_bin))
+    text = UNIT.read_text()
+    for release in ("current", "previous"):
+        text = text.replace(f"/opt/station/releases/{release}/bin/station", str(station_bin))
     path = tmp_path / "station.service"
     path.write_text(text)
     return path
@@ -66,6 +69,9 @@ def test_unit_has_what_the_service_needs() -> None:
         "NoNewPrivileges=yes",
         "CapabilityBoundingSet=\n",
         "ProtectSystem=strict",
+        "ReadWritePaths=-/opt/station/releases\n",  # issue 20: release venvs and the current/previous links
+        "RestartForceExitStatus=75\n",  # the exit after a firmware install or rollback
+        "ExecStartPre=-/opt/station/releases/previous/bin/station release preflight ",
     ):
         assert line in text, line
     assert re.search(r"^WatchdogSec=\d+", text, re.M)

@@ -246,6 +246,7 @@ async def running_station(config: Config) -> AsyncIterator[Station]:
             sees_car=all(s is not None and s.senses_plug for s in all_sides),
             has_lock=all(s is not None and s.has_lock for s in all_sides),
             smart_charging=any(shape.controllable for shape in shapes.values()),
+            firmware_management=config.firmware.allow_unsigned_16,
         )
         authorizer = Authorizer(
             store,

@@ -269,7 +269,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s("NumberOfConnectors", "1", key16="NumberOfConnectors", readonly=True, data_type="integer"),
     # Core, LocalAuthListManagement (SendLocalList, GetLocalListVersion), Reservation (ReserveNow, CancelReservation)
     # and RemoteTrigger (TriggerMessage) are what the 1.6 adapter handles, and SmartCharging where a controller sets
-    # the current (Settings); FirmwareManagement is not claimed.
+    # the current, and FirmwareManagement where the plain UpdateFirmware is allowed (Settings).
     _s("SupportedFeatureProfiles", "Core,LocalAuthListManagement,Reservation,RemoteTrigger",
        key16="SupportedFeatureProfiles",
        readonly=True),
@@ -361,10 +361,13 @@ class Settings:
         sees_car: bool = False,
         has_lock: bool = False,
         smart_charging: bool = False,
+        firmware_management: bool = False,
     ) -> None:
         """`public_key(evse_id)`: the key of that EVSE's meter, as upper-case hex DER ("" while unknown). `sees_car`:
         every EVSE's charge controller reports the plug; `has_lock`: every EVSE has a connector lock;
-        `smart_charging`: some EVSE's controller sets the car's current (charging profiles are taken)."""
+        `smart_charging`: some EVSE's controller sets the car's current (charging profiles are taken);
+        `firmware_management`: the plain 1.6 UpdateFirmware is allowed (`[firmware] allow_unsigned_16`), so the whole
+        FirmwareManagement profile is supported (GetDiagnostics always is)."""
         self.store = store
         self.layout = layout
         self.connector_ids = tuple(number for number, _, _ in layout.numbered())  # 1.6 connectorIds
@@ -389,10 +392,14 @@ class Settings:
             for point in ("TxStartPoint", "TxStopPoint"):  # the meter's transaction is all there is
                 self.checks[point] = _one_of(("PowerPathClosed",))
                 self.readonly201.add(point)
+        profiles = BY_NAME["SupportedFeatureProfiles"].default.split(",")
+        if firmware_management:
+            profiles.insert(1, "FirmwareManagement")
         if smart_charging:
             # 1.6 §9.1.33: the SmartCharging feature profile is claimed only where a car's current can be limited.
-            self.defaults["SupportedFeatureProfiles"] = BY_NAME["SupportedFeatureProfiles"].default + ",SmartCharging"
+            profiles.append("SmartCharging")
             self.defaults["SmartChargingAvailable"] = self.defaults["SmartChargingEnabled"] = "true"
+        self.defaults["SupportedFeatureProfiles"] = ",".join(profiles)
         if has_lock:
             self.defaults["UnlockConnectorOnEVSideDisconnect"] = "true"
         else:

@@ -817,14 +817,15 @@ class V16Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
         self, requested_message: str, connector_id: int | None = None, **_: Any
     ) -> call_result.ExtendedTriggerMessage:
         """Whitepaper F06 (ExtendedTriggerMessage): LogStatusNotification here; the messages plain TriggerMessage
-        also sends are sent the same way; the rest (FirmwareStatusNotification, SignChargePointCertificate) is
-        NotImplemented until the station does them."""
+        also sends (FirmwareStatusNotification among them: the signed form after a SignedUpdateFirmware) are sent
+        the same way; SignChargePointCertificate is NotImplemented until the station renews its certificate."""
         if requested_message == "LogStatusNotification" and self.log_uploads is not None:
             queued = self.follow_ups.later(
                 self._triggered_log_status(log_upload.LOG_REQUEST), "triggered LogStatusNotification"
             )
             return call_result.ExtendedTriggerMessage(status="Accepted" if queued else "Rejected")
-        if requested_message in ("BootNotification", "Heartbeat", "MeterValues", "StatusNotification"):
+        plain = ("BootNotification", "FirmwareStatusNotification", "Heartbeat", "MeterValues", "StatusNotification")
+        if requested_message in plain:
             answer = self.on_trigger_message(requested_message, connector_id)
             return call_result.ExtendedTriggerMessage(status=answer.status)
         return call_result.ExtendedTriggerMessage(status="NotImplemented")

@@ -521,11 +521,16 @@ class V16Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
     # ------------------------------------------------------------------ smart charging (§3.13, §5.5, §5.7, §5.16)
 
     def not_offered(self) -> frozenset[str]:
-        """Without current control the SmartCharging profile is not claimed (SupportedFeatureProfiles): its requests
-        are NotSupported (SetChargingProfile answers NotSupported in its own status, §6.44)."""
-        return (
-            frozenset() if self.runtime.smart.available else frozenset({"ClearChargingProfile", "GetCompositeSchedule"})
-        )
+        """What SupportedFeatureProfiles does not claim is NotSupported: without current control the SmartCharging
+        requests (SetChargingProfile answers NotSupported in its own status, §6.44); without `[firmware]
+        allow_unsigned_16` the plain UpdateFirmware, whose answer has no status to refuse it with (§6.51)."""
+        offered = self.settings.value("SupportedFeatureProfiles").split(",")
+        refused: set[str] = set()
+        if "SmartCharging" not in offered:
+            refused |= {"ClearChargingProfile", "GetCompositeSchedule"}
+        if "FirmwareManagement" not in offered:
+            refused.add("UpdateFirmware")
+        return frozenset(refused)
 
     def _profile_evse(self, connector_id: int) -> int | None:
         """The EVSE a profile's connectorId names (0: the Charge Point), None for a connector the station lacks."""

@@ -14,6 +14,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+from ocpp.exceptions import NotSupportedError
+
 import station
 from station.app import running_station
 from station.config import parse_config
@@ -75,13 +78,16 @@ async def test_a_second_update_firmware_cancels_the_first_one(tmp_path: Path, cs
 
 
 async def test_16_update_firmware_needs_allow_unsigned_and_trigger_says_idle(tmp_path: Path, csms: LocalCsms) -> None:
-    """1.6 §5.19 UpdateFirmware has no signature: refused (nothing done, nothing sent) unless [firmware]
-    allow_unsigned_16; §4.5 a triggered FirmwareStatusNotification is Idle when no update runs."""
+    """1.6 §5.19 UpdateFirmware has no signature: refused unless [firmware] allow_unsigned_16 (CALLERROR
+    NotSupported, OCPP-J §4.2.3: its conf has no status to refuse with, and FirmwareManagement is not claimed in
+    SupportedFeatureProfiles, §9.1.29); nothing done, nothing sent. §4.5 a triggered FirmwareStatusNotification is
+    Idle when no update runs."""
     url = "http://127.0.0.1:9/station-5.0.0-py3-none-any.whl"
     async with running_station(parse_config(config_for(tmp_path, csms.url, "1.6"))):
         await csms.wait_connected(STATION)
         await csms.wait_for("BootNotification")
-        assert await csms.update_firmware(STATION, url, retries=0) == ""
+        with pytest.raises(NotSupportedError):
+            await csms.update_firmware(STATION, url, retries=0)
         assert await csms.trigger_message(STATION, "FirmwareStatusNotification") == "Accepted"
         idle = await csms.wait_for("FirmwareStatusNotification")
         assert idle.payload == {"status": "Idle"}

@@ -312,9 +312,10 @@ def _is_client_certificate(security: Security, data: dict[str, str]) -> bool:
         cert = x509.load_pem_x509_certificates(Path(security.config.client_cert).read_bytes())[0]
     except (OSError, ValueError, IndexError):
         return False
-    mine = certs.hash_data(cert, str(data.get("hash_algorithm") or "SHA256"), None)
-    if str(data.get("hash_algorithm")) not in certs.HASHES:
+    algorithm = str(data.get("hash_algorithm") or "")
+    if algorithm not in certs.HASHES:
         return False
+    mine = certs.hash_data(cert, algorithm, None)
     serial = str(data.get("serial_number") or "").lower().lstrip("0") or "0"
     return (mine["serial_number"], mine["issuer_name_hash"]) == (serial, str(data.get("issuer_name_hash")).lower())
 

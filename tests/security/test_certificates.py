@@ -12,7 +12,7 @@ import pytest
 import pytest_asyncio
 from cryptography import x509
 
-from station.app import running_station
+from station.app import Station, running_station
 from station.config import parse_config
 from station.demo.csms import LocalCsms
 from station.ocpp.certificates import MANUFACTURER_ROOT
@@ -32,6 +32,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "good": ca.issue("csms", "localhost", hosts=HOSTS),
         "new_good": new_ca.issue("csms-new", "localhost", hosts=HOSTS),
         "leaf": ca.issue("leaf", "someone", hosts=("someone",)),
+        "client": ca.issue("station", STATION, client=True),
     }
 
 
@@ -61,10 +62,18 @@ async def test_install_list_delete_and_switch_the_csms_to_a_new_root(
     csms, tls = csms_tls
     csms_root = "CentralSystemRootCertificate" if version == "1.6" else "CSMSRootCertificate"
     cfg = config(
-        tmp_path, csms.url, version, security_profile=2, basic_auth_password=PASSWORD, ca_file=str(pki["ca"].path)
+        tmp_path,
+        csms.url,
+        version,
+        security_profile=2,
+        basic_auth_password=PASSWORD,
+        ca_file=str(pki["ca"].path),
+        client_cert=str(pki["client"].cert),
+        client_key=str(pki["client"].key),
     )
     async with running_station(parse_config(cfg)) as station:
         await csms.wait_for("BootNotification")
+        assert await certificate_entries(csms, station, version) == 2  # the seeded root and the client certificate
         # The seed: the config's ca_file is the store's one CSMS root.
         answer = await csms.get_installed_certificate_ids(STATION, csms_root)
         assert answer["status"] == "Accepted" and listed(answer, version) == [hash_data(pki["ca"])]
@@ -78,7 +87,7 @@ async def test_install_list_delete_and_switch_the_csms_to_a_new_root(
             if version == "2.0.1":
                 assert answer["status_info"]["reason_code"] in ("InvalidFormat", "InvalidCertificate")
         assert listed(await csms.get_installed_certificate_ids(STATION, csms_root), version) == [hash_data(pki["ca"])]
-        assert station.connection.security.certificates.entries() == 1
+        assert await certificate_entries(csms, station, version) == 2
 
         # Install a second CSMS root and a manufacturer root.
         assert (await csms.install_certificate(STATION, csms_root, pem(pki["new_ca"].path)))["status"] == "Accepted"
@@ -91,6 +100,22 @@ async def test_install_list_delete_and_switch_the_csms_to_a_new_root(
         # The firmware updater reads its ManufacturerRootCertificates from the same store.
         assert station.firmware is not None
         assert station.firmware.certificates.roots(MANUFACTURER_ROOT) == [pki["maker"].cert]
+
+        assert await certificate_entries(csms, station, version) == 4
+        # A full store: Rejected (1.6 M05.FR.03, 2.0.1 M05.FR.06), nothing written.
+        station.connection.security.certificates.max_length = 4
+        answer = await csms.install_certificate(STATION, "ManufacturerRootCertificate", pem(pki["ca"].path))
+        assert answer["status"] == "Rejected"
+        if version == "2.0.1":
+            assert answer["status_info"]["reason_code"] == "OutOfStorage"
+        assert (
+            len(listed(await csms.get_installed_certificate_ids(STATION, "ManufacturerRootCertificate"), version)) == 1
+        )
+        station.connection.security.certificates.max_length = 24
+        # The station's own certificate is not deleted by DeleteCertificate (1.6 M04.FR.05, 2.0.1 M04.FR.06).
+        client = x509.load_pem_x509_certificate(pki["client"].cert.read_bytes())
+        own = {**hash_data(pki["ca"]), "serial_number": f"{client.serial_number:x}"}
+        assert (await csms.delete_certificate(STATION, own))["status"] == "Failed"
 
         # The root that verifies the current connection is not deleted (1.6 M04.FR.06).
         answer = await csms.delete_certificate(STATION, hash_data(pki["ca"]))
@@ -119,3 +144,36 @@ async def test_install_list_delete_and_switch_the_csms_to_a_new_root(
         assert station.firmware.certificates.roots(MANUFACTURER_ROOT) == []
         reconfigured = [e for e in station.store.security_log() if e["type"] == "ReconfigurationOfSecurityParameters"]
         assert len(reconfigured) == 4  # two installs, two deletes
+
+        # Item 4: the server certificate is checked against the store, not the config path. The config's ca_file
+        # still names the old CA, but that root was deleted: the old CA's server certificate is now refused, a
+        # security event, and nothing gets through until the CSMS serves the new one again.
+        tls.load_cert_chain(pki["good"].cert, pki["good"].key)
+        await csms.drop_connections()
+        log = station.store.security_log
+        await csms.wait_until(lambda: any(e["type"] == "InvalidCsmsCertificate" for e in log()), timeout=20)
+        assert not station.connection.state.connected
+        tls.load_cert_chain(pki["new_good"].cert, pki["new_good"].key)
+        expected = "InvalidCentralSystemCertificate" if version == "1.6" else "InvalidCsmsCertificate"
+        await csms.wait_for("SecurityEventNotification", lambda p: p["type"] == expected, timeout=20)
+
+    # A restart with the same config: the deleted seed root stays deleted (the seed file did not change), the
+    # installed root is still trusted.
+    async with running_station(parse_config(cfg)) as station:
+        await csms.wait_until(lambda: station.connection.state.connected, timeout=20)
+        answer = await csms.get_installed_certificate_ids(STATION, csms_root)
+        assert listed(answer, version) == [hash_data(pki["new_ca"])]
+
+
+async def certificate_entries(csms: LocalCsms, station: Station, version: str) -> int:
+    """2.0.1 SecurityCtrlr.CertificateEntries as the CSMS reads it; 1.6 has no such key (CertificateStoreMaxLength is
+    its limit), so there the station's own count."""
+    if version == "1.6":
+        assert (await csms.get_configuration(STATION, ["CertificateStoreMaxLength"])) == {
+            "CertificateStoreMaxLength": "24"
+        }
+        return station.connection.security.certificates.entries()
+    [read] = await csms.get_variables(
+        STATION, [{"component": {"name": "SecurityCtrlr"}, "variable": {"name": "CertificateEntries"}}]
+    )
+    return int(read["attribute_value"])

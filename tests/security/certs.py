@@ -37,14 +37,15 @@ def expired_ca_pem() -> str:
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
-def hash_data(ca: CertificateAuthority, algorithm: str = "SHA256") -> dict[str, str]:
+def hash_data(ca: CertificateAuthority | x509.Certificate, algorithm: str = "SHA256") -> dict[str, str]:
     """CertificateHashDataType of a self-signed root: for an EC key the subjectPublicKey BIT STRING holds the
     uncompressed point (X9.62), so its hash is taken over that, not over anything the station's code produced."""
+    cert = ca if isinstance(ca, x509.Certificate) else ca.cert
     h = {"SHA256": hashlib.sha256, "SHA384": hashlib.sha384, "SHA512": hashlib.sha512}[algorithm]
-    point = ca.cert.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    point = cert.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
     return {
         "hash_algorithm": algorithm,
-        "issuer_name_hash": h(ca.cert.issuer.public_bytes()).hexdigest(),
+        "issuer_name_hash": h(cert.issuer.public_bytes()).hexdigest(),
         "issuer_key_hash": h(point).hexdigest(),
-        "serial_number": f"{ca.cert.serial_number:x}",
+        "serial_number": f"{cert.serial_number:x}",
     }

@@ -5,6 +5,7 @@ nothing changed; a newly installed CSMS root trusted on the next connection, TC_
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from station.app import Station, running_station
 from station.config import parse_config
 from station.demo.csms import LocalCsms
 from station.ocpp.certificates import MANUFACTURER_ROOT
+from tests.firmware.kit import manufacturer
 from tests.security.certs import expired_ca_pem, hash_data, pem
 from tests.security.pki import CertificateAuthority, server_context
 from tests.security.test_profiles import HOSTS, PASSWORD, STATION, config
@@ -55,7 +57,8 @@ def listed(answer: dict[str, Any], version: str) -> list[dict[str, str]]:
 async def test_install_list_delete_and_switch_the_csms_to_a_new_root(
     tmp_path: Path, pki: dict[str, Any], csms_tls: tuple[LocalCsms, Any], version: str
 ) -> None:
-    """M05.FR.02 install Accepted; M03.FR.03/04 listed by hash (computed independently in the test), M03.FR.02
+    """Part 6 TC_M_01/02_CS, TC_M_07_CS, TC_M_12/13_CS, TC_M_18/19_CS, TC_M_20/22/23_CS.
+    M05.FR.02 install Accepted; M03.FR.03/04 listed by hash (computed independently in the test), M03.FR.02
     NotFound; M05.FR.07 (1.6 M05.FR.06) bad input Rejected and nothing changed; the new root verifies the CSMS's new
     server certificate on the next connection; 1.6 M04.FR.06 / 2.0.1 M04.FR.03 the root in use and the last one are
     not deleted (Failed); M04.FR.02 Accepted, M04.FR.04 NotFound, M04.FR.07 deleted by the hash in SHA512."""
@@ -165,6 +168,34 @@ async def test_install_list_delete_and_switch_the_csms_to_a_new_root(
         assert listed(answer, version) == [hash_data(pki["new_ca"])]
 
 
+async def test_v2g_and_mo_roots_on_2_0_1_kept_apart_from_the_csms_roots(
+    tmp_path: Path, pki: dict[str, Any], csms_tls: tuple[LocalCsms, Any]
+) -> None:
+    """TC_M_03/04_CS (M05: V2GRootCertificate, MORootCertificate), TC_M_14/16/17_CS (M03 filtered by type): each type
+    separately; a V2G root is not a CSMS root (the TLS context does not trust it)."""
+    csms, _ = csms_tls
+    cfg = config(
+        tmp_path, csms.url, "2.0.1", security_profile=2, basic_auth_password=PASSWORD, ca_file=str(pki["ca"].path)
+    )
+    async with running_station(parse_config(cfg)) as station:
+        await csms.wait_for("BootNotification")
+        assert (await csms.install_certificate(STATION, "V2GRootCertificate", pem(pki["new_ca"].path)))[
+            "status"
+        ] == "Accepted"
+        assert (await csms.install_certificate(STATION, "MORootCertificate", pem(pki["maker"].path)))[
+            "status"
+        ] == "Accepted"
+        answer = await csms.get_installed_certificate_ids(STATION, ["V2GRootCertificate", "MORootCertificate"])
+        chains = {c["certificate_type"]: c["certificate_hash_data"] for c in answer["certificate_hash_data_chain"]}
+        assert chains == {"V2GRootCertificate": hash_data(pki["new_ca"]), "MORootCertificate": hash_data(pki["maker"])}
+        answer = await csms.get_installed_certificate_ids(STATION, "CSMSRootCertificate")
+        assert listed(answer, "2.0.1") == [hash_data(pki["ca"])]
+        assert (await csms.get_installed_certificate_ids(STATION, "V2GCertificateChain"))["status"] == "NotFound"
+        assert [c.subject for c in station.connection.security.certificates.roots("CSMSRootCertificate")] == [
+            pki["ca"].cert.subject
+        ]
+
+
 async def certificate_entries(csms: LocalCsms, station: Station, version: str) -> int:
     """2.0.1 SecurityCtrlr.CertificateEntries as the CSMS reads it; 1.6 has no such key (CertificateStoreMaxLength is
     its limit), so there the station's own count."""
@@ -177,3 +208,37 @@ async def certificate_entries(csms: LocalCsms, station: Station, version: str) -
         STATION, [{"component": {"name": "SecurityCtrlr"}, "variable": {"name": "CertificateEntries"}}]
     )
     return int(read["attribute_value"])
+
+
+@pytest.mark.parametrize("version", ["1.6", "2.0.1"])
+async def test_a_manufacturer_root_installed_over_ocpp_is_what_signed_firmware_chains_to(
+    tmp_path: Path, csms: LocalCsms, version: str
+) -> None:
+    """The firmware updater reads its ManufacturerRootCertificates from the store (L01.FR.22 / 1.6 whitepaper L01:
+    InvalidCertificate without one): none configured, so refused; installed over OCPP (M05, TC_M_02_CS), accepted;
+    deleted (M04, allowed for the last Manufacturer root by the M04 remark), refused again."""
+    signer = manufacturer(tmp_path)
+    cfg = config(tmp_path, csms.url, version)
+    cfg["firmware"] = {"releases": str(tmp_path / "releases")}
+    url = "http://127.0.0.1:9/station-5.0.0-py3-none-any.whl"  # never fetched: the retrieve time is an hour away
+    retrieve = (datetime.now(UTC) + timedelta(hours=1)).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+    async def update(request_id: int) -> str:
+        return await csms.update_firmware(
+            STATION,
+            url,
+            request_id=request_id,
+            signing_certificate=signer.cert_pem,
+            signature="AAAA",
+            retrieve=retrieve,
+        )
+
+    async with running_station(parse_config(cfg)):
+        await csms.wait_for("BootNotification")
+        assert await update(1) == "InvalidCertificate"
+        answer = await csms.install_certificate(STATION, "ManufacturerRootCertificate", signer.root.read_text())
+        assert answer["status"] == "Accepted"
+        assert await update(2) == "Accepted"
+        root = x509.load_pem_x509_certificate(signer.root.read_bytes())
+        assert (await csms.delete_certificate(STATION, hash_data(root)))["status"] == "Accepted"
+        assert await update(3) == "InvalidCertificate"

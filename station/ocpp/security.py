@@ -11,6 +11,9 @@ Owns what the connection needs to be trusted (OCPP 1.6 Security Whitepaper ed.3,
   the config has what it needs for.
 - security events: kept in the store's rolling security log and queued for SecurityEventNotification in one commit.
   A failure that repeats on every reconnect is recorded once, not once per attempt.
+- certificates: the TLS context trusts the certificate store's CSMS roots (station/ocpp/certificates.py), read for
+  each connection; InstallCertificate / GetInstalledCertificateIds / DeleteCertificate are answered here for both
+  versions (1.6 security whitepaper M03-M05, 2.0.1 M03-M05).
 """
 
 from __future__ import annotations
@@ -122,7 +125,7 @@ class Security:
             certificates = certs.CertificateStore(Path(store.path).parent / "certificates", seeds)
         self.certificates = certificates
         certificates.extra_entries = count_certificates(config.client_cert)
-        self._server_certificate: bytes | None = None  # DER of the CSMS's certificate on the current connection
+        self.server_certificate: bytes | None = None  # DER of the CSMS's certificate on the current connection
         settings.computed["CertificateEntries"] = lambda: str(self.certificates.entries())
         # ---- end certificates
         self.reconnect_listeners: list[Callable[[], None]] = []  # told when a new profile needs a new connection
@@ -212,7 +215,7 @@ class Security:
     def connected(self, ws: Any = None) -> None:
         self._last_failure = None
         ssl_object = ws.transport.get_extra_info("ssl_object") if ws is not None and ws.transport else None
-        self._server_certificate = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        self.server_certificate = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
 
     def connection_failed(self, exc: BaseException, offer: TlsOffer | None = None) -> str | None:
         """Classify a failed connection attempt; record a security event for the kinds that are one. Returns the
@@ -290,7 +293,7 @@ def delete_certificate(security: Security, data: dict[str, str]) -> CertificateA
         return CertificateAnswer("NotFound")
     if item.use == certs.CSMS_ROOT and security.profile >= 2:
         roots = security.certificates.installed([certs.CSMS_ROOT])
-        in_use = certs.issuing_root(security._server_certificate, roots) if security._server_certificate else None
+        in_use = certs.issuing_root(security.server_certificate, roots) if security.server_certificate else None
         if in_use is not None and in_use.path == item.path:
             log.warning("DeleteCertificate refused: the CSMS root the connection is verified with")
             return CertificateAnswer("Failed", "InUse", "this CSMS root verifies the current connection")

@@ -130,7 +130,7 @@ async def test_install_list_delete_and_switch_the_csms_to_a_new_root(
         await csms.drop_connections()
         await csms.wait_until(lambda: csms.connections > before and station.connection.state.connected, timeout=20)
         assert csms.stations[STATION].version == version
-        served = x509.load_der_x509_certificate(station.connection.security._server_certificate or b"")
+        served = x509.load_der_x509_certificate(station.connection.security.server_certificate or b"")
         assert served.issuer == pki["new_ca"].cert.subject
         assert not [e for e in station.store.security_log() if e["type"] == "InvalidCsmsCertificate"]
 

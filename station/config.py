@@ -1159,7 +1159,8 @@ def config_warnings(config: Config, *, user: str | None = None) -> list[str]:
     if root and not Path(root).is_file():  # unset: no firmware update over OCPP (answered InvalidCertificate)
         warnings.append(
             f"firmware.manufacturer_root: {root} does not exist; install the manufacturer's root certificate there "
-            "(signed firmware updates are answered InvalidCertificate until then)"
+            "or have the CSMS install one (InstallCertificate ManufacturerRootCertificate); signed firmware updates "
+            "are answered InvalidCertificate until then"
         )
     releases = Path(config.firmware.releases)
     if releases.is_dir() and not access.may(releases, os.W_OK | os.X_OK):

@@ -802,3 +802,35 @@ class LocalCsms:
         else:
             payload = call.CancelReservation(reservation_id=reservation_id)
         return str((await side.call(payload, suppress=False)).status)
+
+    # ---- certificates (1.6 security whitepaper / 2.0.1 M03 GetInstalledCertificateIds, M04 DeleteCertificate, M05
+    # InstallCertificate): the answers as dicts with snake_case keys, as the library gives them
+
+    async def install_certificate(self, station_id: str, certificate_type: str, pem: str) -> dict[str, Any]:
+        """`certificate_type` in the station's version's words (1.6 CentralSystemRootCertificate, 2.0.1
+        CSMSRootCertificate, ...)."""
+        side = self.stations[station_id]
+        module: Any = call201 if side.version == "2.0.1" else call
+        result = await side.call(
+            module.InstallCertificate(certificate_type=certificate_type, certificate=pem), suppress=False
+        )
+        return dict(vars(result))
+
+    async def get_installed_certificate_ids(
+        self, station_id: str, certificate_type: str | list[str] | None = None
+    ) -> dict[str, Any]:
+        """1.6 asks for one type; 2.0.1 for a list of them or (None) all."""
+        side = self.stations[station_id]
+        if side.version == "2.0.1":
+            types = [certificate_type] if isinstance(certificate_type, str) else certificate_type
+            payload: Any = call201.GetInstalledCertificateIds(certificate_type=types)
+        else:
+            payload = call.GetInstalledCertificateIds(certificate_type=certificate_type)
+        return dict(vars(await side.call(payload, suppress=False)))
+
+    async def delete_certificate(self, station_id: str, hash_data: dict[str, Any]) -> dict[str, Any]:
+        side = self.stations[station_id]
+        module: Any = call201 if side.version == "2.0.1" else call
+        return dict(vars(await side.call(module.DeleteCertificate(certificate_hash_data=hash_data), suppress=False)))
+
+    # ---- end certificates

@@ -41,6 +41,7 @@ from station.firmware.releases import (
     roll_back,
     save_pending,
 )
+from station.ocpp.certificates import MANUFACTURER_ROOT, CertificateStore  # ---- certificates
 from station.store import Store
 
 log = structlog.get_logger("station.firmware")
@@ -93,6 +94,8 @@ class FirmwareUpdater:
         free EVSEs Unavailable for new starts until `hold(False)` (L01.FR.07)."""
         self.config = config.firmware
         self.csms_ca = config.csms.ca_file
+        # ---- certificates: ManufacturerRootCertificates from the store (seeded from [firmware] manufacturer_root)
+        self.certificates = CertificateStore.for_config(config)
         self.store = store
         self.store_path = Path(config.storage.path)
         self.state_dir = self.store_path.parent
@@ -143,7 +146,7 @@ class FirmwareUpdater:
             return "Rejected"
         if signed:
             try:
-                roots = signature.load_roots(Path(self.config.manufacturer_root).read_bytes())
+                roots = self.certificates.roots(MANUFACTURER_ROOT)
                 signature.check_certificate(req.signing_certificate or "", roots, datetime.now(UTC))
             except (OSError, signature.InvalidCertificate) as exc:
                 log.warning("firmware signing certificate refused", error=str(exc)[:200])
@@ -209,8 +212,7 @@ class FirmwareUpdater:
         self.notify("Downloaded", rid, signed)
         if signed:
             try:
-                pem = await asyncio.to_thread(Path(self.config.manufacturer_root).read_bytes)
-                roots = signature.load_roots(pem)
+                roots = await asyncio.to_thread(self.certificates.roots, MANUFACTURER_ROOT)
                 signer = signature.check_certificate(req.signing_certificate or "", roots, datetime.now(UTC))
                 digest = await asyncio.to_thread(signature.file_digest, str(wheel))
                 signature.check_signature(digest, req.signature or "", signer)

@@ -33,9 +33,10 @@ from station.logs import loggable
 from station.logupload.service import LogUploads
 from station.ocpp import wire
 from station.ocpp.adapter import BootRefused, CsmsAdapter
+from station.ocpp.certificates import CertificateStore
 from station.ocpp.liblog import LibraryLog
 from station.ocpp.security import Security, TlsOffer, probe_tls, tls_failure_worth_probing
-from station.ocpp.settings import Settings, count_certificates
+from station.ocpp.settings import Settings
 from station.ocpp.trace import FrameTrace
 from station.ocpp.v16 import SUBPROTOCOL as V16_SUBPROTOCOL
 from station.ocpp.v16 import V16Adapter
@@ -174,7 +175,13 @@ class CsmsConnection:
         runtime.status_listeners.append(self._statuses.put_nowait)
         self._ws: ClientConnection | None = None
         self._stopping = False
-        self.security = Security(config.csms, config.station.id, settings, store)
+        self.security = Security(
+            config.csms,
+            config.station.id,
+            settings,
+            store,
+            CertificateStore.for_config(config),  # ---- certificates
+        )
         self.security.reconnect_listeners.append(self._reconnect_soon)
         # Why this process runs, from what the previous run left in the store (2.0.1 BootNotification reason).
         try:
@@ -190,8 +197,6 @@ class CsmsConnection:
         settings.defaults["RetryBackOffWaitMinimum"] = str(max(int(config.csms.reconnect_min), 0))
         settings.defaults["RetryBackOffRandomRange"] = str(max(int(config.csms.reconnect_min), 0))
         settings.defaults["RetryBackOffRepeatTimes"] = "0"
-        certificates = count_certificates(config.csms.ca_file, config.csms.client_cert)
-        settings.computed["CertificateEntries"] = lambda: str(certificates)
 
     def _wake_lanes(self) -> None:
         for wakeup in self._wakeups.values():
@@ -313,7 +318,7 @@ class CsmsConnection:
             self.state.last_connected = datetime.now(UTC)
             self.state.last_error = ""
             self.state.failures = 0
-            self.security.connected()
+            self.security.connected(ws)
             log.info(
                 "connected to CSMS", url=self.url, subprotocol=ws.subprotocol, security_profile=self.security.profile
             )
@@ -340,6 +345,7 @@ class CsmsConnection:
             signed_value_format=self.config.csms.signed_value_format,
             firmware=self.firmware,
             log_uploads=self.log_uploads,
+            security=self.security,  # ---- certificates
         )
         adapter.logger = LibraryLog()  # the library's own log calls, without payloads or tracebacks
         link.rejected = lambda: adapter.registration == "Rejected"

@@ -11,6 +11,9 @@ Owns what the connection needs to be trusted (OCPP 1.6 Security Whitepaper ed.3,
   the config has what it needs for.
 - security events: kept in the store's rolling security log and queued for SecurityEventNotification in one commit.
   A failure that repeats on every reconnect is recorded once, not once per attempt.
+- certificates: the TLS context trusts the certificate store's CSMS roots (station/ocpp/certificates.py), read for
+  each connection; InstallCertificate / GetInstalledCertificateIds / DeleteCertificate are answered here for both
+  versions (1.6 security whitepaper M03-M05, 2.0.1 M03-M05).
 """
 
 from __future__ import annotations
@@ -21,14 +24,17 @@ import ssl
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import structlog
+from cryptography import x509
 from websockets.exceptions import InvalidStatus
 
 from station.config import CsmsConfig
-from station.ocpp.settings import Settings
+from station.ocpp import certificates as certs
+from station.ocpp.settings import Settings, count_certificates
 from station.store import Store
 
 log = structlog.get_logger("station.security")
@@ -101,11 +107,27 @@ def tls_failure_worth_probing(exc: BaseException) -> bool:
 
 
 class Security:
-    def __init__(self, config: CsmsConfig, station_id: str, settings: Settings, store: Store) -> None:
+    def __init__(
+        self,
+        config: CsmsConfig,
+        station_id: str,
+        settings: Settings,
+        store: Store,
+        certificates: certs.CertificateStore | None = None,
+    ) -> None:
         self.config = config
         self.station_id = station_id
         self.settings = settings
         self.store = store
+        # ---- certificates (the store's CSMS roots are what the TLS context trusts; station/ocpp/certificates.py)
+        if certificates is None:
+            seeds = {certs.CSMS_ROOT: config.ca_file}
+            certificates = certs.CertificateStore(Path(store.path).parent / "certificates", seeds)
+        self.certificates = certificates
+        certificates.extra_entries = count_certificates(config.client_cert)
+        self.server_certificate: bytes | None = None  # DER of the CSMS's certificate on the current connection
+        settings.computed["CertificateEntries"] = lambda: str(self.certificates.entries())
+        # ---- end certificates
         self.reconnect_listeners: list[Callable[[], None]] = []  # told when a new profile needs a new connection
         self._last_failure: str | None = None
         settings.computed["SecurityProfile"] = lambda: str(self.profile)
@@ -168,7 +190,20 @@ class Security:
         return options
 
     def tls_context(self, profile: int) -> ssl.SSLContext:
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.config.ca_file or None)
+        """Built for each connection attempt, so a root installed (or deleted) over OCPP is used from the next one.
+        The trust anchors are the store's CSMS roots (seeded from `ca_file`); with no `ca_file` the system's CAs are
+        trusted as well, as before the store existed. An installed sub-CA is a trust anchor of its own (partial
+        chain), as the CSMS installed it to be."""
+        roots = self.certificates.pem(certs.CSMS_ROOT)
+        if roots:
+            context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=roots)
+            if not self.config.ca_file:
+                context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+        elif not self.config.ca_file:
+            context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)  # the system's CAs
+        else:  # every CSMS root deleted (M04 remark): nothing is trusted, the system's CAs are not a fallback
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.check_hostname = True  # the CSMS's name must be in its certificate (A00.FR.309)
         context.verify_mode = ssl.CERT_REQUIRED
@@ -177,8 +212,10 @@ class Security:
             context.load_cert_chain(self.config.client_cert, self.config.client_key)
         return context
 
-    def connected(self) -> None:
+    def connected(self, ws: Any = None) -> None:
         self._last_failure = None
+        ssl_object = ws.transport.get_extra_info("ssl_object") if ws is not None and ws.transport else None
+        self.server_certificate = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
 
     def connection_failed(self, exc: BaseException, offer: TlsOffer | None = None) -> str | None:
         """Classify a failed connection attempt; record a security event for the kinds that are one. Returns the
@@ -208,3 +245,82 @@ class Security:
             self._last_failure = kind
             self.store.security_event(kind, info)
         return reason
+
+
+# ---- certificates (1.6 security whitepaper M03-M05, 2.0.1 M03-M05): what both adapters answer, version-neutral
+
+
+@dataclass(frozen=True)
+class CertificateAnswer:
+    status: str  # Accepted, Rejected, Failed, NotFound (each message's own enum)
+    reason: str = ""  # 2.0.1 statusInfo reasonCode
+    detail: str = ""
+
+
+def install_certificate(security: Security, use: str, pem: str) -> CertificateAnswer:
+    """M05: Accepted; Rejected for what is not a valid CA certificate (not PEM, expired, not a CA: M05.FR.07 / 1.6
+    M05.FR.06) or a full store (M05.FR.06 / 1.6 M05.FR.03), nothing written; Failed when writing fails (M05.FR.03 /
+    1.6 M05.FR.04). An accepted change of what the station trusts is a ReconfigurationOfSecurityParameters event."""
+    try:
+        installed = security.certificates.install(use, pem)
+    except certs.Refused as exc:
+        log.warning("InstallCertificate refused", use=use, reason=exc.reason, detail=str(exc))
+        return CertificateAnswer("Rejected", exc.reason, str(exc))
+    except OSError as exc:
+        log.error("InstallCertificate failed to write", use=use, error=str(exc))
+        return CertificateAnswer("Failed", "WriteError", str(exc)[:200])
+    subject = installed.cert.subject.rfc4514_string()[:120]
+    security.store.security_event(RECONFIGURED, f"{use} installed: {subject}")
+    return CertificateAnswer("Accepted")
+
+
+def installed_certificates(security: Security, uses: list[str] | None) -> list[tuple[str, dict[str, str]]]:
+    """M03: (use, hash data in SHA256) of each installed certificate of `uses` (all when None); empty: NotFound
+    (M03.FR.02)."""
+    wanted = certs.USES if not uses else [u for u in uses if u in certs.USES]
+    return [(item.use, data) for item, data in security.certificates.hash_data(wanted)]
+
+
+def delete_certificate(security: Security, data: dict[str, str]) -> CertificateAnswer:
+    """M04: Accepted, NotFound (M04.FR.04), or Failed: the station's own certificate (2.0.1 M04.FR.06, 1.6
+    M04.FR.05), the CSMS root that verified the current connection (1.6 M04.FR.06), the last CSMS root while the
+    connection depends on the store's roots only (2.0.1 M04.FR.03 lets the station refuse the last of a type; without
+    it the station could never connect again), or a failed delete (M04.FR.03)."""
+    if _is_client_certificate(security, data):
+        return CertificateAnswer("Failed", "NotAllowed", "the station's own certificate is not deleted this way")
+    item = security.certificates.find(data)
+    if item is None:
+        return CertificateAnswer("NotFound")
+    if item.use == certs.CSMS_ROOT and security.profile >= 2:
+        roots = security.certificates.installed([certs.CSMS_ROOT])
+        in_use = certs.issuing_root(security.server_certificate, roots) if security.server_certificate else None
+        if in_use is not None and in_use.path == item.path:
+            log.warning("DeleteCertificate refused: the CSMS root the connection is verified with")
+            return CertificateAnswer("Failed", "InUse", "this CSMS root verifies the current connection")
+        if len(roots) == 1 and security.config.ca_file:
+            log.warning("DeleteCertificate refused: the last CSMS root")
+            return CertificateAnswer("Failed", "LastCertificate", "the last CSMS root: no connection without it")
+    try:
+        security.certificates.delete(item)
+    except OSError as exc:
+        return CertificateAnswer("Failed", "WriteError", str(exc)[:200])
+    security.store.security_event(RECONFIGURED, f"{item.use} deleted: {item.cert.subject.rfc4514_string()[:120]}")
+    return CertificateAnswer("Accepted")
+
+
+def _is_client_certificate(security: Security, data: dict[str, str]) -> bool:
+    if not security.config.client_cert:
+        return False
+    try:
+        cert = x509.load_pem_x509_certificates(Path(security.config.client_cert).read_bytes())[0]
+    except (OSError, ValueError, IndexError):
+        return False
+    algorithm = str(data.get("hash_algorithm") or "")
+    if algorithm not in certs.HASHES:
+        return False
+    mine = certs.hash_data(cert, algorithm, None)
+    serial = str(data.get("serial_number") or "").lower().lstrip("0") or "0"
+    return (mine["serial_number"], mine["issuer_name_hash"]) == (serial, str(data.get("issuer_name_hash")).lower())
+
+
+# ---- end certificates

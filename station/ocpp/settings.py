@@ -102,6 +102,7 @@ TX_STOP_POINTS = ("PowerPathClosed", "EnergyTransfer")
 STOP_TX_MAX_SAMPLES = 100  # periodic samples kept per transaction for StopTransaction / TransactionEvent(Ended)
 CONNECTOR_TYPE = "cType2"  # the fixed Type 2 cable (2.0.1 ConnectorEnumType)
 SUPPLY_PHASES = "3"  # every supported meter measures three phases
+CERTIFICATE_STORE_MAX = 24  # ---- certificates: CA certificates the store holds at most (certificates.MAX_LENGTH)
 PROFILE_RULES = ProfileRules()  # the limits the station's book of charging profiles keeps (station/smart/book.py)
 
 
@@ -264,8 +265,13 @@ SETTINGS: tuple[Setting, ...] = (
        writeonly=True, check=lambda v: 16 <= len(v) <= 40 and v.isascii() and v.isprintable() and " " not in v),
     _s("OrganizationName", "", component="SecurityCtrlr", variable="OrganizationName", data_type="string",
        check=lambda v: len(v) <= 50),
+    # ---- certificates (station/ocpp/certificates.py): CertificateEntries is computed by station/ocpp/security.py;
+    # the store's limit is 1.6's CertificateStoreMaxLength and 2.0.1's CertificateEntries maxLimit (M05.FR.06).
     _s("CertificateEntries", "0", component="SecurityCtrlr", variable="CertificateEntries", readonly=True,
+       data_type="integer", max_limit=CERTIFICATE_STORE_MAX),
+    _s("CertificateStoreMaxLength", str(CERTIFICATE_STORE_MAX), key16="CertificateStoreMaxLength", readonly=True,
        data_type="integer"),
+    # ---- end certificates
     _s("NumberOfConnectors", "1", key16="NumberOfConnectors", readonly=True, data_type="integer"),
     # Core, LocalAuthListManagement (SendLocalList, GetLocalListVersion), Reservation (ReserveNow, CancelReservation)
     # and RemoteTrigger (TriggerMessage) are what the 1.6 adapter handles, and SmartCharging where a controller sets

@@ -60,6 +60,13 @@ from station.ocpp.adapter import (
     security_event_fields,
     signing_key,
 )
+from station.ocpp.certificates import USE_16  # ---- certificates
+from station.ocpp.security import (  # ---- certificates
+    Security,
+    delete_certificate,
+    install_certificate,
+    installed_certificates,
+)
 from station.ocpp.settings import Settings
 from station.ocpp.signed_value import PUBLIC_KEY_NEVER, v16_signed_sampled_value
 from station.runtime import StationRuntime
@@ -102,8 +109,10 @@ class V16Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
         signed_value_format: str,
         firmware: FirmwareUpdater | None = None,
         log_uploads: log_upload.LogUploads | None = None,
+        security: Security | None = None,  # ---- certificates
     ) -> None:
         super().__init__(station_id, connection, response_timeout=response_timeout)
+        self.security = security  # ---- certificates
         self.log_uploads = log_uploads
         self.runtime = runtime
         self.store = store
@@ -760,6 +769,37 @@ class V16Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
                 ),
                 suppress=False,
             )
+
+    # ---- certificates (1.6 security whitepaper ed. 3: M03 GetInstalledCertificateIds, M04 DeleteCertificate, M05
+    # InstallCertificate; the rules are version-neutral in station/ocpp/security.py)
+
+    @on(Action.install_certificate)
+    def on_install_certificate(
+        self, certificate_type: str, certificate: str, **_: Any
+    ) -> call_result.InstallCertificate:
+        """CentralSystemRootCertificate is the store's CSMS root. Accepted / Rejected (invalid, full) / Failed."""
+        if self.security is None:
+            return call_result.InstallCertificate(status="Failed")
+        use = USE_16[certificate_type]
+        return call_result.InstallCertificate(status=install_certificate(self.security, use, certificate).status)
+
+    @on(Action.get_installed_certificate_ids)
+    def on_get_installed_certificate_ids(
+        self, certificate_type: str, **_: Any
+    ) -> call_result.GetInstalledCertificateIds:
+        """M03: the hash data (SHA256) of each certificate of the type; NotFound when there is none."""
+        found = installed_certificates(self.security, [USE_16[certificate_type]]) if self.security else []
+        if not found:
+            return call_result.GetInstalledCertificateIds(status="NotFound")
+        return call_result.GetInstalledCertificateIds(status="Accepted", certificate_hash_data=[d for _, d in found])
+
+    @on(Action.delete_certificate)
+    def on_delete_certificate(self, certificate_hash_data: dict[str, Any], **_: Any) -> call_result.DeleteCertificate:
+        if self.security is None:
+            return call_result.DeleteCertificate(status="Failed")
+        return call_result.DeleteCertificate(status=delete_certificate(self.security, certificate_hash_data).status)
+
+    # ---- end certificates
 
     # ---- log upload (§5.9 GetDiagnostics, §4.4 DiagnosticsStatusNotification; security whitepaper N01 GetLog,
     # LogStatusNotification, ExtendedTriggerMessage): station/logupload/ does the work, these translate.

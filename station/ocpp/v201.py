@@ -50,6 +50,13 @@ from station.ocpp.adapter import (
     security_event_fields,
     signing_key,
 )
+from station.ocpp.security import (  # ---- certificates
+    CertificateAnswer,
+    Security,
+    delete_certificate,
+    install_certificate,
+    installed_certificates,
+)
 from station.ocpp.settings import CONNECTOR_TYPE, SUPPLY_PHASES, Settings, VariableResult
 from station.ocpp.signed_value import PUBLIC_KEY_NEVER, signed_meter_value
 from station.runtime import StationRuntime
@@ -206,8 +213,10 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
         signed_value_format: str = "oca",  # 1.6 only: 2.0.1 has a typed signedMeterValue, no raw variant
         firmware: FirmwareUpdater | None = None,
         log_uploads: log_upload.LogUploads | None = None,
+        security: Security | None = None,  # ---- certificates
     ) -> None:
         super().__init__(station_id, connection, response_timeout=response_timeout)
+        self.security = security  # ---- certificates
         self.log_uploads = log_uploads
         self.runtime = runtime
         self.store = store
@@ -1159,6 +1168,41 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
         log.warning("Reset", type=type, status=status)
         return call_result.Reset(status=status)
 
+    # ---- certificates (M03 GetInstalledCertificateIds, M04 DeleteCertificate, M05 InstallCertificate; the rules are
+    # version-neutral in station/ocpp/security.py)
+
+    @on(Action.install_certificate)
+    def on_install_certificate(
+        self, certificate_type: str, certificate: str, **_: Any
+    ) -> call_result.InstallCertificate:
+        """M05: Accepted / Rejected (invalid: M05.FR.07, full: M05.FR.06) / Failed (M05.FR.03), with the reason."""
+        if self.security is None:
+            return call_result.InstallCertificate(status="Failed")
+        answer = install_certificate(self.security, certificate_type, certificate)
+        return call_result.InstallCertificate(status=answer.status, status_info=_certificate_info(answer))
+
+    @on(Action.get_installed_certificate_ids)
+    def on_get_installed_certificate_ids(
+        self, certificate_type: list[str] | None = None, **_: Any
+    ) -> call_result.GetInstalledCertificateIds:
+        """M03: every installed certificate of the types asked (all without a filter); NotFound (M03.FR.02) when
+        none. V2GCertificateChain (M03.FR.05) is the station's own ISO 15118 chain, which it does not have."""
+        found = installed_certificates(self.security, certificate_type) if self.security else []
+        if not found:
+            return call_result.GetInstalledCertificateIds(status="NotFound")
+        chains = [{"certificate_type": use, "certificate_hash_data": data} for use, data in found]
+        return call_result.GetInstalledCertificateIds(status="Accepted", certificate_hash_data_chain=chains)
+
+    @on(Action.delete_certificate)
+    def on_delete_certificate(self, certificate_hash_data: dict[str, Any], **_: Any) -> call_result.DeleteCertificate:
+        """M04: Accepted / NotFound (M04.FR.04) / Failed (M04.FR.03, M04.FR.06)."""
+        if self.security is None:
+            return call_result.DeleteCertificate(status="Failed")
+        answer = delete_certificate(self.security, certificate_hash_data)
+        return call_result.DeleteCertificate(status=answer.status, status_info=_certificate_info(answer))
+
+    # ---- end certificates
+
     # ---- log upload (N01 Retrieve Log; F06 TriggerMessage LogStatusNotification): station/logupload/ does the work
 
     @on(Action.get_log)
@@ -1224,3 +1268,10 @@ def _chunks(profiles: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
 def _status_info(refusal: Refusal) -> dict[str, str]:
     """StatusInfoType: reasonCode (CiString20) and additionalInfo (CiString512)."""
     return {"reason_code": refusal.reason_code[:20], "additional_info": refusal.text[:512]}
+
+
+# ---- certificates
+def _certificate_info(answer: CertificateAnswer) -> dict[str, str] | None:
+    if not answer.reason:
+        return None
+    return {"reason_code": answer.reason[:20], "additional_info": answer.detail[:512]}

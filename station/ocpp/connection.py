@@ -191,7 +191,8 @@ class CsmsConnection:
         self._boot_not_before = 0.0  # loop time before which no BootNotification may go (the CSMS's interval)
         self._connected = False  # this attempt got a session going (the back-off starts over after it)
         # What the device model reports where the config decides (the back-off falls back to the config's values).
-        settings.defaults["MessageTimeout"] = str(int(config.csms.response_timeout))
+        # ---- network profiles: MessageTimeout[Default] is the messageTimeout of the profile in use
+        settings.computed["MessageTimeout"] = lambda: str(int(self._response_timeout))
         settings.defaults["RetryBackOffWaitMinimum"] = str(max(int(config.csms.reconnect_min), 0))
         settings.defaults["RetryBackOffRandomRange"] = str(max(int(config.csms.reconnect_min), 0))
         settings.defaults["RetryBackOffRepeatTimes"] = "0"

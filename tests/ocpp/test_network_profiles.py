@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import pytest_asyncio
 
 from station.app import running_station
@@ -142,7 +141,9 @@ async def test_new_profile_first_in_priority_is_used_after_reset(tmp_path: Path,
     async with running_station(cfg) as station:
         await old.wait_for("BootNotification")
         await old.wait_connected(STATION)
-        assert (await old.set_network_profile(STATION, 1, profile(new.url)))["status"] == "Accepted"
+        assert (await old.set_network_profile(STATION, 1, {**profile(new.url), "message_timeout": 17}))[
+            "status"
+        ] == "Accepted"
         [values] = await old.get_variables(STATION, [variable("NetworkConfigurationPriority")])
         assert values["attribute_value"] == "0"
         assert await set_var(old, "NetworkConfigurationPriority", "1,0") == "Accepted"
@@ -153,6 +154,10 @@ async def test_new_profile_first_in_priority_is_used_after_reset(tmp_path: Path,
         await new.wait_for("BootNotification")
         await new.wait_connected(STATION)
         assert await read(new, "ActiveNetworkProfile") == "1"
+        [timeout] = await new.get_variables(
+            STATION, [{**variable("MessageTimeout"), "variable": {"name": "MessageTimeout", "instance": "Default"}}]
+        )
+        assert timeout["attribute_value"] == "17"  # the profile's messageTimeout is the response timeout in use
         assert await read(new, "NetworkConfigurationPriority") == "1,0"
         assert station.connection.url == f"{new.url}/{STATION}"
 
@@ -196,7 +201,6 @@ async def test_refusals(tmp_path: Path, servers: list[LocalCsms]) -> None:
         assert await set_var(csms, "NetworkConfigurationPriority", "2,0") == "Accepted"
 
 
-@pytest.mark.slow
 async def test_16_security_profile_raise_that_cannot_connect_falls_back(
     tmp_path: Path, servers: list[LocalCsms]
 ) -> None:
@@ -240,3 +244,69 @@ async def test_16_security_profile_raise_that_cannot_connect_falls_back(
         await csms.wait_for(
             "SecurityEventNotification", lambda p: "2 (connected)" in str(p.get("techInfo")), timeout=30
         )
+
+
+async def test_connecting_with_a_higher_security_profile_raises_it_and_removes_the_lower_slots(
+    tmp_path: Path, servers: list[LocalCsms]
+) -> None:
+    """A05 (2.0.1) through B09/B10: a profile with securityProfile 1 in slot 1, first in NetworkConfigurationPriority,
+    Reset; once it connects SecurityProfile is 1 and slot 0 (profile 0) is removed from the slots and the priority
+    (A05.FR.06); a profile 0 is then a downgrade (B09.FR.04)."""
+    old = await serve(servers)
+    new = await serve(servers, passwords={STATION: PASSWORD})
+    cfg = parse_config(
+        config(tmp_path, old.url, basic_auth_password=PASSWORD, allow_basic_auth_over_ws=True, security_profile=0)
+    )
+    async with running_station(cfg) as station:
+        await old.wait_connected(STATION)
+        assert (await old.set_network_profile(STATION, 1, profile(new.url, security=1)))["status"] == "Accepted"
+        assert await set_var(old, "NetworkConfigurationPriority", "1,0") == "Accepted"
+        assert await old.reset(STATION, "Immediate") == "Accepted"
+        await old.wait_until(station.runtime.reset_requested.is_set, timeout=10)
+    async with running_station(cfg) as station:
+        await new.wait_for("BootNotification")
+        await new.wait_connected(STATION)
+        [got] = await new.get_variables(
+            STATION, [{"component": {"name": "SecurityCtrlr"}, "variable": {"name": "SecurityProfile"}}]
+        )
+        assert got["attribute_value"] == "1"
+        assert await read(new, "NetworkConfigurationPriority") == "1"
+        assert station.connection.network.slot(0) is None
+        assert (await new.set_network_profile(STATION, 2, profile(old.url, security=0)))["status"] == "Rejected"
+        assert await set_var(new, "NetworkConfigurationPriority", "1,0") == "Rejected"  # slot 0 is empty now
+
+
+def test_dial_order_attempts_per_entry_then_the_last_working_profile(tmp_path: Path) -> None:
+    """B10.FR.03 (NetworkProfileConnectionAttempts per entry of NetworkConfigurationPriority), B10.FR.07 (then the
+    profile of the last successful connection), and reconnects to the profile that worked first."""
+    from station.core.model import Layout
+    from station.ocpp.network import LAST_WORKING_KEY, NetworkProfile, NetworkProfiles
+    from station.ocpp.security import Security
+    from station.ocpp.settings import Settings
+    from station.store import Store
+
+    cfg = parse_config(config(tmp_path, "ws://127.0.0.1:1/ocpp"))
+    store = Store(cfg.storage.path)
+    settings = Settings(store, Layout(((1, (1,)),)), lambda _: "")
+    security = Security(cfg.csms, STATION, settings, store)
+    network = NetworkProfiles(cfg, settings, store, security)
+    assert network.set_profile(1, profile("ws://127.0.0.1:2/ocpp")).status == "Accepted"
+    assert network.set_profile(2, profile("ws://127.0.0.1:3/ocpp")).status == "Accepted"
+    working = NetworkProfile(0, "ws://127.0.0.1:9/ocpp", 0, 30)  # slot 0 as it was when it last worked
+    store.set_setting(LAST_WORKING_KEY, working.to_json())
+    assert settings.set_variable("OCPPCommCtrlr", "NetworkConfigurationPriority", "2,1") == "Accepted"
+    assert settings.set_variable("OCPPCommCtrlr", "NetworkProfileConnectionAttempts", "2") == "Accepted"
+    dialled = []
+    for _ in range(8):
+        dialled.append(network.current().url.split(":")[2][0])
+        network.failed()
+    assert dialled == ["3", "3", "2", "2", "9", "9", "3", "3"]
+    works = network.current()
+    assert works.slot == 1
+    network.connected(works)  # slot 1 connects
+    assert network.last_working() == works and network.active == 1
+    network.failed()
+    assert network.current() == works  # after one failure: the profile that worked again
+    network.failed()
+    assert network.current().slot == 2  # after NetworkProfileConnectionAttempts: the cycle over from its first entry
+    store.close()

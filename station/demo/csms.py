@@ -834,3 +834,12 @@ class LocalCsms:
         return dict(vars(await side.call(module.DeleteCertificate(certificate_hash_data=hash_data), suppress=False)))
 
     # ---- end certificates
+
+    # ---- network profiles (2.0.1 B09 SetNetworkProfile)
+
+    async def set_network_profile(self, station_id: str, slot: int, connection_data: dict[str, Any]) -> dict[str, Any]:
+        """SetNetworkProfile; the answer's status and statusInfo (snake case, as the library gives it)."""
+        result = await self.stations[station_id].call(
+            call201.SetNetworkProfile(configuration_slot=slot, connection_data=connection_data), suppress=False
+        )
+        return {"status": str(result.status), "status_info": result.status_info}

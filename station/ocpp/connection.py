@@ -35,6 +35,7 @@ from station.ocpp import wire
 from station.ocpp.adapter import BootRefused, CsmsAdapter
 from station.ocpp.certificates import CertificateStore
 from station.ocpp.liblog import LibraryLog
+from station.ocpp.network import NetworkProfile, NetworkProfiles
 from station.ocpp.security import Security, TlsOffer, probe_tls, tls_failure_worth_probing
 from station.ocpp.settings import Settings
 from station.ocpp.trace import FrameTrace
@@ -183,6 +184,10 @@ class CsmsConnection:
             CertificateStore.for_config(config),  # ---- certificates
         )
         self.security.reconnect_listeners.append(self._reconnect_soon)
+        # ---- network profiles (B09/B10, 1.6 SecurityProfile raise): which profile each attempt dials, the fallback
+        self.network = NetworkProfiles(config, settings, store, self.security)
+        self._response_timeout = config.csms.response_timeout  # the dialled profile's messageTimeout
+        self._booted_url: str | None = None  # the CSMS this process booted with (another one gets a boot too)
         # Why this process runs, from what the previous run left in the store (2.0.1 BootNotification reason).
         try:
             previous = store.begin_run(os_boot_id(), software_version())
@@ -193,7 +198,8 @@ class CsmsConnection:
         self._boot_not_before = 0.0  # loop time before which no BootNotification may go (the CSMS's interval)
         self._connected = False  # this attempt got a session going (the back-off starts over after it)
         # What the device model reports where the config decides (the back-off falls back to the config's values).
-        settings.defaults["MessageTimeout"] = str(int(config.csms.response_timeout))
+        # ---- network profiles: MessageTimeout[Default] is the messageTimeout of the profile in use
+        settings.computed["MessageTimeout"] = lambda: str(int(self._response_timeout))
         settings.defaults["RetryBackOffWaitMinimum"] = str(max(int(config.csms.reconnect_min), 0))
         settings.defaults["RetryBackOffRandomRange"] = str(max(int(config.csms.reconnect_min), 0))
         settings.defaults["RetryBackOffRepeatTimes"] = "0"
@@ -227,8 +233,9 @@ class CsmsConnection:
         failures = 0
         while True:
             self._connected = False
+            profile = self.network.current()
             try:
-                await self._connect_once()
+                await self._connect_once(profile)
             except NoSubprotocol as exc:
                 self.state.last_error = str(exc)
                 log.error("CSMS refused every OCPP version we offered", error=str(exc), url=self.url)
@@ -240,7 +247,7 @@ class CsmsConnection:
                 log.error("CSMS url is invalid", error=str(exc))
             except (OSError, InvalidHandshake, TimeoutError, ConnectionClosed) as exc:
                 self.state.last_error = f"{type(exc).__name__}: {exc}"[:300]
-                offer = await self._probe_tls(exc)
+                offer = await self._probe_tls(exc, profile)
                 security_problem = self.security.connection_failed(exc, offer)
                 if security_problem is not None:
                     self.state.last_error = security_problem
@@ -258,6 +265,8 @@ class CsmsConnection:
                 self.state.connected = False
                 self.runtime.csms.online = False
                 self._ws = None
+                if not self._connected:
+                    self.network.failed()  # ---- network profiles: NetworkProfileConnectionAttempts per profile
                 if self.runtime.authorizer is not None:
                     self.runtime.authorizer.ask_csms = None
             if self._stopping:
@@ -272,9 +281,9 @@ class CsmsConnection:
             log.info("reconnecting", in_s=round(wait, 2), failures=failures)
             await asyncio.sleep(wait)
 
-    async def _probe_tls(self, exc: BaseException) -> TlsOffer | None:
+    async def _probe_tls(self, exc: BaseException, profile: NetworkProfile) -> TlsOffer | None:
         """What the CSMS offers, when a TLS handshake failed in a way that may mean an old version or a weak suite."""
-        if self.security.profile < 2 or not tls_failure_worth_probing(exc):
+        if profile.security_profile < 2 or not tls_failure_worth_probing(exc):
             return None
         parsed = urlparse(self.url)
         if parsed.hostname is None:
@@ -292,12 +301,14 @@ class CsmsConnection:
         except StoreError as exc:
             log.warning("could not record the clean end of this run", error=str(exc))
 
-    async def _connect_once(self) -> None:
+    async def _connect_once(self, profile: NetworkProfile) -> None:
         ping = self.settings.int_value("WebSocketPingInterval")
         offered = SUBPROTOCOLS[self.config.csms.ocpp_version]
+        self.url = self.state.url = f"{profile.url}/{self.config.station.id}"
+        self._response_timeout = float(profile.message_timeout)
         async with connect(
             self.url,
-            **self.security.connect_options(),
+            **self.security.connect_options(profile.security_profile),
             subprotocols=offered,  # type: ignore[arg-type]
             open_timeout=10,
             ping_interval=ping or None,
@@ -312,6 +323,7 @@ class CsmsConnection:
             adapter = self._adapter(ws, ws.subprotocol)
             self._ws = ws
             self._connected = True
+            self.network.connected(profile)
             self.state.connected = True
             self.runtime.csms.online = True
             self.state.version = adapter.version
@@ -320,7 +332,11 @@ class CsmsConnection:
             self.state.failures = 0
             self.security.connected(ws)
             log.info(
-                "connected to CSMS", url=self.url, subprotocol=ws.subprotocol, security_profile=self.security.profile
+                "connected to CSMS",
+                url=self.url,
+                subprotocol=ws.subprotocol,
+                security_profile=profile.security_profile,
+                network_slot=profile.slot,
             )
             if self.runtime.authorizer is not None:
                 self.runtime.authorizer.ask_csms = adapter.authorize
@@ -341,23 +357,27 @@ class CsmsConnection:
             settings=self.settings,
             vendor=self.config.station.vendor,
             model=self.config.station.model,
-            response_timeout=self.config.csms.response_timeout,
+            response_timeout=self._response_timeout,
             signed_value_format=self.config.csms.signed_value_format,
             firmware=self.firmware,
             log_uploads=self.log_uploads,
             security=self.security,  # ---- certificates
         )
+        if isinstance(adapter, V201Adapter):
+            adapter.network = self.network  # ---- network profiles: SetNetworkProfile (B09)
         adapter.logger = LibraryLog()  # the library's own log calls, without payloads or tracebacks
         link.rejected = lambda: adapter.registration == "Rejected"
         return adapter
 
     async def _drive(self, adapter: CsmsAdapter) -> None:
         # BootNotification once per process run, not on every reconnect (again only if the version changed).
-        if self.state.booted == adapter.version:
+        # ---- network profiles: and again when a profile took it to another CSMS
+        if self.state.booted == adapter.version and self._booted_url == self.url:
             adapter.registration = "Accepted"
         else:
             self._heartbeat_from_boot(await self._boot(adapter))
             self.state.booted = adapter.version
+            self._booted_url = self.url
             log.info("boot accepted", heartbeat_interval=self.settings.int_value("HeartbeatInterval"))
         self.runtime.csms_accepted()
         while not self._statuses.empty():
@@ -454,7 +474,7 @@ class CsmsConnection:
             # Bounded as a whole: the library's response timeout starts only once the frame is out, and a send that
             # never completes (a peer that stops reading) would hold the lane for good. Past the bound the session
             # ends like a missed answer and the message goes again after the reconnect, under the same id.
-            async with asyncio.timeout(2 * self.config.csms.response_timeout + DELIVERY_SLACK):
+            async with asyncio.timeout(2 * self._response_timeout + DELIVERY_SLACK):
                 delivery = await adapter.deliver(message)
         except TimeoutError:
             log.warning("outbox delivery did not complete in time; reconnecting", kind=message.kind, id=message.id)

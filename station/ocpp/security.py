@@ -145,10 +145,10 @@ class Security:
     def password(self) -> str:
         return self.settings.stored("AuthorizationKey") or self.config.basic_auth_password
 
-    def missing_for(self, profile: int) -> list[str]:
-        """What this station lacks to connect with `profile` (empty: it can)."""
+    def missing_for(self, profile: int, url: str | None = None) -> list[str]:
+        """What this station lacks to connect with `profile` to `url` (the config's by default; empty: it can)."""
         missing: list[str] = []
-        scheme = urlparse(self.config.url).scheme
+        scheme = urlparse(url or self.config.url).scheme
         if (scheme == "wss") != (profile >= 2):
             missing.append(f"a {'wss' if profile >= 2 else 'ws'}:// CSMS url (configured: {scheme}://)")
         if profile == 1 and not self.config.allow_basic_auth_over_ws:
@@ -178,9 +178,10 @@ class Security:
 
     # ------------------------------------------------------------------ the connection
 
-    def connect_options(self) -> dict[str, Any]:
-        """Keyword arguments for websockets' connect(): the Authorization header and the TLS context."""
-        profile = self.profile
+    def connect_options(self, profile: int | None = None) -> dict[str, Any]:
+        """Keyword arguments for websockets' connect(): the Authorization header and the TLS context, for `profile`
+        (the one in force by default; a network profile's, station/ocpp/network.py)."""
+        profile = self.profile if profile is None else profile
         options: dict[str, Any] = {}
         if profile in (1, 2):
             credentials = base64.b64encode(f"{self.station_id}:{self.password}".encode()).decode("ascii")

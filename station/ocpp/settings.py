@@ -93,7 +93,8 @@ def _sequence_of(options: tuple[str, ...]) -> Check:
 
 PHASE_ROTATIONS = ("NotApplicable", "Unknown", "RST", "RTS", "SRT", "STR", "TRS", "TSR")
 TIME_SOURCES = ("NTP",)  # the board's clock: the OS keeps it with NTP (the daemon sets no clock itself)
-NETWORK_SLOTS = ("0",)  # one network connection profile: the config file's [csms] table
+# ---- network profiles (B09/B10, station/ocpp/network.py): three slots; slot 0 starts as the config's [csms]
+NETWORK_SLOTS = ("0", "1", "2")
 # The TxStartPoint / TxStopPoint values the station honours where it sees the car (a transaction is the meter's, from
 # its start to its signed end: never starting after the relay closed, never ending before it opened). Without a view
 # of the car only PowerPathClosed.
@@ -161,6 +162,9 @@ SETTINGS: tuple[Setting, ...] = (
        data_type="SequenceList", values_list=",".join(NETWORK_SLOTS), check=_sequence_of(NETWORK_SLOTS)),
     _s("NetworkProfileConnectionAttempts", "3", component="OCPPCommCtrlr",
        variable="NetworkProfileConnectionAttempts", data_type="integer", check=_int_range(1, 100)),
+    # ---- network profiles: the slot of the connection in use (computed by station/ocpp/network.py)
+    _s("ActiveNetworkProfile", "0", component="OCPPCommCtrlr", variable="ActiveNetworkProfile", readonly=True,
+       data_type="integer"),
     _s("OfflineThreshold", "60", component="OCPPCommCtrlr", variable="OfflineThreshold", data_type="integer",
        check=_int_range(0, 86400), unit="s"),
     _s("ResetRetries", "0", key16="ResetRetries", component="OCPPCommCtrlr", variable="ResetRetries",
@@ -257,8 +261,9 @@ SETTINGS: tuple[Setting, ...] = (
     _s("DateTime", "", component="ClockCtrlr", variable="DateTime", readonly=True, data_type="dateTime"),
     _s("TimeSource", "NTP", component="ClockCtrlr", variable="TimeSource", data_type="SequenceList",
        values_list=",".join(TIME_SOURCES), check=_sequence_of(TIME_SOURCES)),
-    # SecurityProfile: 1.6 may raise it (ChangeConfiguration); 2.0.1 changes it only through a network profile, which
-    # this product does not offer, so there it is read-only. station/ocpp/security.py computes and checks it.
+    # SecurityProfile: 1.6 may raise it (ChangeConfiguration); 2.0.1 changes it only through a network profile
+    # (A05: SetNetworkProfile, NetworkConfigurationPriority, the next connection), so there it is read-only.
+    # station/ocpp/security.py computes and checks it; station/ocpp/network.py sets it once a connection works.
     _s("SecurityProfile", "0", key16="SecurityProfile", component="SecurityCtrlr", variable="SecurityProfile",
        readonly201=True, data_type="integer"),
     _s("AuthorizationKey", "", key16="AuthorizationKey", component="SecurityCtrlr", variable="BasicAuthPassword",

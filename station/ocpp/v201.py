@@ -50,6 +50,7 @@ from station.ocpp.adapter import (
     security_event_fields,
     signing_key,
 )
+from station.ocpp.network import NetworkProfiles
 from station.ocpp.security import (  # ---- certificates
     CertificateAnswer,
     Security,
@@ -1202,6 +1203,23 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
         return call_result.DeleteCertificate(status=answer.status, status_info=_certificate_info(answer))
 
     # ---- end certificates
+
+    # ---- network profiles (B09 Setting a new NetworkConnectionProfile): station/ocpp/network.py does the work
+
+    network: NetworkProfiles | None = None  # set by the connection
+
+    @on(Action.set_network_profile)
+    def on_set_network_profile(
+        self, configuration_slot: int, connection_data: dict[str, Any], **_: Any
+    ) -> call_result.SetNetworkProfile:
+        """B09.FR.01-05: validated in full, stored, Accepted; Rejected with the reason (a slot outside the valuesList
+        of NetworkConfigurationPriority, a lower security profile, what the station cannot do); Failed when the
+        store cannot take it. Used from the next connection attempt that reaches its slot (B10)."""
+        if self.network is None:
+            return call_result.SetNetworkProfile(status="Failed")
+        answer = self.network.set_profile(configuration_slot, connection_data)
+        info = {"reason_code": answer.reason_code, "additional_info": answer.reason[:512]} if answer.reason else None
+        return call_result.SetNetworkProfile(status=answer.status, status_info=info)
 
     # ---- log upload (N01 Retrieve Log; F06 TriggerMessage LogStatusNotification): station/logupload/ does the work
 

@@ -23,3 +23,17 @@ async def until_first_exits(*coros: Coroutine[Any, Any, Any]) -> None:
     for task in tasks:
         if task in done and not task.cancelled() and (exc := task.exception()) is not None:
             raise exc
+
+
+async def wait_event(event: asyncio.Event, timeout: float | None) -> bool:
+    """Wait until `event` is set or `timeout` seconds have passed (None: no limit); True when it was set.
+
+    Not `asyncio.wait_for(event.wait(), timeout)`: on Python 3.11 that returns normally when the event is set at the
+    moment the waiter is cancelled, and the cancellation is lost (a loop around it then runs on after its task was
+    told to stop: a delivery lane outlived its session, and the daemon's shutdown hung)."""
+    try:
+        async with asyncio.timeout(timeout):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True

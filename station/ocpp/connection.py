@@ -11,7 +11,6 @@ never deleted. A timeout drops the connection: after it nothing on the socket ca
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,7 +44,7 @@ from station.ocpp.v201 import SUBPROTOCOL as V201_SUBPROTOCOL
 from station.ocpp.v201 import V201Adapter, boot_reason, os_boot_id, software_version
 from station.runtime import StationRuntime
 from station.store import Store, StoreError
-from station.tasks import until_first_exits
+from station.tasks import until_first_exits, wait_event
 
 DELIVERY_SLACK = 10.0  # seconds beyond two response timeouts that one outbox delivery may take
 log = structlog.get_logger("station.ocpp")
@@ -424,9 +423,7 @@ class CsmsConnection:
                 self._boot_not_before = loop.time() + 30
                 log.warning("BootNotification got a CALLERROR", error=str(exc))
                 continue
-            try:
-                await asyncio.wait_for(adapter.accepted.wait(), wait)
-            except TimeoutError:
+            if not await wait_event(adapter.accepted, wait):
                 continue
             self.state.registration, self._boot_not_before = "Accepted", 0.0
             return adapter.boot_interval
@@ -467,8 +464,7 @@ class CsmsConnection:
             wakeup.clear()
             if self.store.next_message(lane) is None:
                 # Security events are queued by station/ocpp/security.py without telling us: that lane looks again.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wakeup.wait(), None if lane == "transaction" else 30)
+                await wait_event(wakeup, None if lane == "transaction" else 30)
             return
         try:
             # Bounded as a whole: the library's response timeout starts only once the frame is out, and a send that

@@ -4,7 +4,6 @@ readings kept for the end message, and a reading on demand (TriggerMessage). Eac
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -19,6 +18,7 @@ from station.runtime.policy import RuntimePolicy
 from station.runtime.presence import CsmsPresence
 from station.runtime.supervisor import Supervisor
 from station.store import Store
+from station.tasks import wait_event
 
 log = structlog.get_logger("station.runtime.sampling")
 
@@ -95,8 +95,7 @@ class Sampler:
     async def _off(self, wakeup: asyncio.Event) -> None:
         """Sleep, without waking every second, until a sampling setting changes (or a minute has passed)."""
         wakeup.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wakeup.wait(), 60)
+        await wait_event(wakeup, 60)
 
     def _wakeup(self) -> asyncio.Event:
         wakeup = asyncio.Event()

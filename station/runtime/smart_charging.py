@@ -15,7 +15,6 @@ K08), including a TxDefaultProfile for transactions started offline. TxProfiles 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -36,6 +35,7 @@ from station.smart.composite import (
 )
 from station.smart.profiles import ChargingProfile, Purpose, RateUnit
 from station.store import Store, StoreError
+from station.tasks import wait_event
 
 log = structlog.get_logger("station.runtime.smart_charging")
 
@@ -250,7 +250,4 @@ class SmartCharging:
             now = self.clock()
             boundary = next_boundary(self.book.all, now, self.site())
             wait = LONGEST_SLEEP if boundary is None else min(LONGEST_SLEEP, (boundary - now).total_seconds())
-            # asyncio.timeout, not wait_for: a wake-up at the moment of a cancellation must not swallow it (3.11)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.0, wait)):
-                    await self._wake.wait()
+            await wait_event(self._wake, max(0.0, wait))  # not wait_for: see station.tasks.wait_event

@@ -32,7 +32,16 @@ from bench.common import (
 )
 from bench.evses import BAUD, COUNTS, measure_evses, parse_counts
 from bench.evses import TARGETS as EVSE_TARGETS
-from bench.floors import CURVES, OCMF_PAYLOAD, floor_verifier, import_floor, interleaved_rates, ratio, roundtrip_floor
+from bench.floors import (
+    CURVES,
+    OCMF_PAYLOAD,
+    compile_station,
+    floor_verifier,
+    import_floor,
+    interleaved_rates,
+    ratio,
+    roundtrip_floor,
+)
 from bench.smart import TARGETS as SMART_TARGETS
 from bench.smart import measure_smart
 from station.app import running_station
@@ -269,6 +278,7 @@ async def measure(
     floors: dict[str, Any] = {}
     if "daemon" in parts:
         say("import floor: the dependency set in a fresh interpreter ...")
+        compile_station()
         floors.update(import_floor(3 if quick else 7))
         say("daemon process figures ...")
         result.update(await daemon_figures(9600, 10 if quick else 120, 10 if quick else 120, 20 if quick else 1000))

@@ -1,4 +1,5 @@
-"""`python -m bench [--quick] [--json] [--only PART]`: the figures of issues 7 and 17, measured on this machine.
+"""`python -m bench [--quick] [--json] [--only PART]`: the figures of issues 7 and 17, measured on this machine,
+each beside a floor measured in the same run (issue 22, bench/floors.py) so that its ratio means the same anywhere.
 
 Everything runs for real: the daemon (in-process or as `station run`), the local CSMS on loopback, the smart-me
 simulator behind a wire-time-emulating virtual serial line (each byte released after its transmission time at the

@@ -23,8 +23,6 @@ from station.cards.drivers import build_card_reader
 from station.config import BusConfig, Config, EvseConfig, sim_state_path
 from station.core.model import Layout
 from station.core.station import ChargingStation, EvSide
-from station.diag.server import DiagnosticsServer
-from station.diag.webpage import DiagnosticsPage
 from station.ev.interface import ChargeController
 from station.firmware.update import FirmwareUpdater, settle_before_store_opens
 from station.meter.interface import Meter
@@ -40,6 +38,7 @@ from station.service import Notifier, feed_watchdog
 from station.store import Store, StoreError
 
 if TYPE_CHECKING:
+    from station.diag.webpage import DiagnosticsPage
     from station.meter.nullmodem import VirtualNullModem
     from station.meter.sim.base import SimulatedMeter
 
@@ -289,11 +288,16 @@ async def running_station(config: Config) -> AsyncIterator[Station]:
             log.warning("security profile 0: the CSMS connection is neither authenticated nor encrypted")
         station = Station(config, store, meters, runtime, connection, settings, buses, simulated, firmware=firmware)
         station.tasks.append(asyncio.create_task(connection.run(), name="csms connection"))
-        diagnostics = DiagnosticsServer(station, config.diagnostics.socket) if config.diagnostics.socket else None
-        if diagnostics is not None:
+        diagnostics = None
+        if config.diagnostics.socket:
+            from station.diag.server import DiagnosticsServer  # the technician socket: only when configured
+
+            diagnostics = DiagnosticsServer(station, config.diagnostics.socket)
             await diagnostics.start()
         page = None
         if config.diagnostics.http:
+            from station.diag.webpage import DiagnosticsPage  # aiohttp's server: only for a configured page
+
             page = DiagnosticsPage(station, config.diagnostics.http, config.diagnostics.http_password)
             await page.start()
         station.page = page

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
-import aiohttp
 import structlog
 
 log = structlog.get_logger("station.firmware")
@@ -47,6 +46,8 @@ async def fetch_once(
     url: str, dest: Path, *, max_bytes: int, timeout: float, ssl_context: ssl.SSLContext | None
 ) -> int:
     """One attempt: the file at `dest` when it returns (its size), DownloadFailed otherwise (nothing left at dest)."""
+    import aiohttp  # only when a firmware update comes: the daemon starts without the HTTP client
+
     part = dest.with_name(dest.name + ".part")
     size = 0
     try:

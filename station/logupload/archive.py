@@ -15,7 +15,6 @@ import dataclasses
 import io
 import json
 import re
-import tarfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -214,6 +213,8 @@ def build_archive(log_type: str, sources: Sources, window: Window, now: datetime
 
 
 def _pack(members: dict[str, str], now: datetime) -> bytes:
+    import tarfile  # only when an archive is built: the daemon starts without it
+
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         for name, text in members.items():

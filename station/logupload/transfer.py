@@ -23,8 +23,6 @@ import ssl
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-import aiohttp
-
 PROTOCOLS = ("FTP", "HTTP", "HTTPS")  # OCPPCommCtrlr.FileTransferProtocols / 1.6 SupportedFileTransferProtocols
 SCHEMES = {"ftp": "FTP", "http": "HTTP", "https": "HTTPS"}
 MAX_UPLOAD_BYTES = 16 * 1024 * 1024
@@ -131,6 +129,8 @@ async def _http(target: Target, name: str, data: bytes, timeout: float, ssl_cont
     directory = target.path if target.path.endswith("/") else target.path + "/"
     put_url = urlunsplit((target.scheme, netloc, directory + quote(name), "", ""))
     post_url = urlunsplit((target.scheme, netloc, target.path, "", ""))
+    import aiohttp  # only when a log upload comes: the daemon starts without the HTTP client
+
     headers = {}
     if target.user:
         token = base64.b64encode(f"{target.user}:{target.password}".encode()).decode("ascii")

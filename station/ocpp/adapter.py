@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import decimal
+import functools
 import json
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -21,8 +22,6 @@ import structlog
 from jsonschema.exceptions import best_match  # type: ignore[import-untyped]
 from ocpp.exceptions import OCPPError
 from ocpp.messages import Call, get_validator
-from ocpp.v16.enums import Action as Action16
-from ocpp.v201.enums import Action as Action201
 
 from station.core.model import ReportStatus, Transaction
 from station.store import IdTagEntry, OutboxMessage
@@ -160,7 +159,17 @@ SCHEMA_RULES = {
     "additionalProperties": "structure",
 }
 
-KNOWN_ACTIONS = {"1.6": {str(a.value) for a in Action16}, "2.0.1": {str(a.value) for a in Action201}}
+
+@functools.cache
+def known_actions(version: str) -> frozenset[str]:
+    """Every action of the version's specification (the `ocpp` library's enum), imported for the version spoken."""
+    if version == "1.6":
+        from ocpp.v16.enums import Action as Action16
+
+        return frozenset(str(a.value) for a in Action16)
+    from ocpp.v201.enums import Action as Action201
+
+    return frozenset(str(a.value) for a in Action201)
 
 
 class CallRefused(Exception):
@@ -269,7 +278,7 @@ class RpcRules:
         if self.registration == "Rejected":
             raise CallRefused("SecurityError", "BootNotification was Rejected")  # 2.0.1 B03.FR.08
         if action not in self.route_map or action in self.not_offered():
-            if action in KNOWN_ACTIONS[self.version]:
+            if action in known_actions(self.version):
                 raise CallRefused("NotSupported", f"{action} is not supported by this station"[:255])
             raise CallRefused("NotImplemented", f"{action[:60]!r} is not a known action")
         limits = self.call_limits(action, payload, size)

@@ -15,7 +15,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import structlog
@@ -32,19 +32,20 @@ from station.logs import loggable
 from station.logupload.service import LogUploads
 from station.ocpp import wire
 from station.ocpp.adapter import BootRefused, CsmsAdapter
+from station.ocpp.boot import boot_reason, os_boot_id, software_version
 from station.ocpp.certificates import CertificateStore
 from station.ocpp.liblog import LibraryLog
 from station.ocpp.network import NetworkProfile, NetworkProfiles
 from station.ocpp.security import Security, TlsOffer, probe_tls, tls_failure_worth_probing
 from station.ocpp.settings import Settings
 from station.ocpp.trace import FrameTrace
-from station.ocpp.v16 import SUBPROTOCOL as V16_SUBPROTOCOL
-from station.ocpp.v16 import V16Adapter
-from station.ocpp.v201 import SUBPROTOCOL as V201_SUBPROTOCOL
-from station.ocpp.v201 import V201Adapter, boot_reason, os_boot_id, software_version
 from station.runtime import StationRuntime
 from station.store import Store, StoreError
 from station.tasks import until_first_exits, wait_event
+
+if TYPE_CHECKING:
+    from station.ocpp.v16 import V16Adapter
+    from station.ocpp.v201 import V201Adapter
 
 DELIVERY_SLACK = 10.0  # seconds beyond two response timeouts that one outbox delivery may take
 log = structlog.get_logger("station.ocpp")
@@ -54,16 +55,27 @@ log = structlog.get_logger("station.ocpp")
 # 1.5x faster (bench: 785 -> 1225 msg/s). It is a process-wide switch of the library.
 ocpp_messages.ASYNC_VALIDATION = False
 
+V16_SUBPROTOCOL = "ocpp1.6"  # station.ocpp.v16.SUBPROTOCOL
+V201_SUBPROTOCOL = "ocpp2.0.1"  # station.ocpp.v201.SUBPROTOCOL
+
 # What we offer per configured version, in order of preference; the CSMS picks one (or none, and is refused).
 SUBPROTOCOLS = {
     "1.6": [V16_SUBPROTOCOL],
     "2.0.1": [V201_SUBPROTOCOL],
     "auto": [V201_SUBPROTOCOL, V16_SUBPROTOCOL],
 }
-ADAPTERS: dict[str, type[V16Adapter] | type[V201Adapter]] = {
-    V16_SUBPROTOCOL: V16Adapter,
-    V201_SUBPROTOCOL: V201Adapter,
-}
+
+
+def adapter_class(subprotocol: str) -> type[V16Adapter] | type[V201Adapter]:
+    """The adapter of the version the CSMS picked, imported then: a station that speaks one version never loads the
+    other's adapter or the `ocpp` library's message classes for it."""
+    if subprotocol == V16_SUBPROTOCOL:
+        from station.ocpp.v16 import V16Adapter
+
+        return V16Adapter
+    from station.ocpp.v201 import V201Adapter
+
+    return V201Adapter
 
 
 @dataclass
@@ -346,7 +358,7 @@ class CsmsConnection:
                 raise
 
     def _adapter(self, ws: ClientConnection, subprotocol: str) -> CsmsAdapter:
-        cls = ADAPTERS[subprotocol]
+        cls = adapter_class(subprotocol)
         link = _LoggedConnection(ws, self.state, self.trace, cls.version)
         adapter = cls(
             self.config.station.id,
@@ -362,8 +374,11 @@ class CsmsConnection:
             log_uploads=self.log_uploads,
             security=self.security,  # ---- certificates
         )
-        if isinstance(adapter, V201Adapter):
-            adapter.network = self.network  # ---- network profiles: SetNetworkProfile (B09)
+        if cls.version == "2.0.1":  # ---- network profiles: SetNetworkProfile (B09)
+            from station.ocpp.v201 import V201Adapter  # imported already, by adapter_class
+
+            assert isinstance(adapter, V201Adapter)
+            adapter.network = self.network
         adapter.logger = LibraryLog()  # the library's own log calls, without payloads or tracebacks
         link.rejected = lambda: adapter.registration == "Rejected"
         return adapter

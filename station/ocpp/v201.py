@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -21,7 +20,6 @@ from ocpp.routing import on
 from ocpp.v201 import ChargePoint, call, call_result
 from ocpp.v201.enums import Action
 
-import station
 from station.core.model import (
     ConnectorStatus,
     ReportStatus,
@@ -50,6 +48,9 @@ from station.ocpp.adapter import (
     security_event_fields,
     signing_key,
 )
+from station.ocpp.boot import boot_reason as boot_reason  # the boot helpers' old home
+from station.ocpp.boot import os_boot_id as os_boot_id
+from station.ocpp.boot import software_version as software_version
 from station.ocpp.network import NetworkProfiles
 from station.ocpp.security import (  # ---- certificates
     CertificateAnswer,
@@ -64,7 +65,7 @@ from station.runtime import StationRuntime
 from station.runtime.sampling import values_of
 from station.smart.book import Refusal
 from station.smart.profiles import ChargingProfile, Purpose, RateUnit
-from station.store import IdTagEntry, OutboxMessage, PreviousRun, Store, StoreError
+from station.store import IdTagEntry, OutboxMessage, Store, StoreError
 
 log = structlog.get_logger("station.ocpp.v201")
 
@@ -151,38 +152,6 @@ def _readings(body: dict[str, Any], measurands: list[str], context: str | None =
             sampled["phase"] = phase
         values.append(sampled)
     return values
-
-
-def os_boot_id() -> str:
-    """The operating system's boot (Linux: a new random id at every boot); "" where there is none."""
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
-
-
-def software_version() -> str:
-    return station.__version__
-
-
-def boot_reason(previous: PreviousRun, boot_id: str, software: str) -> str:
-    """B01.FR.09 BootReasonEnumType from how the previous run ended: a new software version is a FirmwareUpdate; a
-    reset the CSMS asked for is RemoteReset (ScheduledReset when it waited for the transactions: B12); a new
-    operating-system boot (or no previous run) is a PowerUp; a run that never said it stopped, within the same
-    operating-system boot, was killed by the watchdog (systemd WatchdogSec kills a hung daemon; a crash that still
-    runs the shutdown counts as a clean stop); a clean stop and start in the same boot is a LocalReset (the
-    technician restarted the service)."""
-    if previous.state is None:
-        return "PowerUp"
-    if previous.software and previous.software != software:
-        return "FirmwareUpdate"
-    if previous.state == "ended" and previous.restart:
-        return previous.restart
-    if previous.boot_id != boot_id:
-        return "PowerUp"
-    if previous.state == "running":
-        return "Watchdog"
-    return "LocalReset"
 
 
 def id_token_entry(id_tag: str, info: dict[str, Any]) -> IdTagEntry:

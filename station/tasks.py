@@ -28,12 +28,15 @@ async def until_first_exits(*coros: Coroutine[Any, Any, Any]) -> None:
 async def wait_event(event: asyncio.Event, timeout: float | None) -> bool:
     """Wait until `event` is set or `timeout` seconds have passed (None: no limit); True when it was set.
 
-    Not `asyncio.wait_for(event.wait(), timeout)`: on Python 3.11 that returns normally when the event is set at the
-    moment the waiter is cancelled, and the cancellation is lost (a loop around it then runs on after its task was
-    told to stop: a delivery lane outlived its session, and the daemon's shutdown hung)."""
+    `asyncio.wait_for(event.wait(), timeout)` on Python 3.11 returns normally when the event is set at the moment the
+    waiter is cancelled, and the cancellation is lost (a loop around it then runs on after its task was told to stop:
+    a delivery lane outlived its session, and the daemon's shutdown hung). Here a cancellation that came meanwhile is
+    raised after all."""
     try:
-        async with asyncio.timeout(timeout):
-            await event.wait()
+        await asyncio.wait_for(event.wait(), timeout)
     except TimeoutError:
         return False
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
     return True

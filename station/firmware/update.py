@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 import structlog
@@ -63,6 +64,23 @@ class UpdateRequest:
     signature: str | None = None
     retries: int | None = None
     retry_interval: int | None = None
+
+    @classmethod
+    def signed(
+        cls, request_id: int, firmware: dict[str, Any], retries: int | None, retry_interval: int | None
+    ) -> UpdateRequest:
+        """2.0.1 UpdateFirmware / 1.6 security SignedUpdateFirmware: the same FirmwareType (snake_case keys, as the
+        `ocpp` library hands them over); a missing certificate or signature is "" and fails the check (L01.FR.11)."""
+        return cls(
+            str(firmware["location"]),
+            _utc(firmware.get("retrieve_date_time")),
+            _utc(firmware.get("install_date_time")),
+            request_id,
+            str(firmware.get("signing_certificate") or ""),
+            str(firmware.get("signature") or ""),
+            retries,
+            retry_interval,
+        )
 
 
 def _utc(text: str | None) -> datetime | None:

@@ -690,16 +690,7 @@ class V16Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
     ) -> call_result.SignedUpdateFirmware:
         if self.firmware is None:
             return call_result.SignedUpdateFirmware(status="Rejected")
-        request = UpdateRequest(
-            str(firmware["location"]),
-            firmware_time(firmware.get("retrieve_date_time")),
-            firmware_time(firmware.get("install_date_time")),
-            request_id,
-            str(firmware["signing_certificate"]),
-            str(firmware["signature"]),
-            retries,
-            retry_interval,
-        )
+        request = UpdateRequest.signed(request_id, firmware, retries, retry_interval)
         return call_result.SignedUpdateFirmware(status=self.firmware.request(request))
 
     async def _firmware_status(self, message: OutboxMessage) -> None:

@@ -30,7 +30,6 @@ from station.core.model import (
     Transaction,
 )
 from station.firmware.update import FirmwareUpdater, UpdateRequest
-from station.firmware.update import parse_time as firmware_time
 from station.logupload import service as log_upload
 from station.logupload.archive import Window, parse_time
 from station.meter.records import begin_wh, end_wh
@@ -890,16 +889,7 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
     ) -> call_result.UpdateFirmware:
         if self.firmware is None:
             return call_result.UpdateFirmware(status="Rejected")
-        request = UpdateRequest(
-            str(firmware["location"]),
-            firmware_time(firmware.get("retrieve_date_time")),
-            firmware_time(firmware.get("install_date_time")),
-            request_id,
-            str(firmware.get("signing_certificate") or ""),  # L01.FR.11: required here; "" fails the check
-            str(firmware.get("signature") or ""),
-            retries,
-            retry_interval,
-        )
+        request = UpdateRequest.signed(request_id, firmware, retries, retry_interval)
         return call_result.UpdateFirmware(status=self.firmware.request(request))
 
     async def _triggered_firmware_status(self) -> None:

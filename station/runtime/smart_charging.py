@@ -192,8 +192,10 @@ class SmartCharging:
 
     def transactions_changed(self) -> None:
         """A transaction started or ended (the runtime calls this): its TxProfiles go with it, and the station's
-        maximum is shared again."""
+        maximum is shared again. Cheap when nothing changed: the runtime calls it after every core event."""
         running = {tx.ref for tx in self.core.running_transactions()}
+        if running == self._known_refs:
+            return
         for ref in self._known_refs - running:
             self._end(ref)
         self._known_refs = running
@@ -243,11 +245,11 @@ class SmartCharging:
 
     async def run(self) -> None:
         """Apply the limits at every boundary of the composite schedule, for the runtime's whole life."""
+        self.refresh()  # also after a restart of this loop: a boundary may have passed meanwhile
         while True:
-            self._wake.clear()
-            self.refresh()
             self._wake.clear()
             now = self.clock()
             boundary = next_boundary(self.book.all, now, self.site())
             wait = LONGEST_SLEEP if boundary is None else min(LONGEST_SLEEP, (boundary - now).total_seconds())
-            await wait_event(self._wake, max(0.0, wait))  # not wait_for: see station.tasks.wait_event
+            if not await wait_event(self._wake, max(0.0, wait)):
+                self.refresh()  # a boundary passed; a wake-up came from a refresh already done: only look again

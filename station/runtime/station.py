@@ -146,7 +146,6 @@ class StationRuntime:
             clock=clock,
             on_limit=self._limit_changed,
         )
-        self._running_refs: frozenset[str] = frozenset()  # transactions the core runs, as smart charging last heard
         self.status_listeners: list[Callable[[ReportStatus], None]] = []
         self.pending_remote_stops: set[str] = set()  # 1.6: stops for a transactionId whose StartTransaction.conf is due
         self._closing = False
@@ -475,7 +474,6 @@ class StationRuntime:
         for tx in left_open:
             self._restore(tx)
         self.smart.purge_ended()  # TxProfiles of transactions that ended while the daemon was down
-        self._running_refs = frozenset(tx.ref for tx in self.core.running_transactions())
         self.smart.refresh()  # the profiles kept in the store apply again, before any car draws
         self.supervisor.keep_running(self.smart.run, "smart charging limits")
         for evse_id in self.meters:
@@ -519,10 +517,7 @@ class StationRuntime:
             log.info("request refused", request=type(event).__name__, reason=outcome.reason)
         for command in outcome.commands:
             self._execute(command)
-        running = frozenset(tx.ref for tx in self.core.running_transactions())
-        if running != self._running_refs:
-            self._running_refs = running
-            self.smart.transactions_changed()  # TxProfiles end with their transaction; the maximum is shared again
+        self.smart.transactions_changed()  # TxProfiles end with their transaction; the maximum is shared again
         return outcome
 
     def _execute(self, command: Command) -> None:

@@ -44,6 +44,7 @@ PARITIES = ("N", "E", "O")
 BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 SIGNED_VALUE_FORMATS = ("oca", "raw")
 SECURITY_PROFILES = (0, 1, 2, 3)  # OCPP security profiles: none, Basic auth, TLS + Basic auth, TLS + client cert
+KEY_ALGORITHMS = ("ec-p256", "ec-p384", "rsa-2048", "rsa-3072")  # a renewed client key (A00.FR.502/503)
 
 # Bounds on what a file may ask for (a config may come from anywhere: bound it before acting on it).
 MAX_CONFIG_BYTES = 1 << 20
@@ -89,6 +90,8 @@ class CsmsConfig:
     ca_file: str = ""
     client_cert: str = ""
     client_key: str = ""
+    client_key_algorithm: str = "ec-p256"
+    client_cert_renew_days: int = 30
 
     @property
     def endpoint(self) -> str:
@@ -341,6 +344,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "ca_file": Key(str, "", None, 'CA bundle for the CSMS certificate (profiles 2, 3; "" = the system\'s)'),
         "client_cert": Key(str, "", None, "the station's client certificate, PEM (profile 3)"),
         "client_key": Key(str, "", None, "the client certificate's private key, PEM, mode 0600 (profile 3)"),
+        "client_key_algorithm": Key(
+            str, "ec-p256", _one_of(KEY_ALGORITHMS), "the key a renewed client certificate gets (made on the station)"
+        ),
+        "client_cert_renew_days": Key(
+            int, 30, _between(0, 365), "renew the client certificate this many days before it expires (0 = never)"
+        ),
     },
     "storage": {
         "path": Key(str, ..., _nonempty, 'the SQLite file, e.g. "/var/lib/station/station.db"'),

@@ -63,6 +63,8 @@ class CsmsBehaviour:
     # transactionId given with a status that is not Accepted (CitrineOS gives 0 to an Invalid idTag).
     id_status: str = "Accepted"
     refused_transaction_id: int | None = None
+    # The answer to SignCertificate; when Accepted and the CSMS has a `signer`, CertificateSigned follows.
+    sign_certificate_status: str = "Accepted"
 
 
 def _note_violation(csms: LocalCsms, frame: str) -> None:
@@ -217,6 +219,15 @@ class _CentralSystemSide(ChargePoint):  # type: ignore[misc]
     def on_log_status(self, **_: Any) -> call_result.LogStatusNotification:
         return call_result.LogStatusNotification()
 
+    # ---- client certificate renewal (security whitepaper A02/A03)
+
+    @on(Action.sign_certificate)
+    def on_sign_certificate(self, csr: str, **_: Any) -> call_result.SignCertificate:
+        status = self.csms.behaviour.sign_certificate_status
+        if status == "Accepted":
+            self.csms.sign_later(self.id, csr)
+        return call_result.SignCertificate(status=status)
+
 
 class _CentralSystemSide201(ChargePoint201):  # type: ignore[misc]
     """One connected 2.0.1 station, seen from the CSMS."""
@@ -308,6 +319,14 @@ class _CentralSystemSide201(ChargePoint201):  # type: ignore[misc]
     def on_reservation_status_update(self, **_: Any) -> result201.ReservationStatusUpdate:
         return result201.ReservationStatusUpdate()
 
+    # ---- client certificate renewal (A02/A03)
+    @on(Action201.sign_certificate)
+    def on_sign_certificate(self, csr: str, **_: Any) -> result201.SignCertificate:
+        status = self.csms.behaviour.sign_certificate_status
+        if status == "Accepted":
+            self.csms.sign_later(self.id, csr)
+        return result201.SignCertificate(status=status)
+
 
 def _now() -> str:
     """currentTime as a strict CSMS sends it (2.0.1 Part 2 §2.1: at most three decimals)."""
@@ -356,6 +375,10 @@ class LocalCsms:
         self.frames: list[tuple[str, str]] = []  # (station id, frame) of every frame a station sent, as on the wire
         self.raw_errors: list[list[Any]] = []  # the stations' CALLERRORs to frames sent with send_raw
         self.listeners: list[Callable[[Received], None]] = []
+        # The CSMS's certificate authority (A02.FR.04: it forwards the CSR): PEM CSR -> PEM chain to send back in a
+        # CertificateSigned, or None to send nothing. The answers to those CertificateSigned requests, in order.
+        self.signer: Callable[[str], str | None] | None = None
+        self.certificate_signed_answers: list[dict[str, Any]] = []
         self.connections = 0
         self._server: Server | None = None
         self._changed = asyncio.Condition()
@@ -622,6 +645,37 @@ class LocalCsms:
         except TimeoutError:
             return None
         return answer()
+
+    def sign_later(self, station_id: str, csr: str) -> None:
+        """A02 step 5-9: once the SignCertificate answer is out, the CA signs and the CSMS sends CertificateSigned."""
+        if self.signer is None:
+            return
+        chain = self.signer(csr)
+        if chain is None:
+            return
+
+        async def send() -> None:
+            await asyncio.sleep(0.05)  # after the SignCertificate answer
+            with contextlib.suppress(Exception):
+                self.certificate_signed_answers.append(await self.certificate_signed(station_id, chain))
+                self.notify_soon()
+
+        task = asyncio.ensure_future(send())
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def certificate_signed(
+        self, station_id: str, chain: str, certificate_type: str | None = "ChargingStationCertificate"
+    ) -> dict[str, Any]:
+        """CertificateSigned in the station's version; its answer as a dict (status, and 2.0.1 statusInfo)."""
+        side = self.stations[station_id]
+        if side.version == "2.0.1":
+            result = await side.call(
+                call201.CertificateSigned(certificate_chain=chain, certificate_type=certificate_type), suppress=False
+            )
+            return {"status": str(result.status), "status_info": result.status_info}
+        result = await side.call(call.CertificateSigned(certificate_chain=chain), suppress=False)
+        return {"status": str(result.status)}
 
     async def trigger_message(self, station_id: str, message: str, target: int | None = None) -> str:
         """TriggerMessage in the station's version: `target` is the 1.6 connectorId or the 2.0.1 evse id."""

@@ -71,6 +71,9 @@ class CsmsAdapter(Protocol):
     async def deliver(self, message: OutboxMessage) -> Delivery:
         """Send one outbox entry; returns when the CSMS answered with a CALLRESULT (raises on CALLERROR/timeout)."""
 
+    async def sign_certificate(self, csr: str) -> bool:
+        """SignCertificate with a PEM CSR for the client certificate; True when the CSMS accepted it."""
+
 
 def signing_key(runtime: StationRuntime, tx: Transaction) -> str:
     """The public key of the meter that signed a transaction's records: the one stored with the transaction (a meter
@@ -99,6 +102,13 @@ TECH_INFO_NAMES_201 = {
 }
 
 
+# 2.0.1 security event names whose 1.6 names (security whitepaper ed. 3 §8) differ by more than Csms/CentralSystem
+EVENT_NAMES_16 = {
+    "FailedToAuthenticateAtCsms": "FailedToAuthenticationAtCentralSystem",
+    "InvalidChargingStationCertificate": "InvalidChargePointCertificate",
+}
+
+
 def security_event_fields(body: dict[str, Any], version: str) -> dict[str, Any]:
     """SecurityEventNotification from a queued security event (station/store/). The 1.6 Security Whitepaper names
     the CSMS "CentralSystem" where 2.0.1 says "Csms" (InvalidCentralSystemCertificate / InvalidCsmsCertificate), and a
@@ -110,7 +120,7 @@ def security_event_fields(body: dict[str, Any], version: str) -> dict[str, Any]:
             if tech_info.startswith(f"{key} "):
                 tech_info = name + tech_info[len(key) :]
     return {
-        "type": kind.replace("Csms", "CentralSystem") if version == "1.6" else kind,
+        "type": EVENT_NAMES_16.get(kind, kind.replace("Csms", "CentralSystem")) if version == "1.6" else kind,
         "timestamp": iso(datetime.fromisoformat(str(body["timestamp"]).replace("Z", "+00:00"))),
         "tech_info": tech_info[:255] or None,
     }

@@ -23,7 +23,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -184,7 +184,8 @@ class CertificateStore:
     def __init__(self, directory: Path, seeds: dict[str, str] | None = None, max_length: int = MAX_LENGTH) -> None:
         self.directory = directory
         self.max_length = max_length
-        self.extra_entries = 0  # certificates counted in CertificateEntries that are not here (the client's)
+        # certificates counted in CertificateEntries that are not here (the station's own: client_certificate.py)
+        self.extra_entries: Callable[[], int] = lambda: 0
         try:
             directory.mkdir(mode=0o750, parents=True, exist_ok=True)
             for use in USES:
@@ -221,7 +222,7 @@ class CertificateStore:
 
     def entries(self) -> int:
         """SecurityCtrlr.CertificateEntries: the CA certificates here plus the station's own (extra_entries)."""
-        return len(self.installed()) + self.extra_entries
+        return len(self.installed()) + self.extra_entries()
 
     def hash_data(
         self, uses: Iterable[str] = USES, algorithm: str = "SHA256"

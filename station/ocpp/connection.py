@@ -14,7 +14,7 @@ import asyncio
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
@@ -36,7 +36,7 @@ from station.ocpp.boot import boot_reason, os_boot_id, software_version
 from station.ocpp.certificates import CertificateStore
 from station.ocpp.liblog import LibraryLog
 from station.ocpp.network import NetworkProfile, NetworkProfiles
-from station.ocpp.security import Security, TlsOffer, probe_tls, tls_failure_worth_probing
+from station.ocpp.security import Security, TlsOffer, probe_tls, signing_request, tls_failure_worth_probing
 from station.ocpp.settings import Settings
 from station.ocpp.trace import FrameTrace
 from station.runtime import StationRuntime
@@ -195,6 +195,8 @@ class CsmsConnection:
             CertificateStore.for_config(config),  # ---- certificates
         )
         self.security.reconnect_listeners.append(self._reconnect_soon)
+        self._renewal_wakeup = asyncio.Event()  # ---- client certificate: a SignCertificate may be due
+        self.security.renewal_listeners.append(self._renewal_wakeup.set)
         # ---- network profiles (B09/B10, 1.6 SecurityProfile raise): which profile each attempt dials, the fallback
         self.network = NetworkProfiles(config, settings, store, self.security)
         self._response_timeout = config.csms.response_timeout  # the dialled profile's messageTimeout
@@ -399,7 +401,10 @@ class CsmsConnection:
         for report in self.runtime.core.report_all():
             self._statuses.put_nowait(report)
         await until_first_exits(
-            self._heartbeats(adapter), self._forward_statuses(adapter), self._deliver_outbox(adapter)
+            self._heartbeats(adapter),
+            self._forward_statuses(adapter),
+            self._deliver_outbox(adapter),
+            self._renew_certificate(adapter),
         )
 
     def _heartbeat_from_boot(self, interval: int) -> None:
@@ -442,6 +447,48 @@ class CsmsConnection:
                 continue
             self.state.registration, self._boot_not_before = "Accepted", 0.0
             return adapter.boot_interval
+
+    RENEWAL_LOOK_EVERY = 3600.0  # s: how often the client certificate's expiry is looked at
+
+    async def _renew_certificate(self, adapter: CsmsAdapter) -> None:
+        """The client certificate's renewal (station/ocpp/client_certificate.py Renewal): a SignCertificate when one
+        is due (the CSMS triggered it, a resend of the back-off, or the certificate in use expires within
+        `client_cert_renew_days`: A03.FR.02), and a new connection once the credential to present is another than
+        the one this connection presents (A02.FR.08: a renewed certificate, also one whose validity began since)."""
+        security, loop = self.security, asyncio.get_running_loop()
+        margin = timedelta(days=self.config.csms.client_cert_renew_days)
+        while True:
+            self._renewal_wakeup.clear()
+            active = security.client.active()
+            if security.credential is not None and active is not None and active.name != security.credential.name:
+                log.info("the client certificate to present changed; reconnecting with it")
+                self._reconnect_soon()
+            if (
+                margin
+                and active is not None
+                and active.not_after - datetime.now(UTC) < margin
+                and security.client.organization(self.settings.value("OrganizationName"))
+                and security.renewal.expiring(loop.time())
+            ):
+                log.info("the client certificate expires soon; renewing it", valid_to=active.not_after.isoformat())
+            wait = security.renewal.wait(loop.time())
+            if wait is None or wait > 0:
+                await wait_event(self._renewal_wakeup, min(self.RENEWAL_LOOK_EVERY, wait or self.RENEWAL_LOOK_EVERY))
+                continue
+            csr = await asyncio.to_thread(signing_request, security)
+            try:
+                accepted = await adapter.sign_certificate(csr)
+            except OCPPError as exc:  # a CSMS without the security extension: NotImplemented; asking again won't help
+                log.warning("SignCertificate got a CALLERROR; the renewal ends", error=str(exc)[:200])
+                security.renewal.stop()
+                continue
+            security.renewal.answered(
+                accepted,
+                loop.time(),
+                wait_minimum=self.settings.int_value("CertSigningWaitMinimum"),
+                repeat_times=self.settings.int_value("CertSigningRepeatTimes"),
+            )
+            log.info("SignCertificate answered", accepted=accepted, resend_in=security.renewal.wait(loop.time()))
 
     async def _heartbeats(self, adapter: CsmsAdapter) -> None:
         while True:

@@ -14,6 +14,10 @@ Owns what the connection needs to be trusted (OCPP 1.6 Security Whitepaper ed.3,
 - certificates: the TLS context trusts the certificate store's CSMS roots (station/ocpp/certificates.py), read for
   each connection; InstallCertificate / GetInstalledCertificateIds / DeleteCertificate are answered here for both
   versions (1.6 security whitepaper M03-M05, 2.0.1 M03-M05).
+- the client certificate: the TLS context presents the credential station/ocpp/client_certificate.py chooses; its
+  renewal (TriggerMessage / ExtendedTriggerMessage, SignCertificate, CertificateSigned: A02/A03 of both versions) is
+  answered here, and each connection's outcome goes back to the choice (the fallback from a renewed certificate the
+  CSMS refuses).
 """
 
 from __future__ import annotations
@@ -29,12 +33,13 @@ from typing import Any
 from urllib.parse import urlparse
 
 import structlog
-from cryptography import x509
 from websockets.exceptions import InvalidStatus
 
 from station.config import CsmsConfig
 from station.ocpp import certificates as certs
-from station.ocpp.settings import Settings, count_certificates
+from station.ocpp.client_certificate import DIRECTORY, ClientCertificates, Credential, Renewal
+from station.ocpp.client_certificate import Refused as ChainRefused
+from station.ocpp.settings import Settings
 from station.store import Store
 
 log = structlog.get_logger("station.security")
@@ -47,6 +52,7 @@ INVALID_CSMS_CERTIFICATE = "InvalidCsmsCertificate"
 FAILED_TO_AUTHENTICATE = "FailedToAuthenticateAtCsms"
 INVALID_TLS = "InvalidTLSVersion"
 INVALID_TLS_CIPHER = "InvalidTLSCipherSuite"
+INVALID_STATION_CERTIFICATE = "InvalidChargingStationCertificate"  # 1.6: InvalidChargePointCertificate
 
 # The TLS 1.2 cipher suites OCPP allows (1.6 security whitepaper A00.FR.317-319 and A00.FR.421-423, 2.0.1 A00.FR.317):
 # AES-GCM with ECDHE (preferred, forward secrecy) or RSA key exchange. TLS 1.3's suites are all AEAD and stay as
@@ -98,6 +104,24 @@ def probe_tls(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> TlsOffer 
     return None
 
 
+def refused_by_peer(exc: BaseException) -> bool:
+    """The CSMS refused the station after the TCP connection stood: a TLS alert (with TLS 1.3 a refused client
+    certificate shows only at the first read, inside the WebSocket handshake's error) or HTTP 401/403. Not a network
+    that is down, and not the station refusing the CSMS's certificate."""
+    seen: BaseException | None = exc
+    for _ in range(6):  # the chain of causes, bounded
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return False
+        if isinstance(seen, (ssl.SSLError, ConnectionResetError)):
+            return True
+        if isinstance(seen, InvalidStatus) and seen.response.status_code in (401, 403):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def tls_failure_worth_probing(exc: BaseException) -> bool:
     """A failure during the TLS handshake that may mean an old TLS version or a weak cipher suite on the CSMS: an alert
     from it, or the connection reset or closed mid-handshake (certificate problems are told apart already)."""
@@ -114,6 +138,7 @@ class Security:
         settings: Settings,
         store: Store,
         certificates: certs.CertificateStore | None = None,
+        client: ClientCertificates | None = None,
     ) -> None:
         self.config = config
         self.station_id = station_id
@@ -124,10 +149,24 @@ class Security:
             seeds = {certs.CSMS_ROOT: config.ca_file}
             certificates = certs.CertificateStore(Path(store.path).parent / "certificates", seeds)
         self.certificates = certificates
-        certificates.extra_entries = count_certificates(config.client_cert)
         self.server_certificate: bytes | None = None  # DER of the CSMS's certificate on the current connection
         settings.computed["CertificateEntries"] = lambda: str(self.certificates.entries())
         # ---- end certificates
+        # ---- client certificate (A02/A03): the credential each profile-3 connection presents, and its renewal
+        if client is None:
+            client = ClientCertificates(
+                certificates.directory / DIRECTORY,
+                station_id,
+                config_cert=config.client_cert,
+                config_key=config.client_key,
+                key_algorithm=config.client_key_algorithm,
+            )
+        self.client = client
+        certificates.extra_entries = client.count
+        self.renewal = Renewal()
+        self.credential: Credential | None = None  # what the current (or last) connection attempt presented
+        self.renewal_listeners: list[Callable[[], None]] = []  # told when a SignCertificate may be due
+        # ---- end client certificate
         self.reconnect_listeners: list[Callable[[], None]] = []  # told when a new profile needs a new connection
         self._last_failure: str | None = None
         settings.computed["SecurityProfile"] = lambda: str(self.profile)
@@ -155,7 +194,7 @@ class Security:
             missing.append("allow_basic_auth_over_ws = true")
         if profile in (1, 2) and not self.password:
             missing.append("a Basic-auth password")
-        if profile == 3 and not (self.config.client_cert and self.config.client_key):
+        if profile == 3 and self.client.active() is None:
             missing.append("a client certificate and key")
         return missing
 
@@ -209,12 +248,14 @@ class Security:
         context.check_hostname = True  # the CSMS's name must be in its certificate (A00.FR.309)
         context.verify_mode = ssl.CERT_REQUIRED
         context.set_ciphers(":".join(ALLOWED_CIPHERS))
-        if profile == 3:
-            context.load_cert_chain(self.config.client_cert, self.config.client_key)
+        self.credential = self.client.active() if profile == 3 else None
+        if self.credential is not None:
+            context.load_cert_chain(self.credential.cert, self.credential.key)
         return context
 
     def connected(self, ws: Any = None) -> None:
         self._last_failure = None
+        self.client.connected(self.credential)
         ssl_object = ws.transport.get_extra_info("ssl_object") if ws is not None and ws.transport else None
         self.server_certificate = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
 
@@ -222,6 +263,8 @@ class Security:
         """Classify a failed connection attempt; record a security event for the kinds that are one. Returns the
         plain-words reason for the log when it is a security problem, else None. `offer` is what a diagnostic
         handshake found the CSMS offering (probe_tls), when the failure was one worth probing."""
+        if self.credential is not None and refused_by_peer(exc):
+            self.client.refused(self.credential, self.settings.int_value("NetworkProfileConnectionAttempts"))
         if isinstance(exc, ssl.SSLCertVerificationError):
             kind, info = INVALID_CSMS_CERTIFICATE, f"{exc.verify_message} (code {exc.verify_code})"
             reason = f"the CSMS certificate is not trusted: {exc.verify_message}"
@@ -310,18 +353,73 @@ def delete_certificate(security: Security, data: dict[str, str]) -> CertificateA
 
 
 def _is_client_certificate(security: Security, data: dict[str, str]) -> bool:
-    if not security.config.client_cert:
-        return False
-    try:
-        cert = x509.load_pem_x509_certificates(Path(security.config.client_cert).read_bytes())[0]
-    except (OSError, ValueError, IndexError):
-        return False
     algorithm = str(data.get("hash_algorithm") or "")
     if algorithm not in certs.HASHES:
         return False
-    mine = certs.hash_data(cert, algorithm, None)
     serial = str(data.get("serial_number") or "").lower().lstrip("0") or "0"
-    return (mine["serial_number"], mine["issuer_name_hash"]) == (serial, str(data.get("issuer_name_hash")).lower())
+    for credential in security.client.credentials():
+        mine = certs.hash_data(credential.leaf, algorithm, None)
+        if (mine["serial_number"], mine["issuer_name_hash"]) == (serial, str(data.get("issuer_name_hash")).lower()):
+            return True
+    return False
 
 
 # ---- end certificates
+
+
+# ---- client certificate renewal (1.6 security whitepaper A02/A03, 2.0.1 A02/A03): what both adapters answer
+
+
+def renew_client_certificate(security: Security, now: float) -> bool:
+    """TriggerMessage SignChargingStationCertificate / ExtendedTriggerMessage SignChargePointCertificate (A02.FR.02):
+    a new key and a SignCertificate once the answer is out. False (Rejected) when the CSR would have no organization
+    name: neither OrganizationName (1.6 CpoName) is set nor does the certificate in use have one (A00.FR.509; 1.6
+    A02/A03 prerequisite: "The configuration variable CpoName MUST be set")."""
+    if not security.client.organization(security.settings.value("OrganizationName")):
+        log.warning("certificate renewal refused: set SecurityCtrlr.OrganizationName (1.6: CpoName) first")
+        return False
+    security.renewal.trigger(now)
+    for listener in security.renewal_listeners:
+        listener()
+    return True
+
+
+def signing_request(security: Security) -> str:
+    """The CSR of the renewal under way (a new key at its start, the same one for its resends). Blocking (an RSA key
+    takes a while): run it in a thread."""
+    organization = security.client.organization(security.settings.value("OrganizationName"))
+    return security.client.csr(organization, fresh_key=security.renewal.fresh_key)
+
+
+def certificate_signed(security: Security, chain: str, certificate_type: str | None = None) -> CertificateAnswer:
+    """CertificateSigned (A02.FR.06-08): Accepted, the chain installed and used from the next connection (at once
+    when the current one presents a client certificate: the connection is closed once the answer is out); Rejected
+    with nothing written and the security event InvalidChargingStationCertificate (1.6 InvalidChargePointCertificate,
+    A02.FR.07) otherwise. Either way the renewal's resends end (A02.FR.20 after a refusal)."""
+    if certificate_type not in (None, "ChargingStationCertificate"):
+        log.warning("CertificateSigned refused: no ISO 15118 certificates here", certificate_type=certificate_type)
+        return CertificateAnswer("Rejected", "NotSupported", f"{certificate_type} is not used by this station")
+    try:
+        credential = security.client.accept(
+            chain,
+            security.certificates.roots(certs.CSMS_ROOT),
+            max_size=security.settings.int_value("CertificateSignedMaxChainSize"),
+        )
+    except ChainRefused as exc:
+        log.warning("CertificateSigned refused", reason=exc.reason, detail=str(exc))
+        security.store.security_event(INVALID_STATION_CERTIFICATE, str(exc)[:200])
+        security.renewal.stop()
+        return CertificateAnswer("Rejected", exc.reason, str(exc))
+    except OSError as exc:
+        log.error("CertificateSigned could not be stored", error=str(exc))
+        return CertificateAnswer("Rejected", "WriteError", str(exc)[:200])
+    security.renewal.stop()
+    security.store.security_event(
+        RECONFIGURED, f"client certificate renewed: {credential.leaf.subject.rfc4514_string()[:100]}"
+    )
+    for listener in security.renewal_listeners:
+        listener()  # the connection checks whether the credential to present has changed (A02.FR.08)
+    return CertificateAnswer("Accepted")
+
+
+# ---- end client certificate renewal

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from station.core.model import Layout
@@ -268,8 +267,17 @@ SETTINGS: tuple[Setting, ...] = (
        readonly201=True, data_type="integer"),
     _s("AuthorizationKey", "", key16="AuthorizationKey", component="SecurityCtrlr", variable="BasicAuthPassword",
        writeonly=True, check=lambda v: 16 <= len(v) <= 40 and v.isascii() and v.isprintable() and " " not in v),
-    _s("OrganizationName", "", component="SecurityCtrlr", variable="OrganizationName", data_type="string",
-       check=lambda v: len(v) <= 50),
+    # ---- client certificate (A02/A03, station/ocpp/client_certificate.py): the O of the CSR (1.6 CpoName), the
+    # SignCertificate back-off (A02.FR.17-19) and the longest chain CertificateSigned may carry (A02.FR.16).
+    _s("OrganizationName", "", key16="CpoName", component="SecurityCtrlr", variable="OrganizationName",
+       data_type="string", check=lambda v: len(v) <= 50),
+    _s("CertSigningWaitMinimum", "60", component="SecurityCtrlr", variable="CertSigningWaitMinimum",
+       data_type="integer", unit="s", check=_int_range(1, 86400)),
+    _s("CertSigningRepeatTimes", "3", component="SecurityCtrlr", variable="CertSigningRepeatTimes",
+       data_type="integer", check=_int_range(0, 10)),
+    _s("CertificateSignedMaxChainSize", "10000", key16="CertificateSignedMaxChainSize", component="SecurityCtrlr",
+       variable="MaxCertificateChainSize", readonly=True, data_type="integer"),
+    # ---- end client certificate
     # ---- certificates (station/ocpp/certificates.py): CertificateEntries is computed by station/ocpp/security.py;
     # the store's limit is 1.6's CertificateStoreMaxLength and 2.0.1's CertificateEntries maxLimit (M05.FR.06).
     _s("CertificateEntries", "0", component="SecurityCtrlr", variable="CertificateEntries", readonly=True,
@@ -341,19 +349,6 @@ BY_NAME = {s.name: s for s in SETTINGS}
 BY_KEY16 = {s.key16: s for s in SETTINGS if s.key16}
 BY_VARIABLE = {(s.component, s.variable, s.instance): s for s in SETTINGS if s.component}
 COMPONENTS = {s.component for s in SETTINGS if s.component}
-
-
-def count_certificates(*paths: str) -> int:
-    """PEM certificates in the files the connection trusts or presents (SecurityCtrlr.CertificateEntries)."""
-    count = 0
-    for path in paths:
-        if not path:
-            continue
-        try:
-            count += Path(path).read_text(errors="replace").count("-----BEGIN CERTIFICATE-----")
-        except OSError:
-            continue
-    return count
 
 
 @dataclass(frozen=True)

@@ -63,9 +63,11 @@ from station.ocpp.adapter import (
 from station.ocpp.certificates import USE_16  # ---- certificates
 from station.ocpp.security import (  # ---- certificates
     Security,
+    certificate_signed,
     delete_certificate,
     install_certificate,
     installed_certificates,
+    renew_client_certificate,
 )
 from station.ocpp.settings import Settings
 from station.ocpp.signed_value import PUBLIC_KEY_NEVER, v16_signed_sampled_value
@@ -792,6 +794,24 @@ class V16Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
 
     # ---- end certificates
 
+    # ---- client certificate (1.6 security whitepaper ed. 3 A02/A03: ExtendedTriggerMessage SignChargePointCertificate,
+    # SignCertificate, CertificateSigned; the rules in station/ocpp/security.py and client_certificate.py)
+
+    async def sign_certificate(self, csr: str) -> bool:
+        """SignCertificate.req (whitepaper 5.17): True when the Central System accepted it (A02.FR.11)."""
+        result = await self.call(call.SignCertificate(csr=csr), suppress=False)
+        return str(result.status) == "Accepted"
+
+    @on(Action.certificate_signed)
+    def on_certificate_signed(self, certificate_chain: str, **_: Any) -> call_result.CertificateSigned:
+        """A02.FR.06/07: Accepted for a chain for this station's pending key that chains to a CentralSystemRoot;
+        Rejected (and InvalidChargePointCertificate) otherwise."""
+        if self.security is None:
+            return call_result.CertificateSigned(status="Rejected")
+        return call_result.CertificateSigned(status=certificate_signed(self.security, certificate_chain).status)
+
+    # ---- end client certificate
+
     # ---- log upload (§5.9 GetDiagnostics, §4.4 DiagnosticsStatusNotification; security whitepaper N01 GetLog,
     # LogStatusNotification, ExtendedTriggerMessage): station/logupload/ does the work, these translate.
 
@@ -854,12 +874,16 @@ class V16Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
     ) -> call_result.ExtendedTriggerMessage:
         """Whitepaper F06 (ExtendedTriggerMessage): LogStatusNotification here; the messages plain TriggerMessage
         also sends (FirmwareStatusNotification among them: the signed form after a SignedUpdateFirmware) are sent
-        the same way; SignChargePointCertificate is NotImplemented until the station renews its certificate."""
+        the same way; SignChargePointCertificate starts a renewal of the client certificate (A02.FR.02)."""
         if requested_message == "LogStatusNotification" and self.log_uploads is not None:
             queued = self.follow_ups.later(
                 self._triggered_log_status(log_upload.LOG_REQUEST), "triggered LogStatusNotification"
             )
             return call_result.ExtendedTriggerMessage(status="Accepted" if queued else "Rejected")
+        if requested_message == "SignChargePointCertificate" and self.security is not None:
+            loop_time = asyncio.get_running_loop().time()
+            accepted = renew_client_certificate(self.security, loop_time)
+            return call_result.ExtendedTriggerMessage(status="Accepted" if accepted else "Rejected")
         plain = ("BootNotification", "FirmwareStatusNotification", "Heartbeat", "MeterValues", "StatusNotification")
         if requested_message in plain:
             answer = self.on_trigger_message(requested_message, connector_id)

@@ -54,9 +54,11 @@ from station.ocpp.network import NetworkProfiles
 from station.ocpp.security import (  # ---- certificates
     CertificateAnswer,
     Security,
+    certificate_signed,
     delete_certificate,
     install_certificate,
     installed_certificates,
+    renew_client_certificate,
 )
 from station.ocpp.settings import CONNECTOR_TYPE, SUPPLY_PHASES, Settings, VariableResult
 from station.ocpp.signed_value import PUBLIC_KEY_NEVER, signed_meter_value
@@ -872,7 +874,10 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
             queued = self.follow_ups.later(self._triggered_firmware_status(), what)  # L01.FR.25/26
         elif requested_message == "LogStatusNotification" and self.log_uploads is not None:
             queued = self.follow_ups.later(self._triggered_log_status(), what)
-        else:
+        elif requested_message == "SignChargingStationCertificate" and self.security is not None:
+            # A02.FR.02: a new key and a SignCertificate once this answer is out (the connection sends it)
+            queued = renew_client_certificate(self.security, asyncio.get_running_loop().time())
+        else:  # SignV2GCertificate, SignCombinedCertificate: no ISO 15118 here
             return call_result.TriggerMessage(status="NotImplemented")  # F06.FR.08
         return call_result.TriggerMessage(status="Accepted" if queued else "Rejected")
 
@@ -1162,6 +1167,29 @@ class V201Adapter(RpcRules, ChargePoint):  # type: ignore[misc]
         return call_result.DeleteCertificate(status=answer.status, status_info=_certificate_info(answer))
 
     # ---- end certificates
+
+    # ---- client certificate (A02/A03: SignCertificate, CertificateSigned; the rules in station/ocpp/security.py
+    # and client_certificate.py)
+
+    async def sign_certificate(self, csr: str) -> bool:
+        """SignCertificateRequest for the ChargingStationCertificate (A02.FR.03/13); True when Accepted (A02.FR.11)."""
+        result = await self.call(
+            call.SignCertificate(csr=csr, certificate_type="ChargingStationCertificate"), suppress=False
+        )
+        return str(result.status) == "Accepted"
+
+    @on(Action.certificate_signed)
+    def on_certificate_signed(
+        self, certificate_chain: str, certificate_type: str | None = None, **_: Any
+    ) -> call_result.CertificateSigned:
+        """A02.FR.06-08: Accepted for a chain for this station's pending key that chains to a CSMS root, used from
+        the next connection; Rejected with the reason and InvalidChargingStationCertificate (A02.FR.07) otherwise."""
+        if self.security is None:
+            return call_result.CertificateSigned(status="Rejected")
+        answer = certificate_signed(self.security, certificate_chain, certificate_type)
+        return call_result.CertificateSigned(status=answer.status, status_info=_certificate_info(answer))
+
+    # ---- end client certificate
 
     # ---- network profiles (B09 Setting a new NetworkConnectionProfile): station/ocpp/network.py does the work
 

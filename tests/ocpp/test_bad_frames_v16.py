@@ -21,7 +21,11 @@ BAD_FRAMES: list[tuple[str, str | None]] = [
     ('[2, "a3", "RemoteStartTransaction", {"idTag": "' + "x" * 5000 + '"}]', "TypeConstraintViolation"),  # CiString20
     ('[2, "a4", "RemoteStartTransaction", {"idTag": "T", "bogus": 1}]', "FormationViolation"),
     ('[2, "a5", "NoSuchAction", {}]', "NotImplemented"),
-    ('[2, "a5b", "CertificateSigned", {"certificateChain": "x"}]', "NotSupported"),
+    # the plain UpdateFirmware without [firmware] allow_unsigned_16 (FirmwareManagement not claimed)
+    (
+        '[2, "a5b", "UpdateFirmware", {"location": "http://x/f", "retrieveDate": "2026-01-01T00:00:00Z"}]',
+        "NotSupported",
+    ),
     ('[2, "a6", "RemoteStopTransaction", {"transactionId": "abc"}]', "TypeConstraintViolation"),
     ('[2, "a7", "ChangeConfiguration", {"key": "HeartbeatInterval", "value": "\\u00e9\\ud83d\\ude00"}]', None),
 ]

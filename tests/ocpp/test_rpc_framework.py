@@ -36,8 +36,12 @@ def frame(unique_id: str, action: str, payload: dict[str, Any]) -> str:
 FRAMES_16 = [
     # OCPP-J 1.6 §4.2.3 Table 7: NotImplemented "Requested Action is not known by receiver"
     (frame("raw-1", "FlyToTheMoon", {}), "NotImplemented"),
-    # NotSupported "Requested Action is recognized but not supported by the receiver" (the security extension's)
-    (frame("raw-2", "CertificateSigned", {"certificateChain": "x"}), "NotSupported"),
+    # NotSupported "Requested Action is recognized but not supported by the receiver" (the plain UpdateFirmware of
+    # a profile not claimed: no [firmware] allow_unsigned_16)
+    (
+        frame("raw-2", "UpdateFirmware", {"location": "http://x/f", "retrieveDate": "2026-01-01T00:00:00Z"}),
+        "NotSupported",
+    ),
     # PropertyConstraintViolation "at least one field contains an invalid value": outside its enumeration
     (frame("raw-3", "ChangeAvailability", {"connectorId": 1, "type": "Sometimes"}), "PropertyConstraintViolation"),
     # FormationViolation (errata §5.2: the wire value keeps this spelling): not conform the PDU structure

@@ -22,8 +22,11 @@ class Issued:
     key: Path
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+def _name(common_name: str, organization: str = "") -> x509.Name:
+    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    if organization:
+        attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+    return x509.Name(attributes)
 
 
 def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
@@ -34,7 +37,8 @@ def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
 
 
 class CertificateAuthority:
-    def __init__(self, directory: Path, name: str) -> None:
+    def __init__(self, directory: Path, name: str, *, parent: CertificateAuthority | None = None) -> None:
+        """A root CA, or with `parent` a sub-CA it signed."""
         self.directory = directory
         self.name = name
         self.key = ec.generate_private_key(ec.SECP256R1())
@@ -42,7 +46,7 @@ class CertificateAuthority:
         self.cert = (
             x509.CertificateBuilder()
             .subject_name(_name(name))
-            .issuer_name(_name(name))
+            .issuer_name(parent.cert.subject if parent else _name(name))
             .public_key(self.key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - timedelta(days=1))
@@ -63,7 +67,7 @@ class CertificateAuthority:
                 critical=True,
             )
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False)
-            .sign(self.key, hashes.SHA256())
+            .sign(parent.key if parent else self.key, hashes.SHA256())
         )
         self.path = directory / f"{name}.pem"
         self.path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
@@ -76,13 +80,15 @@ class CertificateAuthority:
         hosts: tuple[str, ...] = (),
         client: bool = False,
         expired: bool = False,
+        organization: str = "",
+        valid_days: float = 30,
     ) -> Issued:
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.now(UTC)
         start, end = (
             (now - timedelta(days=30), now - timedelta(days=1))
             if expired
-            else (now - timedelta(hours=1), now + timedelta(days=30))
+            else (now - timedelta(hours=1), now + timedelta(days=valid_days))
         )
         alt_names: list[x509.GeneralName] = []
         for host in hosts:
@@ -92,7 +98,7 @@ class CertificateAuthority:
                 alt_names.append(x509.DNSName(host))
         builder = (
             x509.CertificateBuilder()
-            .subject_name(_name(common_name))
+            .subject_name(_name(common_name, organization))
             .issuer_name(self.cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
@@ -112,6 +118,36 @@ class CertificateAuthority:
         issued.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         _write_key(key, issued.key)
         return issued
+
+    def sign_csr(
+        self,
+        csr_pem: str,
+        *,
+        subject: x509.Name | None = None,
+        start: datetime | None = None,
+        days: float = 365,
+        ca: bool = False,
+    ) -> x509.Certificate:
+        """What the operator's CA does with the station's CSR (A02 step 6): a client certificate for its key, with
+        the CSR's subject unless `subject` overrides it."""
+        csr = x509.load_pem_x509_csr(csr_pem.encode())
+        start = start or datetime.now(UTC) - timedelta(minutes=5)
+        return (
+            x509.CertificateBuilder()
+            .subject_name(subject or csr.subject)
+            .issuer_name(self.cert.subject)
+            .public_key(csr.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start)
+            .not_valid_after(start + timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False)
+            .sign(self.key, hashes.SHA256())
+        )
+
+
+def pem_of(*certs: x509.Certificate) -> str:
+    return "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in certs)
 
 
 def server_context(issued: Issued, *, client_ca: Path | None = None) -> ssl.SSLContext:

@@ -183,7 +183,7 @@ async def test_wrong_password_is_refused_and_reported(tmp_path: Path, servers: l
         assert [e["type"] for e in station.store.security_log()].count("FailedToAuthenticateAtCsms") == 1
         passwords[STATION] = PASSWORD  # the operator fixes the CSMS side
         report = await csms.wait_for(
-            "SecurityEventNotification", lambda p: p["type"] == "FailedToAuthenticateAtCentralSystem", timeout=20
+            "SecurityEventNotification", lambda p: p["type"] == "FailedToAuthenticationAtCentralSystem", timeout=20
         )
         assert report.payload["techInfo"] == "HTTP 401"
 

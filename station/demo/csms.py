@@ -378,6 +378,7 @@ class LocalCsms:
         # The CSMS's certificate authority (A02.FR.04: it forwards the CSR): PEM CSR -> PEM chain to send back in a
         # CertificateSigned, or None to send nothing. The answers to those CertificateSigned requests, in order.
         self.signer: Callable[[str], str | None] | None = None
+        self.certificates_signed: list[str] = []  # the chains sent
         self.certificate_signed_answers: list[dict[str, Any]] = []
         self.connections = 0
         self._server: Server | None = None
@@ -653,6 +654,7 @@ class LocalCsms:
         chain = self.signer(csr)
         if chain is None:
             return
+        self.certificates_signed.append(chain)
 
         async def send() -> None:
             await asyncio.sleep(0.05)  # after the SignCertificate answer

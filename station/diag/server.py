@@ -90,6 +90,7 @@ def status_report(station: Station) -> dict[str, Any]:
     if ocpp["last_error"]:
         ocpp["last_error_detail"] = ocpp["last_error"]
         ocpp["last_error"] = plain_csms_error(ocpp["last_error"], ocpp["url"])
+    ocpp["client_certificate"] = station.connection.security.client.describe()
     meters = [_meter_report(station, evse.id) for evse in station.config.evses]
     ev = [_ev_report(station, evse.id) for evse in station.config.evses if runtime.controller_state(evse.id)]
     return {

@@ -24,11 +24,13 @@ directory, and the choice of the credential each TLS connection presents:
   Anything else raises Refused and writes nothing (A02.FR.07: the caller records the security event).
 - `active()`: of the credentials valid now and not failed, the newest by the start of its validity (A02.FR.09,
   A03.FR.09); one whose validity has not begun is used once it has (A02.FR.08).
-- Fallback: a renewed credential is on trial until a connection with it works; a connection it cannot make because
-  the CSMS refused it (a TLS alert or an HTTP 401/403 after the TCP connection stood) counts, and after
-  NetworkProfileConnectionAttempts such failures it is marked failed and the credential that last worked is used
-  again. A network that is down counts against nothing. When every credential has failed since the last working
-  connection, the marks are cleared and the cycle starts over rather than leaving the station with none.
+- Fallback: a connection the CSMS refused (a TLS alert, the connection closed in the WebSocket handshake, HTTP
+  401/403: after the TCP connection stood) counts against the credential it presented; after
+  NetworkProfileConnectionAttempts such refusals in a row it is marked failed and the newest credential not marked
+  is presented: after a renewal the CSMS does not take, the one that worked before. The mark stays (the refused
+  certificate is not tried again on every reconnect) until it connects. A network that is down counts against
+  nothing. When every valid credential is marked, the marks are cleared and the cycle starts over rather than
+  leaving the station with none.
 - Once a newer credential has worked, expired ones are deleted and at most KEEP renewed ones are kept (A02.FR.10:
   "it is RECOMMENDED to store old certificates for one month, as fallback": the previous one stays until it expires).
 
@@ -44,6 +46,7 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import structlog
 from cryptography import x509
@@ -227,6 +230,26 @@ class ClientCertificates:
         chosen = usable or everything  # none valid now: the newest anyway, so the refusal is the CSMS's to say
         return max(chosen, key=lambda c: (c.not_before, c.name != CONFIG))
 
+    def failed(self) -> list[str]:
+        """The credentials the CSMS refused (not presented until every other one was refused too)."""
+        return list(self._state().failed)
+
+    def describe(self) -> dict[str, Any] | None:
+        """For `station diag status`: the credential the next connection presents, and what else is held."""
+        active = self.active()
+        if active is None:
+            return None
+        return {
+            "subject": active.leaf.subject.rfc4514_string()[:200],
+            "issuer": active.leaf.issuer.rfc4514_string()[:200],
+            "serial": format(active.leaf.serial_number, "x"),
+            "valid_to": active.not_after.isoformat(),
+            "renewed": active.name != CONFIG,
+            "held": self.count(),
+            "refused_by_csms": len(self.failed()),
+            "renewal_pending": (self.directory / PENDING_KEY).exists(),
+        }
+
     # ------------------------------------------------------------------ the signing request
 
     def csr(self, organization: str, *, fresh_key: bool) -> str:
@@ -322,34 +345,37 @@ class ClientCertificates:
     # ------------------------------------------------------------------ how connections went
 
     def connected(self, credential: Credential | None) -> None:
-        """A connection presenting `credential` worked: it is the one to fall back to from now on."""
+        """A connection presenting `credential` worked: it is the one to fall back to from now on. The marks of the
+        others stay: a certificate the CSMS refused is not tried again on every reconnect."""
         if credential is None:
             return
         state = self._state()
-        if state.working == credential.name and not state.failed and not state.trial_failures:
+        if state.working == credential.name and credential.name not in state.failed and not state.trial_failures:
             return
         if state.working != credential.name:
             log.info("client certificate works", credential=credential.name[:16])
-        state.working, state.failed, state.trial_failures = credential.name, [], {}
+        state.working = credential.name
+        state.failed = [name for name in state.failed if name != credential.name]
+        state.trial_failures = {}
         self._save(state)
         self._prune(credential)
 
     def refused(self, credential: Credential | None, attempts: int) -> None:
-        """The CSMS refused a connection presenting `credential`; after `attempts` such refusals a credential other
-        than the one that last worked is marked failed, and the next connection falls back."""
+        """The CSMS refused a connection presenting `credential`; after `attempts` refusals in a row it is marked
+        failed and the next connection presents the newest one not marked (the one that last worked, after a
+        renewal the CSMS does not take)."""
         if credential is None:
             return
         state = self._state()
-        if credential.name == state.working:
-            return
         count = state.trial_failures.get(credential.name, 0) + 1
         state.trial_failures[credential.name] = count
         if count >= attempts and credential.name not in state.failed:
             state.failed.append(credential.name)
             log.error(
-                "the CSMS refused the renewed client certificate; falling back to the previous one",
+                "the CSMS refused this client certificate; falling back to another one",
                 credential=credential.name[:16],
                 attempts=count,
+                worked_before=credential.name == state.working,
             )
         self._save(state)
 

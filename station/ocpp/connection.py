@@ -184,8 +184,10 @@ class CsmsConnection:
         self._wakeups = {"transaction": asyncio.Event(), "other": asyncio.Event()}  # one per outbox lane
         self._statuses: asyncio.Queue[ReportStatus] = asyncio.Queue()
         runtime.csms.outbox_listeners.append(self._wake_lanes)
+        store.security_event_listeners.append(self._wake_for_security_event)
         runtime.status_listeners.append(self._statuses.put_nowait)
         self._ws: ClientConnection | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop run() runs in
         self._stopping = False
         self.security = Security(
             config.csms,
@@ -221,6 +223,12 @@ class CsmsConnection:
         for wakeup in self._wakeups.values():
             wakeup.set()
 
+    def _wake_for_security_event(self) -> None:
+        """A security event was queued (by the security side, the firmware updater, the network profiles, perhaps in
+        a worker thread): the outbox's other lane looks at once, not at its next 30 s look."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wakeups["other"].set)
+
     def _reconnect_soon(self) -> None:
         """A new security profile takes effect on a new connection: close this one once the answer is out."""
         ws = self._ws
@@ -243,6 +251,7 @@ class CsmsConnection:
     async def run(self) -> None:
         """Connect, run the session, and after any failure at all reconnect with the back-off: this loop ends only
         when the connection is closed (close()). Whatever ends a session is logged and shown by `station diag`."""
+        self._loop = asyncio.get_running_loop()
         failures = 0
         while True:
             self._connected = False

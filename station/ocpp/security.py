@@ -105,16 +105,18 @@ def probe_tls(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> TlsOffer 
 
 
 def refused_by_peer(exc: BaseException) -> bool:
-    """The CSMS refused the station after the TCP connection stood: a TLS alert (with TLS 1.3 a refused client
-    certificate shows only at the first read, inside the WebSocket handshake's error) or HTTP 401/403. Not a network
-    that is down, and not the station refusing the CSMS's certificate."""
+    """The CSMS refused the station after the TCP connection stood: a TLS alert, the connection closed during the
+    WebSocket handshake (with TLS 1.3 the server checks the client certificate after the handshake; a refusal
+    reaches asyncio's TLS transport as an alert it does not pass on, and the HTTP response then ends at once: an
+    EOFError under websockets' InvalidMessage), or HTTP 401/403. Not a network that is down (no TCP connection), and
+    not the station refusing the CSMS's certificate."""
     seen: BaseException | None = exc
     for _ in range(6):  # the chain of causes, bounded
         if seen is None:
             return False
         if isinstance(seen, ssl.SSLCertVerificationError):
             return False
-        if isinstance(seen, (ssl.SSLError, ConnectionResetError)):
+        if isinstance(seen, (ssl.SSLError, ConnectionResetError, EOFError)):
             return True
         if isinstance(seen, InvalidStatus) and seen.response.status_code in (401, 403):
             return True

@@ -21,7 +21,7 @@ import os
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -163,6 +163,9 @@ class Store:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
+        # Told after a security event was queued (its SecurityEventNotification should go now). Called in the thread
+        # that recorded it: a listener hands over to its own loop itself.
+        self.security_event_listeners: list[Callable[[], None]] = []
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -659,6 +662,8 @@ class Store:
                 self._enqueue_sql("security_event", None, body, False),
             ]
         )
+        for listener in self.security_event_listeners:
+            listener()
 
     def security_log(self, limit: int = 100) -> list[dict[str, Any]]:
         rows = self._read("SELECT at, type, tech_info FROM security_log ORDER BY id DESC LIMIT ?", (limit,))

@@ -111,7 +111,7 @@ async def test_meter_values_and_transaction_event_for_an_evse_201(tmp_path: Path
             assert event.payload["transactionInfo"] == {"transactionId": tx_id, "chargingState": "Charging"}
             assert event.payload["meterValue"][0]["sampledValue"][0]["context"] == "Trigger"
             assert event.payload["seqNo"] == started.payload["seqNo"] + 1
-            assert await csms.trigger_message(STATION, "SignChargingStationCertificate") == "NotImplemented"
+            assert await csms.trigger_message(STATION, "SignV2GCertificate") == "NotImplemented"  # no ISO 15118
             assert await csms.request_stop(STATION, tx_id) == "Accepted"
             await csms.wait_session_ended(STATION)
     finally:

@@ -165,8 +165,8 @@ def test_a_renewed_certificate_the_csms_refuses_falls_back_to_the_one_that_worke
     client: ClientCertificates, ca: CertificateAuthority
 ) -> None:
     """A02.FR.10 (keep the old certificate as fallback) and the issue's fallback: refused `attempts` times, the
-    renewed credential is marked failed and the one that last worked is presented again; once every one has failed,
-    the marks are cleared rather than leaving none."""
+    renewed credential is marked failed and the one that last worked is presented again, and stays so after it
+    connected; once every one has failed, the marks are cleared rather than leaving none."""
     factory = client.active()
     client.connected(factory)
     renewed = client.accept(pem_of(ca.sign_csr(client.csr("O", fresh_key=True))), [ca.cert])
@@ -176,8 +176,11 @@ def test_a_renewed_certificate_the_csms_refuses_falls_back_to_the_one_that_worke
     assert client.active() == renewed
     client.refused(renewed, attempts=3)
     assert client.active() == factory
-    client.refused(factory, attempts=3)  # the one that worked is never marked failed by a refusal
+    client.connected(factory)  # the fallback works: the refused one stays marked
     assert client.active() == factory
+    for _ in range(3):  # and then the CSMS refuses that one too: every one marked, the cycle starts over
+        client.refused(factory, attempts=3)
+    assert client.active() == renewed
 
 
 def test_once_a_renewed_certificate_worked_the_oldest_are_pruned(

@@ -224,6 +224,7 @@ class Security:
         (the one in force by default; a network profile's, station/ocpp/network.py)."""
         profile = self.profile if profile is None else profile
         options: dict[str, Any] = {}
+        self.credential = None  # set by tls_context for profile 3
         if profile in (1, 2):
             credentials = base64.b64encode(f"{self.station_id}:{self.password}".encode()).decode("ascii")
             options["additional_headers"] = {"Authorization": f"Basic {credentials}"}

@@ -137,7 +137,9 @@ class StationRuntime:
         )
         self.sampler = Sampler(core, store, self.meters, self.policy, self.csms, clock)
         self.cards = CardDesk(card_readers or [], self.present_card, self.supervisor)
-        shapes = dict(charging_shapes) if charging_shapes is not None else self._default_shapes()
+        # What smart charging knows of each EVSE (station/app.py charging_shapes, from the config and the
+        # controllers); without it no EVSE can limit the car.
+        shapes = dict(charging_shapes or {evse_id: EvseShape(controllable=False) for evse_id in core.evses})
         self.smart = SmartCharging(
             core,
             store,
@@ -170,18 +172,6 @@ class StationRuntime:
         if abs(after - before) * 100 <= self.policy.limit_change_significance() * max(before, 1e-9):
             return
         self._execute(RecordChargingState(tx, evse.ev.charging_state, "ChargingRateChanged"))
-
-    def _default_shapes(self) -> dict[int, EvseShape]:
-        """Each EVSE as its charge controller says (an EVSE without one, "meter-output", cannot limit the car)."""
-        shapes: dict[int, EvseShape] = {}
-        for evse_id in self.core.evses:
-            worker = self.controllers.get(evse_id)
-            if worker is None or not worker.controller.capabilities.senses_plug:
-                shapes[evse_id] = EvseShape(controllable=False)
-                continue
-            caps = worker.controller.capabilities
-            shapes[evse_id] = EvseShape(True, worker.max_current_a, caps.min_current_a, caps.phases)
-        return shapes
 
     # ------------------------------------------------------------------ what the others read
 

@@ -538,11 +538,14 @@ def allocate(
             break
     for e in admitted:
         out[e] = min(want[e], max(floor[e], level))
-    excess = sum(out.values()) - cap
-    for e in reversed(admitted):  # float rounding: the sum never exceeds the cap
+    # Float rounding: the sum never exceeds the cap. A cut is itself rounded, so the sum is measured again after each
+    # (bounded: a few ulps per EVSE), and the last step goes one float below what the subtraction gave.
+    for _ in range(4 * len(admitted)):
+        excess = sum(out.values()) - cap
         if excess <= 0:
             break
-        cut = min(excess, out[e] - floor[e]) if out[e] - floor[e] > 0 else min(excess, out[e])
-        out[e] -= cut
-        excess -= cut
+        e = next((e for e in reversed(admitted) if out[e] > floor[e]), None) or next(
+            e for e in reversed(admitted) if out[e] > 0
+        )
+        out[e] = max(0.0, math.nextafter(out[e] - min(excess, out[e]), -math.inf))
     return out

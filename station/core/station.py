@@ -39,8 +39,6 @@ from station.core.model import (
     Phase,
     Pilot,
     RecordChargingState,
-    RecordReservation,
-    RecordReservationEnded,
     RecordTransactionAborted,
     RecordTransactionEnded,
     RecordTransactionStarted,
@@ -59,8 +57,8 @@ from station.core.model import (
     Transaction,
     UnlockRequested,
     WatchConnection,
-    WatchReservation,
 )
+from station.core.reservations import Reservations
 
 # (phase, event type) -> the phases it may lead to. Anything not listed is impossible and raises InvalidTransition.
 # Events about the car (pilot, relay, lock, faults) are taken in every phase; these are the ones that move a phase.
@@ -181,7 +179,7 @@ class ChargingStation:
         self.store_ok = True
         self.store_reason = ""
         self.accepted_by_csms = False
-        self.reservations: dict[int, Reservation] = {}  # by id
+        self.book = Reservations(self.evses, self._base_status)  # the reservations held, by id
 
     # ------------------------------------------------------------------ queries
 
@@ -189,7 +187,7 @@ class ChargingStation:
         status = self._base_status(evse_id, connector_id)
         if self.reservations and status in (ConnectorStatus.AVAILABLE, ConnectorStatus.PREPARING):
             evse = self.evses[evse_id]
-            if evse.phase is Phase.AVAILABLE and evse.connectors[connector_id].operative and self._held(evse_id):
+            if evse.phase is Phase.AVAILABLE and evse.connectors[connector_id].operative and self.book.holds(evse_id):
                 return ConnectorStatus.RESERVED  # a car plugged in meanwhile does not end it (1.6 G2, H03.FR.10)
         return status
 
@@ -287,7 +285,7 @@ class ChargingStation:
             return outcome
         # A reservation ends when its EVSE goes Faulted or Unavailable (1.6 §5.13 (3), H01.FR.16/17); and a change on
         # one EVSE may change another's status (the last free EVSE is held for a reservation of any EVSE).
-        extra: list[Command] = self._drop_unusable()
+        extra: list[Command] = self.book.drop_unusable()
         extra.extend(self._all_status_changes())
         return replace(outcome, commands=(*outcome.commands, *extra)) if extra else outcome
 
@@ -326,18 +324,11 @@ class ChargingStation:
             case CurrentLimitChanged():
                 return self._limit(event)
             case ReserveRequested():
-                return self._reserve(event)
+                return self.book.reserve(event)
             case ReservationCancelled(reservation_id=rid):
-                gone = self.reservations.pop(rid, None)
-                if gone is None:
-                    return Outcome(False, reason=f"no reservation {rid}", answer="Rejected")  # H02.FR.01
-                return Outcome(True, (RecordReservationEnded(gone, "Cancelled"),), answer="Accepted")  # H02.FR.02
+                return self.book.cancel(rid)
             case ReservationExpired(reservation_id=rid, expires_at=expires_at):
-                held = self.reservations.get(rid)
-                if held is None or held.expires_at != expires_at:
-                    return Outcome(True, (), reason="stale reservation watch")
-                del self.reservations[rid]
-                return Outcome(True, (RecordReservationEnded(held, "Expired"),))  # H04.FR.01, 1.6 §5.13 (2)
+                return self.book.expired(rid, expires_at)
             case UnlockRequested(evse_id=evse_id):
                 evse = self._evse(evse_id)
                 if not evse.ev.has_lock:
@@ -455,14 +446,13 @@ class ChargingStation:
             return Outcome(False, reason=f"EVSE {evse.id} connector {connector.id} is inoperative (ChangeAvailability)")
         if evse.ev.faults:
             return Outcome(False, reason=f"EVSE {evse.id} is faulted: {', '.join(evse.ev.faults)}")
-        expired = self._expire_due(event.at)
-        refusal, used = self._reservation_for_start(evse, event)
+        expired = self.book.expire_due(event.at)
+        refusal, used = self.book.for_start(evse, event)
         if refusal:
             return Outcome(False, tuple(expired), reason=refusal)
         ended: list[Command] = [*expired]
         if used is not None:
-            del self.reservations[used.id]  # used: the reservation ends (1.6 §5.13 (1), H03.FR.09)
-            ended.append(RecordReservationEnded(used, "Used"))
+            ended.append(self.book.use(used))
         ev = evse.ev
         unplugged = ev.senses_plug and not ev.pilot.plugged
         waiting = unplugged and not event.start_on_authorization
@@ -510,147 +500,21 @@ class ChargingStation:
             raise InvalidTransition(evse_id, Phase.AVAILABLE, None, f"unknown EVSE {evse_id}")
         return evse
 
-    # ---- reservations (1.6 §5.13, §5.1; 2.0.1 H01-H04)
+    # ---- reservations (1.6 §5.13, §5.1; 2.0.1 H01-H04): station/core/reservations.py holds the rules
+
+    @property
+    def reservations(self) -> dict[int, Reservation]:
+        return self.book.held
 
     def reserved_for(self, id_tag: str, group_id: str | None, evse_ids: tuple[int, ...] | None = None) -> int | None:
         """The EVSE (of `evse_ids`, or any) a reservation holds for this identifier: where its start goes when it
         names none (a reservation of any EVSE: a free one)."""
-        for reservation in self.reservations.values():
-            if not reservation.matches(id_tag, group_id):
-                continue
-            if reservation.evse_id is not None:
-                if evse_ids is None or reservation.evse_id in evse_ids:
-                    return reservation.evse_id
-                continue
-            for evse in self._free_evses():
-                if evse_ids is None or evse.id in evse_ids:
-                    return evse.id
-        return None
+        return self.book.reserved_for(id_tag, group_id, evse_ids)
 
     def restore_reservations(self, reservations: list[Reservation], at: datetime) -> list[Command]:
         """Put back the reservations the store kept; those whose expiry passed while the station was down end as
         Expired (H04.FR.01)."""
-        commands: list[Command] = []
-        for reservation in reservations:
-            if reservation.evse_id is not None and reservation.evse_id not in self.evses:
-                commands.append(RecordReservationEnded(reservation, "Removed"))
-            elif reservation.expires_at <= at:
-                commands.append(RecordReservationEnded(reservation, "Expired"))
-            else:
-                self.reservations[reservation.id] = reservation
-                commands.append(WatchReservation(reservation))
-        return [*commands, *self._drop_unusable(), *self._all_status_changes()]
-
-    def _specific(self, evse_id: int) -> Reservation | None:
-        return next((r for r in self.reservations.values() if r.evse_id == evse_id), None)
-
-    def _unspecified(self) -> list[Reservation]:
-        return [r for r in self.reservations.values() if r.evse_id is None]
-
-    def _evse_state(self, evse: Evse) -> str:
-        """An EVSE as a reservation sees it, reservations aside: Available, Occupied, Faulted or Unavailable."""
-        statuses = [self._base_status(evse.id, c) for c in evse.connectors]
-        if ConnectorStatus.FAULTED in statuses:
-            return "Faulted"
-        if evse.phase is Phase.AVAILABLE and ConnectorStatus.AVAILABLE in statuses:
-            return "Available"
-        if all(s is ConnectorStatus.UNAVAILABLE for s in statuses):
-            return "Unavailable"
-        return "Occupied"
-
-    def _free_evses(self) -> list[Evse]:
-        """Available EVSEs no reservation names: what reservations of any EVSE share."""
-        return [e for e in self.evses.values() if self._specific(e.id) is None and self._evse_state(e) == "Available"]
-
-    def _held(self, evse_id: int) -> bool:
-        """Whether the EVSE shows Reserved: a reservation names it, or it is among the last free EVSEs that the
-        reservations of any EVSE need (H01.FR.20: as many available EVSEs as reservations)."""
-        if self._specific(evse_id) is not None:
-            return True
-        unspecified = len(self._unspecified())
-        if not unspecified:
-            return False
-        free = self._free_evses()
-        return len(free) <= unspecified and any(e.id == evse_id for e in free)
-
-    def _expire_due(self, at: datetime) -> list[Command]:
-        """Reservations whose expiry has passed by `at` (the watch may not have fired yet)."""
-        due = [r for r in self.reservations.values() if r.expires_at <= at]
-        for reservation in due:
-            del self.reservations[reservation.id]
-        return [RecordReservationEnded(r, "Expired") for r in due]
-
-    def _reserve(self, event: ReserveRequested) -> Outcome:
-        reservation = event.reservation
-        commands = self._expire_due(event.at)
-        if reservation.expires_at <= event.at:
-            return Outcome(False, tuple(commands), reason="the expiry has passed already", answer="Rejected")
-        replaced = self.reservations.pop(reservation.id, None)  # 1.6 §5.13, H01.FR.02: the same id replaces it
-        answer, why = self._place(reservation)
-        if answer != "Accepted":
-            if replaced is not None:
-                self.reservations[replaced.id] = replaced  # a refused replacement leaves the reservation held
-            return Outcome(False, tuple(commands), reason=why, answer=answer)
-        self.reservations[reservation.id] = reservation
-        commands.extend((RecordReservation(reservation), WatchReservation(reservation)))
-        return Outcome(True, tuple(commands), reason="replaced" if replaced else "", answer="Accepted")
-
-    def _place(self, reservation: Reservation) -> tuple[str, str]:
-        """(ReservationStatus, why): 1.6 §5.13 / §7.40 and H01.FR.04, FR.11, FR.12, FR.14 (Occupied also for an EVSE
-        reserved already, for the same or another identifier)."""
-        unspecified = len(self._unspecified())
-        free = self._free_evses()
-        if reservation.evse_id is not None:
-            evse = self.evses.get(reservation.evse_id)
-            if evse is None:
-                return "Rejected", f"unknown EVSE {reservation.evse_id}"
-            if self._specific(evse.id) is not None:
-                return "Occupied", f"EVSE {evse.id} is reserved already"
-            state = self._evse_state(evse)
-            if state != "Available":
-                return state, f"EVSE {evse.id} is {state.lower()}"
-            if len(free) - 1 < unspecified:  # H01.FR.07: one EVSE stays for each reservation of any EVSE
-                return "Occupied", f"EVSE {evse.id} is held for a reservation of any EVSE"
-            return "Accepted", ""
-        if len(free) > unspecified:
-            return "Accepted", ""
-        states = {self._evse_state(e) for e in self.evses.values() if self._specific(e.id) is None}
-        if states == {"Faulted"}:
-            return "Faulted", "every EVSE is faulted"
-        if states and states <= {"Faulted", "Unavailable"}:
-            return "Unavailable", "every EVSE is unavailable"
-        return "Occupied", "no EVSE is free for one more reservation"
-
-    def _reservation_for_start(self, evse: Evse, event: StartRequested) -> tuple[str, Reservation | None]:
-        """(refusal, the reservation the start uses): an EVSE reserved for another identifier refuses it (1.6 §5.13:
-        "refuse charging for all incoming idTags on the reserved connector, except ..."), and the last free EVSEs
-        stay for reservations of any EVSE (H01.FR.07)."""
-        specific = self._specific(evse.id)
-        if specific is not None:
-            if specific.matches(event.id_tag, event.group_id):
-                return "", specific  # H03.FR.01 / FR.04
-            return f"EVSE {evse.id} is reserved (reservation {specific.id}) for another identifier", None
-        for reservation in self._unspecified():
-            if reservation.matches(event.id_tag, event.group_id):
-                return "", reservation  # H03.FR.03 / FR.06
-        unspecified = len(self._unspecified())
-        if unspecified:
-            free = self._free_evses()
-            after = len(free) - (1 if any(e.id == evse.id for e in free) else 0)
-            if after < unspecified:
-                return f"EVSE {evse.id} is held for a reservation of any EVSE", None
-        return "", None
-
-    def _drop_unusable(self) -> list[Command]:
-        """A reservation of an EVSE that went Faulted or Unavailable ends (1.6 §5.13 (3), H01.FR.16/17: Removed)."""
-        gone = [
-            r
-            for r in self.reservations.values()
-            if r.evse_id is not None and self._evse_state(self.evses[r.evse_id]) in ("Faulted", "Unavailable")
-        ]
-        for reservation in gone:
-            del self.reservations[reservation.id]
-        return [RecordReservationEnded(r, "Removed") for r in gone]
+        return [*self.book.restore(reservations, at), *self.book.drop_unusable(), *self._all_status_changes()]
 
     # ------------------------------------------------------------------ the EV side
 

@@ -178,7 +178,7 @@ class FirmwareConfig:
     releases: str = "/opt/station/releases"  # <releases>/<version> venvs and the `current` / `previous` links
     manufacturer_root: str = ""  # PEM file of the ManufacturerRootCertificate(s) a signing certificate must chain to
     allow_unsigned_16: bool = False  # 1.6 UpdateFirmware (no signature) is refused unless this is true
-    ca_file: str = ""  # CA bundle for HTTPS downloads ("" = the CSMS's ca_file, else the system's)
+    ca_file: str = ""  # CA bundle for HTTPS downloads ("" = the certificate store's CSMS roots, else the system's)
     max_size_mb: int = 200  # a release bigger than this is refused while downloading
     download_timeout: float = 600.0  # seconds one download attempt may take as a whole
     boot_timeout: float = 600.0  # a new release without an Accepted BootNotification this long is rolled back
@@ -366,7 +366,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
             str, "", None, "PEM file of the ManufacturerRootCertificate(s) firmware signing certificates chain to"
         ),
         "allow_unsigned_16": Key(bool, False, None, "true to accept a 1.6 UpdateFirmware without a signature"),
-        "ca_file": Key(str, "", None, 'CA bundle for HTTPS downloads ("" = csms.ca_file, else the system\'s)'),
+        "ca_file": Key(
+            str, "", None, "CA bundle for HTTPS downloads (\"\" = the store's CSMS roots, else the system's)"
+        ),
         "max_size_mb": Key(int, 200, _between(1, 4096), "MB a release file may have at most"),
         "download_timeout": Key((int, float), 600.0, _between(1, 86400), "seconds one download attempt may take"),
         "boot_timeout": Key(

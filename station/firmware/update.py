@@ -42,7 +42,7 @@ from station.firmware.releases import (
     roll_back,
     save_pending,
 )
-from station.ocpp.certificates import MANUFACTURER_ROOT, CertificateStore  # ---- certificates
+from station.ocpp.certificates import MANUFACTURER_ROOT, CertificateStore, https_context  # ---- certificates
 from station.store import Store
 
 log = structlog.get_logger("station.firmware")
@@ -185,9 +185,13 @@ class FirmwareUpdater:
             await asyncio.sleep(min(left, 60))
 
     def _ssl(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(cafile=(self.config.ca_file or self.csms_ca) or None)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        return context
+        """[firmware] ca_file when set; else the CSMS roots of the certificate store (seeded from [csms] ca_file,
+        changed by InstallCertificate), and the system's CAs only when the CSMS itself uses them (no ca_file)."""
+        if self.config.ca_file:
+            context = ssl.create_default_context(cafile=self.config.ca_file)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            return context
+        return https_context(self.certificates, system=not self.csms_ca)
 
     async def _run(self, req: UpdateRequest) -> None:
         rid, signed = req.request_id, req.signing_certificate is not None

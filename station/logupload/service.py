@@ -216,12 +216,11 @@ class LogUploads:
         )
 
     def ssl_context(self) -> ssl.SSLContext:
-        """The CSMS's trust chain (N01.FR.15) and the operating system's CAs (N01.FR.16)."""
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        if self.config.csms.ca_file:
-            context.load_verify_locations(self.config.csms.ca_file)
-        return context
+        """The CSMS's trust chain (N01.FR.15: the certificate store's CSMS roots, seeded from [csms] ca_file and
+        changed by InstallCertificate) and the operating system's CAs (N01.FR.16)."""
+        from station.ocpp.certificates import CertificateStore, https_context  # the store reads cryptography's x509
+
+        return https_context(CertificateStore.for_config(self.config), system=True)
 
     async def build(self, log_type: str, window: Window) -> Archive:
         sources = self.sources(log_type)

@@ -3,7 +3,7 @@ else active). Credentials come from the URL (`scheme://user:password@host/...`) 
 error text: what this module raises names the host and the path, not the user or the password.
 
 Every transfer is bounded: a file size limit, one timeout for the whole attempt, no redirects followed (a redirect
-could carry the credentials elsewhere). HTTPS trusts the CSMS's CA file ([csms] ca_file, N01.FR.15) and the
+could carry the credentials elsewhere). HTTPS trusts the certificate store's CSMS roots (N01.FR.15) and the
 operating system's CAs (N01.FR.16). FTP runs stdlib ftplib in a thread: there is no well-kept asyncio FTP client
 among the dependencies, ftplib is small and complete (passive and active, TLS later if needed), and the thread is
 bounded by ftplib's socket timeout and closed from outside when the upload is cancelled. The outcome is an OCPP

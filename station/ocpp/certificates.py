@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import ssl
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -297,6 +298,20 @@ class CertificateStore:
             changed = True
         if changed:
             _atomic_write(record_path, json.dumps(record, indent=1).encode())
+
+
+def https_context(store: CertificateStore, *, system: bool) -> ssl.SSLContext:
+    """A TLS context (1.2 or newer) for the station's HTTPS downloads and uploads that trusts the store's CSMS roots
+    (the CSMS's trust chain, as installed over OCPP: 2.0.1 N01.FR.15, L01) and, with `system`, the operating system's
+    CAs as well (N01.FR.16)."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH) if system else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    roots = store.pem(CSMS_ROOT)
+    if roots:
+        context.load_verify_locations(cadata=roots)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = True
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 def _issuer_of(item: Installed, everything: list[Installed]) -> x509.Certificate:

@@ -217,8 +217,9 @@ async def test_v201_refusal_and_cancel(tmp_path: Path, csms201: LocalCsms, http:
 
 
 async def test_v201_https_upload_trusts_the_csms_ca(tmp_path: Path, csms201: LocalCsms) -> None:
-    """N01.FR.15: an HTTPS location whose certificate chains to the CSMS trust chain ([csms] ca_file, here a CA made
-    by the test) takes the upload; one from a CA the station does not know gets UploadFailure after its retries."""
+    """N01.FR.15: an HTTPS location whose certificate chains to the CSMS trust chain (the certificate store's CSMS
+    roots: [csms] ca_file, here a CA made by the test) takes the upload; one from a CA the station does not know gets
+    UploadFailure after its retries, and takes the upload once the CSMS installed that CA as a CSMS root (M05)."""
     csms = csms201
     ca = CertificateAuthority(tmp_path, "csms-ca")
     trusted = await UploadServer(tls=server_context(ca.issue("logs", "127.0.0.1", hosts=("127.0.0.1",)))).start()
@@ -234,6 +235,11 @@ async def test_v201_https_upload_trusts_the_csms_ca(tmp_path: Path, csms201: Loc
             assert (await csms.get_log(STATION, untrusted.url, 2, retries=1, retry_interval=0))[0] == "Accepted"
             await csms.wait_for("LogStatusNotification", lambda p: p == {"status": "UploadFailure", "requestId": 2})
             assert len(trusted.uploads) == 1 and untrusted.uploads == []
+            installed = await csms.install_certificate(STATION, "CSMSRootCertificate", other.path.read_text())
+            assert installed["status"] == "Accepted"
+            assert (await csms.get_log(STATION, untrusted.url, 3))[0] == "Accepted"
+            await csms.wait_for("LogStatusNotification", lambda p: p == {"status": "Uploaded", "requestId": 3})
+            assert len(untrusted.uploads) == 1
     finally:
         await trusted.stop()
         await untrusted.stop()

@@ -59,7 +59,8 @@ SEEDED = "seeded.json"
 
 
 class Refused(Exception):
-    """An InstallCertificate the store does not take (M05.FR.06/07: Rejected); `reason` is the 2.0.1 reasonCode."""
+    """A certificate the station does not take: an InstallCertificate (M05.FR.06/07) or a CertificateSigned chain
+    (A02.FR.07), Rejected; `reason` is the 2.0.1 reasonCode."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
@@ -158,14 +159,16 @@ def _fingerprint(cert: x509.Certificate) -> str:
     return cert.fingerprint(hashes.SHA256()).hex()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write a file whole: a temporary file (created 0600, then `mode`), fsync, rename, fsync of the directory. A
+    crash leaves the old file or the new one. 0644 for certificates (public), 0600 for keys."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # CA certificates are public
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -257,7 +260,7 @@ class CertificateStore:
         path = self.directory / use / f"{_fingerprint(cert)}.pem"
         if not path.exists() and self.entries() >= self.max_length:
             raise Refused("OutOfStorage", f"the store holds {self.entries()} of at most {self.max_length}")
-        _atomic_write(path, cert.public_bytes(serialization.Encoding.PEM))
+        atomic_write(path, cert.public_bytes(serialization.Encoding.PEM))
         log.info("certificate installed", use=use, subject=cert.subject.rfc4514_string()[:120])
         return Installed(use, cert, path)
 
@@ -292,12 +295,12 @@ class CertificateStore:
             for cert in certs:  # the operator's own files: taken as they are, limits and checks do not apply
                 path = self.directory / use / f"{_fingerprint(cert)}.pem"
                 if not path.exists():
-                    _atomic_write(path, cert.public_bytes(serialization.Encoding.PEM))
+                    atomic_write(path, cert.public_bytes(serialization.Encoding.PEM))
             log.info("certificate store seeded from the config", use=use, file=file, certificates=len(certs))
             record[use] = digest
             changed = True
         if changed:
-            _atomic_write(record_path, json.dumps(record, indent=1).encode())
+            atomic_write(record_path, json.dumps(record, indent=1).encode())
 
 
 def https_context(store: CertificateStore, *, system: bool) -> ssl.SSLContext:

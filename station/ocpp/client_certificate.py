@@ -41,8 +41,6 @@ TLS context.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,6 +54,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from station.config import KEY_ALGORITHMS
+from station.ocpp.certificates import Refused, atomic_write
 
 log = structlog.get_logger("station.client_certificate")
 
@@ -68,14 +67,6 @@ MAX_CHAIN_CERTIFICATES = 5  # leaf and sub-CAs: OCPP's hierarchies have at most 
 KEEP = 3  # renewed credentials kept at most (the one in use, the previous one as fallback, one on trial)
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
-
-
-class Refused(Exception):
-    """A certificate chain the station does not take (A02.FR.07): `reason` is the 2.0.1 statusInfo reasonCode."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -117,25 +108,6 @@ def new_key(algorithm: str) -> PrivateKey:
 def _spki(key: x509.Certificate | PrivateKey) -> bytes:
     public = key.public_key()
     return public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
-def _write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")  # mkstemp creates it 0600
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _key_pem(key: PrivateKey) -> bytes:
@@ -257,7 +229,7 @@ class ClientCertificates:
         key = None if fresh_key else self._pending_key()
         if key is None:
             key = new_key(self.key_algorithm)
-            _write_private(self.directory / PENDING_KEY, _key_pem(key))
+            atomic_write(self.directory / PENDING_KEY, _key_pem(key), 0o600)
             log.info("new client key generated", algorithm=self.key_algorithm)
         attributes = [x509.NameAttribute(NameOID.COMMON_NAME, self.station_id)]
         if organization:
@@ -313,8 +285,8 @@ class ClientCertificates:
         assert pending is not None
         name = leaf.fingerprint(hashes.SHA256()).hex()
         cert_path, key_path = self.directory / f"{name}.pem", self.directory / f"{name}.key"
-        _write_private(key_path, _key_pem(pending))
-        _write_private(cert_path, b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs), 0o644)
+        atomic_write(key_path, _key_pem(pending), 0o600)
+        atomic_write(cert_path, b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs), 0o644)
         (self.directory / PENDING_KEY).unlink(missing_ok=True)
         log.info(
             "client certificate installed",
@@ -415,7 +387,7 @@ class ClientCertificates:
     def _save(self, state: _State) -> None:
         data = {"working": state.working, "failed": state.failed, "trial_failures": state.trial_failures}
         try:
-            _write_private(self.directory / STATE, json.dumps(data).encode(), 0o600)
+            atomic_write(self.directory / STATE, json.dumps(data).encode(), 0o600)
         except OSError as exc:
             log.error("client certificate state cannot be written", error=str(exc))
 

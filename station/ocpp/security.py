@@ -38,7 +38,6 @@ from websockets.exceptions import InvalidStatus
 from station.config import CsmsConfig
 from station.ocpp import certificates as certs
 from station.ocpp.client_certificate import DIRECTORY, ClientCertificates, Credential, Renewal
-from station.ocpp.client_certificate import Refused as ChainRefused
 from station.ocpp.settings import Settings
 from station.store import Store
 
@@ -408,7 +407,7 @@ def certificate_signed(security: Security, chain: str, certificate_type: str | N
             security.certificates.roots(certs.CSMS_ROOT),
             max_size=security.settings.int_value("CertificateSignedMaxChainSize"),
         )
-    except ChainRefused as exc:
+    except certs.Refused as exc:
         log.warning("CertificateSigned refused", reason=exc.reason, detail=str(exc))
         security.store.security_event(INVALID_STATION_CERTIFICATE, str(exc)[:200])
         security.renewal.stop()

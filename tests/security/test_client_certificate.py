@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from station.ocpp.client_certificate import CONFIG, ClientCertificates, Refused, Renewal
+from station.ocpp.certificates import Refused
+from station.ocpp.client_certificate import CONFIG, ClientCertificates, Renewal
 from tests.security.pki import CertificateAuthority, pem_of
 
 STATION = "CP-RENEW"

@@ -129,6 +129,15 @@ def print_status(status: dict[str, Any], out: TextIO) -> None:
         f"; queue {o['queue_depth']} message(s); last error: {o['last_error'] or 'none'}",
         file=out,
     )
+    cert = o.get("client_certificate")
+    if cert:
+        refused = f"; {cert['refused_by_csms']} refused by the CSMS" if cert["refused_by_csms"] else ""
+        pending = "; renewal pending" if cert["renewal_pending"] else ""
+        print(
+            f"  client certificate {cert['subject']} ({'renewed' if cert['renewed'] else 'from the config'}), "
+            f"valid to {cert['valid_to']}{refused}{pending}",
+            file=out,
+        )
     meters = status.get("meters", [status["meter"]])
     for m in meters:
         where = f" (EVSE {m['evse_id']}, {m['bus']} id {m['device_id']})" if len(meters) > 1 else ""

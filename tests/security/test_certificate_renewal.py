@@ -7,6 +7,7 @@ refuses a broken one, and falls back from one the CSMS will not take, with no tr
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +23,8 @@ from station.app import Station, running_station
 from station.config import parse_config
 from station.demo.csms import CsmsBehaviour, LocalCsms
 from station.demo.session import extract_signed_record
+from station.diag.client import print_status
+from station.diag.server import status_report
 from station.ocpp.client_certificate import CONFIG
 from tests.security.pki import CertificateAuthority, pem_of, server_context
 
@@ -218,8 +221,10 @@ async def test_a_renewed_certificate_the_csms_refuses_falls_back_with_no_message
         assert bad.serial_number not in presented_serials(csms)  # the CSMS's TLS never took it
         bad_name = next(c.name for c in client.credentials() if c.leaf == bad)
         assert client.failed() == [bad_name]
-        shown = station.connection.security.client.describe()
-        assert shown is not None and shown["refused_by_csms"] == 1 and not shown["renewed"]
+        out = io.StringIO()
+        print_status(status_report(station), out)  # what `station diag status` shows the technician
+        assert "client certificate O=Factory GmbH,CN=CP-RENEW-1 (from the config)" in out.getvalue()
+        assert "1 refused by the CSMS" in out.getvalue()
 
         assert await csms.stop_session(STATION, transaction_id) == "Accepted"
         stop = await csms.wait_session_ended(STATION)

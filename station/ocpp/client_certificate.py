@@ -266,6 +266,13 @@ class ClientCertificates:
             raise Refused("InvalidFormat", "not a PEM X.509 certificate chain") from None
         if len(certs) > MAX_CHAIN_CERTIFICATES:
             raise Refused("InvalidFormat", f"{len(certs)} certificates; at most {MAX_CHAIN_CERTIFICATES} are taken")
+        try:
+            return self._install(certs, roots, now)
+        except (ValueError, TypeError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
+            # cryptography parses extensions and names lazily: a malformed one shows only here
+            raise Refused("InvalidFormat", f"the certificate cannot be read: {type(exc).__name__}") from None
+
+    def _install(self, certs: list[x509.Certificate], roots: list[x509.Certificate], now: datetime) -> Credential:
         leaf = certs[0]
         existing = next((c for c in self.credentials() if c.leaf == leaf), None)
         pending = self._pending_key()
@@ -369,8 +376,12 @@ class ClientCertificates:
 
     @staticmethod
     def _delete(credential: Credential) -> None:
-        credential.key.unlink(missing_ok=True)
-        credential.cert.unlink(missing_ok=True)
+        try:
+            credential.key.unlink(missing_ok=True)
+            credential.cert.unlink(missing_ok=True)
+        except OSError as exc:  # kept, and tried again after the next connection: never a reason to fail one
+            log.warning("old client certificate not deleted", credential=credential.name[:16], error=str(exc))
+            return
         log.info("old client certificate deleted", credential=credential.name[:16])
 
     def _state(self) -> _State:

@@ -484,7 +484,12 @@ class CsmsConnection:
             if wait is None or wait > 0:
                 await wait_event(self._renewal_wakeup, min(self.RENEWAL_LOOK_EVERY, wait or self.RENEWAL_LOOK_EVERY))
                 continue
-            csr = await asyncio.to_thread(signing_request, security)
+            try:
+                csr = await asyncio.to_thread(signing_request, security)
+            except OSError as exc:  # the key cannot be stored: no request; the session goes on
+                log.error("no certificate signing request: the new key cannot be stored", error=str(exc)[:200])
+                security.renewal.stop()
+                continue
             try:
                 accepted = await adapter.sign_certificate(csr)
             except OCPPError as exc:  # a CSMS without the security extension: NotImplemented; asking again won't help

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -316,3 +317,26 @@ async def test_the_station_renews_on_its_own_before_the_certificate_expires(
         assert active is not None and active.name != CONFIG
         assert presented_serials(csms)[-1] == active.leaf.serial_number
         assert len(csms.messages("SignCertificate")) == 1
+
+
+async def test_a_key_that_cannot_be_stored_ends_the_renewal_not_the_session(
+    tmp_path: Path, pki: dict[str, Any], csms_of: Any
+) -> None:
+    """Bad state on the station's side (here the key directory is a file) refuses the renewal with an error in the
+    log and changes nothing else: no SignCertificate, the same connection, the factory certificate still in use."""
+    csms = await csms_of("2.0.1")
+    cfg = config(tmp_path, csms.url, "2.0.1", pki["factory"], ca_file=pki["root"].path)
+    async with running_station(parse_config(cfg)) as station:
+        await csms.wait_connected(STATION)
+        await set_organization(csms, "2.0.1")
+        directory = station.connection.security.client.directory
+        shutil.rmtree(directory)
+        directory.write_text("not a directory")
+        connections = csms.connections
+        assert await trigger_renewal(csms, "2.0.1") == "Accepted"
+        assert await csms.trigger_message(STATION, "Heartbeat") == "Accepted"
+        await csms.wait_for("Heartbeat", timeout=10)
+        await asyncio.sleep(0.5)
+        assert csms.messages("SignCertificate") == []
+        assert csms.connections == connections and station.connection.state.connected
+        assert station.connection.security.renewal.wait(0.0) is None

@@ -238,3 +238,10 @@ def test_the_station_renews_on_its_own_at_most_once_a_day() -> None:
     assert renewal.wait(10.0) is None
     assert not renewal.expiring(3600.0)
     assert renewal.expiring(Renewal.RETRY_ON_ITS_OWN + 1)
+
+
+def test_the_pending_key_outlives_a_restart(client: ClientCertificates, ca: CertificateAuthority) -> None:
+    """A CertificateSigned for a CSR sent before a restart is still taken: the pending key is a file, not memory."""
+    csr = client.csr("O", fresh_key=True)
+    again = ClientCertificates(client.directory, STATION, config_cert=client.config_cert, config_key=client.config_key)
+    assert again.accept(pem_of(ca.sign_csr(csr)), [ca.cert]).name != CONFIG

@@ -99,6 +99,31 @@ def test_wal_and_full_sync_are_on(tmp_path: Path) -> None:
     db.close()
 
 
+def test_delivered_is_not_synced_alone_but_survives_the_daemon_and_sync_stays_full(tmp_path: Path) -> None:
+    """That the CSMS answered is written without a sync of its own (a power loss can only make the message go again),
+    yet it is in the WAL at once: a second connection (the daemon restarted after SIGKILL) sees it; every other
+    write is synced as before, also after a delivered() that failed."""
+    store = Store(tmp_path / "s.db")
+    store.transaction_started(tx(), offline=False)
+    first = store.next_message()
+    assert first is not None
+    syncs: list[int] = []
+    store._db.set_trace_callback(lambda sql: syncs.append(sql) if "synchronous" in sql else None)  # type: ignore[func-returns-value]
+    store.delivered(first.id, csms_transaction=("tx1", "1001"))
+    store._db.set_trace_callback(None)
+    assert syncs == ["PRAGMA synchronous=NORMAL", "PRAGMA synchronous=FULL"]
+    assert store._read("PRAGMA synchronous")[0][0] == 2
+    other = sqlite3.connect(tmp_path / "s.db")  # not closed: the store is still "running"
+    assert other.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0
+    assert other.execute("SELECT csms_transaction_id FROM transactions").fetchone()[0] == "1001"
+    other.close()
+    store._db.execute("DROP TABLE tx_samples")  # a delivered() whose write fails
+    with pytest.raises(StoreError):
+        store.delivered(1, transaction_done="tx1")
+    assert store._read("PRAGMA synchronous")[0][0] == 2
+    store.close()
+
+
 def test_a_corrupt_file_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     path.write_bytes(b"this is not a database" * 100)

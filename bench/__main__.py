@@ -43,6 +43,7 @@ from bench.floors import (
     ratio,
     roundtrip_floor,
 )
+from bench.meterline import meter_line
 from bench.smart import TARGETS as SMART_TARGETS
 from bench.smart import measure_smart
 from station.app import running_station
@@ -148,14 +149,15 @@ def ocmf_verify_per_s(seconds: float) -> tuple[dict[str, float], dict[str, float
 
 
 async def daemon_figures(baud: int, idle_seconds: float, charging_seconds: float, n_sessions: int) -> dict[str, Any]:
-    """`station run` as its own process: start-up, idle and charging CPU, peak RSS over sessions and its growth."""
-    with tempfile.TemporaryDirectory() as tmp:
+    """`station run` as its own process: start-up, idle and charging CPU, peak RSS over sessions and its growth. Its
+    meter is the simulator in a process of its own on a wire-time-emulating pty pair (bench/meterline.py), the daemon
+    on an `rtu` bus, as on a real station (a simulator in the daemon would load pymodbus's server and aiohttp)."""
+    with tempfile.TemporaryDirectory() as tmp, meter_line(baud, Path(tmp) / "m.json", SIGNING_TIME) as port:
         workdir = Path(tmp)
         csms = await LocalCsms().start()
         raw = config(workdir, csms.url, baud)
         lines = [f'[station]\nid = "{STATION}"\n', f'[csms]\nurl = "{csms.url}"\nreconnect_min = 0.1\n']
-        lines.append(f'[meter]\ntransport = "simulated"\nbaudrate = {baud}\n')
-        lines.append(f'[meter.simulator]\nsigning_time = {SIGNING_TIME}\nstate = "{workdir / "m.json"}"\n')
+        lines.append(f'[meter]\ntransport = "rtu"\nport = "{port}"\nbaudrate = {baud}\n')
         lines.append(f'[storage]\npath = "{raw["storage"]["path"]}"\n')
         path = workdir / "station.toml"
         path.write_text("\n".join(lines))

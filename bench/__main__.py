@@ -32,7 +32,8 @@ from bench.common import (
     proc_peak_rss_mb,
 )
 from bench.evses import BAUD, COUNTS, measure_evses, parse_counts
-from bench.evses import TARGETS as EVSE_TARGETS
+from bench.evses import PLAIN as EVSE_PLAIN
+from bench.evses import RATIOS as EVSE_RATIOS
 from bench.floors import (
     CURVES,
     OCMF_PAYLOAD,
@@ -309,11 +310,13 @@ async def measure(
     return result
 
 
-def _rows(result: dict[str, Any]) -> list[tuple[str, Any, Any, Any, str]]:
+def _rows(
+    result: dict[str, Any], ratios: tuple[tuple[str, str, str, str], ...] = RATIOS
+) -> list[tuple[str, Any, Any, Any, str]]:
     """(name, figure, floor, ratio, target) of every ratio the result has, one row per curve for the verify rate."""
     rows: list[tuple[str, Any, Any, Any, str]] = []
     floors = result.get("floors", {})
-    for key, figure, floor, target in RATIOS:
+    for key, figure, floor, target in ratios:
         if key not in result:
             continue
         if floor == "wire":
@@ -371,10 +374,14 @@ def main() -> int:
     evses = [key for key in result if key.startswith("evses_")]
     if evses:
         print(f"\nseveral EVSEs on one {BAUD} baud bus, MeterValues every second ({', '.join(evses)})")
-        print(f"{'figure':24} " + " ".join(f"{key:>10}" for key in evses) + "  target")
-        for key in (*EVSE_TARGETS, "peak_rss_mb", "peak_rss_mb_one_evse", "meter_values_interval_s", "sessions"):
-            values = " ".join(f"{json.dumps(result[e].get(key)):>10}" for e in evses)
-            print(f"{key:24} {values}  {EVSE_TARGETS.get(key, '')}")
+        print(f"{'ratio':34} {'figure':>10} {'floor':>10} {'ratio':>8}  target")
+        for e in evses:
+            for name, figure, floor, value, target in _rows(result[e], EVSE_RATIOS):
+                print(f"{e + ' ' + name:34} {figure!s:>10} {floor!s:>10} {value!s:>8}  {target}")
+        print(f"{'figure':34} {'value':>10}  target")
+        for e in evses:
+            for key in (*EVSE_PLAIN, "sessions"):
+                print(f"{e + ' ' + key:34} {json.dumps(result[e].get(key)):>10}  {EVSE_PLAIN.get(key, '')}")
     if "composite_schedule_us" in result:
         print("\ncomposite schedule, 10 stacked profiles of 1024 periods, one day")
         for key in (*SMART_TARGETS, "composite_periods", "composite_evaluations", "composite_consistent"):

@@ -4,7 +4,10 @@ wire-time-emulating pty pair (`VirtualNullModem`, each byte released after its t
 so the daemon's start-up, memory and CPU are measured in that shape (issue 22); the simulator's own work is no part
 of them.
 
-    python -m bench.meterline --baudrate 9600 --state FILE [--signing-time S]
+    python -m bench.meterline --baudrate 9600 --state FILE [--signing-time S] [--meters N]
+
+(with `--meters N`, N simulators at device ids 1..N on the one line, the memory of meter n in FILE's directory as
+FILE's stem + n: m.json -> m1.json, m2.json, ...)
 
 prints the daemon's end (a /dev/pts path) on one line once it serves, and runs until SIGTERM or stdin closes.
 """
@@ -22,13 +25,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
-async def serve_line(baudrate: int, state: Path, signing_time: float) -> None:
+def state_file(state: Path, meters: int, n: int) -> Path:
+    return state if meters == 1 else state.with_name(f"{state.stem}{n}{state.suffix}")
+
+
+async def serve_line(baudrate: int, state: Path, signing_time: float, meters: int = 1) -> None:
     from station.meter.nullmodem import VirtualNullModem
     from station.meter.sim.server import build_simulator, serve
 
     cable = await VirtualNullModem(baudrate=baudrate).start()
-    sim = build_simulator("smartme", state=state, ledger=None, signing_time=signing_time)
-    server = await serve(sim, cable.path_b, baudrate=baudrate)
+    sims = [
+        build_simulator(
+            "smartme", state=state_file(state, meters, n), ledger=None, device_id=n, signing_time=signing_time
+        )
+        for n in range(1, meters + 1)
+    ]
+    server = await serve(sims, cable.path_b, baudrate=baudrate)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -43,9 +55,10 @@ async def serve_line(baudrate: int, state: Path, signing_time: float) -> None:
 
 
 @contextlib.contextmanager
-def meter_line(baudrate: int, state: Path, signing_time: float) -> Iterator[str]:
-    """Start the meter's process; yields the port the daemon opens. The process ends when the block does."""
+def meter_line(baudrate: int, state: Path, signing_time: float, meters: int = 1) -> Iterator[str]:
+    """Start the meters' process; yields the port the daemon opens. The process ends when the block does."""
     args = ["--baudrate", str(baudrate), "--state", str(state), "--signing-time", str(signing_time)]
+    args += ["--meters", str(meters)]
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.meterline", *args],
         stdin=subprocess.PIPE,
@@ -73,11 +86,12 @@ def main() -> int:
     parser.add_argument("--baudrate", type=int, default=9600)
     parser.add_argument("--state", required=True, help="the simulator's memory file")
     parser.add_argument("--signing-time", type=float, default=0.5)
+    parser.add_argument("--meters", type=int, default=1, choices=range(1, 17), metavar="N")
     args = parser.parse_args()
     from station.logs import configure
 
     configure("error", "console")
-    asyncio.run(serve_line(args.baudrate, Path(args.state), args.signing_time))
+    asyncio.run(serve_line(args.baudrate, Path(args.state), args.signing_time, args.meters))
     return 0
 
 

@@ -180,6 +180,7 @@ class Store:
         try:
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA synchronous=FULL")
+            self._synced = True  # synchronous=FULL; NORMAL only for the commits `_transaction(durable=False)` makes
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute("PRAGMA busy_timeout=5000")
             # The page cache is the store's only memory that grows with it: it fills with the pages of new transactions
@@ -229,20 +230,17 @@ class Store:
         loss can take only the newest such commits, never one made before a durable commit that followed it."""
         with self._lock:
             try:
-                if not durable:
-                    self._db.execute("PRAGMA synchronous=NORMAL")
+                if durable != self._synced:  # switched only when it changes: a backlog's answers come in a row
+                    self._db.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=NORMAL")
+                    self._synced = durable
+                self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    self._db.execute("BEGIN IMMEDIATE")
-                    try:
-                        yield self._db
-                        self._db.execute("COMMIT")
-                    except BaseException:
-                        if self._db.in_transaction:  # SQLite has already rolled back after e.g. SQLITE_FULL
-                            self._db.execute("ROLLBACK")
-                        raise
-                finally:
-                    if not durable:
-                        self._db.execute("PRAGMA synchronous=FULL")
+                    yield self._db
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:  # SQLite has already rolled back after e.g. SQLITE_FULL
+                        self._db.execute("ROLLBACK")
+                    raise
             except sqlite3.DatabaseError as exc:
                 raise StoreError(f"store {self.path}: write failed: {exc}") from None
 

@@ -79,3 +79,20 @@ def test_a_station_with_real_meters_starts_no_simulator_line() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", out
+
+
+def test_every_command_builds_its_parser_without_the_csms_simulator() -> None:
+    """`station run` builds the whole command line, `station sim csms` with it: from the commands as data
+    (station.sim.commands), not from the simulator with its control socket (tempfile, random, shlex: +0.5 MB)."""
+    code = (
+        "import sys\n"
+        "import station.cli\n"
+        "sys.argv = ['station', 'sim', 'csms', '--help']\n"
+        "try:\n"
+        "    station.cli.main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith('station.sim') or m in ('tempfile', 'shlex')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "['station.sim', 'station.sim.commands']", out

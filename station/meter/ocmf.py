@@ -21,7 +21,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
@@ -473,14 +473,15 @@ def _signature_integers(record: OcmfRecord, curve: Curve) -> tuple[int, int]:
 
 
 @functools.lru_cache(maxsize=KEY_CACHE_SIZE)
-def _crypto_key(der: bytes) -> ec.EllipticCurvePublicKey | None:
-    """`cryptography`'s key of a DER SPKI (None: not a valid point on its curve), cached like the parsed keys."""
+def _crypto_key(curve: Curve, point: bytes) -> ec.EllipticCurvePublicKey | None:
+    """`cryptography`'s key of an uncompressed point on `curve` (None: not a valid point on it), cached like the
+    parsed keys. From the point, as the key's SPKI was already read (load_public_key): OpenSSL's DER decoder would
+    only parse it again (and its code pages are 0.3 MB of the daemon's memory)."""
+    assert curve.factory is not None
     try:
-        key = serialization.load_der_public_key(der)
+        return ec.EllipticCurvePublicKey.from_encoded_point(curve.factory(), point)
     except ValueError:
         return None
-    assert isinstance(key, ec.EllipticCurvePublicKey)
-    return key
 
 
 _ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
@@ -507,7 +508,7 @@ def verify(record: OcmfRecord | str, public_key: str | bytes | MeterPublicKey) -
         x, y = key.xy
         ok = _verify_k192(x, y, r, s, hashlib.sha256(data).digest())
         return Verification(ok, "signature valid" if ok else "signature does not match the payload and key")
-    crypto_key = _crypto_key(key.der)
+    crypto_key = _crypto_key(curve, key.point)
     if crypto_key is not None and der:
         # A minimal DER signature (what meters send) goes to OpenSSL as it is, which accepts only strict DER; any
         # other (non-minimal DER, trailing bytes, raw r||s that looks like DER) is re-encoded below.

@@ -214,3 +214,14 @@ def test_a_signature_over_other_bytes_fails_also_after_re_encoding() -> None:
     raw = (r.to_bytes(32, "big") + s.to_bytes(32, "big")).hex()
     raw_text = text.replace(ocmf.parse(text).signature["SD"], raw).replace('"SD"', '"SM":"raw","SD"')
     assert ocmf.verify(raw_text, pub).valid
+
+
+def test_a_key_that_is_no_point_on_its_curve_does_not_verify() -> None:
+    """The key's point goes to `cryptography` as a point (its SPKI read once, by load_public_key): one off the curve
+    is refused as such, not taken."""
+    key, pub = keypair()
+    text = ocmf.sign_payload(PAYLOAD, key)
+    point = ocmf.load_public_key(pub).point
+    off_curve = point[:-1] + bytes([point[-1] ^ 0x01])
+    verdict = ocmf.verify(text, off_curve.hex())
+    assert not verdict.valid and verdict.reason == "public key is not a valid point on its curve"

@@ -255,10 +255,11 @@ TARGETS = {
 # (ratio key, absolute figure, floor, target of the ratio): issue 22, each figure beside a floor measured in the same
 # run. The wire ratios are their own figure: the floor is the wire time of the frames (bench/common.py).
 RATIOS = (
-    # Issue 22 asks 1.05, 1.05 and 1.10; today's figures do not meet them yet, so the targets stay where they were.
+    # Issue 22 asks 1.05, 1.05 and 1.10. The stop and the bytes meet theirs (2026-12-03); the start does not yet (a
+    # few ms per frame beyond the wire: README), so its target stays where it was and names the goal.
     ("start_ratio", "", "wire", "<= 1.15 (goal 1.05)"),
-    ("stop_ratio", "", "wire", "<= 1.15 (goal 1.05)"),
-    ("wire_efficiency", "", "wire", "<= 1.2 (goal 1.1)"),
+    ("stop_ratio", "", "wire", "<= 1.05"),
+    ("wire_efficiency", "", "wire", "<= 1.1"),
     ("startup_ratio", "startup_s", "import_s", "<= 1.5"),
     ("rss_ratio", "peak_rss_mb", "rss_mb", "<= 1.15"),
     ("backlog_ratio", "backlog_msgs_per_s", "roundtrip_msgs_per_s", ">= 0.5"),

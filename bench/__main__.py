@@ -30,9 +30,11 @@ from bench.common import (
     minimal_session_frames,
     proc_cpu_seconds,
     proc_peak_rss_mb,
+    startup_wire_time,
 )
 from bench.evses import BAUD, COUNTS, measure_evses, parse_counts
-from bench.evses import TARGETS as EVSE_TARGETS
+from bench.evses import PLAIN as EVSE_PLAIN
+from bench.evses import RATIOS as EVSE_RATIOS
 from bench.floors import (
     CURVES,
     OCMF_PAYLOAD,
@@ -43,6 +45,7 @@ from bench.floors import (
     ratio,
     roundtrip_floor,
 )
+from bench.meterline import meter_line
 from bench.smart import TARGETS as SMART_TARGETS
 from bench.smart import measure_smart
 from station.app import running_station
@@ -148,14 +151,15 @@ def ocmf_verify_per_s(seconds: float) -> tuple[dict[str, float], dict[str, float
 
 
 async def daemon_figures(baud: int, idle_seconds: float, charging_seconds: float, n_sessions: int) -> dict[str, Any]:
-    """`station run` as its own process: start-up, idle and charging CPU, peak RSS over sessions and its growth."""
-    with tempfile.TemporaryDirectory() as tmp:
+    """`station run` as its own process: start-up, idle and charging CPU, peak RSS over sessions and its growth. Its
+    meter is the simulator in a process of its own on a wire-time-emulating pty pair (bench/meterline.py), the daemon
+    on an `rtu` bus, as on a real station (a simulator in the daemon would load pymodbus's server and aiohttp)."""
+    with tempfile.TemporaryDirectory() as tmp, meter_line(baud, Path(tmp) / "m.json", SIGNING_TIME) as port:
         workdir = Path(tmp)
         csms = await LocalCsms().start()
         raw = config(workdir, csms.url, baud)
         lines = [f'[station]\nid = "{STATION}"\n', f'[csms]\nurl = "{csms.url}"\nreconnect_min = 0.1\n']
-        lines.append(f'[meter]\ntransport = "simulated"\nbaudrate = {baud}\n')
-        lines.append(f'[meter.simulator]\nsigning_time = {SIGNING_TIME}\nstate = "{workdir / "m.json"}"\n')
+        lines.append(f'[meter]\ntransport = "rtu"\nport = "{port}"\nbaudrate = {baud}\n')
         lines.append(f'[storage]\npath = "{raw["storage"]["path"]}"\n')
         path = workdir / "station.toml"
         path.write_text("\n".join(lines))
@@ -199,6 +203,7 @@ async def daemon_figures(baud: int, idle_seconds: float, charging_seconds: float
             await csms.stop()
     return {
         "startup_s": round(startup, 3),
+        "startup_meter_wire_s": round(startup_wire_time(baud), 3),  # part of startup_s: the meter's reads
         "idle_cpu_s_per_h": round(idle, 2),
         "charging_cpu_s_per_h": round(charging, 2),
         "peak_rss_mb": round(peak, 1),
@@ -241,6 +246,7 @@ async def backlog(messages: int) -> float:
 
 # Figures with no floor of their own (absolute, or a growth that should be nothing).
 TARGETS = {
+    "startup_meter_wire_s": "reported",
     "idle_cpu_s_per_h": "< 2",
     "charging_cpu_s_per_h": "reported",
     "rss_growth_mb": "~ 0",
@@ -249,10 +255,11 @@ TARGETS = {
 # (ratio key, absolute figure, floor, target of the ratio): issue 22, each figure beside a floor measured in the same
 # run. The wire ratios are their own figure: the floor is the wire time of the frames (bench/common.py).
 RATIOS = (
-    # Issue 22 asks 1.05, 1.05 and 1.10; today's figures do not meet them yet, so the targets stay where they were.
+    # Issue 22 asks 1.05, 1.05 and 1.10. The stop and the bytes meet theirs (2026-12-03); the start does not yet (a
+    # few ms per frame beyond the wire: README), so its target stays where it was and names the goal.
     ("start_ratio", "", "wire", "<= 1.15 (goal 1.05)"),
-    ("stop_ratio", "", "wire", "<= 1.15 (goal 1.05)"),
-    ("wire_efficiency", "", "wire", "<= 1.2 (goal 1.1)"),
+    ("stop_ratio", "", "wire", "<= 1.05"),
+    ("wire_efficiency", "", "wire", "<= 1.1"),
     ("startup_ratio", "startup_s", "import_s", "<= 1.5"),
     ("rss_ratio", "peak_rss_mb", "rss_mb", "<= 1.15"),
     ("backlog_ratio", "backlog_msgs_per_s", "roundtrip_msgs_per_s", ">= 0.5"),
@@ -307,11 +314,13 @@ async def measure(
     return result
 
 
-def _rows(result: dict[str, Any]) -> list[tuple[str, Any, Any, Any, str]]:
+def _rows(
+    result: dict[str, Any], ratios: tuple[tuple[str, str, str, str], ...] = RATIOS
+) -> list[tuple[str, Any, Any, Any, str]]:
     """(name, figure, floor, ratio, target) of every ratio the result has, one row per curve for the verify rate."""
     rows: list[tuple[str, Any, Any, Any, str]] = []
     floors = result.get("floors", {})
-    for key, figure, floor, target in RATIOS:
+    for key, figure, floor, target in ratios:
         if key not in result:
             continue
         if floor == "wire":
@@ -369,10 +378,14 @@ def main() -> int:
     evses = [key for key in result if key.startswith("evses_")]
     if evses:
         print(f"\nseveral EVSEs on one {BAUD} baud bus, MeterValues every second ({', '.join(evses)})")
-        print(f"{'figure':24} " + " ".join(f"{key:>10}" for key in evses) + "  target")
-        for key in (*EVSE_TARGETS, "peak_rss_mb", "peak_rss_mb_one_evse", "meter_values_interval_s", "sessions"):
-            values = " ".join(f"{json.dumps(result[e].get(key)):>10}" for e in evses)
-            print(f"{key:24} {values}  {EVSE_TARGETS.get(key, '')}")
+        print(f"{'ratio':34} {'figure':>10} {'floor':>10} {'ratio':>8}  target")
+        for e in evses:
+            for name, figure, floor, value, target in _rows(result[e], EVSE_RATIOS):
+                print(f"{e + ' ' + name:34} {figure!s:>10} {floor!s:>10} {value!s:>8}  {target}")
+        print(f"{'figure':34} {'value':>10}  target")
+        for e in evses:
+            for key in (*EVSE_PLAIN, "sessions"):
+                print(f"{e + ' ' + key:34} {json.dumps(result[e].get(key)):>10}  {EVSE_PLAIN.get(key, '')}")
     if "composite_schedule_us" in result:
         print("\ncomposite schedule, 10 stacked profiles of 1024 periods, one day")
         for key in (*SMART_TARGETS, "composite_periods", "composite_evaluations", "composite_consistent"):

@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from station.bus import read_frame_sizes, write_frame_sizes
-from station.meter.smartme import STATUS_BLOCK_REGS
+from station.bus import LineSettings, read_frame_sizes, write_frame_sizes
+from station.meter.smartme import STATUS_BLOCK_REGS, SmartMeRegisters
 
 STATION = "BENCH-1"
 SIGNING_TIME = 0.5
@@ -43,6 +43,17 @@ def minimal_session_frames(record_bytes: int, metadata_regs: int) -> tuple[int, 
     start = 1 + -(-metadata_regs // 123) + 1 + 1 + 1  # idle check, metadata, length, command, poll
     stop = 1 + 1 + 1 + -(-((record_bytes + 1) // 2) // 125) + 1 + 1  # check, end, poll, record, ack, poll
     return start, stop
+
+
+def startup_wire_time(baud: int) -> float:
+    """Wire time of what the daemon reads from a smart-me meter before its BootNotification (MeterWorker.open, the
+    recovery check): identity (20 registers), public key (its length and 64 registers), a first reading (12), the
+    status block; each frame with the silence before it. The import floor has no meter: this part of the start-up
+    is the line's, at any machine's speed."""
+    settings = LineSettings("bench", baudrate=baud)
+    reads = (20, 1 + SmartMeRegisters.public_key_regs, 12, STATUS_BLOCK_REGS)
+    wire = sum(settings.wire_time(sum(read_frame_sizes(n))) for n in reads)
+    return wire + len(reads) * settings.inter_frame_silence
 
 
 def proc_cpu_seconds(pid: int) -> float:

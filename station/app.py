@@ -179,15 +179,16 @@ def _driver(evse: EvseConfig, bus: ModbusBus) -> Meter:
 
 async def start_simulated_lines(config: Config) -> dict[str, SimulatedLine]:
     """For each `transport = "simulated"` bus: its meters' simulators on one virtual cable. The simulators are
-    imported here, not at the top: a station with real meters never loads them."""
-    from station.meter.nullmodem import VirtualNullModem
-    from station.meter.sim.server import build_simulator, serve
-
+    imported here, once a simulated bus is found, not at the top: a station with real meters never loads them (nor
+    pymodbus's server, which loads aiohttp)."""
     lines: dict[str, SimulatedLine] = {}
     for name, bus in config.buses.items():
         evses = [e for e in config.evses if e.meter.bus == name]
         if bus.transport != "simulated" or not evses:
             continue
+        from station.meter.nullmodem import VirtualNullModem
+        from station.meter.sim.server import build_simulator, serve
+
         cable = await VirtualNullModem(baudrate=bus.baudrate, parity=bus.parity, stopbits=bus.stopbits).start()
         sims = {
             e.id: build_simulator(

@@ -59,9 +59,14 @@ class Authorizer:
         return "Accepted"
 
     def remember(self, entry: IdTagEntry) -> None:
-        """Cache what the CSMS said about an identifier (never caches over the local list)."""
-        if self.cache_enabled() and self.store.id_tag_entry(LIST, entry.id_tag) is None:
-            self.store.replace_id_tags(CACHE, [entry], full=False, version=None)
+        """Cache what the CSMS said about an identifier (never caches over the local list). Written only when it
+        changes what the cache holds: every StartTransaction answer carries the identifier's status, nearly always the
+        one cached at the previous start."""
+        if not self.cache_enabled() or self.store.id_tag_entry(LIST, entry.id_tag) is not None:
+            return
+        if self.store.id_tag_entry(CACHE, entry.id_tag) == entry:
+            return
+        self.store.replace_id_tags(CACHE, [entry], full=False, version=None)
 
     def clear_cache(self) -> None:
         self.store.clear_id_tags(CACHE)

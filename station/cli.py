@@ -724,7 +724,7 @@ def _tcp_port(text: str) -> int:
 
 
 def _add_sim_csms(sub: argparse._SubParsersAction[_Parser]) -> None:
-    from station.sim import csms
+    from station.sim import commands as csms  # the commands as data, not the CSMS simulator (every command builds this)
 
     def port_options(top: bool) -> _Parser:
         default: Any = (lambda value: value) if top else (lambda _: argparse.SUPPRESS)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench.common import minimal_session_bytes, minimal_session_frames
-from bench.evses import parse_counts, station_toml, stop_wire_time
+from bench.evses import RATIOS, parse_counts, station_toml, stop_wire_time
 from station.bus import LineSettings
 from station.config import load_config
 
@@ -36,6 +36,9 @@ def test_bench_evses_part_prints_both_figures() -> None:
     assert figures["sessions"] == 2
     for key in ("stop_ratio_worst", "stop_ratio_median", "rss_mb_per_extra_evse", "meter_values_interval_s"):
         assert math.isfinite(figures[key]), key
+    # the form of the other figures: each ratio is its figure over its floor of the same run (issue 22)
+    for key, figure, floor, _ in RATIOS:
+        assert figures[key] == pytest.approx(figures[figure] / figures["floors"][floor], rel=0.01, abs=0.002), key
     # The stop took at least about the wire and signing time it needs: a ratio far under 1 means the line did not
     # emulate wire time, or the figure measures something else.
     assert 0.5 < figures["stop_ratio_median"] <= figures["stop_ratio_worst"] < 20
@@ -54,14 +57,16 @@ def test_the_stop_allowance_is_the_stops_frames_plus_one_neighbour_exchange() ->
     assert neighbour == pytest.approx((8 + 29) * settings.byte_time + settings.inter_frame_silence)
 
 
-def test_the_bench_station_has_every_evse_on_one_simulated_bus(tmp_path: Path) -> None:
+def test_the_bench_station_has_every_evse_on_one_rtu_bus(tmp_path: Path) -> None:
+    """The daemon drives real serial meters (the simulators are in their own process, bench/meterline.py)."""
     path = tmp_path / "station.toml"
-    path.write_text(station_toml(tmp_path, "ws://127.0.0.1:1/ocpp", 4))
+    path.write_text(station_toml(tmp_path, "ws://127.0.0.1:1/ocpp", 4, "/dev/pts/99"))
     config = load_config(str(path))
     assert [e.id for e in config.evses] == [1, 2, 3, 4]
     assert [e.meter.device_id for e in config.evses] == [1, 2, 3, 4]
     assert {e.meter.bus for e in config.evses} == {"rs485"}
-    assert config.buses["rs485"].transport == "simulated" and config.buses["rs485"].baudrate == 9600
+    bus = config.buses["rs485"]
+    assert (bus.transport, bus.port, bus.baudrate) == ("rtu", "/dev/pts/99", 9600)
 
 
 @pytest.mark.parametrize("text", ["1", "0,2", "2,x", "", "2,4,8,16,3", "17"])

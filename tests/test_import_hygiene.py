@@ -58,3 +58,41 @@ def test_a_version_is_imported_when_the_csms_picks_it() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["1.6", "False", "False"], out
+
+
+# Issue 22: what a station with real meters loads once it runs. Its start-up once imported pymodbus's server (which
+# loads aiohttp for pymodbus's HTTP simulator: +0.19 s and +10 MB) and the simulators before it looked whether any bus
+# is simulated; now that happens only for a `transport = "simulated"` bus.
+SIMULATOR_ONLY = ("station.meter.sim", "station.meter.nullmodem", "pymodbus.server", "aiohttp")
+
+
+def test_a_station_with_real_meters_starts_no_simulator_line() -> None:
+    code = (
+        "import asyncio, sys\n"
+        "from station.app import start_simulated_lines\n"
+        "from station.config import parse_config\n"
+        "config = parse_config({'station': {'id': 'CP'}, 'csms': {'url': 'ws://127.0.0.1:1/ocpp'},\n"
+        "    'meter': {'transport': 'rtu', 'port': '/dev/null'}, 'storage': {'path': '/tmp/unused.db'}})\n"
+        "assert asyncio.run(start_simulated_lines(config)) == {}\n"
+        f"names = {SIMULATOR_ONLY!r}\n"
+        "print(sorted(m for m in sys.modules if m in names or m.startswith(tuple(n + '.' for n in names))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out
+
+
+def test_every_command_builds_its_parser_without_the_csms_simulator() -> None:
+    """`station run` builds the whole command line, `station sim csms` with it: from the commands as data
+    (station.sim.commands), not from the simulator with its control socket (tempfile, random, shlex: +0.5 MB)."""
+    code = (
+        "import sys\n"
+        "import station.cli\n"
+        "sys.argv = ['station', 'sim', 'csms', '--help']\n"
+        "try:\n"
+        "    station.cli.main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith('station.sim') or m in ('tempfile', 'shlex')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "['station.sim', 'station.sim.commands']", out

@@ -99,6 +99,43 @@ def test_wal_and_full_sync_are_on(tmp_path: Path) -> None:
     db.close()
 
 
+def test_delivered_is_not_synced_alone_but_survives_the_daemon_and_every_other_write_is(tmp_path: Path) -> None:
+    """That the CSMS answered is written without a sync of its own (a power loss can only make the message go again),
+    yet it is in the WAL at once: a second connection (the daemon restarted after SIGKILL) sees it. Every other write
+    commits with synchronous=FULL, also right after a delivered() and after one that failed."""
+    store = Store(tmp_path / "s.db")
+    store.transaction_started(tx(), offline=False)
+    store.enqueue("security_event", None, {"type": "x"})
+    commits: list[tuple[int, str]] = []
+
+    def trace(sql: str) -> None:
+        if sql.startswith("BEGIN"):
+            commits.append((store._db.execute("PRAGMA synchronous").fetchone()[0], sql))
+
+    first = store.next_message()
+    assert first is not None
+    store._db.set_trace_callback(trace)
+    store.delivered(first.id, csms_transaction=("tx1", "1001"))
+    second = store.next_message()
+    assert second is not None
+    store.delivered(second.id)
+    store.set_setting("x", "1")
+    store._db.set_trace_callback(None)
+    assert [level for level, _ in commits] == [1, 1, 2]  # NORMAL, NORMAL (no switch between them), FULL
+    other = sqlite3.connect(tmp_path / "s.db")  # not closed: the store is still "running"
+    assert other.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0
+    assert other.execute("SELECT csms_transaction_id FROM transactions").fetchone()[0] == "1001"
+    other.close()
+    store._db.execute("DROP TABLE tx_samples")  # a delivered() whose write fails
+    with pytest.raises(StoreError):
+        store.delivered(1, transaction_done="tx1")
+    store._db.set_trace_callback(trace)
+    store.set_setting("y", "1")
+    store._db.set_trace_callback(None)
+    assert commits[-1][0] == 2
+    store.close()
+
+
 def test_a_corrupt_file_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     path.write_bytes(b"this is not a database" * 100)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 import re
@@ -20,7 +21,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
@@ -56,16 +57,18 @@ CURVES: dict[str, Curve] = {
 }
 _ALIASES = {"brainpool256r1": "brainpoolP256r1", "brainpool384r1": "brainpoolP384r1", "prime256v1": "secp256r1"}
 _SA = re.compile(r"^ECDSA-([A-Za-z0-9]+)-SHA256$")
+_CURVES_LOWER = {k.lower(): v for k, v in CURVES.items()}
+_CURVES_BY_OID = {c.oid: c for c in CURVES.values()}
 
 
+@functools.lru_cache(maxsize=32)
 def curve_of_sa(sa: str) -> Curve:
     match = _SA.match(sa)
     if not match:
         raise OcmfError(f"unsupported signature algorithm SA={sa!r}; expected ECDSA-<curve>-SHA256")
     name = match.group(1)
     name = _ALIASES.get(name, name)
-    lowered = {k.lower(): v for k, v in CURVES.items()}
-    curve = lowered.get(name.lower())
+    curve = _CURVES_LOWER.get(name.lower())
     if curve is None:
         raise OcmfError(f"unsupported curve {match.group(1)!r} in SA={sa!r}")
     return curve
@@ -185,7 +188,7 @@ def _decode_text(text: str | bytes) -> bytes:
 
 
 def _curve_by_oid(oid: str) -> Curve | None:
-    return next((c for c in CURVES.values() if c.oid == oid), None)
+    return _CURVES_BY_OID.get(oid)
 
 
 def _parse_spki(raw: bytes) -> MeterPublicKey | None:
@@ -236,8 +239,15 @@ def _parse_spki(raw: bytes) -> MeterPublicKey | None:
     return MeterPublicKey(curve.name, point, raw)
 
 
+# A station verifies every record of its meter with the same key (and `station verify` a file of records with one):
+# the parsed key and `cryptography`'s loaded key are kept, a few keys at most, keyed by the text as given.
+KEY_CACHE_SIZE = 16
+
+
+@functools.lru_cache(maxsize=KEY_CACHE_SIZE)
 def load_public_key(text: str | bytes, curve_hint: str | None = None) -> MeterPublicKey:
-    """A meter key in any of the encodings seen in the wild; `curve_hint` (a curve name or an SA) for raw points."""
+    """A meter key in any of the encodings seen in the wild; `curve_hint` (a curve name or an SA) for raw points.
+    Parsed keys are cached (bounded); a key that cannot be used raises every time."""
     raw = _decode_text(text)
     if not raw:
         raise OcmfError("public key is empty")
@@ -314,8 +324,9 @@ class OcmfRecord:
     def is_transaction(self) -> bool:
         return self.pagination.startswith("T")
 
-    @property
+    @functools.cached_property
     def readings(self) -> tuple[OcmfReading, ...]:
+        """Parsed once (by `parse`, which checks them) and kept: the record is immutable."""
         out: list[OcmfReading] = []
         previous: dict[str, Any] = {}
         for item in self.payload.get("RD", []):
@@ -359,6 +370,9 @@ class OcmfRecord:
         return None if factor is None else (end.value - begin.value) * factor
 
 
+_PAYLOAD_DECODER = json.JSONDecoder(parse_float=Decimal)  # one decoder, not one per json.loads(parse_float=...)
+
+
 def parse(text: str) -> OcmfRecord:
     if not isinstance(text, str):
         raise OcmfError("an OCMF record is text")
@@ -379,7 +393,9 @@ def parse(text: str) -> OcmfRecord:
     if "|" in rest:  # the optional fourth section (a public key), as the Transparenzsoftware accepts
         rest, embedded_key = rest.split("|", 1)
     try:
-        payload = json.loads(payload_text, parse_float=Decimal)
+        if payload_text.startswith("\ufeff"):  # as json.loads says it
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", payload_text, 0)
+        payload = _PAYLOAD_DECODER.decode(payload_text)
     except json.JSONDecodeError as exc:
         raise OcmfError(f"OCMF payload is not JSON: {exc}") from None
     try:
@@ -428,7 +444,8 @@ def _der_integers(sig: bytes) -> tuple[int, int]:
     return values[0], values[1]
 
 
-def _signature_integers(record: OcmfRecord, curve: Curve) -> tuple[int, int]:
+def _signature_bytes(record: OcmfRecord, curve: Curve) -> tuple[bytes, bool]:
+    """The SD's bytes, and whether they are to be read as DER (else raw r||s)."""
     sd = str(record.signature["SD"])
     encoding = str(record.signature.get("SE", "hex")).lower()
     try:
@@ -436,7 +453,11 @@ def _signature_integers(record: OcmfRecord, curve: Curve) -> tuple[int, int]:
     except (binascii.Error, ValueError):
         raise OcmfError(f"signature SD is not valid {encoding}") from None
     sm = str(record.signature.get("SM", "application/x-der")).lower()
-    if len(raw) == 2 * curve.size and (sm != "application/x-der" or raw[0] != 0x30):
+    return raw, not (len(raw) == 2 * curve.size and (sm != "application/x-der" or raw[0] != 0x30))
+
+
+def _integers_of(raw: bytes, der: bool, curve: Curve) -> tuple[int, int]:
+    if not der:
         return int.from_bytes(raw[: curve.size], "big"), int.from_bytes(raw[curve.size :], "big")
     try:
         return _der_integers(raw)
@@ -444,6 +465,26 @@ def _signature_integers(record: OcmfRecord, curve: Curve) -> tuple[int, int]:
         if len(raw) == 2 * curve.size:
             return int.from_bytes(raw[: curve.size], "big"), int.from_bytes(raw[curve.size :], "big")
         raise OcmfError("signature is neither DER nor raw r||s of the curve's size") from None
+
+
+def _signature_integers(record: OcmfRecord, curve: Curve) -> tuple[int, int]:
+    raw, der = _signature_bytes(record, curve)
+    return _integers_of(raw, der, curve)
+
+
+@functools.lru_cache(maxsize=KEY_CACHE_SIZE)
+def _crypto_key(curve: Curve, point: bytes) -> ec.EllipticCurvePublicKey | None:
+    """`cryptography`'s key of an uncompressed point on `curve` (None: not a valid point on it), cached like the
+    parsed keys. From the point, as the key's SPKI was already read (load_public_key): OpenSSL's DER decoder would
+    only parse it again (and its code pages are 0.3 MB of the daemon's memory)."""
+    assert curve.factory is not None
+    try:
+        return ec.EllipticCurvePublicKey.from_encoded_point(curve.factory(), point)
+    except ValueError:
+        return None
+
+
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
 
 
 @dataclass(frozen=True)
@@ -460,19 +501,31 @@ def verify(record: OcmfRecord | str, public_key: str | bytes | MeterPublicKey) -
     key = public_key if isinstance(public_key, MeterPublicKey) else load_public_key(public_key, curve.name)
     if key.curve != curve.name:
         return Verification(False, f"key is on {key.curve}, the record is signed with {curve.name} (SA)")
-    r, s = _signature_integers(record, curve)
+    raw, der = _signature_bytes(record, curve)
     data = record.payload_text.encode("utf-8")
     if curve.factory is None:
+        r, s = _integers_of(raw, der, curve)
         x, y = key.xy
         ok = _verify_k192(x, y, r, s, hashlib.sha256(data).digest())
         return Verification(ok, "signature valid" if ok else "signature does not match the payload and key")
-    try:
-        crypto_key = serialization.load_der_public_key(key.der)
-    except ValueError:
+    crypto_key = _crypto_key(curve, key.point)
+    if crypto_key is not None and der:
+        # A minimal DER signature (what meters send) goes to OpenSSL as it is, which accepts only strict DER; any
+        # other (non-minimal DER, trailing bytes, raw r||s that looks like DER) is re-encoded below.
+        try:
+            crypto_key.verify(raw, data, _ECDSA_SHA256)
+        except InvalidSignature:
+            pass
+        else:
+            return Verification(True, "signature valid")
+    r, s = _integers_of(raw, der, curve)
+    if crypto_key is None:
         return Verification(False, "public key is not a valid point on its curve")
-    assert isinstance(crypto_key, ec.EllipticCurvePublicKey)
+    minimal = encode_dss_signature(r, s)
+    if der and minimal == raw:  # the same bytes failed above
+        return Verification(False, "signature does not match the payload and key")
     try:
-        crypto_key.verify(encode_dss_signature(r, s), data, ec.ECDSA(hashes.SHA256()))
+        crypto_key.verify(minimal, data, _ECDSA_SHA256)
     except InvalidSignature:
         return Verification(False, "signature does not match the payload and key")
     return Verification(True, "signature valid")

@@ -183,6 +183,7 @@ class Store:
         try:
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA synchronous=FULL")
+            self._synced = True  # synchronous=FULL; NORMAL only for the commits `_transaction(durable=False)` makes
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute("PRAGMA busy_timeout=5000")
             # The page cache is the store's only memory that grows with it: it fills with the pages of new transactions
@@ -222,10 +223,19 @@ class Store:
             self._db.close()
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (BEGIN IMMEDIATE ... COMMIT), rolled back on any failure; durable when it ends."""
+    def _transaction(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT), rolled back on any failure; durable when it ends.
+
+        `durable=False` is for what a power loss may only undo into a resend (that the CSMS answered a message): the
+        commit is not synced to disk by itself (synchronous=NORMAL for it) but it is in the WAL, which the operating
+        system holds, so it survives the daemon's own death (SIGKILL, a crash); it becomes durable with the next
+        durable commit, which syncs the whole WAL, or the next checkpoint. The WAL is replayed as a prefix, so a power
+        loss can take only the newest such commits, never one made before a durable commit that followed it."""
         with self._lock:
             try:
+                if durable != self._synced:  # switched only when it changes: a backlog's answers come in a row
+                    self._db.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=NORMAL")
+                    self._synced = durable
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
                     yield self._db
@@ -237,9 +247,10 @@ class Store:
             except sqlite3.DatabaseError as exc:
                 raise StoreError(f"store {self.path}: write failed: {exc}") from None
 
-    def _write(self, statements: list[tuple[str, tuple[Any, ...]]]) -> list[int]:
-        """Run statements in one transaction; returns lastrowids. Durable when this returns."""
-        with self._transaction() as db:
+    def _write(self, statements: list[tuple[str, tuple[Any, ...]]], *, durable: bool = True) -> list[int]:
+        """Run statements in one transaction; returns lastrowids. Durable when this returns (see `_transaction` for
+        `durable=False`)."""
+        with self._transaction(durable=durable) as db:
             return [db.execute(sql, params).lastrowid or 0 for sql, params in statements]
 
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
@@ -430,7 +441,11 @@ class Store:
         self, message_id: int, *, csms_transaction: tuple[str, str] | None = None, transaction_done: str | None = None
     ) -> None:
         """The CSMS answered: drop the message and record what the answer taught (the CSMS's transaction id, or that
-        the transaction's last message is through) in one commit."""
+        the transaction's last message is through) in one commit.
+
+        Not synced by itself (`_transaction(durable=False)`): it survives the daemon's death, and a power loss before
+        the next durable commit can only make the message go again (under its message id, which at-least-once
+        delivery allows), never lose anything: the message was answered, and what it carried is in the store."""
         statements: list[tuple[str, tuple[Any, ...]]] = [("DELETE FROM outbox WHERE id=?", (message_id,))]
         if csms_transaction is not None:
             ref, csms_id = csms_transaction
@@ -442,7 +457,7 @@ class Store:
             # Its last message is through: its sequence counter and periodic samples are needed no more.
             statements.append(("DELETE FROM counters WHERE name=?", (f"seq_no.tx.{transaction_done}",)))
             statements.append(("DELETE FROM tx_samples WHERE tx_ref=?", (transaction_done,)))
-        self._write(statements)
+        self._write(statements, durable=False)
 
     def attempt_failed(self, message_id: int, error: str) -> int:
         self._write([("UPDATE outbox SET attempts=attempts+1, last_error=? WHERE id=?", (error[:500], message_id))])

@@ -185,3 +185,43 @@ def test_a_raw_point_that_begins_like_der_is_still_a_raw_point() -> None:
         pytest.fail("no key with X beginning with 0x30 in 5000 tries")
     assert ocmf.load_public_key(point[1:].hex()).der_hex == der_hex
     assert ocmf.verify(ocmf.sign_payload(PAYLOAD, key), point[1:].hex()).valid
+
+
+def test_keys_are_parsed_once_and_the_cache_is_bounded() -> None:
+    """A meter's records all verify with one key: it is parsed (and loaded into `cryptography`) once, not per record;
+    the cache holds a few keys, and a key that cannot be used is refused every time."""
+    key, pub = keypair()
+    assert ocmf.load_public_key(pub, "secp256r1") is ocmf.load_public_key(pub, "secp256r1")
+    for _ in range(ocmf.KEY_CACHE_SIZE + 5):
+        _, other = keypair()
+        ocmf.load_public_key(other, "secp256r1")
+    assert ocmf.load_public_key.cache_info().currsize <= ocmf.KEY_CACHE_SIZE
+    assert ocmf.verify(ocmf.sign_payload(PAYLOAD, key), pub).valid
+    for _ in range(2):
+        with pytest.raises(ocmf.OcmfError):
+            ocmf.load_public_key("not a key!")
+
+
+def test_a_signature_over_other_bytes_fails_also_after_re_encoding() -> None:
+    """The fast path hands a minimal DER signature to OpenSSL as it is; one that does not verify is not tried again
+    re-encoded into a success, and raw r||s still verifies."""
+    key, pub = keypair()
+    text = ocmf.sign_payload(PAYLOAD, key)
+    other = ocmf.sign_payload(PAYLOAD.replace("1.250", "1.251"), key)
+    forged = text.replace(ocmf.parse(text).signature["SD"], ocmf.parse(other).signature["SD"])
+    assert ocmf.verify(forged, pub).reason == "signature does not match the payload and key"
+    r, s = ocmf.decode_signature(bytes.fromhex(ocmf.parse(text).signature["SD"]))
+    raw = (r.to_bytes(32, "big") + s.to_bytes(32, "big")).hex()
+    raw_text = text.replace(ocmf.parse(text).signature["SD"], raw).replace('"SD"', '"SM":"raw","SD"')
+    assert ocmf.verify(raw_text, pub).valid
+
+
+def test_a_key_that_is_no_point_on_its_curve_does_not_verify() -> None:
+    """The key's point goes to `cryptography` as a point (its SPKI read once, by load_public_key): one off the curve
+    is refused as such, not taken."""
+    key, pub = keypair()
+    text = ocmf.sign_payload(PAYLOAD, key)
+    point = ocmf.load_public_key(pub).point
+    off_curve = point[:-1] + bytes([point[-1] ^ 0x01])
+    verdict = ocmf.verify(text, off_curve.hex())
+    assert not verdict.valid and verdict.reason == "public key is not a valid point on its curve"

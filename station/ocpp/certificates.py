@@ -122,14 +122,19 @@ def _key_bits(spki: bytes) -> bytes:
     return spki[start + 1 : end]
 
 
+def load_pem(text: str, what: str) -> list[x509.Certificate]:
+    """The certificates of a PEM text a peer sent; Refused (InvalidFormat) for anything else."""
+    try:
+        return x509.load_pem_x509_certificates(text.encode("ascii"))
+    except (ValueError, UnicodeEncodeError):
+        raise Refused("InvalidFormat", f"not a PEM X.509 {what}") from None
+
+
 def check_ca(pem: str, now: datetime) -> x509.Certificate:
     """One PEM CA certificate, valid now, self-signature intact when self-issued; Refused otherwise (M05.FR.07)."""
     if len(pem) > MAX_PEM:
         raise Refused("InvalidCertificate", f"certificate longer than {MAX_PEM} characters")
-    try:
-        certs = x509.load_pem_x509_certificates(pem.encode("ascii"))
-    except (ValueError, UnicodeEncodeError):
-        raise Refused("InvalidFormat", "not a PEM X.509 certificate") from None
+    certs = load_pem(pem, "certificate")
     if len(certs) != 1:
         raise Refused("InvalidFormat", f"{len(certs)} certificates where one is expected")
     cert = certs[0]

@@ -54,7 +54,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from station.config import KEY_ALGORITHMS
-from station.ocpp.certificates import Refused, atomic_write
+from station.ocpp.certificates import Refused, atomic_write, load_pem
 
 log = structlog.get_logger("station.client_certificate")
 
@@ -260,10 +260,7 @@ class ClientCertificates:
         now = now or datetime.now(UTC)
         if len(chain) > max_size:
             raise Refused("ChainTooLong", f"the chain has {len(chain)} characters, more than {max_size}")
-        try:
-            certs = x509.load_pem_x509_certificates(chain.encode("ascii"))
-        except (ValueError, UnicodeEncodeError):
-            raise Refused("InvalidFormat", "not a PEM X.509 certificate chain") from None
+        certs = load_pem(chain, "certificate chain")
         if len(certs) > MAX_CHAIN_CERTIFICATES:
             raise Refused("InvalidFormat", f"{len(certs)} certificates; at most {MAX_CHAIN_CERTIFICATES} are taken")
         try:

@@ -8,12 +8,14 @@ attempt dials; the 1.6 SecurityProfile raise goes through the same choice.
   until the CSMS stores a profile there. A stored profile is a settings row `network.slot.<n>` (JSON; "" = removed),
   so it survives restarts without a schema change.
 - SetNetworkProfile is validated in full before anything is stored (B09.FR.01/02): a slot outside the valuesList
-  (B09.FR.05), a security profile lower than SecurityProfile (B09.FR.04) or one this station lacks what it needs for
-  (A05.FR.02/03), SOAP, an OCPP version the configured one does not allow, a VPN or an APN (the station has neither:
-  refused with the reason). A store that cannot take it answers Failed (B09.FR.03).
+  (B09.FR.05), a security profile lower than SecurityProfile (B09.FR.04) or whose URL scheme does not fit it, SOAP,
+  an OCPP version the configured one does not allow, a VPN or an APN (the station has neither: refused with the
+  reason). A store that cannot take it answers Failed (B09.FR.03).
 - NetworkConfigurationPriority (OCPPCommCtrlr) orders the slots; a value naming a slot without a valid profile is
-  Rejected (B10.FR.02). A change takes effect at the next connection attempt (the next drop, or a Reset: B10.FR.04);
-  the connection in use is left alone (B09 error handling: "not destructive to the current data connection").
+  Rejected (B10.FR.02), and so is one naming a profile the station lacks what it needs for: a valid CSMS root
+  installed for 2 and 3, a valid client certificate for 3, the password for 1 and 2 (A05.FR.02/03). A change takes
+  effect at the next connection attempt (the next drop, or a Reset: B10.FR.04); the connection in use is left
+  alone (B09 error handling: "not destructive to the current data connection").
 - Each attempt dials the current entry; after NetworkProfileConnectionAttempts failed attempts the next entry
   (B10.FR.03); after every entry, the profile of the last successful connection (B10.FR.07, a snapshot kept in the
   store, so a slot overwritten since still has its working data), then the cycle again. Once a connection succeeded,
@@ -204,9 +206,12 @@ class NetworkProfiles:
             return rejected("InvalidValue", "securityProfile must be 0 to 3")
         if security < self.security.profile:  # B09.FR.04: never a downgrade
             return rejected("InvalidValue", f"securityProfile {security} is below SecurityProfile")
-        missing = self.security.missing_for(security, url)
-        if missing:
-            return rejected("InvalidValue", "for this security profile the station lacks " + "; ".join(missing))
+        scheme = self.security.wrong_scheme(security, url)
+        if scheme:
+            return rejected("InvalidURL", f"securityProfile {security} needs {scheme}")
+        # What the station lacks for the profile (a CSMS root, a client certificate, ...) does not refuse storing it:
+        # it refuses the NetworkConfigurationPriority that would use it (A05.FR.02/03, TC_A_20_CS, TC_A_21_CS), so
+        # the CSMS can install what is missing in between.
         return None
 
     # ------------------------------------------------------------------ which profile to dial

@@ -28,6 +28,7 @@ import ssl
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -185,18 +186,33 @@ class Security:
     def password(self) -> str:
         return self.settings.stored("AuthorizationKey") or self.config.basic_auth_password
 
-    def missing_for(self, profile: int, url: str | None = None) -> list[str]:
-        """What this station lacks to connect with `profile` to `url` (the config's by default; empty: it can)."""
-        missing: list[str] = []
+    def wrong_scheme(self, profile: int, url: str | None = None) -> str | None:
+        """What is wrong with `url` (the config's by default) for `profile`: profiles 2 and 3 are wss://, 0 and 1 ws://."""
         scheme = urlparse(url or self.config.url).scheme
         if (scheme == "wss") != (profile >= 2):
-            missing.append(f"a {'wss' if profile >= 2 else 'ws'}:// CSMS url (configured: {scheme}://)")
+            return f"a {'wss' if profile >= 2 else 'ws'}:// CSMS url (configured: {scheme}://)"
+        return None
+
+    def missing_for(self, profile: int, url: str | None = None) -> list[str]:
+        """What this station lacks to connect with `profile` to `url` (the config's by default; empty: it can): the
+        prerequisites of a raise (1.6 whitepaper A05.FR.02-04, 2.0.1 A05.FR.02/03): the password for 1 and 2, a valid
+        CSMS root certificate installed for 2 and 3, a valid client certificate for 3."""
+        missing: list[str] = []
+        scheme = self.wrong_scheme(profile, url)
+        if scheme:
+            missing.append(scheme)
         if profile == 1 and not self.config.allow_basic_auth_over_ws:
             missing.append("allow_basic_auth_over_ws = true")
         if profile in (1, 2) and not self.password:
             missing.append("a Basic-auth password")
-        if profile == 3 and self.client.active() is None:
-            missing.append("a client certificate and key")
+        now = datetime.now(UTC)
+        if profile >= 2 and not any(
+            c.not_valid_before_utc <= now <= c.not_valid_after_utc for c in self.certificates.roots(certs.CSMS_ROOT)
+        ):
+            missing.append("a valid CSMS root certificate installed")
+        credential = self.client.active() if profile == 3 else None
+        if profile == 3 and (credential is None or not credential.valid_at(now)):
+            missing.append("a valid client certificate and key")
         return missing
 
     def _can_raise_to(self, value: str) -> bool:

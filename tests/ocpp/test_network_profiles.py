@@ -164,8 +164,10 @@ async def test_new_profile_first_in_priority_is_used_after_reset(tmp_path: Path,
 
 async def test_refusals(tmp_path: Path, servers: list[LocalCsms]) -> None:
     """B09.FR.04 (a lower securityProfile than SecurityProfile: Rejected), B09.FR.05 / TC_B_43_CS (a slot outside the
-    valuesList), B09.FR.02 (invalid content: SOAP, a VPN or an APN the station has not, no usable URL), A05.FR.02/03
-    (a profile the station lacks what it needs for), B10.FR.02 (a priority naming an empty slot). Nothing is stored."""
+    valuesList), B09.FR.02 (invalid content: SOAP, a VPN or an APN the station has not, no usable URL, a scheme that
+    does not fit the profile), B10.FR.02 (a priority naming an empty slot): nothing is stored. A05.FR.02/03 (TC_A_20_CS,
+    TC_A_21_CS): a profile the station lacks a CSMS root or a client certificate for is stored, and the priority that
+    would use it is Rejected."""
     csms = await serve(servers, passwords={STATION: PASSWORD})
     cfg = config(tmp_path, csms.url, security_profile=1, basic_auth_password=PASSWORD, allow_basic_auth_over_ws=True)
     async with running_station(parse_config(cfg)) as station:
@@ -189,12 +191,19 @@ async def test_refusals(tmp_path: Path, servers: list[LocalCsms]) -> None:
         assert status == "Rejected" and "VPN" in reason
         status, reason = await answer(1, profile(csms.url, security=1, apn={"apn": "x", "apn_authentication": "AUTO"}))
         assert status == "Rejected" and "APN" in reason
-        status, reason = await answer(1, profile(csms.url.replace("ws://", "wss://"), security=3))
-        assert status == "Rejected" and "client certificate" in reason  # A05.FR.03
+        assert (await answer(1, profile(csms.url, security=3)))[0] == "Rejected"  # ws:// for profile 3
         assert (await answer(1, profile("http://127.0.0.1/ocpp", security=1)))[0] == "Rejected"
         assert await set_var(csms, "NetworkConfigurationPriority", "2,0") == "Rejected"  # B10.FR.02: slot 2 empty
         assert await set_var(csms, "NetworkConfigurationPriority", "0,7") == "Rejected"  # not in the valuesList
         assert station.store.setting("network.slot.1") is None
+        assert await read(csms, "NetworkConfigurationPriority") == "0"
+        # TC_A_20_CS / TC_A_21_CS (A05.FR.02/03): a profile the station lacks a CSMS root or a client certificate
+        # for is stored, and the priority that would use it is Rejected.
+        wss = csms.url.replace("ws://", "wss://")
+        assert (await answer(1, profile(wss, security=2)))[0] == "Accepted"
+        assert await set_var(csms, "NetworkConfigurationPriority", "1,0") == "Rejected"  # no CSMS root installed
+        assert (await answer(1, profile(wss, security=3)))[0] == "Accepted"
+        assert await set_var(csms, "NetworkConfigurationPriority", "1,0") == "Rejected"  # no client certificate
         assert await read(csms, "NetworkConfigurationPriority") == "0"
         # The same security profile is no downgrade.
         assert (await answer(2, profile(csms.url, security=1)))[0] == "Accepted"

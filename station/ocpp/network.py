@@ -140,14 +140,18 @@ class NetworkProfiles:
         return self.security.missing_for(profile.security_profile, profile.url)
 
     def _valid_priority(self, value: str) -> bool:
-        """B10.FR.01/02, A05.FR.02-04: every slot named holds a profile the station can use, none below
-        SecurityProfile."""
+        """B10.FR.01/02, A05.FR.02-04: every slot named holds a profile, none below SecurityProfile, and one above it
+        only when the station has what that profile needs."""
         for item in value.split(","):
             profile = self.slot(int(item)) if item.strip().isdigit() else None
             if profile is None:
                 log.warning("NetworkConfigurationPriority names an empty slot", slot=item)
                 return False
-            if profile.security_profile < self.security.profile or self.problems(profile):
+            if profile.security_profile < self.security.profile:
+                log.warning("NetworkConfigurationPriority names a profile below SecurityProfile", slot=item)
+                return False
+            # A05.FR.02/03 are about a raise: the profile in force is not checked again (its root may be the system's)
+            if profile.security_profile > self.security.profile and self.problems(profile):
                 log.warning("NetworkConfigurationPriority names a profile that cannot be used", slot=item)
                 return False
         return True

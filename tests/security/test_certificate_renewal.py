@@ -340,3 +340,56 @@ async def test_a_key_that_cannot_be_stored_ends_the_renewal_not_the_session(
         assert csms.messages("SignCertificate") == []
         assert csms.connections == connections and station.connection.state.connected
         assert station.connection.security.renewal.wait(0.0) is None
+
+
+async def test_renewed_on_profile_2_then_raised_to_profile_3_with_it(
+    tmp_path: Path, pki: dict[str, Any], csms_of: Any
+) -> None:
+    """TC_A_19_CS with its memory state RenewChargingStationCertificate: a station on security profile 2 (TLS and
+    Basic auth, no client certificate) gets a certificate over OCPP, then the CSMS sets a network profile with
+    security profile 3 (A05.FR.03: now the station has what it needs, so the priority is Accepted), and the next
+    connection (the test drops this one; TC_A_19_CS resets) goes to the profile-3 CSMS presenting the renewed
+    certificate (A05.FR.06: SecurityProfile reads 3)."""
+    password = "0123456789abcdef0123"
+    profile_2 = await LocalCsms(
+        CsmsBehaviour(),
+        tls=server_context(pki["server"]),
+        subprotocols=("ocpp2.0.1",),
+        passwords={STATION: password},
+    ).start()
+    profile_3 = await csms_of("2.0.1")
+    cfg = config(
+        tmp_path, profile_2.url, "2.0.1", pki["factory"], ca_file=pki["root"].path, basic_auth_password=password
+    )
+    cfg["csms"].update(security_profile=2)
+    del cfg["csms"]["client_cert"], cfg["csms"]["client_key"]
+    try:
+        async with running_station(parse_config(cfg)) as station:
+            await profile_2.wait_connected(STATION)
+            await set_organization(profile_2, "2.0.1")
+            profile_2.signer = signed_by(pki["root"])
+            new = await renewed(profile_2, "2.0.1", answers=1)
+            assert profile_2.certificate_signed_answers[0]["status"] == "Accepted"
+            assert profile_2.connections == 1  # profile 2 presents no client certificate: nothing to switch
+
+            data = {
+                "ocpp_version": "OCPP20",
+                "ocpp_transport": "JSON",
+                "ocpp_csms_url": profile_3.url,
+                "message_timeout": 30,
+                "security_profile": 3,
+                "ocpp_interface": "Wired0",
+            }
+            assert (await profile_2.set_network_profile(STATION, 1, data))["status"] == "Accepted"
+            item = {"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "NetworkConfigurationPriority"}}
+            result = await profile_2.set_variables(STATION, [{**item, "attribute_value": "1,0"}])
+            assert result[0]["attribute_status"] in ("Accepted", "RebootRequired")
+            await profile_2.drop_connections()  # the next connection attempt uses the new order (B10.FR.04)
+            await profile_3.wait_connected(STATION, timeout=30)
+            assert presented_serials(profile_3) == [new.serial_number]
+            security = {"component": {"name": "SecurityCtrlr"}, "variable": {"name": "SecurityProfile"}}
+            await profile_3.wait_until(lambda: station.connection.security.profile == 3, timeout=10)
+            [got] = await profile_3.get_variables(STATION, [security])
+            assert got["attribute_value"] == "3"
+    finally:
+        await profile_2.stop()

@@ -271,7 +271,6 @@ async def running_station(config: Config) -> AsyncIterator[Station]:
             charging_shapes=shapes,
             nominal_voltage=config.station.nominal_voltage,
         )
-        await runtime.start()
         settings.listeners.append(lambda _name, _value: runtime.sampling_changed())
         # ---- firmware update (issue 20)
         firmware = FirmwareUpdater(
@@ -282,13 +281,25 @@ async def running_station(config: Config) -> AsyncIterator[Station]:
             hold=EvseHold(runtime).hold,
         )
         connection = CsmsConnection(config, runtime, store, settings, firmware=firmware)
-        firmware.on_start(lambda: connection.state.booted is not None and connection.state.registration == "Accepted")
         # ---- end firmware update
         store.security_event(security.STARTUP, f"station started, security profile {connection.security.profile}")
         if connection.security.profile == 0:
             log.warning("security profile 0: the CSMS connection is neither authenticated nor encrypted")
         station = Station(config, store, meters, runtime, connection, settings, buses, simulated, firmware=firmware)
+        # The connection dials (imports its OCPP version, handshakes) while the runtime reads the meters: it boots
+        # once they said who they are and answers the CSMS once the runtime is ready (CsmsConnection._drive).
         station.tasks.append(asyncio.create_task(connection.run(), name="csms connection"))
+        try:
+            await runtime.start()
+        except BaseException:
+            for task in station.tasks:
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.gather(*station.tasks, return_exceptions=True)
+            await connection.close()
+            raise
+        # ---- firmware update: what this run has to do about an earlier install (after the runtime restored its state)
+        firmware.on_start(lambda: connection.state.booted is not None and connection.state.registration == "Accepted")
         diagnostics = None
         if config.diagnostics.socket:
             from station.diag.server import DiagnosticsServer  # the technician socket: only when configured

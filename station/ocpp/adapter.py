@@ -218,6 +218,7 @@ class RpcRules:
     version: str
     registration: str | None = None  # status of the last BootNotification answer (None: not answered yet)
     route_map: dict[str, dict[str, Any]]
+    runtime_ready: asyncio.Event | None = None  # set once the runtime has started: CSMS requests wait for it
 
     if TYPE_CHECKING:  # the `ocpp` library's ChargePoint provides these; declared for the type checker only
 
@@ -277,6 +278,10 @@ class RpcRules:
             log.info("CSMS request refused", action=action[:40], code=refused.code, reason=refused.description)
             await self._send_error(unique_id, refused.code, refused.description)
             return
+        if self.runtime_ready is not None and not self.runtime_ready.is_set():
+            # The connection dials while the runtime starts: a request answered before it is ready could see a meter
+            # without its key or a transaction not restored yet. It waits (the frames after it too, in order).
+            await self.runtime_ready.wait()
         try:
             await self._handle_call(Call(unique_id, action, payload))
         except OCPPError as exc:

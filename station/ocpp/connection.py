@@ -397,6 +397,9 @@ class CsmsConnection:
     async def _drive(self, adapter: CsmsAdapter) -> None:
         # BootNotification once per process run, not on every reconnect (again only if the version changed).
         # ---- network profiles: and again when a profile took it to another CSMS
+        # The connection dials while the runtime starts: the boot waits until the meters said who they are (1.6
+        # BootNotification carries the meter's serial), the rest until the runtime is ready (statuses true).
+        await self.runtime.identified.wait()
         if self.state.booted == adapter.version and self._booted_url == self.url:
             adapter.registration = "Accepted"
         else:
@@ -404,6 +407,7 @@ class CsmsConnection:
             self.state.booted = adapter.version
             self._booted_url = self.url
             log.info("boot accepted", heartbeat_interval=self.settings.int_value("HeartbeatInterval"))
+        await self.runtime.ready.wait()
         self.runtime.csms_accepted()
         while not self._statuses.empty():
             self._statuses.get_nowait()

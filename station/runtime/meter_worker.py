@@ -63,7 +63,25 @@ class MeterWorker:
 
         self.meter.set_link_listener(changed)
         await self.meter.open()
-        await self.refresh_info()
+        try:
+            self.state.identity = await self.meter.identity()
+        except MeterError as exc:
+            self.state.last_error = str(exc)
+            self._log.warning("meter not readable", error=str(exc))
+
+    async def learn_key(self) -> None:
+        """After open(): the public key and a first reading. A meter that did not say who it is is left to the
+        monitor, which learns all of it once the meter answers (as refresh_info did at start)."""
+        if self.state.identity is None:
+            return
+        try:
+            self.state.public_key_hex = await self.meter.public_key()
+            self.state.live = await self.meter.live_values()
+            self.state.link_up = True
+            self.state.last_error = ""
+        except MeterError as exc:
+            self.state.last_error = str(exc)
+            self._log.warning("meter not readable", error=str(exc))
 
     async def close(self) -> None:
         await self.meter.close()

@@ -154,6 +154,8 @@ class StationRuntime:
         self.reset_requested = asyncio.Event()  # app.run_daemon restarts the process once the station is idle
         self._reset_when_idle = False  # a Reset waits for the running transactions to end
         self._changed = asyncio.Event()  # set after every event the core took (until())
+        self.identified = asyncio.Event()  # start(): every meter said who it is (or could not)
+        self.ready = asyncio.Event()  # start() is done: transactions restored, statuses true
 
     def _limit_changed(self, evse_id: int, amps: float | None) -> None:
         """Smart charging's new limit for an EVSE. During a transaction a change beyond LimitChangeSignificance that
@@ -442,8 +444,14 @@ class StationRuntime:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Open the meters, learn who they are, and pick up whatever a previous run left open."""
-        await asyncio.gather(*(worker.open(self._on_link_change) for worker in self.meters.values()))
+        """Open the meters, learn who they are, and pick up whatever a previous run left open. `identified` is set
+        once each meter has said who it is (what a BootNotification carries: the CSMS connection dials and boots
+        meanwhile), `ready` at the end (statuses, CSMS requests and starts wait for it)."""
+        try:
+            await asyncio.gather(*(worker.open(self._on_link_change) for worker in self.meters.values()))
+        finally:
+            self.identified.set()  # also when a meter did not answer: the boot then goes without its serial
+        await asyncio.gather(*(worker.learn_key() for worker in self.meters.values()))
         for controller in self.controllers.values():
             await controller.open(self._on_controller_event)
             self.supervisor.keep_running(controller.run, f"controller commands EVSE {controller.evse_id}")
@@ -470,6 +478,7 @@ class StationRuntime:
             self.supervisor.keep_running(self._monitor(evse_id), f"meter monitor EVSE {evse_id}")
         self.sampler.start(self.supervisor)
         self.cards.start()
+        self.ready.set()
 
     def _monitor(self, evse_id: int) -> Callable[[], Coroutine[Any, Any, None]]:
         worker = self.meters[evse_id]

@@ -130,10 +130,14 @@ async def test_boot_reason_survives_the_restart_201(tmp_path: Path, monkeypatch:
     csms = await LocalCsms(subprotocols=("ocpp2.0.1",)).start()
     config = parse_config(config_for(tmp_path, csms.url, "2.0.1"))
 
+    seen = 0  # BootNotifications taken by next_boot: the daemon may boot before running_station has yielded
+
     async def next_boot() -> str:
-        before = len(csms.messages("BootNotification"))
-        await csms.wait_until(lambda: len(csms.messages("BootNotification")) > before)
-        await csms.wait_for("StatusNotification", after=len(csms.received) - 1)
+        nonlocal seen
+        await csms.wait_until(lambda: len(csms.messages("BootNotification")) > seen)
+        seen = len(csms.messages("BootNotification"))
+        boot_at = max(i for i, r in enumerate(csms.received) if r.action == "BootNotification")
+        await csms.wait_for("StatusNotification", after=boot_at)
         return str(csms.messages("BootNotification")[-1].payload["reason"])
 
     try:

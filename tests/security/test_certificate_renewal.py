@@ -42,7 +42,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "root": root,
         "rogue": CertificateAuthority(directory, "rogue-root"),
         "server": root.issue("csms", "localhost", hosts=HOSTS),
-        "factory": root.issue("factory", STATION, client=True, organization="Factory GmbH"),
+        "factory": root.issue("factory", STATION, client=True, organization="Factory GmbH", valid_days=365),
         "expiring": root.issue("expiring", STATION, client=True, organization="Factory GmbH", valid_days=10),
     }
 
@@ -330,6 +330,7 @@ async def test_a_key_that_cannot_be_stored_ends_the_renewal_not_the_session(
         await csms.wait_connected(STATION)
         await set_organization(csms, "2.0.1")
         directory = station.connection.security.client.directory
+        await csms.wait_until(lambda: (directory / "state.json").exists())  # the station noted what connected
         shutil.rmtree(directory)
         directory.write_text("not a directory")
         connections = csms.connections

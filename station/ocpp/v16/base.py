@@ -116,6 +116,7 @@ class V16Base(RpcRules, ChargePoint):  # type: ignore[misc]
         self.security = security  # ---- certificates
         self.log_uploads = log_uploads
         self.runtime = runtime
+        self.runtime_ready = runtime.ready
         self.store = store
         self.settings = settings
         self.vendor = vendor

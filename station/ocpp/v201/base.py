@@ -168,6 +168,7 @@ class V201Base(RpcRules, ChargePoint):  # type: ignore[misc]
         self.security = security  # ---- certificates
         self.log_uploads = log_uploads
         self.runtime = runtime
+        self.runtime_ready = runtime.ready
         self.store = store
         self.settings = settings
         self.vendor = vendor

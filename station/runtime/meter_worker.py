@@ -63,15 +63,11 @@ class MeterWorker:
 
         self.meter.set_link_listener(changed)
         await self.meter.open()
-        try:
-            self.state.identity = await self.meter.identity()
-        except MeterError as exc:
-            self.state.last_error = str(exc)
-            self._log.warning("meter not readable", error=str(exc))
+        await self._identify()
 
     async def learn_key(self) -> None:
         """After open(): the public key and a first reading. A meter that did not say who it is is left to the
-        monitor, which learns all of it once the meter answers (as refresh_info did at start)."""
+        monitor, which learns all of it once the meter answers."""
         if self.state.identity is None:
             return
         try:
@@ -80,23 +76,27 @@ class MeterWorker:
             self.state.link_up = True
             self.state.last_error = ""
         except MeterError as exc:
-            self.state.last_error = str(exc)
-            self._log.warning("meter not readable", error=str(exc))
+            self._unreadable(exc)
 
     async def close(self) -> None:
         await self.meter.close()
 
     async def refresh_info(self) -> None:
         """Identity, key and a first reading; a meter swapped while the daemon was down shows its new identity."""
+        if await self._identify():
+            await self.learn_key()
+
+    async def _identify(self) -> bool:
         try:
             self.state.identity = await self.meter.identity()
-            self.state.public_key_hex = await self.meter.public_key()
-            self.state.live = await self.meter.live_values()
-            self.state.link_up = True
-            self.state.last_error = ""
         except MeterError as exc:
-            self.state.last_error = str(exc)
-            self._log.warning("meter not readable", error=str(exc))
+            self._unreadable(exc)
+            return False
+        return True
+
+    def _unreadable(self, exc: MeterError) -> None:
+        self.state.last_error = str(exc)
+        self._log.warning("meter not readable", error=str(exc))
 
     def stamp(self) -> MeterStamp | None:
         """Which meter this is, for the transaction it starts (None until the meter has told who it is)."""

@@ -4,6 +4,7 @@ restart (the store knows how the previous run ended)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 from pathlib import Path
@@ -189,3 +190,29 @@ async def test_boot_reason_after_the_watchdog_killed_the_daemon(tmp_path: Path, 
         assert await again.terminate() == 0
     finally:
         await csms.stop()
+
+
+async def test_a_request_right_after_the_boot_waits_for_the_meter_key(tmp_path: Path) -> None:
+    """The connection boots while the runtime still reads the meter (its key, a first reading): a CSMS request sent
+    the moment the BootNotification arrives is answered once the runtime is ready, so GetConfiguration of the meter's
+    key (1.6 §9.1 MeterPublicKey, OCA signed meter values) never answers an empty key, and the StatusNotifications
+    come after the boot (1.6 §4.2)."""
+    csms = await LocalCsms(subprotocols=("ocpp1.6",)).start()
+    config = config_for(tmp_path, csms.url, "1.6")
+    config["meter"]["baudrate"] = 9600  # the key read takes a wire time of its own after the identity
+    asked: list[Any] = []
+
+    def on_boot(received: Any) -> None:
+        if received.action == "BootNotification" and not asked:
+            asked.append(asyncio.ensure_future(csms.get_configuration(STATION, ["MeterPublicKey1"])))
+
+    csms.listeners.append(on_boot)
+    try:
+        async with running_station(parse_config(config)):
+            await csms.wait_until(lambda: bool(asked), timeout=30)
+            keys = await asked[0]
+            assert keys["MeterPublicKey1"], keys
+            assert frame_index(csms, "BootNotification") < frame_index(csms, "StatusNotification")
+    finally:
+        await csms.stop()
+    assert csms.violations == []

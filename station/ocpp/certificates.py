@@ -309,9 +309,10 @@ class CertificateStore:
 
 
 def https_context(store: CertificateStore, *, system: bool) -> ssl.SSLContext:
-    """A TLS context (1.2 or newer) for the station's HTTPS downloads and uploads that trusts the store's CSMS roots
-    (the CSMS's trust chain, as installed over OCPP: 2.0.1 N01.FR.15, L01) and, with `system`, the operating system's
-    CAs as well (N01.FR.16)."""
+    """A client TLS context (1.2 or newer, the server's name checked) that trusts the store's CSMS roots (the CSMS's
+    trust chain, as installed over OCPP) and, with `system`, the operating system's CAs as well: the CSMS connection
+    (station/ocpp/security.py adds its cipher suites and client certificate), HTTPS log uploads (2.0.1 N01.FR.15/16)
+    and firmware downloads (L01)."""
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH) if system else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     roots = store.pem(CSMS_ROOT)
     if roots:

@@ -252,19 +252,10 @@ class Security:
         The trust anchors are the store's CSMS roots (seeded from `ca_file`); with no `ca_file` the system's CAs are
         trusted as well, as before the store existed. An installed sub-CA is a trust anchor of its own (partial
         chain), as the CSMS installed it to be."""
-        roots = self.certificates.pem(certs.CSMS_ROOT)
-        if roots:
-            context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=roots)
-            if not self.config.ca_file:
-                context.load_default_certs(ssl.Purpose.SERVER_AUTH)
-        elif not self.config.ca_file:
-            context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)  # the system's CAs
-        else:  # every CSMS root deleted (M04 remark): nothing is trusted, the system's CAs are not a fallback
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        # With `ca_file` set and every CSMS root deleted (M04 remark) nothing is trusted: the system's CAs are never
+        # a fallback. https_context checks the CSMS's name too (A00.FR.309) and asks for TLS 1.2 or newer.
+        context = certs.https_context(self.certificates, system=not self.config.ca_file)
         context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.check_hostname = True  # the CSMS's name must be in its certificate (A00.FR.309)
-        context.verify_mode = ssl.CERT_REQUIRED
         context.set_ciphers(":".join(ALLOWED_CIPHERS))
         self.credential = self.client.active() if profile == 3 else None
         if self.credential is not None:

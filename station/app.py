@@ -292,11 +292,7 @@ async def running_station(config: Config) -> AsyncIterator[Station]:
         try:
             await runtime.start()
         except BaseException:
-            for task in station.tasks:
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.gather(*station.tasks, return_exceptions=True)
-            await connection.close()
+            await _cancel(station.tasks)  # the run did not start: its end is not recorded as a clean one either
             raise
         # ---- firmware update: what this run has to do about an earlier install (after the runtime restored its state)
         firmware.on_start(lambda: connection.state.booted is not None and connection.state.registration == "Accepted")
@@ -323,15 +319,19 @@ async def running_station(config: Config) -> AsyncIterator[Station]:
             await firmware.close()
             await runtime.close()
             await connection.close()
-            for task in station.tasks:
-                task.cancel()
-            for task in station.tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await _cancel(station.tasks)
     finally:
         for line in simulated.values():
             await line.close()
         store.close()
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
 
 
 class EvseHold:

@@ -93,8 +93,8 @@ class Credential:
 @dataclass
 class _State:
     working: str | None = None  # the credential of the last connection that worked
-    failed: list[str] = field(default_factory=list)  # credentials the CSMS refused since then
-    trial_failures: dict[str, int] = field(default_factory=dict)
+    failed: list[str] = field(default_factory=list)  # credentials marked: refused `attempts` times in a row
+    refusals: dict[str, int] = field(default_factory=dict)  # refusals in a row since the last working connection
 
 
 def new_key(algorithm: str) -> PrivateKey:
@@ -196,7 +196,7 @@ class ClientCertificates:
         if valid and not usable:  # every one refused since the last connection that worked: start over
             log.warning("every client certificate was refused; trying them all again")
             state.failed.clear()
-            state.trial_failures.clear()
+            state.refusals.clear()
             self._save(state)
             usable = valid
         chosen = usable or everything  # none valid now: the newest anyway, so the refusal is the CSMS's to say
@@ -326,13 +326,13 @@ class ClientCertificates:
         if credential is None:
             return
         state = self._state()
-        if state.working == credential.name and credential.name not in state.failed and not state.trial_failures:
+        if state.working == credential.name and credential.name not in state.failed and not state.refusals:
             return
         if state.working != credential.name:
             log.info("client certificate works", credential=credential.name[:16])
         state.working = credential.name
         state.failed = [name for name in state.failed if name != credential.name]
-        state.trial_failures = {}
+        state.refusals = {}
         self._save(state)
         self._prune(credential)
 
@@ -343,8 +343,8 @@ class ClientCertificates:
         if credential is None:
             return
         state = self._state()
-        count = state.trial_failures.get(credential.name, 0) + 1
-        state.trial_failures[credential.name] = count
+        count = state.refusals.get(credential.name, 0) + 1
+        state.refusals[credential.name] = count
         if count >= attempts and credential.name not in state.failed:
             state.failed.append(credential.name)
             log.error(
@@ -387,13 +387,13 @@ class ClientCertificates:
             return _State(
                 working=raw.get("working"),
                 failed=[str(f) for f in raw.get("failed", [])][:16],
-                trial_failures={str(k): int(v) for k, v in dict(raw.get("trial_failures", {})).items()},
+                refusals={str(k): int(v) for k, v in dict(raw.get("refusals", {})).items()},
             )
         except (OSError, ValueError, TypeError, AttributeError):
             return _State()
 
     def _save(self, state: _State) -> None:
-        data = {"working": state.working, "failed": state.failed, "trial_failures": state.trial_failures}
+        data = {"working": state.working, "failed": state.failed, "refusals": state.refusals}
         try:
             atomic_write(self.directory / STATE, json.dumps(data).encode(), 0o600)
         except OSError as exc:

@@ -1,18 +1,30 @@
 """A virtual null-modem cable: two pseudo-terminals joined back to back, in-process, no socat needed.
 
-Each end is a real tty device path (`/dev/pts/N`) that pyserial opens like any serial port, so the daemon and the
-meter simulator talk real RTU framing through the kernel's tty layer. Optionally the relay releases each byte only
-after its transmission time at the configured baud rate (wire-time emulation, docs/modbus-testing.md §3), and it can
-drop or corrupt frames for fault tests. It counts the bytes in each direction for the benchmarks.
+Each end is a real tty device path (`/dev/pts/N`) that pyserial opens like any serial port, so the daemon (end A)
+and the meter simulator (end B) talk real RTU framing through the kernel's tty layer. Optionally the relay releases
+each byte only after its transmission time at the configured baud rate (wire-time emulation,
+docs/modbus-testing.md §3), and it can drop or corrupt frames for fault tests. It counts the bytes in each direction
+for the benchmarks.
+
+The relay is two threads, one per direction, that sleep to each byte's due time with the kernel's timer: an asyncio
+timer on Linux waits in whole milliseconds (epoll), which released the bytes up to a millisecond late and put that
+lateness, twice per exchange, into every latency the benchmarks compare with the wire.
+
+With wire-time emulation the cable also keeps RTU's turnaround on end B's side: a frame towards A starts no sooner
+than the inter-frame silence (t3.5) after the last byte towards B, because an RTU slave learns that a request has
+ended only from that silence (Modbus over Serial Line v1.02 §2.5.1.1) and cannot answer sooner. The silence before
+end A's own frames is end A's job (the daemon's bus keeps it) and is not imposed here, so that a master that
+forgets it is seen.
 
 A pty cannot carry parity or a baud-rate mismatch: those are covered by unit tests, not by this cable.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
+import select
 import termios
+import threading
 import time
 import tty
 from dataclasses import dataclass
@@ -33,17 +45,26 @@ class VirtualNullModem:
     """End A and end B; bytes written to one come out of the other."""
 
     def __init__(self, *, baudrate: int | None = None, parity: str = "N", stopbits: int = 1) -> None:
+        from station.bus import LineSettings
+
         self.tbyte = byte_time(baudrate, parity, stopbits) if baudrate else 0.0
+        self.turnaround = (
+            LineSettings("virtual", baudrate=baudrate, parity=parity, stopbits=stopbits).inter_frame_silence  # type: ignore[arg-type]
+            if baudrate
+            else 0.0
+        )
         self.faults = LineFaults()
         self.bytes_a_to_b = 0
         self.bytes_b_to_a = 0
         self._fds: list[int] = []
-        self._tasks: list[asyncio.Task[None]] = []
+        self._threads: list[threading.Thread] = []
+        self._wake_r = self._wake_w = -1
+        self._stopping = threading.Event()
+        self._to_b_ends = 0.0  # when the last byte towards B is out (the turnaround counts from it)
         self.path_a = ""
         self.path_b = ""
 
     async def start(self) -> VirtualNullModem:
-        loop = asyncio.get_running_loop()
         master_a, slave_a = os.openpty()
         master_b, slave_b = os.openpty()
         for fd in (slave_a, slave_b):
@@ -52,31 +73,32 @@ class VirtualNullModem:
             os.set_blocking(fd, False)
         # We keep the slave ends open ourselves (like socat does) so that a port being closed and reopened by its
         # user does not hang up the master side.
-        self._fds = [master_a, slave_a, master_b, slave_b]
+        self._wake_r, self._wake_w = os.pipe()
+        self._fds = [master_a, slave_a, master_b, slave_b, self._wake_r, self._wake_w]
         self.path_a, self.path_b = os.ttyname(slave_a), os.ttyname(slave_b)
-        self._master_a, self._master_b = master_a, master_b
-        q_ab: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
-        q_ba: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
-        loop.add_reader(master_a, self._on_read, master_a, q_ab)
-        loop.add_reader(master_b, self._on_read, master_b, q_ba)
-        self._tasks = [
-            asyncio.create_task(self._pump(q_ab, master_b, to_a=False)),
-            asyncio.create_task(self._pump(q_ba, master_a, to_a=True)),
+        self._threads = [
+            threading.Thread(target=self._relay, args=(master_a, master_b, False), name="nullmodem a->b", daemon=True),
+            threading.Thread(target=self._relay, args=(master_b, master_a, True), name="nullmodem b->a", daemon=True),
         ]
+        for thread in self._threads:
+            thread.start()
         return self
 
-    def _on_read(self, fd: int, queue: asyncio.Queue[tuple[float, bytes]]) -> None:
-        try:
-            data = os.read(fd, 4096)
-        except (BlockingIOError, OSError):
-            return
-        if data:
-            queue.put_nowait((time.monotonic(), data))
-
-    async def _pump(self, queue: asyncio.Queue[tuple[float, bytes]], fd_out: int, *, to_a: bool) -> None:
+    def _relay(self, fd_in: int, fd_out: int, to_a: bool) -> None:
+        """One direction: read what one end wrote and release it at the other, byte by byte at its due time. Data
+        that arrives while the line is busy starts when the line is free, as in a UART's transmit queue."""
         line_free = 0.0
-        while True:
-            t_rx, data = await queue.get()
+        while not self._stopping.is_set():
+            readable, _, _ = select.select([fd_in, self._wake_r], [], [])
+            if self._wake_r in readable:
+                return
+            try:
+                data = os.read(fd_in, 4096)
+            except (BlockingIOError, OSError):
+                continue
+            t_rx = time.monotonic()
+            if not data:
+                continue
             if to_a:
                 self.bytes_b_to_a += len(data)
                 if self.faults.drop_to_a:
@@ -86,29 +108,33 @@ class VirtualNullModem:
                     k = max(0, len(data) - 3)
                     data = data[:k] + bytes([data[k] ^ 0x01]) + data[k + 1 :]
                 if self.faults.delay_to_a:
-                    await asyncio.sleep(self.faults.delay_to_a)
+                    time.sleep(self.faults.delay_to_a)
+                    t_rx = time.monotonic()
             else:
                 self.bytes_a_to_b += len(data)
             if not self.tbyte:
                 self._write(fd_out, data)
                 continue
+            start = max(t_rx, line_free)
+            if to_a:
+                start = max(start, self._to_b_ends + self.turnaround)
             # Release each byte once its last bit would have left a real UART.
-            t, i = max(t_rx, line_free), 0
+            i = 0
             while i < len(data):
                 now = time.monotonic()
-                done = int((now - t) / self.tbyte)
-                if done > i:
-                    j = min(done, len(data))
-                    self._write(fd_out, data[i:j])
-                    i = j
+                due = min(len(data), int((now - start) / self.tbyte))
+                if due > i:
+                    self._write(fd_out, data[i:due])
+                    i = due
                     continue
-                await asyncio.sleep(max(0.0, t + (i + 1) * self.tbyte - now))
-            line_free = t + len(data) * self.tbyte
+                time.sleep(start + (i + 1) * self.tbyte - now)
+            line_free = start + len(data) * self.tbyte
+            if not to_a:
+                self._to_b_ends = line_free
 
-    @staticmethod
-    def _write(fd: int, data: bytes) -> None:
+    def _write(self, fd: int, data: bytes) -> None:
         view = memoryview(data)
-        while view:
+        while view and not self._stopping.is_set():
             try:
                 n = os.write(fd, view)
             except BlockingIOError:
@@ -117,17 +143,12 @@ class VirtualNullModem:
             view = view[n:]
 
     async def stop(self) -> None:
-        loop = asyncio.get_running_loop()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-        if self._fds:
-            loop.remove_reader(self._master_a)
-            loop.remove_reader(self._master_b)
-            for fd in self._fds:
-                os.close(fd)
-            self._fds = []
+        if not self._fds:
+            return
+        self._stopping.set()
+        os.write(self._wake_w, b"x")
+        for thread in self._threads:
+            thread.join(timeout=5)
+        for fd in self._fds:
+            os.close(fd)
+        self._fds = []

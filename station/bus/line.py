@@ -22,6 +22,7 @@ import os
 import termios
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -58,6 +59,7 @@ EXCEPTION_NAMES = {
 BUSY_CODES = {5, 6}
 EXCEPTION_FRAME_BYTES = 5  # device id, function | 0x80, exception code, CRC
 LARGEST_FRAME_BYTES = 256  # an RTU ADU is at most 256 bytes
+FINE_TIMER_UNDER = 0.02  # silences shorter than this are timed to the tenth of a millisecond (ModbusBus._wake_after)
 FAST_SILENCE = 0.00175  # Modbus over serial line V1.02 §2.5.1.1: a fixed t3.5 of 1.75 ms above 19200 baud
 SCHEDULING_SLACK = 0.05  # event loop and pty latency on top of the wire and the device
 
@@ -140,7 +142,8 @@ class ModbusBus:
         self._holders: set[object] = set()
         self._devices: dict[int, ModbusDevice] = {}
         self._waiters: dict[Turn, asyncio.Future[None]] = {}
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | asyncio.Future[None] | None = None
+        self._fine_timer: ThreadPoolExecutor | None = None  # for silences shorter than FINE_TIMER_UNDER (_dispatch)
         self._speaking: ModbusDevice | None = None  # whose frame is on the line, for the byte counters
         self.last_error = ""
         self.bytes_sent = 0
@@ -219,6 +222,9 @@ class ModbusBus:
                 self._client = None
         finally:
             self._finish(turn, 0.0)
+        if self._client is None and self._fine_timer is not None:
+            self._fine_timer.shutdown(wait=False)  # a silence still being waited ends on its own
+            self._fine_timer = None
 
     async def _connect(self) -> bool:
         assert self._client is not None
@@ -310,7 +316,7 @@ class ModbusBus:
         while s.on_line is None and s.waiting:
             delay = s.wait()
             if delay > 0:
-                self._timer = asyncio.get_running_loop().call_later(delay, self._dispatch)
+                self._wake_after(delay)
                 return
             turn = s.grant()
             assert turn is not None
@@ -320,6 +326,21 @@ class ModbusBus:
                 continue
             future.set_result(None)
             return
+
+    def _wake_after(self, delay: float) -> None:
+        """`_dispatch` again after `delay`. The event loop's timers wait in whole milliseconds (epoll), so a 1.8 ms
+        silence (t3.5 at 19200 baud) would last 2 to 3 ms: up to half as long again, on every frame. A silence that
+        short is waited in a thread of the bus's own (the kernel's timer, a tenth of a millisecond), whose end wakes
+        the loop at once; a longer wait (a busy device, the quiet after a timeout) uses the loop's timer."""
+        loop = asyncio.get_running_loop()
+        if delay >= FINE_TIMER_UNDER:
+            self._timer = loop.call_later(delay, self._dispatch)
+            return
+        if self._fine_timer is None:
+            self._fine_timer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="bus-silence")
+        timer = loop.run_in_executor(self._fine_timer, time.sleep, delay)
+        self._timer = timer
+        timer.add_done_callback(lambda done: self._dispatch() if done is self._timer else None)
 
     # ------------------------------------------------------------------ requests
 

@@ -8,6 +8,9 @@ reproduces that with the bare client, the second shows the device refusing it.
 from __future__ import annotations
 
 import logging
+import os
+import threading
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,6 +27,7 @@ from station.meter.nullmodem import VirtualNullModem
 from station.meter.sim.server import serve
 from station.meter.sim.smartme import SmartMeSimulator
 from station.meter.smartme import STATUS_BLOCK_REGS, SmartMeRegisters
+from tests.meter.test_golden_frames import crc16
 
 REGS = SmartMeRegisters()
 
@@ -152,3 +156,43 @@ def test_register_text_codec_round_trips() -> None:
     assert regs_to_str(str_to_regs("SIM-1", 4)) == "SIM-1"
     with pytest.raises(ValueError):
         str_to_regs("too long for two", 2)
+
+
+@pytest.mark.parametrize("baud", [9600, 38400])
+async def test_the_bus_keeps_the_inter_frame_silence_after_each_answer(baud: int) -> None:
+    """Modbus over Serial Line v1.02 §2.5.1.1: 3.5 characters of silence (1.75 ms above 19200 baud) before each
+    frame. A slave on the other end of a cable without wire time writes each answer and notes when the next request
+    began to arrive: the bus's answer came no sooner than it was written, so the gap there is a lower bound on the
+    silence the bus kept. Short silences are timed in the bus's own thread (ModbusBus._wake_after)."""
+    cable = await VirtualNullModem().start()
+    slave = os.open(cable.path_b, os.O_RDWR | os.O_NOCTTY)
+    os.set_blocking(slave, True)
+    gaps: list[float] = []
+
+    def answer() -> None:
+        answered = 0.0
+        for _ in range(4):
+            request = b""
+            while len(request) < 8:
+                first = not request
+                request += os.read(slave, 8 - len(request))
+                if first and answered:
+                    gaps.append(time.monotonic() - answered)
+            frame = bytes([1, 3, 2, 0, 7])  # device 1, FC03, 2 bytes: register value 7
+            os.write(slave, frame + crc16(frame))
+            answered = time.monotonic()
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    device = device_on(cable.path_a, baudrate=baud)
+    await device.open()
+    try:
+        for _ in range(4):
+            assert await device.read_holding(0, 1) == [7]
+    finally:
+        await device.close()
+        thread.join(5)
+        os.close(slave)
+        await cable.stop()
+    assert len(gaps) == 3
+    assert min(gaps) >= LineSettings("x", baudrate=baud).inter_frame_silence

@@ -650,13 +650,17 @@ class Store:
         )
 
     def probe(self) -> None:
-        """Can the store take a transaction now? A durable write of a transaction's size (its rows and signed
-        records), removed in the same commit. Raises StoreError when it cannot (disk full, read-only, broken)."""
+        """Can the store take a transaction now? A write of a transaction's size (its rows and signed records),
+        removed in the same commit. Raises StoreError when it cannot (disk full, read-only, broken). Not synced:
+        SQLite writes the commit into the WAL file either way, which is where a full disk or a read-only file
+        fails, and nothing of it needs to survive a power loss; a start waits for it (the start's own commit is
+        synced, and fails on its own if only the sync would have failed)."""
         self._write(
             [
                 ("INSERT INTO settings (key, value) VALUES ('store.probe', ?)", ("x" * PROBE_BYTES,)),
                 ("DELETE FROM settings WHERE key='store.probe'", ()),
-            ]
+            ],
+            durable=False,
         )
 
     # ------------------------------------------------------------------ security events

@@ -14,11 +14,15 @@ import hashlib
 import itertools
 from collections.abc import Iterable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from cryptography import x509
 from cryptography.exceptions import InvalidSignature as CryptoInvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
+
+if TYPE_CHECKING:
+    # cryptography's x509 (0.8 MB) is imported where a certificate is read: a station without any never loads it
+    from cryptography import x509
 
 MAX_CHAIN = 4  # certificates in a signingCertificate (the signer and its intermediates)
 MAX_CERTIFICATE_PEM = 5500  # UpdateFirmware firmware.signingCertificate maxLength (2.0.1 FirmwareType)
@@ -34,6 +38,8 @@ class InvalidSignature(Exception):
 
 
 def load_roots(pem: bytes) -> list[x509.Certificate]:
+    from cryptography import x509
+
     try:
         return x509.load_pem_x509_certificates(pem)
     except ValueError as exc:
@@ -43,6 +49,8 @@ def load_roots(pem: bytes) -> list[x509.Certificate]:
 def check_certificate(signing_pem: str, roots: Iterable[x509.Certificate], now: datetime) -> x509.Certificate:
     """The signing certificate once it chains to one of `roots` and every link is valid at `now`; InvalidCertificate
     otherwise (L01.FR.21/22)."""
+    from cryptography import x509
+
     roots = list(roots)
     if not roots:
         raise InvalidCertificate("no ManufacturerRootCertificate is installed ([firmware] manufacturer_root)")
@@ -76,6 +84,8 @@ def check_certificate(signing_pem: str, roots: Iterable[x509.Certificate], now: 
 
 
 def _issued_by(child: x509.Certificate, parent: x509.Certificate) -> None:
+    from cryptography import x509
+
     try:
         constraints = parent.extensions.get_extension_for_class(x509.BasicConstraints).value
     except x509.ExtensionNotFound:

@@ -28,14 +28,18 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
-from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 
 from station.config import Config
 from station.ocpp.settings import CERTIFICATE_STORE_MAX
+
+if TYPE_CHECKING:
+    # cryptography's x509 (0.8 MB) is imported where a certificate is read: a station without any never loads it
+    from cryptography import x509
 
 log = structlog.get_logger("station.certificates")
 
@@ -124,6 +128,8 @@ def _key_bits(spki: bytes) -> bytes:
 
 def load_pem(text: str, what: str) -> list[x509.Certificate]:
     """The certificates of a PEM text a peer sent; Refused (InvalidFormat) for anything else."""
+    from cryptography import x509
+
     try:
         return x509.load_pem_x509_certificates(text.encode("ascii"))
     except (ValueError, UnicodeEncodeError):
@@ -132,6 +138,8 @@ def load_pem(text: str, what: str) -> list[x509.Certificate]:
 
 def check_ca(pem: str, now: datetime) -> x509.Certificate:
     """One PEM CA certificate, valid now, self-signature intact when self-issued; Refused otherwise (M05.FR.07)."""
+    from cryptography import x509
+
     if len(pem) > MAX_PEM:
         raise Refused("InvalidCertificate", f"certificate longer than {MAX_PEM} characters")
     certs = load_pem(pem, "certificate")
@@ -213,6 +221,8 @@ class CertificateStore:
     # ------------------------------------------------------------------ reading
 
     def installed(self, uses: Iterable[str] = USES) -> list[Installed]:
+        from cryptography import x509
+
         found: list[Installed] = []
         for use in uses:
             for path in sorted((self.directory / use).glob("*.pem")):
@@ -292,6 +302,8 @@ class CertificateStore:
             digest = hashlib.sha256(data).hexdigest()
             if record.get(use) == digest:
                 continue
+            from cryptography import x509
+
             try:
                 certs = x509.load_pem_x509_certificates(data)
             except ValueError as exc:
@@ -341,6 +353,8 @@ def _issued(child: x509.Certificate, parent: x509.Certificate) -> bool:
 
 def issuing_root(server_der: bytes, roots: Iterable[Installed]) -> Installed | None:
     """The installed root that directly issued the CSMS's server certificate (the one the connection depends on)."""
+    from cryptography import x509
+
     try:
         server = x509.load_der_x509_certificate(server_der)
     except ValueError:

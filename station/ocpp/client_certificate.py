@@ -44,17 +44,19 @@ import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
-from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 
 from station.config import KEY_ALGORITHMS
 from station.ocpp.certificates import Refused, atomic_write, load_pem
+
+if TYPE_CHECKING:
+    # cryptography's x509 (0.8 MB) is imported where a certificate is read: a station without any never loads it
+    from cryptography import x509
 
 log = structlog.get_logger("station.client_certificate")
 
@@ -126,7 +128,15 @@ def _issued(child: x509.Certificate, parent: x509.Certificate) -> bool:
     return True
 
 
+def _first_certificate(data: bytes) -> x509.Certificate:
+    from cryptography import x509
+
+    return x509.load_pem_x509_certificates(data)[0]
+
+
 def _is_ca(cert: x509.Certificate) -> bool:
+    from cryptography import x509
+
     try:
         return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
     except x509.ExtensionNotFound:
@@ -166,7 +176,7 @@ class ClientCertificates:
         for cert_path in sorted(self.directory.glob("*.pem")):
             key_path = cert_path.with_suffix(".key")
             try:
-                leaf = x509.load_pem_x509_certificates(cert_path.read_bytes())[0]
+                leaf = _first_certificate(cert_path.read_bytes())
             except (OSError, ValueError, IndexError) as exc:
                 log.warning("unreadable client certificate; ignored", file=str(cert_path), error=str(exc))
                 continue
@@ -174,7 +184,7 @@ class ClientCertificates:
                 found.append(Credential(cert_path.stem, cert_path, key_path, leaf))
         if self.config_cert and self.config_key:
             try:
-                leaf = x509.load_pem_x509_certificates(Path(self.config_cert).read_bytes())[0]
+                leaf = _first_certificate(Path(self.config_cert).read_bytes())
                 found.append(Credential(CONFIG, Path(self.config_cert), Path(self.config_key), leaf))
             except (OSError, ValueError, IndexError) as exc:
                 log.warning("the configured client certificate is unreadable", file=self.config_cert, error=str(exc))
@@ -226,6 +236,9 @@ class ClientCertificates:
 
     def csr(self, organization: str, *, fresh_key: bool) -> str:
         """A CSR in PEM for the pending key, made now when `fresh_key` or when there is none (A02.FR.02/03)."""
+        from cryptography import x509
+        from cryptography.x509.oid import NameOID
+
         key = None if fresh_key else self._pending_key()
         if key is None:
             key = new_key(self.key_algorithm)
@@ -239,6 +252,8 @@ class ClientCertificates:
 
     def organization(self, setting: str) -> str:
         """The O of the CSR: the setting, else the O of the certificate in use ("" when neither has one)."""
+        from cryptography.x509.oid import NameOID
+
         if setting:
             return setting
         current = self.active()
@@ -257,6 +272,8 @@ class ClientCertificates:
         self, chain: str, roots: list[x509.Certificate], *, max_size: int = MAX_CHAIN_SIZE, now: datetime | None = None
     ) -> Credential:
         """Check a CertificateSigned chain (A02.FR.06) and install it; Refused, with nothing written, otherwise."""
+        from cryptography import x509
+
         now = now or datetime.now(UTC)
         if len(chain) > max_size:
             raise Refused("ChainTooLong", f"the chain has {len(chain)} characters, more than {max_size}")
@@ -270,6 +287,8 @@ class ClientCertificates:
             raise Refused("InvalidFormat", f"the certificate cannot be read: {type(exc).__name__}") from None
 
     def _install(self, certs: list[x509.Certificate], roots: list[x509.Certificate], now: datetime) -> Credential:
+        from cryptography.x509.oid import NameOID
+
         leaf = certs[0]
         existing = next((c for c in self.credentials() if c.leaf == leaf), None)
         pending = self._pending_key()

@@ -12,8 +12,6 @@ import argparse
 import asyncio
 import functools
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -26,11 +24,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from bench.common import (
     SIGNING_TIME,
     STATION,
-    minimal_session_bytes,
-    minimal_session_frames,
+    SessionFrames,
     proc_cpu_seconds,
     proc_peak_rss_mb,
+    start_wire_time,
     startup_wire_time,
+    station_process,
+    station_toml,
+    stop_wire_time,
 )
 from bench.evses import BAUD, COUNTS, measure_evses, parse_counts
 from bench.evses import PLAIN as EVSE_PLAIN
@@ -49,18 +50,19 @@ from bench.meterline import meter_line
 from bench.smart import TARGETS as SMART_TARGETS
 from bench.smart import measure_smart
 from station.app import running_station
-from station.bus import LineSettings, ModbusDevice
+from station.bus import LineSettings
 from station.bus.codec import str_to_regs
 from station.config import parse_config
 from station.demo.csms import LocalCsms
+from station.demo.session import extract_signed_record
 from station.meter import ocmf
 from station.meter.interface import MeterTransactionRequest
-from station.meter.nullmodem import byte_time
-from station.meter.smartme import SmartMeMeter, metadata_json
+from station.meter.smartme import metadata_json
 from station.store import Store
 
 
 def config(workdir: Path, url: str, baud: int, **meter: Any) -> dict[str, Any]:
+    """The in-process station of the backlog figure: its meter simulated in the daemon (no wire is measured)."""
     return {
         "station": {"id": STATION},
         "csms": {"url": url, "reconnect_min": 0.1, "reconnect_max": 1},
@@ -73,62 +75,63 @@ def config(workdir: Path, url: str, baud: int, **meter: Any) -> dict[str, Any]:
     }
 
 
-def link_of(station: Any) -> ModbusDevice:
-    meter = station.meters[1]
-    assert isinstance(meter, SmartMeMeter)
-    return meter.device
+def _median(values: list[float]) -> float:
+    return round(sorted(values)[len(values) // 2], 3)
+
+
+async def _idle(csms: LocalCsms, mark: int) -> None:
+    """The EVSE is Available again and the meter's release is off the line."""
+    await csms.wait_for("StatusNotification", lambda p: p["status"] == "Available", after=mark, timeout=60)
+    await asyncio.sleep(0.3)
 
 
 async def sessions(baud: int, count: int) -> dict[str, float]:
-    """Remote start and stop latencies against the wire time of the frames each step put on the line."""
-    tbyte = byte_time(baud)
-    silence = LineSettings("bench", baudrate=baud).inter_frame_silence
+    """Remote start and stop latencies against the wire time of the frames each step puts on the line, in the shape
+    of a station: `station run` in its own process, its meter the simulator in another behind a wire-time-emulating
+    pty pair (bench/meterline.py), the CSMS here. Each latency runs from the CSMS sending the request to the
+    StartTransaction / StopTransaction reaching the CSMS; the bytes are what the line carried."""
+    settings = LineSettings("bench", baudrate=baud)
+    request = MeterTransactionRequest("x", 1, "BENCH", STATION, datetime.now(UTC))
+    meta_regs = len(str_to_regs(metadata_json(request)))
     start_ratios: list[float] = []
     stop_ratios: list[float] = []
     efficiencies: list[float] = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, meter_line(baud, Path(tmp) / "m.json", SIGNING_TIME) as line:
+        workdir = Path(tmp)
         csms = await LocalCsms().start()
+        path = workdir / "station.toml"
+        path.write_text(station_toml(workdir, csms.url, 1, line.port, baud))
         try:
-            async with running_station(parse_config(config(Path(tmp), csms.url, baud))) as station:
-                await csms.wait_for("StatusNotification", lambda p: p["status"] == "Available", timeout=60)
-                link = link_of(station)
+            with station_process(path):
+                await _idle(csms, 0)
                 for _ in range(count):
-                    await station.runtime.idle()
                     mark = len(csms.received)
-                    b0 = link.bytes_sent + link.bytes_received
-                    t0 = time.perf_counter()
+                    b0 = line.bytes_on_line()
+                    t0 = datetime.now(UTC)
                     await csms.remote_start(STATION, "BENCH")
-                    _, tx_id = await csms.wait_session_started(STATION, after=mark)
-                    t1 = time.perf_counter()
-                    b1 = link.bytes_sent + link.bytes_received
+                    start, tx_id = await csms.wait_session_started(STATION, after=mark)
+                    t1 = start.at
+                    b1 = line.bytes_on_line()
                     await csms.wait_for("StatusNotification", lambda p: p["status"] == "Charging", after=mark)
                     await asyncio.sleep(0.3)
-                    b2 = link.bytes_sent + link.bytes_received
-                    t2 = time.perf_counter()
+                    b2 = line.bytes_on_line()
+                    t2 = datetime.now(UTC)
                     await csms.remote_stop(STATION, int(tx_id))
                     stop = await csms.wait_session_ended(STATION, after=mark)
-                    t3 = time.perf_counter()
-                    await station.runtime.idle()
-                    b3 = link.bytes_sent + link.bytes_received
-                    record = json.loads(stop.payload["transactionData"][0]["sampledValue"][0]["value"])
-                    record_bytes = len(
-                        ocmf.parse(__import__("base64").b64decode(record["signedMeterData"]).decode()).raw
-                    )
-                    request = MeterTransactionRequest("x", 1, "BENCH", STATION, datetime.now(UTC))
-                    meta_regs = len(str_to_regs(metadata_json(request)))
-                    min_start, min_stop = minimal_session_bytes(record_bytes, meta_regs)
-                    start_frames, stop_frames = minimal_session_frames(record_bytes, meta_regs)
-                    # Latency against the wire time of the frames the step needs, with the silence before each frame
-                    # (plus the meter's signing time).
-                    start_ratios.append((t1 - t0) / (min_start * tbyte + start_frames * silence))
-                    stop_ratios.append((t3 - t2) / (min_stop * tbyte + stop_frames * silence + SIGNING_TIME))
-                    efficiencies.append(((b1 - b0) + (b3 - b2)) / (min_start + min_stop))
+                    t3 = stop.at
+                    await _idle(csms, mark)
+                    b3 = line.bytes_on_line()
+                    record, _ = extract_signed_record(stop.payload)
+                    frames = SessionFrames.of(len(record.encode()), meta_regs)
+                    start_ratios.append((t1 - t0).total_seconds() / start_wire_time(frames, settings))
+                    stop_ratios.append((t3 - t2).total_seconds() / stop_wire_time(frames, settings))
+                    efficiencies.append(((b1 - b0) + (b3 - b2)) / sum(frames.bytes()))
         finally:
             await csms.stop()
     return {
-        "start_ratio": round(sorted(start_ratios)[len(start_ratios) // 2], 3),
-        "stop_ratio": round(sorted(stop_ratios)[len(stop_ratios) // 2], 3),
-        "wire_efficiency": round(sorted(efficiencies)[len(efficiencies) // 2], 3),
+        "start_ratio": _median(start_ratios),
+        "stop_ratio": _median(stop_ratios),
+        "wire_efficiency": _median(efficiencies),
     }
 
 
@@ -154,52 +157,44 @@ async def daemon_figures(baud: int, idle_seconds: float, charging_seconds: float
     """`station run` as its own process: start-up, idle and charging CPU, peak RSS over sessions and its growth. Its
     meter is the simulator in a process of its own on a wire-time-emulating pty pair (bench/meterline.py), the daemon
     on an `rtu` bus, as on a real station (a simulator in the daemon would load pymodbus's server and aiohttp)."""
-    with tempfile.TemporaryDirectory() as tmp, meter_line(baud, Path(tmp) / "m.json", SIGNING_TIME) as port:
+    with tempfile.TemporaryDirectory() as tmp, meter_line(baud, Path(tmp) / "m.json", SIGNING_TIME) as line:
         workdir = Path(tmp)
         csms = await LocalCsms().start()
-        raw = config(workdir, csms.url, baud)
-        lines = [f'[station]\nid = "{STATION}"\n', f'[csms]\nurl = "{csms.url}"\nreconnect_min = 0.1\n']
-        lines.append(f'[meter]\ntransport = "rtu"\nport = "{port}"\nbaudrate = {baud}\n')
-        lines.append(f'[storage]\npath = "{raw["storage"]["path"]}"\n')
         path = workdir / "station.toml"
-        path.write_text("\n".join(lines))
+        path.write_text(station_toml(workdir, csms.url, 1, line.port, baud))
         t0 = time.perf_counter()
-        proc = subprocess.Popen(  # noqa: ASYNC220 -- started once; its own process is what is measured
-            [sys.executable, "-m", "station", "run", "--config", str(path), "--log-level", "warning"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
         try:
-            await csms.wait_for("BootNotification", timeout=60)
-            startup = time.perf_counter() - t0
-            await csms.wait_for("StatusNotification", lambda p: p["status"] == "Available", timeout=60)
-            c0 = proc_cpu_seconds(proc.pid)
-            await asyncio.sleep(idle_seconds)
-            idle = (proc_cpu_seconds(proc.pid) - c0) / idle_seconds * 3600
-            # Charging with live readings every second (MeterValues each second: read, queue, send).
-            await csms.change_configuration(STATION, "MeterValueSampleInterval", "1")
-            await csms.remote_start(STATION, "BENCH")
-            _, tx_id = await csms.wait_session_started(STATION)
-            c1 = proc_cpu_seconds(proc.pid)
-            await asyncio.sleep(charging_seconds)
-            charging = (proc_cpu_seconds(proc.pid) - c1) / charging_seconds * 3600
-            await csms.remote_stop(STATION, int(tx_id))
-            await csms.wait_session_ended(STATION)
-            await csms.change_configuration(STATION, "MeterValueSampleInterval", "0")
-            curve: dict[str, float] = {}  # RSS after every tenth of the sessions: growth that flattens is a cache
-            for i in range(n_sessions):
-                mark = len(csms.received)
-                await csms.wait_for("StatusNotification", lambda p: p["status"] == "Available", after=max(0, mark - 3))
+            with station_process(path) as proc:
+                await csms.wait_for("BootNotification", timeout=60)
+                startup = time.perf_counter() - t0
+                await csms.wait_for("StatusNotification", lambda p: p["status"] == "Available", timeout=60)
+                c0 = proc_cpu_seconds(proc.pid)
+                await asyncio.sleep(idle_seconds)
+                idle = (proc_cpu_seconds(proc.pid) - c0) / idle_seconds * 3600
+                # Charging with live readings every second (MeterValues each second: read, queue, send).
+                await csms.change_configuration(STATION, "MeterValueSampleInterval", "1")
                 await csms.remote_start(STATION, "BENCH")
-                _, tx_id = await csms.wait_session_started(STATION, after=mark)
+                _, tx_id = await csms.wait_session_started(STATION)
+                c1 = proc_cpu_seconds(proc.pid)
+                await asyncio.sleep(charging_seconds)
+                charging = (proc_cpu_seconds(proc.pid) - c1) / charging_seconds * 3600
                 await csms.remote_stop(STATION, int(tx_id))
-                await csms.wait_session_ended(STATION, after=mark)
-                if (i + 1) % max(1, n_sessions // 10) == 0:
-                    curve[str(i + 1)] = round(proc_peak_rss_mb(proc.pid), 2)
-            peak = proc_peak_rss_mb(proc.pid)
+                await csms.wait_session_ended(STATION)
+                await csms.change_configuration(STATION, "MeterValueSampleInterval", "0")
+                curve: dict[str, float] = {}  # RSS after every tenth of the sessions: growth that flattens is a cache
+                for i in range(n_sessions):
+                    mark = len(csms.received)
+                    await csms.wait_for(
+                        "StatusNotification", lambda p: p["status"] == "Available", after=max(0, mark - 3)
+                    )
+                    await csms.remote_start(STATION, "BENCH")
+                    _, tx_id = await csms.wait_session_started(STATION, after=mark)
+                    await csms.remote_stop(STATION, int(tx_id))
+                    await csms.wait_session_ended(STATION, after=mark)
+                    if (i + 1) % max(1, n_sessions // 10) == 0:
+                        curve[str(i + 1)] = round(proc_peak_rss_mb(proc.pid), 2)
+                peak = proc_peak_rss_mb(proc.pid)
         finally:
-            proc.terminate()
-            proc.wait(30)
             await csms.stop()
     return {
         "startup_s": round(startup, 3),

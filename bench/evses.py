@@ -24,16 +24,22 @@ from __future__ import annotations
 
 import asyncio
 import math
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.common import SIGNING_TIME, STATION, minimal_session_bytes, minimal_session_frames, proc_peak_rss_mb
+from bench.common import (
+    SIGNING_TIME,
+    STATION,
+    SessionFrames,
+    proc_peak_rss_mb,
+    station_process,
+    station_toml,
+    stop_wire_time,
+    wire_time,
+)
 from bench.floors import ratio
 from bench.meterline import meter_line
 from station.bus import LineSettings, read_frame_sizes
@@ -63,27 +69,10 @@ PLAIN = {
 TARGETS = {**{key: target for key, _, _, target in RATIOS}, **PLAIN}
 
 
-def station_toml(workdir: Path, url: str, evses: int, port: str) -> str:
-    """`station run`'s config: EVSEs 1..`evses` on one `rtu` bus on `port` (the daemon's end of the meters' line,
-    bench/meterline.py), a meter each (device id = EVSE id)."""
-    lines = [
-        f'[station]\nid = "{STATION}"\n',
-        f'[csms]\nurl = "{url}"\nreconnect_min = 0.1\n',
-        f'[bus.rs485]\ntransport = "rtu"\nport = "{port}"\nbaudrate = {BAUD}\n',
-    ]
-    for n in range(1, evses + 1):
-        lines.append(f'[[evse]]\nid = {n}\n[evse.meter]\nmodel = "smartme"\nbus = "rs485"\ndevice_id = {n}\n')
-    lines.append(f'[storage]\npath = "{workdir / "s.db"}"\n')
-    return "\n".join(lines)
-
-
-def stop_wire_time(record_bytes: int, settings: LineSettings) -> float:
-    """The stop's own frames (bytes and the silence before each), the meter's signing time, and one neighbour
-    exchange with its silence."""
-    _, stop_bytes = minimal_session_bytes(record_bytes, 0)
-    _, stop_frames = minimal_session_frames(record_bytes, 0)
-    neighbour = settings.wire_time(sum(read_frame_sizes(NEIGHBOUR_READ_REGS))) + settings.inter_frame_silence
-    return settings.wire_time(stop_bytes) + stop_frames * settings.inter_frame_silence + SIGNING_TIME + neighbour
+def stop_allowance(record_bytes: int, settings: LineSettings) -> float:
+    """The stop's own wire time (bench/common.py) and one neighbour exchange with the silences around it."""
+    neighbour = wire_time(list(read_frame_sizes(NEIGHBOUR_READ_REGS)), settings) + 2 * settings.inter_frame_silence
+    return stop_wire_time(SessionFrames.of(record_bytes, 0), settings) + neighbour
 
 
 def _status_on(connector: int, *statuses: str) -> Callable[[dict[str, Any]], bool]:
@@ -123,44 +112,38 @@ async def one_station(evses: int, stops: int) -> dict[str, Any]:
     The stop ratios and the daemon's peak RSS."""
     settings = LineSettings("bench", baudrate=BAUD)
     stops_timed: list[tuple[float, float]] = []  # (elapsed, its wire time)
-    with tempfile.TemporaryDirectory() as tmp, meter_line(BAUD, Path(tmp) / "m.json", SIGNING_TIME, evses) as port:
+    with tempfile.TemporaryDirectory() as tmp, meter_line(BAUD, Path(tmp) / "m.json", SIGNING_TIME, evses) as line:
         workdir = Path(tmp)
         csms = await LocalCsms().start()
         path = workdir / "station.toml"
-        path.write_text(station_toml(workdir, csms.url, evses, port))
-        proc = subprocess.Popen(  # noqa: ASYNC220 -- started once; its own process is what is measured
-            [sys.executable, "-m", "station", "run", "--config", str(path), "--log-level", "warning"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        path.write_text(station_toml(workdir, csms.url, evses, line.port, BAUD))
         try:
-            await csms.wait_for("BootNotification", timeout=60)
-            for n in range(1, evses + 1):
-                await csms.wait_for("StatusNotification", _status_on(n, "Available"), timeout=60)
-            if await csms.change_configuration(STATION, "MeterValueSampleInterval", "1") != "Accepted":
-                raise RuntimeError("MeterValueSampleInterval = 1 was not accepted")
-            transactions = {n: await _start(csms, n) for n in range(1, evses + 1)}
-            sampled_from = len(csms.messages("MeterValues"))
-            for i in range(stops):
-                n = i % evses + 1
-                # Let the neighbours sample for a while, and land the stop at a different phase of the 1 s sampling.
-                await asyncio.sleep(1.0 + (i * 0.37) % 1.0)
-                mark = len(csms.received)
-                t0 = time.perf_counter()
-                status = await csms.remote_stop(STATION, int(transactions[n]))
-                if status != "Accepted":
-                    raise RuntimeError(f"RemoteStopTransaction on connector {n}: {status}")
-                stop = await csms.wait_for("StopTransaction", _stop_of(transactions[n]), after=mark, timeout=60)
-                elapsed = time.perf_counter() - t0
-                record, _ = extract_signed_record(stop.payload)
-                stops_timed.append((elapsed, stop_wire_time(len(record.encode()), settings)))
-                await csms.wait_for("StatusNotification", _status_on(n, "Available"), after=mark, timeout=60)
-                transactions[n] = await _start(csms, n)
-            intervals = sample_intervals(csms.messages("MeterValues")[sampled_from:])
-            peak = proc_peak_rss_mb(proc.pid)
+            with station_process(path) as proc:
+                await csms.wait_for("BootNotification", timeout=60)
+                for n in range(1, evses + 1):
+                    await csms.wait_for("StatusNotification", _status_on(n, "Available"), timeout=60)
+                if await csms.change_configuration(STATION, "MeterValueSampleInterval", "1") != "Accepted":
+                    raise RuntimeError("MeterValueSampleInterval = 1 was not accepted")
+                transactions = {n: await _start(csms, n) for n in range(1, evses + 1)}
+                sampled_from = len(csms.messages("MeterValues"))
+                for i in range(stops):
+                    n = i % evses + 1
+                    # Let the neighbours sample for a while, and land the stop at a different phase of the 1 s sampling.
+                    await asyncio.sleep(1.0 + (i * 0.37) % 1.0)
+                    mark = len(csms.received)
+                    t0 = datetime.now(UTC)
+                    status = await csms.remote_stop(STATION, int(transactions[n]))
+                    if status != "Accepted":
+                        raise RuntimeError(f"RemoteStopTransaction on connector {n}: {status}")
+                    stop = await csms.wait_for("StopTransaction", _stop_of(transactions[n]), after=mark, timeout=60)
+                    elapsed = (stop.at - t0).total_seconds()  # until the StopTransaction reached the CSMS
+                    record, _ = extract_signed_record(stop.payload)
+                    stops_timed.append((elapsed, stop_allowance(len(record.encode()), settings)))
+                    await csms.wait_for("StatusNotification", _status_on(n, "Available"), after=mark, timeout=60)
+                    transactions[n] = await _start(csms, n)
+                intervals = sample_intervals(csms.messages("MeterValues")[sampled_from:])
+                peak = proc_peak_rss_mb(proc.pid)
         finally:
-            proc.terminate()
-            proc.wait(30)
             await csms.stop()
     stops_timed.sort(key=lambda s: s[0] / s[1])
     worst = stops_timed[-1] if stops_timed else (math.nan, math.nan)

@@ -9,7 +9,9 @@ of them.
 (with `--meters N`, N simulators at device ids 1..N on the one line, the memory of meter n in FILE's directory as
 FILE's stem + n: m.json -> m1.json, m2.json, ...)
 
-prints the daemon's end (a /dev/pts path) on one line once it serves, and runs until SIGTERM or stdin closes.
+prints the daemon's end (a /dev/pts path) on one line once it serves, and runs until SIGTERM or stdin closes. Each
+line `bytes` on stdin is answered with a line of the bytes the line carried so far: `<towards the meters> <towards
+the daemon>` (the figures' wire efficiency; the line counts what was on it, whoever sent it).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -45,7 +48,21 @@ async def serve_line(baudrate: int, state: Path, signing_time: float, meters: in
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     stdin = sys.stdin.fileno()  # closed when the bench ends, also when it is killed
-    loop.add_reader(stdin, lambda: None if os.read(stdin, 1) else stop.set())
+    pending = bytearray()
+
+    def on_stdin() -> None:
+        data = os.read(stdin, 256)
+        if not data:
+            stop.set()
+            return
+        pending.extend(data)
+        while b"\n" in pending:
+            line, _, rest = bytes(pending).partition(b"\n")
+            pending[:] = rest
+            if line.strip() == b"bytes":
+                print(cable.bytes_a_to_b, cable.bytes_b_to_a, flush=True)
+
+    loop.add_reader(stdin, on_stdin)
     print(cable.path_a, flush=True)
     try:
         await stop.wait()
@@ -54,9 +71,25 @@ async def serve_line(baudrate: int, state: Path, signing_time: float, meters: in
         await cable.stop()
 
 
+@dataclass
+class MeterLine:
+    """The meters' process as the bench sees it: the port the daemon opens, and the line's byte count."""
+
+    port: str
+    proc: subprocess.Popen[str]
+
+    def bytes_on_line(self) -> int:
+        """Bytes the line carried so far, both directions."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("bytes\n")
+        self.proc.stdin.flush()
+        to_meters, to_daemon = self.proc.stdout.readline().split()
+        return int(to_meters) + int(to_daemon)
+
+
 @contextlib.contextmanager
-def meter_line(baudrate: int, state: Path, signing_time: float, meters: int = 1) -> Iterator[str]:
-    """Start the meters' process; yields the port the daemon opens. The process ends when the block does."""
+def meter_line(baudrate: int, state: Path, signing_time: float, meters: int = 1) -> Iterator[MeterLine]:
+    """Start the meters' process; yields it once it serves. The process ends when the block does."""
     args = ["--baudrate", str(baudrate), "--state", str(state), "--signing-time", str(signing_time)]
     args += ["--meters", str(meters)]
     proc = subprocess.Popen(
@@ -71,7 +104,7 @@ def meter_line(baudrate: int, state: Path, signing_time: float, meters: int = 1)
         port = proc.stdout.readline().strip()
         if not port:
             raise RuntimeError(f"the meter simulator's process ended before serving (exit {proc.wait(10)})")
-        yield port
+        yield MeterLine(port, proc)
     finally:
         proc.terminate()
         try:

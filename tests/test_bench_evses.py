@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.common import minimal_session_bytes, minimal_session_frames
-from bench.evses import RATIOS, parse_counts, station_toml, stop_wire_time
+from bench.common import SessionFrames, station_toml, stop_wire_time
+from bench.evses import RATIOS, parse_counts, stop_allowance
 from station.bus import LineSettings
 from station.config import load_config
 
@@ -47,14 +47,25 @@ def test_bench_evses_part_prints_both_figures() -> None:
     assert 0.5 < figures["meter_values_interval_s"] < 5  # MeterValueSampleInterval = 1 took effect
 
 
-def test_the_stop_allowance_is_the_stops_frames_plus_one_neighbour_exchange() -> None:
+def test_the_stop_allowance_is_the_stops_wire_time_plus_one_neighbour_exchange() -> None:
     settings = LineSettings("x", baudrate=9600)
-    _, stop_bytes = minimal_session_bytes(700, 0)
-    _, frames = minimal_session_frames(700, 0)
-    own = stop_bytes * settings.byte_time + frames * settings.inter_frame_silence
-    neighbour = stop_wire_time(700, settings) - own - 0.5  # the simulated meter signs in 0.5 s
-    # one FC03 read of 12 registers: 8 bytes out, 29 back, and the silence before it
-    assert neighbour == pytest.approx((8 + 29) * settings.byte_time + settings.inter_frame_silence)
+    own = stop_wire_time(SessionFrames.of(700, 0), settings)
+    neighbour = stop_allowance(700, settings) - own
+    # one FC03 read of 12 registers: 8 bytes out, 29 back, the silence between them and on each side
+    assert neighbour == pytest.approx((8 + 29) * settings.byte_time + 3 * settings.inter_frame_silence)
+
+
+def test_a_stops_wire_time_counts_every_frame_and_the_silence_between_each_two() -> None:
+    """Modbus over Serial Line v1.02 §2.5.1.1: at least 3.5 characters of silence separate any two frames, a
+    request and its answer too. The stop: check (8 out, 21 back), the end command out (8); the meter signs; the poll's
+    answer (21) and the record's reads (700 bytes: 350 registers in reads of 125, 125, 100)."""
+    settings = LineSettings("x", baudrate=19200)
+    frames = SessionFrames.of(700, 0)
+    assert frames.stop_to_signing == [8, 21, 8]
+    assert frames.stop_after_signing == [21, 8, 255, 8, 255, 8, 205]
+    t35 = settings.inter_frame_silence
+    expected = (37 * settings.byte_time + 2 * t35) + 0.5 + t35 + (760 * settings.byte_time + 6 * t35)
+    assert stop_wire_time(frames, settings, 0.5) == pytest.approx(expected)
 
 
 def test_the_bench_station_has_every_evse_on_one_rtu_bus(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ Users only ever see `MeterError` subclasses.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import termios
 import time
@@ -31,6 +32,7 @@ from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 from pymodbus.pdu import ExceptionResponse
+from pymodbus.transport.serialtransport import SerialTransport
 
 from station.bus.scheduler import BusScheduler, Priority, Turn, TurnState, current_priority
 from station.meter.interface import MeterLinkError, MeterRefused
@@ -39,6 +41,18 @@ if TYPE_CHECKING:
     from station.bus.device import ModbusDevice
 
 log = structlog.get_logger("station.bus")
+
+
+def _write_at_once(self: SerialTransport, data: bytes) -> None:
+    """pymodbus's serial transport queues each frame for the loop's next turn (add_writer), so every callback that is
+    ready in this one (a StatusNotification going out beside a meter start) runs before the frame reaches the port.
+    Written at once, as asyncio's own transports do; what the port does not take waits for writability as before."""
+    self.intern_write_buffer.append(data)
+    if not self.force_poll:
+        self.intern_write_ready()
+
+
+SerialTransport.write = _write_at_once  # type: ignore[method-assign]  # process-wide, like ocpp's ASYNC_VALIDATION
 
 
 class PortUnavailable(MeterLinkError):
@@ -125,6 +139,15 @@ def frame_sizes(fc: int, count: int) -> tuple[int, int]:
     return 8, 8  # FC06
 
 
+class _Silence:
+    """A silence slept in the bus's thread (ModbusBus._wake_after); cancelled, its end does nothing."""
+
+    cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
 class ModbusBus:
     """The one client of a line: one exchange at a time, in priority order, every answer checked.
 
@@ -138,11 +161,13 @@ class ModbusBus:
     def __init__(self, settings: LineSettings, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self.scheduler = BusScheduler(clock)
+        self._clock = clock
+        self._last_received = 0.0  # when the last chunk of an answer came in: the silence after it counts from there
         self._client: AsyncModbusSerialClient | AsyncModbusTcpClient | None = None
         self._holders: set[object] = set()
         self._devices: dict[int, ModbusDevice] = {}
         self._waiters: dict[Turn, asyncio.Future[None]] = {}
-        self._timer: asyncio.TimerHandle | asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | _Silence | None = None
         self._fine_timer: ThreadPoolExecutor | None = None  # for silences shorter than FINE_TIMER_UNDER (_dispatch)
         self._speaking: ModbusDevice | None = None  # whose frame is on the line, for the byte counters
         self.last_error = ""
@@ -274,6 +299,8 @@ class ModbusBus:
             self.bytes_sent += len(packet)
             if self._speaking is not None:
                 self._speaking.bytes_sent += len(packet)
+        else:
+            self._last_received = self._clock()
         return packet
 
     def _received(self, device: ModbusDevice, n_bytes: int) -> None:
@@ -330,17 +357,27 @@ class ModbusBus:
     def _wake_after(self, delay: float) -> None:
         """`_dispatch` again after `delay`. The event loop's timers wait in whole milliseconds (epoll), so a 1.8 ms
         silence (t3.5 at 19200 baud) would last 2 to 3 ms: up to half as long again, on every frame. A silence that
-        short is waited in a thread of the bus's own (the kernel's timer, a tenth of a millisecond), whose end wakes
-        the loop at once; a longer wait (a busy device, the quiet after a timeout) uses the loop's timer."""
+        short is slept in a thread of the bus's own (the kernel's timer), whose end wakes the loop at once; a longer
+        wait (a busy device, the quiet after a timeout) uses the loop's timer."""
         loop = asyncio.get_running_loop()
         if delay >= FINE_TIMER_UNDER:
             self._timer = loop.call_later(delay, self._dispatch)
             return
         if self._fine_timer is None:
             self._fine_timer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="bus-silence")
-        timer = loop.run_in_executor(self._fine_timer, time.sleep, delay)
+        timer = _Silence()
         self._timer = timer
-        timer.add_done_callback(lambda done: self._dispatch() if done is self._timer else None)
+
+        def sleep() -> None:
+            time.sleep(delay)
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits any more
+                loop.call_soon_threadsafe(self._silence_over, timer)
+
+        self._fine_timer.submit(sleep)
+
+    def _silence_over(self, timer: _Silence) -> None:
+        if timer is self._timer and not timer.cancelled:
+            self._dispatch()
 
     # ------------------------------------------------------------------ requests
 
@@ -366,6 +403,8 @@ class ModbusBus:
             try:
                 answer = await self._once(device, fc, address, count, values, timeout)
                 self._received(device, resp)
+                # The silence runs from the answer's last byte, not from when it was decoded and checked.
+                quiet = max(0.0, quiet - (self._clock() - self._last_received))
                 return answer
             except _Busy as busy:
                 self._received(device, EXCEPTION_FRAME_BYTES)

@@ -250,9 +250,8 @@ TARGETS = {
 # (ratio key, absolute figure, floor, target of the ratio): issue 22, each figure beside a floor measured in the same
 # run. The wire ratios are their own figure: the floor is the wire time of the frames (bench/common.py).
 RATIOS = (
-    # Issue 22 asks 1.05, 1.05 and 1.10. The stop and the bytes meet theirs (2026-12-03); the start does not yet (a
-    # few ms per frame beyond the wire: README), so its target stays where it was and names the goal.
-    ("start_ratio", "", "wire", "<= 1.15 (goal 1.05)"),
+    # Issue 22's targets. The start meets its own at 9600 baud, not at 19200 (README: where the rest goes).
+    ("start_ratio", "", "wire", "<= 1.05"),
     ("stop_ratio", "", "wire", "<= 1.05"),
     ("wire_efficiency", "", "wire", "<= 1.1"),
     ("startup_ratio", "startup_s", "import_s", "<= 1.5"),

@@ -7,10 +7,10 @@ stops.
 Two figures per N:
 
 - stop -> signed record ratio: the time from the CSMS's RemoteStopTransaction to the StopTransaction carrying the
-  signed record arriving at the CSMS, divided by the wire time of the stop's own frames (with the RTU inter-frame
-  silence before each, plus the meter's signing time, as in the single-EVSE figure) plus one neighbour frame (the
-  largest sampling exchange, request and answer, that may be on the line when the stop's first frame wants it: the
-  bus puts transaction work first, so it waits for at most that one). Worst and median over the stops, which go
+  signed record arriving at the CSMS, divided by the stop's wire time (bench/common.py: its frames with the RTU
+  silence between each two, and the meter's signing time, as in the single-EVSE figure) plus one neighbour exchange
+  (the largest sampling exchange, request and answer, that may be on the line when the stop's first frame wants it:
+  the bus puts transaction work first, so it waits for at most that one). Worst and median over the stops, which go
   round the EVSEs while the others keep charging;
 - peak RSS growth per extra EVSE: the daemon's peak RSS (VmHWM) with N EVSEs minus with 1 after the same number of
   stops, divided by N - 1 (the simulators are not in the daemon's process: what grows is the daemon's own).

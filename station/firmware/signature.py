@@ -20,6 +20,8 @@ from cryptography.exceptions import InvalidSignature as CryptoInvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 
+from station.ocpp.certificates import is_ca, issued_by, valid_at
+
 if TYPE_CHECKING:
     # cryptography's x509 (0.8 MB) is imported where a certificate is read: a station without any never loads it
     from cryptography import x509
@@ -63,7 +65,7 @@ def check_certificate(signing_pem: str, roots: Iterable[x509.Certificate], now: 
     if len(chain) > MAX_CHAIN:
         raise InvalidCertificate(f"signing certificate chain longer than {MAX_CHAIN}")
     for cert in chain:
-        if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        if not valid_at(cert, now):
             raise InvalidCertificate(f"certificate {cert.subject.rfc4514_string()[:80]} is not valid now")
     for child, parent in itertools.pairwise(chain):
         _issued_by(child, parent)
@@ -75,7 +77,7 @@ def check_certificate(signing_pem: str, roots: Iterable[x509.Certificate], now: 
             _issued_by(top, root)
         except InvalidCertificate:
             continue
-        if not root.not_valid_before_utc <= now <= root.not_valid_after_utc:
+        if not valid_at(root, now):
             raise InvalidCertificate("the ManufacturerRootCertificate is not valid now")
         return chain[0]
     raise InvalidCertificate(
@@ -84,20 +86,12 @@ def check_certificate(signing_pem: str, roots: Iterable[x509.Certificate], now: 
 
 
 def _issued_by(child: x509.Certificate, parent: x509.Certificate) -> None:
-    from cryptography import x509
-
-    try:
-        constraints = parent.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except x509.ExtensionNotFound:
-        raise InvalidCertificate(f"{parent.subject.rfc4514_string()[:80]} is not a CA") from None
-    if not constraints.ca:
+    if not is_ca(parent):
         raise InvalidCertificate(f"{parent.subject.rfc4514_string()[:80]} is not a CA")
-    try:
-        child.verify_directly_issued_by(parent)
-    except (ValueError, TypeError, CryptoInvalidSignature):
+    if not issued_by(child, parent):
         raise InvalidCertificate(
             f"{child.subject.rfc4514_string()[:80]} is not issued by {parent.subject.rfc4514_string()[:80]}"
-        ) from None
+        )
 
 
 def file_digest(path: str) -> bytes:

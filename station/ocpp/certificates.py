@@ -136,6 +136,35 @@ def load_pem(text: str, what: str) -> list[x509.Certificate]:
         raise Refused("InvalidFormat", f"not a PEM X.509 {what}") from None
 
 
+# ---- the rules every certificate check shares (the store, the client certificate, signed firmware)
+
+
+def valid_at(cert: x509.Certificate, now: datetime) -> bool:
+    """Within its validity period at `now` (not expired, not yet to come)."""
+    return cert.not_valid_before_utc <= now <= cert.not_valid_after_utc
+
+
+def is_ca(cert: x509.Certificate) -> bool:
+    """basicConstraints CA:TRUE (a certificate without the extension is no CA)."""
+    from cryptography import x509
+
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def issued_by(child: x509.Certificate, parent: x509.Certificate) -> bool:
+    """`parent` issued `child`: the names match and `parent`'s key verifies `child`'s signature."""
+    if child.issuer != parent.subject:
+        return False
+    try:
+        child.verify_directly_issued_by(parent)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
 def check_ca(pem: str, now: datetime) -> x509.Certificate:
     """One PEM CA certificate, valid now, self-signature intact when self-issued; Refused otherwise (M05.FR.07)."""
     from cryptography import x509
@@ -146,7 +175,7 @@ def check_ca(pem: str, now: datetime) -> x509.Certificate:
     if len(certs) != 1:
         raise Refused("InvalidFormat", f"{len(certs)} certificates where one is expected")
     cert = certs[0]
-    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+    if not valid_at(cert, now):
         raise Refused("InvalidCertificate", "the certificate is not valid now (expired or not yet valid)")
     try:
         constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
@@ -339,16 +368,8 @@ def _issuer_of(item: Installed, everything: list[Installed]) -> x509.Certificate
     if item.cert.issuer == item.cert.subject:
         return item.cert
     return next(
-        (o.cert for o in everything if o.cert.subject == item.cert.issuer and _issued(item.cert, o.cert)), item.cert
+        (o.cert for o in everything if o.cert.subject == item.cert.issuer and issued_by(item.cert, o.cert)), item.cert
     )
-
-
-def _issued(child: x509.Certificate, parent: x509.Certificate) -> bool:
-    try:
-        child.verify_directly_issued_by(parent)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
 
 
 def issuing_root(server_der: bytes, roots: Iterable[Installed]) -> Installed | None:
@@ -359,4 +380,4 @@ def issuing_root(server_der: bytes, roots: Iterable[Installed]) -> Installed | N
         server = x509.load_der_x509_certificate(server_der)
     except ValueError:
         return None
-    return next((r for r in roots if r.cert.subject == server.issuer and _issued(server, r.cert)), None)
+    return next((r for r in roots if issued_by(server, r.cert)), None)

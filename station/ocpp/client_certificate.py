@@ -47,12 +47,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from station.config import KEY_ALGORITHMS
-from station.ocpp.certificates import Refused, atomic_write, load_pem
+from station.ocpp.certificates import Refused, atomic_write, is_ca, issued_by, load_pem, valid_at
 
 if TYPE_CHECKING:
     # cryptography's x509 (0.8 MB) is imported where a certificate is read: a station without any never loads it
@@ -89,7 +88,7 @@ class Credential:
         return self.leaf.not_valid_after_utc
 
     def valid_at(self, now: datetime) -> bool:
-        return self.not_before <= now <= self.not_after
+        return valid_at(self.leaf, now)
 
 
 @dataclass
@@ -118,29 +117,10 @@ def _key_pem(key: PrivateKey) -> bytes:
     )
 
 
-def _issued(child: x509.Certificate, parent: x509.Certificate) -> bool:
-    if child.issuer != parent.subject:
-        return False
-    try:
-        child.verify_directly_issued_by(parent)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
-
-
 def _first_certificate(data: bytes) -> x509.Certificate:
     from cryptography import x509
 
     return x509.load_pem_x509_certificates(data)[0]
-
-
-def _is_ca(cert: x509.Certificate) -> bool:
-    from cryptography import x509
-
-    try:
-        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except x509.ExtensionNotFound:
-        return False
 
 
 def _attribute(name: x509.Name, oid: x509.ObjectIdentifier) -> str:
@@ -294,7 +274,7 @@ class ClientCertificates:
         pending = self._pending_key()
         if existing is None and (pending is None or _spki(leaf) != _spki(pending)):
             raise Refused("InvalidCertificate", "the certificate is not for the key of this station's signing request")
-        if _is_ca(leaf):
+        if is_ca(leaf):
             raise Refused("InvalidCertificate", "a CA certificate, not a station certificate")
         if leaf.not_valid_after_utc < now:
             raise Refused("InvalidCertificate", "the certificate has expired")
@@ -326,12 +306,12 @@ class ClientCertificates:
             raise Refused("InvalidCertificate", "no CSMS root is installed to check the certificate against")
         current, carried = certs[0], certs[1:]
         for _ in range(MAX_CHAIN_CERTIFICATES + 1):
-            if any(r == current or _issued(current, r) for r in roots):
+            if any(r == current or issued_by(current, r) for r in roots):
                 return  # an installed root issued it, or it is an installed sub-CA (an anchor, as for TLS)
-            parent = next((c for c in carried if _issued(current, c)), None)
+            parent = next((c for c in carried if issued_by(current, c)), None)
             if parent is None:
                 break
-            if not _is_ca(parent) or not parent.not_valid_before_utc <= now <= parent.not_valid_after_utc:
+            if not is_ca(parent) or not valid_at(parent, now):
                 raise Refused("InvalidCertificate", "a sub-CA of the chain is not a valid CA certificate")
             carried = [c for c in carried if c is not parent]
             current = parent

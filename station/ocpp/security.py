@@ -206,9 +206,7 @@ class Security:
         if profile in (1, 2) and not self.password:
             missing.append("a Basic-auth password")
         now = datetime.now(UTC)
-        if profile >= 2 and not any(
-            c.not_valid_before_utc <= now <= c.not_valid_after_utc for c in self.certificates.roots(certs.CSMS_ROOT)
-        ):
+        if profile >= 2 and not any(certs.valid_at(c, now) for c in self.certificates.roots(certs.CSMS_ROOT)):
             missing.append("a valid CSMS root certificate installed")
         credential = self.client.active() if profile == 3 else None
         if profile == 3 and (credential is None or not credential.valid_at(now)):

@@ -27,7 +27,12 @@ from station.core.model import ReportStatus, Transaction
 from station.store import IdTagEntry, OutboxMessage
 
 if TYPE_CHECKING:
+    from station.firmware.update import FirmwareUpdater
+    from station.logupload.service import LogUploads
+    from station.ocpp.security import Security
+    from station.ocpp.settings import Settings
     from station.runtime import StationRuntime
+    from station.store import Store
 
 log = structlog.get_logger("station.ocpp")
 
@@ -309,6 +314,44 @@ class RpcRules:
         log.info("CSMS frame is not a readable OCPP-J message", reason=why, version=self.version)
         if self.version != "1.6":
             await self._send_error("-1", "RpcFrameworkError", why)
+
+
+class AdapterBase(RpcRules):
+    """Both adapters' constructor: the station's parts the connection hands in, and what every session keeps (the
+    last boot's answer, the follow-up work of requests). Before the `ocpp` library's ChargePoint in each adapter."""
+
+    def __init__(
+        self,
+        station_id: str,
+        connection: Any,
+        *,
+        runtime: StationRuntime,
+        store: Store,
+        settings: Settings,
+        vendor: str,
+        model: str,
+        response_timeout: float,
+        signed_value_format: str = "oca",
+        firmware: FirmwareUpdater | None = None,
+        log_uploads: LogUploads | None = None,
+        security: Security | None = None,  # ---- certificates
+    ) -> None:
+        # The library's ChargePoint, next in each adapter's order.
+        super().__init__(station_id, connection, response_timeout=response_timeout)  # type: ignore[call-arg]
+        self.runtime = runtime
+        self.runtime_ready = runtime.ready
+        self.store = store
+        self.settings = settings
+        self.vendor = vendor
+        self.model = model
+        self.raw_signed_values = signed_value_format == "raw"  # 1.6 only: 2.0.1 has a typed signedMeterValue
+        self.firmware = firmware  # ---- firmware update (station/firmware/)
+        self.log_uploads = log_uploads
+        self.security = security  # ---- certificates
+        self.follow_ups = FollowUps()
+        self.registration: str | None = None  # status of the last BootNotification answer
+        self.accepted = asyncio.Event()  # set when a BootNotification (also a triggered one) was Accepted
+        self.boot_interval = 0
 
 
 class FollowUps:

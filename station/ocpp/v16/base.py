@@ -6,7 +6,6 @@ status words). The parts add one functional block each; `V16Adapter` in __init__
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 from typing import Any
 
@@ -26,22 +25,14 @@ from station.core.model import (
     ConnectorStatus,
     ReportStatus,
 )
-from station.firmware.update import FirmwareUpdater
-from station.logupload import service as log_upload
 from station.meter.interface import LiveValues
 from station.ocpp.adapter import (
+    AdapterBase,
     BootRefused,
-    FollowUps,
-    RpcRules,
     iso,
     measured,
 )
-from station.ocpp.security import (  # ---- certificates
-    Security,
-)
-from station.ocpp.settings import Settings
-from station.runtime import StationRuntime
-from station.store import IdTagEntry, Store
+from station.store import IdTagEntry
 
 log = structlog.get_logger("station.ocpp.v16")
 
@@ -93,40 +84,8 @@ def sampled_values(body: dict[str, Any], measurands: list[str], context: str | N
     return values
 
 
-class V16Base(RpcRules, ChargePoint):  # type: ignore[misc]
+class V16Base(AdapterBase, ChargePoint):  # type: ignore[misc]
     version = "1.6"
-
-    def __init__(
-        self,
-        station_id: str,
-        connection: Any,
-        *,
-        runtime: StationRuntime,
-        store: Store,
-        settings: Settings,
-        vendor: str,
-        model: str,
-        response_timeout: float,
-        signed_value_format: str,
-        firmware: FirmwareUpdater | None = None,
-        log_uploads: log_upload.LogUploads | None = None,
-        security: Security | None = None,  # ---- certificates
-    ) -> None:
-        super().__init__(station_id, connection, response_timeout=response_timeout)
-        self.security = security  # ---- certificates
-        self.log_uploads = log_uploads
-        self.runtime = runtime
-        self.runtime_ready = runtime.ready
-        self.store = store
-        self.settings = settings
-        self.vendor = vendor
-        self.model = model
-        self.raw_signed_values = signed_value_format == "raw"
-        self.follow_ups = FollowUps()
-        self.registration: str | None = None  # status of the last BootNotification.conf
-        self.accepted = asyncio.Event()  # set when a BootNotification (also a triggered one) was Accepted
-        self.boot_interval = 0
-        self.firmware = firmware  # ---- firmware update (station/firmware/)
 
     # ------------------------------------------------------------------ outgoing
 

@@ -6,7 +6,6 @@ reading helpers). The parts add one functional block each; `V201Adapter` in __in
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 from typing import Any
 
@@ -21,22 +20,14 @@ from station.core.model import (
     ReportStatus,
     StopReason,
 )
-from station.firmware.update import FirmwareUpdater
-from station.logupload import service as log_upload
 from station.ocpp.adapter import (
+    AdapterBase,
     BootRefused,
-    FollowUps,
-    RpcRules,
     iso,
     measured,
 )
-from station.ocpp.security import (  # ---- certificates
-    Security,
-)
-from station.ocpp.settings import Settings
-from station.runtime import StationRuntime
 from station.smart.book import Refusal
-from station.store import IdTagEntry, Store
+from station.store import IdTagEntry
 
 log = structlog.get_logger("station.ocpp.v201")
 
@@ -142,44 +133,16 @@ def _status_info(refusal: Refusal) -> dict[str, str]:
     return {"reason_code": refusal.reason_code[:20], "additional_info": refusal.text[:512]}
 
 
-class V201Base(RpcRules, ChargePoint):  # type: ignore[misc]
+class V201Base(AdapterBase, ChargePoint):  # type: ignore[misc]
     """What every part of the adapter stands on: the connection, the runtime, the store and the settings, and
     the messages every session sends (boot, heartbeat, status, authorize)."""
 
     version = "2.0.1"
 
-    def __init__(
-        self,
-        station_id: str,
-        connection: Any,
-        *,
-        runtime: StationRuntime,
-        store: Store,
-        settings: Settings,
-        vendor: str,
-        model: str,
-        response_timeout: float,
-        signed_value_format: str = "oca",  # 1.6 only: 2.0.1 has a typed signedMeterValue, no raw variant
-        firmware: FirmwareUpdater | None = None,
-        log_uploads: log_upload.LogUploads | None = None,
-        security: Security | None = None,  # ---- certificates
-    ) -> None:
-        super().__init__(station_id, connection, response_timeout=response_timeout)
-        self.security = security  # ---- certificates
-        self.log_uploads = log_uploads
-        self.runtime = runtime
-        self.runtime_ready = runtime.ready
-        self.store = store
-        self.settings = settings
-        self.vendor = vendor
-        self.model = model
-        self.follow_ups = FollowUps()
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._told: dict[tuple[int, int], str] = {}  # (EVSE, connector) -> the connectorStatus last sent
         self._event_ids = 0
-        self.registration: str | None = None  # status of the last BootNotificationResponse
-        self.accepted = asyncio.Event()  # set when a BootNotification (also a triggered one) was Accepted
-        self.boot_interval = 0
-        self.firmware = firmware  # ---- firmware update (station/firmware/)
 
     # ------------------------------------------------------------------ outgoing
 

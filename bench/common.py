@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from station.bus import LineSettings, read_frame_sizes, write_frame_sizes
 from station.meter.smartme import STATUS_BLOCK_REGS, SmartMeRegisters
@@ -127,12 +128,17 @@ def station_process(config: Path) -> Iterator[subprocess.Popen[bytes]]:
     try:
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        end_process(proc, 30)
+
+
+def end_process(proc: subprocess.Popen[Any], grace: float) -> None:
+    """SIGTERM, and SIGKILL when it has not ended within `grace` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
 
 
 def proc_cpu_seconds(pid: int) -> float:

@@ -27,6 +27,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.common import end_process
+
 
 def state_file(state: Path, meters: int, n: int) -> Path:
     return state if meters == 1 else state.with_name(f"{state.stem}{n}{state.suffix}")
@@ -106,12 +108,7 @@ def meter_line(baudrate: int, state: Path, signing_time: float, meters: int = 1)
             raise RuntimeError(f"the meter simulator's process ended before serving (exit {proc.wait(10)})")
         yield MeterLine(port, proc)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        end_process(proc, 10)
 
 
 def main() -> int:

@@ -8,8 +8,12 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any, Self, TypeVar
 
+import structlog
+
 from station.bus import ModbusDevice, urgent
-from station.meter.interface import Meter, MeterRefused
+from station.meter.interface import Meter, MeterError, MeterRefused
+
+log = structlog.get_logger("station.meter")
 
 
 class RegisterTable:
@@ -66,6 +70,23 @@ class ModbusMeter(Meter):
     def transaction_work(self) -> contextlib.AbstractContextManager[None]:
         """Every frame of the block goes onto the bus ahead of the neighbours' sampling (station.bus.urgent)."""
         return urgent()
+
+    async def start_command(self, send: Callable[[], Awaitable[object]]) -> None:
+        """Send the command that starts a transaction (the meter was seen idle just before). The meter starts on the
+        first copy it gets; when that copy's answer is lost, the bus sends it again and the meter, running now,
+        refuses the repeat (or the line gives out). Whether it started is then read from the meter rather than taken
+        from the refusal: a start taken for refused leaves the meter running a transaction that nobody ends, and
+        every later start refused because the meter is not idle."""
+        try:
+            await send()
+        except MeterError as exc:
+            try:
+                running = await self.transaction_running()
+            except MeterError:
+                raise exc from None
+            if not running:
+                raise
+            log.warning("the meter's answer to the start command was lost; it started", error=str(exc)[:200])
 
     async def poll_until(
         self,

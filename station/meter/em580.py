@@ -165,7 +165,7 @@ class Em580Meter(ModbusMeter):
         await self.device.write_registers(r.tariff_text, [*str_to_regs(f"=<{request.tx_ref}>"), 0])
         now = int(time.time())
         await self.device.write_registers(r.timezone, [0, *to_lsw_first(now, 4), 0])  # tz, UTC, modality 0 charging
-        await self.device.write_registers(r.command, [COMMAND_BEGIN])
+        await self.start_command(lambda: self.device.write_registers(r.command, [COMMAND_BEGIN]))
         await self.poll_until(
             self._state,
             lambda st: st[0] == STATE_RUNNING,

@@ -204,7 +204,7 @@ class IskraMeter(ModbusMeter):
             raise MeterError(f"transaction metadata of {len(meta)} bytes does not fit the meter's metadata block")
         await self.device.write_registers(self.regs.metadata, regs)
         await self.device.write_register(self.regs.metadata_length, len(meta.encode()))
-        await self.device.write_register(self.regs.command, COMMAND_START)
+        await self.start_command(lambda: self.device.write_register(self.regs.command, COMMAND_START))
         await self._poll_state(lambda s: s in ACTIVE_STATES, self.start_timeout, "start the transaction")
         await self._poll_signature("sign the transaction's begin")
         live = await self.live_values()

@@ -192,7 +192,7 @@ class SmartMeMeter(ModbusMeter):
             raise MeterError(f"transaction metadata of {len(meta)} bytes does not fit the meter's metadata block")
         await self.device.write_registers(self.regs.metadata, meta_regs)
         await self.device.write_register(self.regs.metadata_length, len(meta.encode()))
-        await self.device.write_register(self.regs.command, COMMAND_START)
+        await self.start_command(lambda: self.device.write_register(self.regs.command, COMMAND_START))
         st = await self._poll(lambda s: s.status == STATUS_RUNNING, self.start_timeout, "start the transaction")
         if st.digital_output != 1:
             # The output enables the charge controller: charging without it would be unmetered, or not happen.

@@ -12,6 +12,7 @@ import os
 import threading
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -22,11 +23,11 @@ from pymodbus.exceptions import ModbusIOException
 
 from station.bus import LineSettings, ModbusBus, ModbusDevice, read_frame_sizes
 from station.bus.codec import regs_to_str, str_to_regs
-from station.meter.interface import MeterLinkError, MeterRefused
+from station.meter.interface import MeterLinkError, MeterRefused, MeterTransactionRequest
 from station.meter.nullmodem import VirtualNullModem
 from station.meter.sim.server import serve
 from station.meter.sim.smartme import SmartMeSimulator
-from station.meter.smartme import STATUS_BLOCK_REGS, SmartMeRegisters
+from station.meter.smartme import STATUS_BLOCK_REGS, SmartMeMeter, SmartMeRegisters
 from tests.meter.test_golden_frames import crc16
 
 REGS = SmartMeRegisters()
@@ -179,8 +180,8 @@ async def test_the_bus_keeps_the_inter_frame_silence_after_each_answer(baud: int
                 if first and answered:
                     gaps.append(time.monotonic() - answered)
             frame = bytes([1, 3, 2, 0, 7])  # device 1, FC03, 2 bytes: register value 7
+            answered = time.monotonic()  # before the write: the bus cannot have the answer any sooner
             os.write(slave, frame + crc16(frame))
-            answered = time.monotonic()
 
     thread = threading.Thread(target=answer, daemon=True)
     thread.start()
@@ -196,3 +197,36 @@ async def test_the_bus_keeps_the_inter_frame_silence_after_each_answer(baud: int
         await cable.stop()
     assert len(gaps) == 3
     assert min(gaps) >= LineSettings("x", baudrate=baud).inter_frame_silence
+
+
+async def test_a_start_whose_answer_is_lost_is_found_started_not_refused() -> None:
+    """The meter carries out the start command but its answer comes after the bus's timeout: the bus sends the command
+    again and the meter, running now, refuses the repeat (exception 3). The driver reads that the meter started and
+    goes on; taken for refused, the meter would run a transaction nobody ends and refuse every later start (found by
+    the chaos soak). Then the stop collects the signed record as usual."""
+    cable = await VirtualNullModem().start()
+    sim = SmartMeSimulator(signing_time=0.05)
+    act = sim.action
+    commands: list[int] = []
+
+    async def late_start_answer(fc: int, start: int, address: int, *rest: Any) -> Any:
+        if fc == 6 and address == REGS.command:
+            commands.append(address)
+            if len(commands) == 1:
+                sim.faults.late_next, sim.faults.late_by = 1, 0.4  # carried out after the wait, answered too late
+        return await act(fc, start, address, *rest)
+
+    sim.action = late_start_answer  # type: ignore[method-assign]
+    server = await serve(sim, cable.path_b)
+    meter = SmartMeMeter(device_on(cable.path_a, latency=0.05, retries=2))
+    await meter.open()
+    try:
+        started = await meter.start_transaction(MeterTransactionRequest("tx-lost", 1, "TAG", "CP-1", datetime.now(UTC)))
+        assert len(commands) >= 2  # the command went again: the first answer was lost
+        assert started.begin_record is None and await meter.transaction_running()
+        ended = await meter.stop_transaction("tx-lost")
+        assert ended.records[-1].verified
+    finally:
+        await meter.close()
+        await server.shutdown()  # type: ignore[no-untyped-call]
+        await cable.stop()

@@ -99,12 +99,14 @@ class ModbusDevice:
             pos += n
         return out
 
-    async def write_registers(self, address: int, values: Sequence[int]) -> None:
+    async def write_registers(self, address: int, values: Sequence[int], *, once: bool = False) -> None:
+        """`once`: a command the device carries out on receipt, sent without the bus's retry after a lost answer (a
+        repeat could be refused, or done twice); the driver reads back whether it took effect (ModbusMeter.command)."""
         pos = 0
         while pos < len(values):
             chunk = list(values[pos : pos + MAX_WRITE_REGISTERS])
-            await self.bus.exchange(self, 16, address + pos, len(chunk), chunk)
+            await self.bus.exchange(self, 16, address + pos, len(chunk), chunk, once=once)
             pos += len(chunk)
 
-    async def write_register(self, address: int, value: int) -> None:
-        await self.bus.exchange(self, 6, address, 1, [value])
+    async def write_register(self, address: int, value: int, *, once: bool = False) -> None:
+        await self.bus.exchange(self, 6, address, 1, [value], once=once)

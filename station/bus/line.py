@@ -383,10 +383,11 @@ class ModbusBus:
     # ------------------------------------------------------------------ requests
 
     async def exchange(
-        self, device: ModbusDevice, fc: int, address: int, count: int, values: list[int] | None
+        self, device: ModbusDevice, fc: int, address: int, count: int, values: list[int] | None, *, once: bool = False
     ) -> list[int]:
-        """One request frame of `device` and its checked answer, with the retries the settings allow. Waits for
-        its turn at the priority of the caller's context (`station.bus.urgent()`)."""
+        """One request frame of `device` and its checked answer, with the retries the settings allow (`once`: none
+        after a lost answer, for a command a repeat could be refused or done twice; a busy device is asked again, it
+        did nothing). Waits for its turn at the priority of the caller's context (`station.bus.urgent()`)."""
         s = self.settings
         req, resp = frame_sizes(fc, count)
         timeout = s.timeout_for(req, resp, device.latency)
@@ -427,7 +428,7 @@ class ModbusBus:
                 device.last_error = reason
                 # Let a late answer arrive and be dropped while no request is pending.
                 quiet = s.quiet_after_timeout(device.latency)
-                if attempt > s.retries:
+                if attempt > (0 if once else s.retries):
                     device.mark(False, reason)
                     raise MeterLinkError(
                         f"{reason}; check wiring, serial settings ({s.line_format()}), device id {device.unit_id}"

@@ -71,22 +71,36 @@ class ModbusMeter(Meter):
         """Every frame of the block goes onto the bus ahead of the neighbours' sampling (station.bus.urgent)."""
         return urgent()
 
-    async def start_command(self, send: Callable[[], Awaitable[object]]) -> None:
-        """Send the command that starts a transaction (the meter was seen idle just before). The meter starts on the
-        first copy it gets; when that copy's answer is lost, the bus sends it again and the meter, running now,
-        refuses the repeat (or the line gives out). Whether it started is then read from the meter rather than taken
-        from the refusal: a start taken for refused leaves the meter running a transaction that nobody ends, and
-        every later start refused because the meter is not idle."""
-        try:
-            await send()
-        except MeterError as exc:
+    async def command(self, send: Callable[[], Awaitable[object]], took_effect: Callable[[], Awaitable[bool]]) -> None:
+        """Send a command the meter carries out once (start or end a transaction), its write made with `once=True`.
+        When its answer is lost (or refused), whether it took effect is read from the meter rather than taken from
+        the error: the meter may have carried out the first copy, and a repeat is refused (a start: "already
+        running") or worse (a stop to an idle Iskra hides its signed record). A start taken for refused leaves the
+        meter running a transaction that nobody ends. Not carried out after a lost answer: sent once more."""
+        for attempt in (1, 2):
             try:
-                running = await self.transaction_running()
+                await send()
+                return
+            except MeterError as exc:
+                done = await self._read_back(took_effect)
+                if done is None:
+                    raise exc from None
+                if done:
+                    log.warning("the meter's answer to a command was lost; it took effect", error=str(exc)[:200])
+                    return
+                if attempt == 2 or isinstance(exc, MeterRefused):
+                    raise
+
+    async def _read_back(self, took_effect: Callable[[], Awaitable[bool]], attempts: int = 3) -> bool | None:
+        """Whether a command took effect; None when the meter does not say. A meter whose answer was late may still
+        be busy with the command: asked a few times, `poll_interval` apart (each read with the bus's retries)."""
+        for attempt in range(attempts):
+            try:
+                return await took_effect()
             except MeterError:
-                raise exc from None
-            if not running:
-                raise
-            log.warning("the meter's answer to the start command was lost; it started", error=str(exc)[:200])
+                if attempt + 1 < attempts:
+                    await asyncio.sleep(self.poll_interval)
+        return None
 
     async def poll_until(
         self,

@@ -173,6 +173,9 @@ class IskraMeter(ModbusMeter):
     async def transaction_running(self) -> bool:
         return await self._state() in ACTIVE_STATES
 
+    async def _idle(self) -> bool:
+        return await self._state() == STATE_IDLE
+
     # ------------------------------------------------------------------ transactions
 
     async def _set_time(self) -> None:
@@ -204,7 +207,9 @@ class IskraMeter(ModbusMeter):
             raise MeterError(f"transaction metadata of {len(meta)} bytes does not fit the meter's metadata block")
         await self.device.write_registers(self.regs.metadata, regs)
         await self.device.write_register(self.regs.metadata_length, len(meta.encode()))
-        await self.start_command(lambda: self.device.write_register(self.regs.command, COMMAND_START))
+        await self.command(
+            lambda: self.device.write_register(self.regs.command, COMMAND_START, once=True), self.transaction_running
+        )
         await self._poll_state(lambda s: s in ACTIVE_STATES, self.start_timeout, "start the transaction")
         await self._poll_signature("sign the transaction's begin")
         live = await self.live_values()
@@ -222,7 +227,9 @@ class IskraMeter(ModbusMeter):
             if state == 2:
                 # Active after a power failure: the clock was lost; set it and rewrite the metadata first (manual §6.6).
                 await self._set_time()
-            await self.device.write_register(self.regs.command, COMMAND_STOP)
+            await self.command(
+                lambda: self.device.write_register(self.regs.command, COMMAND_STOP, once=True), self._idle
+            )
             await self._poll_state(lambda s: s == STATE_IDLE, max(self.start_timeout, 1.0), "end the transaction")
         await self._poll_signature("sign the transaction")
         r = self.regs

@@ -177,6 +177,9 @@ class SmartMeMeter(ModbusMeter):
         st = await self.status()
         return st.status in (STATUS_RUNNING, STATUS_SIGNING, STATUS_SIGNED)
 
+    async def _ended(self) -> bool:
+        return (await self.status()).status in (STATUS_SIGNING, STATUS_SIGNED)
+
     # ------------------------------------------------------------------ transactions
 
     async def start_transaction(self, request: MeterTransactionRequest) -> MeterTransactionStarted:
@@ -192,7 +195,9 @@ class SmartMeMeter(ModbusMeter):
             raise MeterError(f"transaction metadata of {len(meta)} bytes does not fit the meter's metadata block")
         await self.device.write_registers(self.regs.metadata, meta_regs)
         await self.device.write_register(self.regs.metadata_length, len(meta.encode()))
-        await self.start_command(lambda: self.device.write_register(self.regs.command, COMMAND_START))
+        await self.command(
+            lambda: self.device.write_register(self.regs.command, COMMAND_START, once=True), self.transaction_running
+        )
         st = await self._poll(lambda s: s.status == STATUS_RUNNING, self.start_timeout, "start the transaction")
         if st.digital_output != 1:
             # The output enables the charge controller: charging without it would be unmetered, or not happen.
@@ -207,7 +212,9 @@ class SmartMeMeter(ModbusMeter):
     async def stop_transaction(self, tx_ref: str) -> MeterTransactionEnded:
         st = await self.status()
         if st.status == STATUS_RUNNING:
-            await self.device.write_register(self.regs.command, COMMAND_END)
+            await self.command(
+                lambda: self.device.write_register(self.regs.command, COMMAND_END, once=True), self._ended
+            )
             st = await self._await_signed(asyncio.get_running_loop().time())
         elif st.status in (STATUS_SIGNING, STATUS_SIGNED):  # ended before (a retry): when, is not known
             st = await self._poll(lambda s: s.status == STATUS_SIGNED, self.signing_timeout, "sign the transaction")

@@ -147,13 +147,13 @@ class ScriptedLine:
             out += [int.from_bytes(response[3 + 2 * i : 5 + 2 * i], "big") for i in range(n)]
         return out
 
-    async def write_registers(self, address: int, values: Sequence[int]) -> None:
+    async def write_registers(self, address: int, values: Sequence[int], *, once: bool = False) -> None:
         for at in range(0, len(values), 123):
             chunk = list(values[at : at + 123])
             response = self._exchange(write_many(self.device_id, address + at, chunk))
             assert response == write_many_echo(self.device_id, address + at, len(chunk))
 
-    async def write_register(self, address: int, value: int) -> None:
+    async def write_register(self, address: int, value: int, *, once: bool = False) -> None:
         response = self._exchange(write_one(self.device_id, address, value))
         assert response == write_one(self.device_id, address, value)
 

@@ -70,7 +70,7 @@ class Device:
             out += list(rr.registers)
         return out
 
-    async def write_registers(self, address: int, values: Sequence[int]) -> None:
+    async def write_registers(self, address: int, values: Sequence[int], *, once: bool = False) -> None:
         for at in range(0, len(values), 123):
             async with self.lock:
                 rr = await self.client.write_registers(
@@ -79,7 +79,7 @@ class Device:
             if rr.isError():
                 raise MeterRefused(f"exception {rr} at {address + at}")
 
-    async def write_register(self, address: int, value: int) -> None:
+    async def write_register(self, address: int, value: int, *, once: bool = False) -> None:
         async with self.lock:
             rr = await self.client.write_register(address, value, device_id=self.device_id)
         if rr.isError():

@@ -109,7 +109,7 @@ def line_settings(config: Config, bus: BusConfig, port: str | None = None) -> Li
     return LineSettings(
         port=port or bus.port,
         baudrate=bus.baudrate,
-        parity=bus.parity,  # type: ignore[arg-type]
+        parity=bus.parity,
         stopbits=bus.stopbits,
         transport="tcp" if bus.transport == "tcp" else "rtu",
         retries=bus.retries,

@@ -32,7 +32,7 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 from station.meter.models import MODELS
@@ -107,7 +107,7 @@ class BusConfig:
     transport: str = "rtu"  # "rtu", "tcp" (RTU over TCP, port = host:port) or "simulated" (in-process simulators)
     port: str = "/dev/ttyUSB0"
     baudrate: int = 9600
-    parity: str = "N"
+    parity: Literal["N", "E", "O"] = "N"  # checked against PARITIES when read
     stopbits: int = 1
     latency: float = 0.3  # default worst-case answer time of a device on this bus (s)
     retries: int = 2

@@ -28,10 +28,9 @@ import threading
 import time
 import tty
 from dataclasses import dataclass
+from typing import Literal
 
-
-def byte_time(baudrate: int, parity: str = "N", stopbits: int = 1, bytesize: int = 8) -> float:
-    return (1 + bytesize + (0 if parity == "N" else 1) + stopbits) / baudrate
+from station.bus import LineSettings
 
 
 @dataclass
@@ -44,15 +43,11 @@ class LineFaults:
 class VirtualNullModem:
     """End A and end B; bytes written to one come out of the other."""
 
-    def __init__(self, *, baudrate: int | None = None, parity: str = "N", stopbits: int = 1) -> None:
-        from station.bus import LineSettings
-
-        self.tbyte = byte_time(baudrate, parity, stopbits) if baudrate else 0.0
-        self.turnaround = (
-            LineSettings("virtual", baudrate=baudrate, parity=parity, stopbits=stopbits).inter_frame_silence  # type: ignore[arg-type]
-            if baudrate
-            else 0.0
-        )
+    def __init__(self, *, baudrate: int | None = None, parity: Literal["N", "E", "O"] = "N", stopbits: int = 1) -> None:
+        # The line's own rules: a byte's time and t3.5 (the turnaround), as the bus reckons them.
+        line = LineSettings("virtual", baudrate=baudrate, parity=parity, stopbits=stopbits) if baudrate else None
+        self.tbyte = line.byte_time if line else 0.0
+        self.turnaround = line.inter_frame_silence if line else 0.0
         self.faults = LineFaults()
         self.bytes_a_to_b = 0
         self.bytes_b_to_a = 0

@@ -71,15 +71,21 @@ class ModbusMeter(Meter):
         """Every frame of the block goes onto the bus ahead of the neighbours' sampling (station.bus.urgent)."""
         return urgent()
 
-    async def command(self, send: Callable[[], Awaitable[object]], took_effect: Callable[[], Awaitable[bool]]) -> None:
-        """Send a command the meter carries out once (start or end a transaction), its write made with `once=True`.
+    async def command(
+        self, register: int, value: int, took_effect: Callable[[], Awaitable[bool]], *, fc16: bool = False
+    ) -> None:
+        """Write `value` to the command `register` (FC06, or FC16 of one register where the meter takes only that): a
+        command the meter carries out once (start or end a transaction), written without the bus's retry (`once`).
         When its answer is lost (or refused), whether it took effect is read from the meter rather than taken from
         the error: the meter may have carried out the first copy, and a repeat is refused (a start: "already
         running") or worse (a stop to an idle Iskra hides its signed record). A start taken for refused leaves the
         meter running a transaction that nobody ends. Not carried out after a lost answer: sent once more."""
         for attempt in (1, 2):
             try:
-                await send()
+                if fc16:
+                    await self.device.write_registers(register, [value], once=True)
+                else:
+                    await self.device.write_register(register, value, once=True)
                 return
             except MeterError as exc:
                 done = await self._read_back(took_effect)

@@ -168,9 +168,7 @@ class Em580Meter(ModbusMeter):
         await self.device.write_registers(r.tariff_text, [*str_to_regs(f"=<{request.tx_ref}>"), 0])
         now = int(time.time())
         await self.device.write_registers(r.timezone, [0, *to_lsw_first(now, 4), 0])  # tz, UTC, modality 0 charging
-        await self.command(
-            lambda: self.device.write_registers(r.command, [COMMAND_BEGIN], once=True), self.transaction_running
-        )
+        await self.command(r.command, COMMAND_BEGIN, self.transaction_running, fc16=True)
         await self.poll_until(
             self._state,
             lambda st: st[0] == STATE_RUNNING,
@@ -186,7 +184,7 @@ class Em580Meter(ModbusMeter):
         r = self.regs
         state, _ = await self._state()
         if state == STATE_RUNNING:
-            await self.command(lambda: self.device.write_registers(r.command, [COMMAND_END], once=True), self._ended)
+            await self.command(r.command, COMMAND_END, self._ended, fc16=True)
         elif state not in (STATE_READY,):
             raise MeterRefused(f"meter has no transaction to end (OCMF state {STATE_NAMES.get(state, state)})")
         _, size = await self.poll_until(

@@ -207,9 +207,7 @@ class IskraMeter(ModbusMeter):
             raise MeterError(f"transaction metadata of {len(meta)} bytes does not fit the meter's metadata block")
         await self.device.write_registers(self.regs.metadata, regs)
         await self.device.write_register(self.regs.metadata_length, len(meta.encode()))
-        await self.command(
-            lambda: self.device.write_register(self.regs.command, COMMAND_START, once=True), self.transaction_running
-        )
+        await self.command(self.regs.command, COMMAND_START, self.transaction_running)
         await self._poll_state(lambda s: s in ACTIVE_STATES, self.start_timeout, "start the transaction")
         await self._poll_signature("sign the transaction's begin")
         live = await self.live_values()
@@ -227,9 +225,7 @@ class IskraMeter(ModbusMeter):
             if state == 2:
                 # Active after a power failure: the clock was lost; set it and rewrite the metadata first (manual §6.6).
                 await self._set_time()
-            await self.command(
-                lambda: self.device.write_register(self.regs.command, COMMAND_STOP, once=True), self._idle
-            )
+            await self.command(self.regs.command, COMMAND_STOP, self._idle)
             await self._poll_state(lambda s: s == STATE_IDLE, max(self.start_timeout, 1.0), "end the transaction")
         await self._poll_signature("sign the transaction")
         r = self.regs

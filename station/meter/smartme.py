@@ -195,9 +195,7 @@ class SmartMeMeter(ModbusMeter):
             raise MeterError(f"transaction metadata of {len(meta)} bytes does not fit the meter's metadata block")
         await self.device.write_registers(self.regs.metadata, meta_regs)
         await self.device.write_register(self.regs.metadata_length, len(meta.encode()))
-        await self.command(
-            lambda: self.device.write_register(self.regs.command, COMMAND_START, once=True), self.transaction_running
-        )
+        await self.command(self.regs.command, COMMAND_START, self.transaction_running)
         st = await self._poll(lambda s: s.status == STATUS_RUNNING, self.start_timeout, "start the transaction")
         if st.digital_output != 1:
             # The output enables the charge controller: charging without it would be unmetered, or not happen.
@@ -212,9 +210,7 @@ class SmartMeMeter(ModbusMeter):
     async def stop_transaction(self, tx_ref: str) -> MeterTransactionEnded:
         st = await self.status()
         if st.status == STATUS_RUNNING:
-            await self.command(
-                lambda: self.device.write_register(self.regs.command, COMMAND_END, once=True), self._ended
-            )
+            await self.command(self.regs.command, COMMAND_END, self._ended)
             st = await self._await_signed(asyncio.get_running_loop().time())
         elif st.status in (STATUS_SIGNING, STATUS_SIGNED):  # ended before (a retry): when, is not known
             st = await self._poll(lambda s: s.status == STATUS_SIGNED, self.signing_timeout, "sign the transaction")

@@ -7,33 +7,33 @@ import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from station.bus import LineSettings, read_frame_sizes, write_frame_sizes
+from station.bus.codec import MAX_READ_REGISTERS, MAX_WRITE_REGISTERS
 from station.meter.smartme import STATUS_BLOCK_REGS, SmartMeRegisters
 
 STATION = "BENCH-1"
 SIGNING_TIME = 0.5
 
 
-def _reads(n: int) -> list[int]:
-    """The frames (request, answer, ...) of reading `n` registers in the largest blocks FC03 allows."""
+def _blocks(n: int, most: int, sizes: Callable[[int], tuple[int, int]]) -> list[int]:
+    """The frames (request, answer, ...) of `n` registers in blocks of at most `most`, as the device splits them."""
     frames: list[int] = []
-    while n > 0:
-        frames += read_frame_sizes(min(n, 125))
-        n -= 125
+    for first in range(0, n, most):
+        frames += sizes(min(most, n - first))
     return frames
+
+
+def _reads(n: int) -> list[int]:
+    return _blocks(n, MAX_READ_REGISTERS, read_frame_sizes)
 
 
 def _writes(n: int) -> list[int]:
-    frames: list[int] = []
-    while n > 0:
-        frames += write_frame_sizes(min(n, 123))
-        n -= 123
-    return frames
+    return _blocks(n, MAX_WRITE_REGISTERS, write_frame_sizes)
 
 
 FC06 = [8, 8]  # one register written: request and echo

@@ -367,9 +367,7 @@ def https_context(store: CertificateStore, *, system: bool) -> ssl.SSLContext:
 def _issuer_of(item: Installed, everything: list[Installed]) -> x509.Certificate:
     if item.cert.issuer == item.cert.subject:
         return item.cert
-    return next(
-        (o.cert for o in everything if o.cert.subject == item.cert.issuer and issued_by(item.cert, o.cert)), item.cert
-    )
+    return next((o.cert for o in everything if issued_by(item.cert, o.cert)), item.cert)
 
 
 def issuing_root(server_der: bytes, roots: Iterable[Installed]) -> Installed | None:

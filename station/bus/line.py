@@ -211,7 +211,7 @@ class ModbusBus:
                 framer=FramerType.RTU,
                 timeout=1,
                 retries=0,
-                trace_packet=self._count_bytes,
+                trace_packet=self._on_packet,
             )
         else:
             self._client = AsyncModbusSerialClient(
@@ -225,7 +225,7 @@ class ModbusBus:
                 retries=0,
                 reconnect_delay=0.5,
                 reconnect_delay_max=5.0,
-                trace_packet=self._count_bytes,
+                trace_packet=self._on_packet,
             )
         turn = await self._take_turn(Priority.TRANSACTION, "open")
         try:
@@ -293,9 +293,10 @@ class ModbusBus:
             )
         return f"cannot open serial port {port}: {detail or 'it refused to open'}; is another program using it?"
 
-    def _count_bytes(self, sending: bool, packet: bytes) -> bytes:
-        # pymodbus traces a received frame once per chunk with the whole buffer so far, so only frames sent are
-        # counted here; a received frame is counted once, by its size, when it has been accepted (exchange).
+    def _on_packet(self, sending: bool, packet: bytes) -> bytes:
+        """pymodbus's trace of every frame sent and every chunk received: counts what was sent, and stamps when the
+        last chunk of an answer came (the silence after it counts from there). A received frame is traced once per
+        chunk with the whole buffer so far, so it is counted once, by its size, when accepted (exchange)."""
         if sending:
             self.bytes_sent += len(packet)
             if self._speaking is not None:

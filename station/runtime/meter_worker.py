@@ -169,6 +169,21 @@ class MeterWorker:
             )
             return False
 
+    async def left_running(self, attempts: int = 6) -> bool:
+        """After a failed start: whether the meter runs a transaction all the same (it began, and then its answers
+        were lost). Asked until the meter answers, at most `attempts` times with growing delays (about 15 s); a
+        meter silent for longer is asked again at the next start, which it refuses, and at the next run."""
+        for attempt in range(1, attempts + 1):
+            try:
+                with self.meter.transaction_work():
+                    return await self.meter.transaction_running()
+            except MeterError as exc:
+                if attempt == attempts:
+                    self._log.warning("meter not asked whether a failed start left it running", error=str(exc))
+                    return False
+                await asyncio.sleep(self._retry_delay(attempt))
+        return False
+
     def _retry_delay(self, attempt: int) -> float:
         """How long to wait before asking the meter again (a stop, a release): growing, at most 30 s."""
         return min(self.retry_delay * attempt, MAX_RETRY_DELAY)

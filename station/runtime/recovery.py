@@ -3,7 +3,8 @@
 A transaction the store has open is ended on its EVSE's meter (stop reason PowerLoss unless one was asked for), so
 its signed record is collected and delivered. A transaction only the meter knows (the daemon died after the meter
 started it and before storing it) is adopted: ended on the meter, and its signed record tells who charged and from
-which reading; the CSMS gets its start and its end, in that order. A record the store already holds (killed after
+which reading; the CSMS gets its start and its end, in that order. So is one a failed start left on the meter while
+the daemon runs (the meter began, and then its answers were lost): stop reason Other. A record the store already holds (killed after
 storing it and before releasing it) is only released, never recorded twice.
 """
 
@@ -46,15 +47,16 @@ class Recovery:
             out.append(replace(tx, stop_reason=reason))
         return out
 
-    def orphan(self, evse_id: int, now: datetime) -> Transaction:
-        """A transaction for what the meter of `evse_id` has open and the store never heard of."""
+    def orphan(self, evse_id: int, now: datetime, reason: StopReason = StopReason.POWER_LOSS) -> Transaction:
+        """A transaction for what the meter of `evse_id` has open and the store never heard of (or forgot: a start
+        that failed after the meter began)."""
         tx = Transaction(
             ref=uuid.uuid4().hex,
             evse_id=evse_id,
             id_tag="",
             source=StartSource.REMOTE,
             requested_at=now,
-            stop_reason=StopReason.POWER_LOSS,
+            stop_reason=reason,
         )
         log.warning("the meter has a transaction the store does not know; ending it", tx_ref=tx.ref, evse_id=evse_id)
         self.orphans.add(tx.ref)

@@ -606,8 +606,16 @@ class StationRuntime:
         except MeterError as exc:
             log.error("meter refused to start", tx_ref=tx.ref, evse_id=evse_id, error=str(exc))
             self._apply(MeterStartFailed(tx.ref, str(exc)))
+            await self._end_left_running(evse_id)
             return
         self._apply(MeterStarted(tx.ref, started.meter_start_wh, self.clock(), started.begin_record, worker.stamp()))
+
+    async def _end_left_running(self, evse_id: int) -> None:
+        """A start that failed after the meter began (its answer, or a later read, lost) leaves the meter running a
+        transaction nobody owns, and the meter refuses every later start: the EVSE would be out of service. It is
+        ended as one found at start-up is (Recovery.orphan), and its signed record delivered."""
+        if await self.meters[evse_id].left_running() and self.core.transaction_on(evse_id) is None:
+            self._restore(self.recovery.orphan(evse_id, self.clock(), StopReason.OTHER))
 
     async def _stop_on_meter(self, evse_id: int, tx: Transaction) -> None:
         worker = self.meters[evse_id]

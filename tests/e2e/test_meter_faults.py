@@ -159,3 +159,42 @@ async def test_a_record_stored_but_not_released_before_a_crash_is_not_sent_twice
         await station.runtime.idle()
         await csms.wait_until(lambda: station.store.outbox_depth() == 0)
         assert len(csms.messages("StopTransaction")) == 1 and len(csms.messages("StartTransaction")) == 1
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+async def test_a_start_that_fails_after_the_meter_began_is_ended_on_the_meter(
+    tmp_path: Path, csms: LocalCsms, model: str
+) -> None:
+    """Found by the chaos soak (EM580): the meter carried out the start command and then went silent, so the start
+    failed after the meter had begun a transaction. Nobody ended it and the meter refused every later start ("an
+    earlier transaction must be ended first"): a station out of service. The station now ends what the meter has
+    open and nobody owns, and delivers its signed record (the signed record of a begun transaction is never lost),
+    as it does at start-up for a transaction the store never heard of; then it starts again (1.6 §5.11: a remote
+    start is Accepted and then started, or not, by the charge point)."""
+    async with running_station(parse_config(config_for(tmp_path, csms.url, model))) as station:
+        sim = station.simulator(1)
+        write = sim.on_write
+
+        def silent_once_begun(address: int, values: list[int]) -> Any:
+            answer = write(address, values)
+            if sim.mem.open_tx is not None and sim.mem.record is None and not began:
+                began.append(True)
+                sim.faults.mute = True  # carried out; this answer and everything after it is lost
+            return answer
+
+        began: list[bool] = []
+        sim.on_write = silent_once_begun  # type: ignore[method-assign]
+        await csms.wait_for("StatusNotification", status_is("Available"))
+        assert await csms.remote_start(STATION, "TAG-LEFT") == "Accepted"
+        await csms.wait_until(lambda: began, timeout=30)
+        await csms.wait_until(lambda: station.runtime.core.transaction_on(1) is None, timeout=60)  # the start failed
+        assert began and sim.mem.open_tx is not None  # and the meter runs a transaction nobody owns
+        sim.faults.mute = False
+        stop = await csms.wait_for("StopTransaction", timeout=60)  # ended on the meter, its record delivered
+        record, _ = extract_signed_record(stop.payload)
+        assert ocmf.verify(ocmf.parse(record), parse_oca_public_key(await csms.meter_public_key(STATION))).valid
+        assert [m.payload["idTag"] for m in csms.messages("StartTransaction")] == ["TAG-LEFT"]
+        await station.runtime.idle()  # stored and released: the meter takes a new transaction
+        assert await csms.remote_start(STATION, "TAG-NEXT") == "Accepted"
+        await csms.wait_for("StartTransaction", lambda p: p["idTag"] == "TAG-NEXT", timeout=30)
+        await csms.wait_for("StatusNotification", status_is("Charging"), timeout=30)

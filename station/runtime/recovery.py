@@ -3,9 +3,9 @@
 A transaction the store has open is ended on its EVSE's meter (stop reason PowerLoss unless one was asked for), so
 its signed record is collected and delivered. A transaction only the meter knows (the daemon died after the meter
 started it and before storing it) is adopted: ended on the meter, and its signed record tells who charged and from
-which reading; the CSMS gets its start and its end, in that order. So is one a failed start left on the meter while
-the daemon runs (the meter began, and then its answers were lost): stop reason Other. A record the store already holds (killed after
-storing it and before releasing it) is only released, never recorded twice.
+which reading; the CSMS gets its start and its end, in that order. So is one that a start which failed while the
+daemon ran left on the meter (the meter began, and then its answers were lost): stop reason Other. A record the
+store already holds (killed after storing it and before releasing it) is only released, never recorded twice.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+import serial
 import structlog
 from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
@@ -47,10 +48,44 @@ log = structlog.get_logger("station.bus")
 def _write_at_once(self: SerialTransport, data: bytes) -> None:
     """pymodbus's serial transport queues each frame for the loop's next turn (add_writer), so every callback that is
     ready in this one (a StatusNotification going out beside a meter start) runs before the frame reaches the port.
-    Written at once, as asyncio's own transports do; what the port does not take waits for writability as before."""
+    Written at once, as asyncio's own transports do; what the port does not take waits for writability as before.
+
+    A frame the bus let be built while the silence before it still runs (ModbusBus._dispatch sets `send_at`) is
+    held until the silence ends and written then by the bus's timer thread (`_write_when_silent`): its way from the
+    silence's end to the wire is then a thread's wake-up, not the loop's wake-up, the task's resumption and the
+    frame's encoding."""
+    send_at: float = self.__dict__.pop("send_at", 0.0)
+    if send_at > time.monotonic() and not self.intern_write_buffer and not self.force_poll:
+        _HOLD.submit(_write_when_silent, self, data, send_at, asyncio.get_running_loop())
+        return
     self.intern_write_buffer.append(data)
     if not self.force_poll:
         self.intern_write_ready()
+
+
+_HOLD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bus-hold")  # one frame at a time: one line each
+
+
+def _write_when_silent(
+    transport: SerialTransport, data: bytes, send_at: float, loop: asyncio.AbstractEventLoop
+) -> None:
+    """In the hold thread: sleep out the silence, then write. What the port does not take (it takes a frame at once:
+    at most 256 bytes into a tty's kilobytes of buffer), or a port that failed, goes back to the loop's own path."""
+    time.sleep(max(0.0, send_at - time.monotonic()))
+    port = transport.sync_serial
+    written = 0
+    if port is not None:
+        with contextlib.suppress(OSError, ValueError, serial.SerialException):
+            written = port.write(data) or 0
+    if written < len(data):
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits any more
+            loop.call_soon_threadsafe(_write_rest, transport, data[written:])
+
+
+def _write_rest(transport: SerialTransport, rest: bytes) -> None:
+    if transport.sync_serial is not None:
+        transport.intern_write_buffer.append(rest)
+        transport.intern_write_ready()
 
 
 SerialTransport.write = _write_at_once  # type: ignore[method-assign]  # process-wide, like ocpp's ASYNC_VALIDATION
@@ -110,9 +145,10 @@ class LineSettings:
         return FAST_SILENCE if self.baudrate > 19200 else 3.5 * self.byte_time
 
     def timeout_for(self, request_bytes: int, response_bytes: int, latency: float) -> float:
-        """How long to wait for an answer: the request out, the silence after it, the device thinks for up to
-        `latency`, the answer back, plus scheduling slack."""
-        return self.wire_time(request_bytes + response_bytes) + self.inter_frame_silence + latency + SCHEDULING_SLACK
+        """How long to wait for an answer: the silence before the request (a frame held until it ends), the request
+        out, the silence after it, the device thinks for up to `latency`, the answer back, plus scheduling slack."""
+        silences = 2 * self.inter_frame_silence
+        return self.wire_time(request_bytes + response_bytes) + silences + latency + SCHEDULING_SLACK
 
     def quiet_after_timeout(self, latency: float) -> float:
         """The longest a late answer can still be on its way: the device's latency plus the largest frame."""
@@ -345,9 +381,15 @@ class ModbusBus:
         while s.on_line is None and s.waiting:
             delay = s.wait()
             if delay > 0:
-                self._wake_after(delay)
-                return
-            turn = s.grant()
+                transport = self._serial_transport() if delay < FINE_TIMER_UNDER else None
+                if transport is None:
+                    self._wake_after(delay)
+                    return
+                # The frame is built now and held until the silence ends (_write_at_once).
+                transport.send_at = time.monotonic() + delay  # type: ignore[attr-defined]
+                turn = s.grant(early=True)
+            else:
+                turn = s.grant()
             assert turn is not None
             future = self._waiters.pop(turn, None)
             if future is None or future.done():  # its requester was cancelled while it waited
@@ -355,6 +397,12 @@ class ModbusBus:
                 continue
             future.set_result(None)
             return
+
+    def _serial_transport(self) -> SerialTransport | None:
+        """The open serial port's transport (None for a TCP gateway, or while the port is closed)."""
+        client = self._client
+        transport = getattr(client.ctx, "transport", None) if client is not None else None
+        return transport if isinstance(transport, SerialTransport) and transport.sync_serial is not None else None
 
     def _wake_after(self, delay: float) -> None:
         """`_dispatch` again after `delay`. The event loop's timers wait in whole milliseconds (epoll), so a 1.8 ms

@@ -134,9 +134,10 @@ class BusScheduler:
             self._queues[turn.priority].remove(turn)
             turn.state = TurnState.CANCELLED
 
-    def grant(self) -> Turn | None:
-        """Hand the line to the first waiting turn of the highest priority, if the line is free and silent."""
-        if self._on_line is not None or self.wait() > 0:
+    def grant(self, *, early: bool = False) -> Turn | None:
+        """Hand the line to the first waiting turn of the highest priority, if the line is free and silent (`early`:
+        free and still silent, for a frame that is held until the silence ends)."""
+        if self._on_line is not None or (self.wait() > 0 and not early):
             return None
         for priority in sorted(Priority):
             queue = self._queues[priority]

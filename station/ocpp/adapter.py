@@ -37,6 +37,15 @@ if TYPE_CHECKING:
 log = structlog.get_logger("station.ocpp")
 
 
+async def let_started_work_begin() -> None:
+    """Yield once to the event loop before answering a request that started meter work (a remote start or stop): the
+    work takes its first step, which puts its first frame on the meter's line, and the answer (the library validates
+    and encodes it, and the socket takes it: about a millisecond) is sent while that frame is on the wire instead of
+    before it. The work needs at least one answer from the meter before it can do anything the CSMS sees, so
+    whatever the handler does after this still happens first."""
+    await asyncio.sleep(0)
+
+
 class BootRefused(Exception):
     """BootNotification answered Pending or Rejected: retry after `interval`, no charging before Accepted."""
 

@@ -115,13 +115,19 @@ class _LoggedConnection:
         self.awaiting: str | None = None  # the message id of our outstanding CALL (the library sends one at a time)
         self.rejected: Callable[[], bool] = lambda: False  # whether the CSMS rejected our boot (set by the owner)
         self.dropped = 0
+        # Clear while the library handles a CSMS CALL: our own CALLs wait for its answer (see send).
+        self._answered = asyncio.Event()
+        self._answered.set()
 
     async def recv(self) -> str:
+        self._answered.set()  # the library asks for the next frame: it is done with the last one
         while True:
             frame = await self.ws.recv()
             verdict = wire.inspect(frame, version=self.version, awaiting=self.awaiting)
             if verdict.accept:
                 assert isinstance(frame, str)
+                if verdict.message_type == wire.CALL:
+                    self._answered.clear()
                 if verdict.message_type in (wire.CALLRESULT, wire.CALLERROR):
                     self.awaiting = None  # answered; a repeat of the answer is stale
                 log.debug("ocpp frame in", frame=frame)
@@ -149,8 +155,16 @@ class _LoggedConnection:
             )
 
     async def send(self, frame: str) -> None:
+        """Our CALLs go after the answer to the CSMS CALL being handled: what a request set off (a remote start's
+        StatusNotification, its StartTransaction) never reaches the CSMS before the request's answer, also when the
+        handler lets that work begin before it answers (adapter.let_started_work_begin). The library reads no frame
+        while it handles one, so it answers, or asks for the next frame, before it could take any answer of ours."""
         frame = wire.outgoing(frame)
         call_id = wire.call_id_of(frame)
+        if call_id is not None:
+            await self._answered.wait()
+        else:
+            self._answered.set()  # the answer (a CALLRESULT or CALLERROR) goes now
         if call_id is not None:
             self.awaiting = call_id
         log.debug("ocpp frame out", frame=frame)

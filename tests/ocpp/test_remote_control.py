@@ -4,10 +4,13 @@ TriggerMessage."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import signal
 from pathlib import Path
 from typing import Any
 
+import pytest
 from ocpp.v16 import call
 from ocpp.v201 import call as call201
 
@@ -112,3 +115,38 @@ async def test_reset_ends_the_transaction_then_exits_75(
     assert stop.payload["reason"] == "SoftReset" and stop.payload["transactionData"]
     assert await daemon.terminate(signal.SIGCONT, timeout=30) == 75, daemon.log()
     await meter.terminate()
+
+
+def _kinds_after(csms: LocalCsms, mark: int) -> list[int]:
+    """The message types (2 CALL, 3 CALLRESULT, 4 CALLERROR) of the frames the station sent from `mark` on."""
+    return [json.loads(frame)[0] for _, frame in csms.frames[mark:]]
+
+
+@pytest.mark.parametrize("version", ["1.6", "2.0.1"])
+async def test_a_remote_start_and_stop_are_answered_before_anything_they_set_off(tmp_path: Path, version: str) -> None:
+    """The answer to RemoteStart/RemoteStopTransaction (RequestStart/RequestStopTransaction) reaches the CSMS before
+    the StatusNotification, StartTransaction, TransactionEvent or StopTransaction the request set off, as every test
+    case lists them (TC_K_37_CS steps 2 then 3 and 5: "The Charging Station responds with a
+    RequestStartTransactionResponse", then "sends" what follows; 1.6 §5.11, §5.12): the station lets the meter work
+    begin before it answers (the answer goes while the meter's first frame is on the line), and its own CALLs wait
+    for that answer."""
+    csms = await LocalCsms(subprotocols=(f"ocpp{version}",)).start()
+    try:
+        async with running_station(parse_config(config_for(tmp_path, csms.url, version))):
+            await csms.wait_for("StatusNotification", status_is("Available"))
+            await csms.wait_until(lambda: not csms.received or csms.received[-1].action == "StatusNotification")
+            mark, frames = len(csms.received), len(csms.frames)
+            assert await csms.start_session(STATION, "TAG-ORDER") == "Accepted"
+            _, transaction_id = await csms.wait_session_started(STATION, after=mark)
+            kinds = _kinds_after(csms, frames)
+            assert kinds[0] == 3 and 2 in kinds  # the answer first, then the CALLs it set off
+            await csms.wait_for("StatusNotification", status_is("Charging" if version == "1.6" else "Occupied"))
+            await asyncio.sleep(0.3)  # whatever the start set off is through
+            mark, frames = len(csms.received), len(csms.frames)
+            assert await csms.stop_session(STATION, transaction_id) == "Accepted"
+            await csms.wait_session_ended(STATION, after=mark)
+            kinds = _kinds_after(csms, frames)
+            assert kinds[0] == 3 and 2 in kinds
+            assert csms.violations == []
+    finally:
+        await csms.stop()

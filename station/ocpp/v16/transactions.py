@@ -28,6 +28,7 @@ from station.ocpp.adapter import (
     Delivery,
     body_evse,
     iso,
+    let_started_work_begin,
     security_event_fields,
     signing_key,
 )
@@ -204,7 +205,7 @@ class Transactions(V16Base):
     # ------------------------------------------------------------------ incoming
 
     @on(Action.remote_start_transaction)
-    def on_remote_start(
+    async def on_remote_start(
         self,
         id_tag: str,
         connector_id: int | None = None,
@@ -236,6 +237,8 @@ class Transactions(V16Base):
                 )
         else:
             outcome = self.runtime.remote_start(evse_id, id_tag, connector_id=within)
+        if outcome.accepted:
+            await let_started_work_begin()
         log.info(
             "RemoteStartTransaction",
             id_tag=id_tag,
@@ -248,7 +251,7 @@ class Transactions(V16Base):
         )
 
     @on(Action.remote_stop_transaction)
-    def on_remote_stop(self, transaction_id: int, **_: Any) -> call_result.RemoteStopTransaction:
+    async def on_remote_stop(self, transaction_id: int, **_: Any) -> call_result.RemoteStopTransaction:
         ref = self.runtime.transaction_for_csms_id(str(transaction_id))
         if self.registration == "Pending":
             accepted = False  # §4.2: not allowed while Pending
@@ -262,6 +265,8 @@ class Transactions(V16Base):
             accepted = True
         else:
             accepted = False
+        if accepted:
+            await let_started_work_begin()
         log.info("RemoteStopTransaction", transaction_id=transaction_id, accepted=accepted, pending=ref is None)
         return call_result.RemoteStopTransaction(
             status=RemoteStartStopStatus.accepted if accepted else RemoteStartStopStatus.rejected

@@ -25,6 +25,7 @@ from station.ocpp.adapter import (
     Delivery,
     body_evse,
     iso,
+    let_started_work_begin,
     security_event_fields,
     signing_key,
 )
@@ -269,7 +270,7 @@ class Transactions(V201Base):
     # ------------------------------------------------------------------ incoming
 
     @on(Action.request_start_transaction)
-    def on_request_start(
+    async def on_request_start(
         self,
         id_token: dict[str, Any],
         remote_start_id: int,
@@ -308,18 +309,21 @@ class Transactions(V201Base):
             return call_result.RequestStartTransaction(
                 status="Rejected", status_info={"reason_code": "Occupied", "additional_info": outcome.reason[:512]}
             )
+        await let_started_work_begin()  # the meter's first answer comes long after the id token is stored
         # E01.FR.10: the TransactionEvent carries the idToken as given here, its type and additional info too.
         self.store.set_id_token(outcome.transaction.ref, id_token)
         return call_result.RequestStartTransaction(status="Accepted")
 
     @on(Action.request_stop_transaction)
-    def on_request_stop(self, transaction_id: str, **_: Any) -> call_result.RequestStopTransaction:
+    async def on_request_stop(self, transaction_id: str, **_: Any) -> call_result.RequestStopTransaction:
         running = {tx.ref for tx in self.runtime.core.running_transactions()}
         accepted = (
             self.registration != "Pending"  # B02.FR.05
             and transaction_id in running
             and self.runtime.remote_stop(transaction_id, StopReason.REMOTE).accepted
         )
+        if accepted:
+            await let_started_work_begin()
         log.info("RequestStopTransaction", transaction_id=transaction_id, accepted=accepted)
         return call_result.RequestStopTransaction(status="Accepted" if accepted else "Rejected")
 

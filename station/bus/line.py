@@ -9,8 +9,10 @@ the same device is taken as the answer to its next request. The bus therefore ch
 address and register count of every answer, and after any timeout it keeps the line quiet for the silent device's
 worst-case latency plus one frame, so that a late answer dies on the line instead of in the next request (of any
 device: on RS-485 a late answer would also collide with a neighbour's request). Between frames it keeps the RTU
-inter-frame silence of 3.5 characters, counted from an answer's last byte and slept in a thread of its own (the event
-loop's timers round up to whole milliseconds: `_wake_after`). Timeouts are derived from the baud rate and the frame
+inter-frame silence of 3.5 characters, counted from an answer's last byte: a request that comes while the silence
+still runs is built at once and its frame held until the silence ends, written then by a thread of the bus's own
+(`_write_at_once`); a longer wait is slept in a thread too (the event loop's timers round up to whole milliseconds:
+`_wake_after`). Timeouts are derived from the baud rate and the frame
 sizes. Requests wait in a `BusScheduler` queue, transaction work before sampling (station/bus/scheduler.py).
 
 Users only ever see `MeterError` subclasses.

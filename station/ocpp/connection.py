@@ -163,10 +163,9 @@ class _LoggedConnection:
         call_id = wire.call_id_of(frame)
         if call_id is not None:
             await self._answered.wait()
+            self.awaiting = call_id
         else:
             self._answered.set()  # the answer (a CALLRESULT or CALLERROR) goes now
-        if call_id is not None:
-            self.awaiting = call_id
         log.debug("ocpp frame out", frame=frame)
         self.trace.record("out", frame)
         self.state.messages_sent += 1

@@ -159,30 +159,25 @@ class MeterWorker:
             if task is not None:
                 self._releases.discard(task)
 
-    async def transaction_running(self) -> bool:
-        """Whether the meter reports an open transaction; False (with a warning) when it cannot be asked."""
-        try:
-            return await self.meter.transaction_running()
-        except MeterError as exc:
-            self._log.warning(
-                "cannot ask the meter whether a transaction is open; asking again at the next start", error=str(exc)
-            )
-            return False
-
-    async def left_running(self, attempts: int = 6) -> bool:
-        """After a failed start: whether the meter runs a transaction all the same (it began, and then its answers
-        were lost). Asked until the meter answers, at most `attempts` times with growing delays (about 15 s); a
-        meter silent for longer is asked again at the next start, which it refuses, and at the next run."""
-        for attempt in range(1, attempts + 1):
+    async def transaction_running(self, attempts: int = 1) -> bool:
+        """Whether the meter reports an open transaction, asked up to `attempts` times with growing delays; False
+        (with a warning) when it cannot be asked. At start-up once; after a failed start (the meter may have begun,
+        and then its answers were lost) a few times, and a meter silent longer is asked again at the next start,
+        which it refuses, and at the next run."""
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 with self.meter.transaction_work():
                     return await self.meter.transaction_running()
             except MeterError as exc:
-                if attempt == attempts:
-                    self._log.warning("meter not asked whether a failed start left it running", error=str(exc))
+                if attempt >= attempts:
+                    self._log.warning(
+                        "cannot ask the meter whether a transaction is open; asking again at the next start",
+                        error=str(exc),
+                    )
                     return False
                 await asyncio.sleep(self._retry_delay(attempt))
-        return False
 
     def _retry_delay(self, attempt: int) -> float:
         """How long to wait before asking the meter again (a stop, a release): growing, at most 30 s."""

@@ -90,6 +90,8 @@ from station.store import Store, StoreError
 
 log = structlog.get_logger("station.runtime")
 
+ASK_AFTER_FAILED_START = 6  # times the meter is asked whether a failed start left it running (about 15 s)
+
 Clock = Callable[[], datetime]
 
 
@@ -614,7 +616,8 @@ class StationRuntime:
         """A start that failed after the meter began (its answer, or a later read, lost) leaves the meter running a
         transaction nobody owns, and the meter refuses every later start: the EVSE would be out of service. It is
         ended as one found at start-up is (Recovery.orphan), and its signed record delivered."""
-        if await self.meters[evse_id].left_running() and self.core.transaction_on(evse_id) is None:
+        running = await self.meters[evse_id].transaction_running(attempts=ASK_AFTER_FAILED_START)
+        if running and self.core.transaction_on(evse_id) is None:
             self._restore(self.recovery.orphan(evse_id, self.clock(), StopReason.OTHER))
 
     async def _stop_on_meter(self, evse_id: int, tx: Transaction) -> None:
